@@ -1,0 +1,135 @@
+//! The daemon's config file: the library's [`HubConfig`] plus the `[serve]`
+//! table, parsed with key paths in every error, and `check-config`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use framehub::HubConfig;
+use serde::Deserialize;
+
+/// Settings of the daemon itself (`[serve]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// File the NDJSON records are appended to (unset: stdout).
+    pub out: Option<PathBuf>,
+    /// How often the status line is printed on stderr (`"5s"`).
+    #[serde(deserialize_with = "duration")]
+    pub status_interval: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            out: None,
+            status_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    framehub::config::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// Everything a config file holds.
+#[derive(Debug, Clone, Default)]
+pub struct FileConfig {
+    /// The hub: listeners, nodes, shutdown.
+    pub hub: HubConfig,
+    /// The daemon.
+    pub serve: ServeConfig,
+}
+
+/// A config that cannot be used, with the key at fault when known.
+#[derive(Debug)]
+pub struct BadConfig(pub String);
+
+impl std::fmt::Display for BadConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parses TOML text; errors name the key (`listener[0].queue.capacity`).
+pub fn parse(text: &str) -> Result<FileConfig, BadConfig> {
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| BadConfig(format!("not valid TOML: {e}")))?;
+    let serve = match table.remove("serve") {
+        Some(value) => deserialize::<ServeConfig>(value, "serve.")?,
+        None => ServeConfig::default(),
+    };
+    let hub: HubConfig = deserialize(toml::Value::Table(table), "")?;
+    hub.validate().map_err(|e| BadConfig(e.to_string()))?;
+    Ok(FileConfig { hub, serve })
+}
+
+fn deserialize<T: serde::de::DeserializeOwned>(value: toml::Value, prefix: &str) -> Result<T, BadConfig> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        BadConfig(format!("{prefix}{path}: {}", e.into_inner()))
+    })
+}
+
+/// Reads and parses a config file.
+pub fn load(path: &Path) -> Result<FileConfig, BadConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BadConfig(format!("cannot read {}: {e}", path.display())))?;
+    parse(&text)
+}
+
+/// `framehub check-config FILE`: 0 when valid, 64 naming the bad key.
+pub fn check_config(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok(cfg) => {
+            let listeners = cfg.hub.listeners();
+            println!(
+                "{}: ok ({} listener{})",
+                path.display(),
+                listeners.len(),
+                if listeners.len() == 1 { "" } else { "s" }
+            );
+            for l in listeners {
+                println!(
+                    "  {} on {} ({}, {:?}, auth {})",
+                    l.name,
+                    l.effective_bind(),
+                    l.framing.name(),
+                    l.protocol,
+                    if l.auth.is_required() { "on" } else { "off" }
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("framehub: {}: {e}", path.display());
+            ExitCode::from(crate::EXIT_BAD_CONFIG)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = parse("[[listener]]\n[listener.queue]\ncapacity = \"x\"\n").expect_err("bad type");
+        assert!(err.0.starts_with("listener[0].queue.capacity"), "{err}");
+        let err = parse("[serve]\nstatus = \"5s\"\n").expect_err("unknown key");
+        assert!(err.0.contains("status"), "{err}");
+        let err = parse("[[listener]]\n[listener.queue]\ncapacity = 0\n").expect_err("invalid");
+        assert!(err.0.contains("listener[0].queue.capacity"), "{err}");
+    }
+
+    #[test]
+    fn serve_table_is_separate() {
+        let cfg = parse("[serve]\nout = \"x.ndjson\"\nstatus_interval = \"1s\"\n").expect("valid");
+        assert_eq!(cfg.serve.out, Some(PathBuf::from("x.ndjson")));
+        assert_eq!(cfg.serve.status_interval, Duration::from_secs(1));
+        assert_eq!(cfg.hub.listeners().len(), 1);
+    }
+}

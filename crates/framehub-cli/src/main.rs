@@ -1,0 +1,104 @@
+//! The `framehub` binary: parses arguments and hands over to the library.
+//! Each subcommand lives in its own module; this file only wires them.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod config;
+mod serve;
+mod sink;
+
+/// Exit code for a configuration that cannot be used (sysexits EX_USAGE,
+/// as linkerd and others use for bad config).
+pub const EXIT_BAD_CONFIG: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(name = "framehub", version, about = "The front door for fleets of devices pushing framed messages over TCP")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Accept connections and write every delivered frame as one NDJSON record.
+    Serve(ServeArgs),
+    /// Validate a config file without binding anything.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `framehub serve`; flags override the config file.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// TOML config file (see README "Configuration").
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address of the first listener, e.g. 0.0.0.0:30050 (port 0 picks one).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Shared token of the first listener's node protocol.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Framing of the first listener: lines, length, cobs, spacepacket, chunk.
+    /// Anything but lines switches it to the raw protocol.
+    #[arg(long)]
+    pub framing: Option<String>,
+    /// Write records to this file (appending) instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No status line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Log format on stderr; filter with RUST_LOG (default info).
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => config::check_config(&file),
+        Command::Serve(args) => {
+            init_logs(args.log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("framehub: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(serve::run(args))
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The `cobs` framing: COBS-encoded frames delimited by `0x00`, as sat-rs sends them (a `0x00`
+//! before and after each frame).
+//!
+//! Nothing between two delimiters is not a frame and is skipped, which absorbs sat-rs's doubled
+//! delimiters; the encoding of an empty payload (`0x01`) is an empty frame. A frame is decoded in
+//! place in the read buffer, so it is handed on without a copy. The maximum applies to the
+//! decoded frame; an encoded frame longer than any frame of that size could encode to is
+//! discarded up to its delimiter without being buffered.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::CodecError;
+use super::delimited::{DelimitedScanner, Scanned};
+
+#[derive(Debug)]
+pub(super) struct CobsDecoder {
+    scanner: DelimitedScanner,
+}
+
+impl Default for CobsDecoder {
+    fn default() -> Self {
+        Self {
+            scanner: DelimitedScanner::new(0),
+        }
+    }
+}
+
+/// Longest COBS encoding of `max` bytes: one code byte per started run of 254 bytes.
+fn max_encoded_len(max: usize) -> usize {
+    max.saturating_add(max.div_ceil(254).max(1))
+}
+
+impl CobsDecoder {
+    pub(super) fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<Option<Bytes>, CodecError> {
+        let limit = max_encoded_len(max);
+        loop {
+            match self.scanner.scan(buf, limit) {
+                Scanned::Frame(encoded) if encoded.is_empty() => continue,
+                Scanned::Frame(encoded) => return decode_frame(encoded, max).map(Some),
+                Scanned::Oversize => return Err(CodecError::Oversize { max }),
+                Scanned::Pending => return Ok(None),
+            }
+        }
+    }
+
+    /// Bytes after the last `0x00` at end of stream are a frame that never ended: dropped and
+    /// reported once (sat-rs always terminates its frames).
+    pub(super) fn decode_eof(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<Option<Bytes>, CodecError> {
+        if let Some(frame) = self.decode(buf, max)? {
+            return Ok(Some(frame));
+        }
+        if self.scanner.finish(buf) || buf.is_empty() {
+            return Ok(None);
+        }
+        let bytes = buf.len();
+        buf.clear();
+        Err(CodecError::Truncated { bytes })
+    }
+}
+
+fn decode_frame(mut encoded: BytesMut, max: usize) -> Result<Bytes, CodecError> {
+    let len = ::cobs::decode_in_place(&mut encoded).map_err(|_| CodecError::InvalidCobs)?;
+    // The encoded bound lets through frames whose zeros cost no overhead, up to a few bytes over.
+    if len > max {
+        return Err(CodecError::Oversize { max });
+    }
+    encoded.truncate(len);
+    Ok(encoded.freeze())
+}
+
+pub(super) fn encode(payload: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+    let start = dst.len();
+    dst.resize(start + 1 + ::cobs::max_encoding_length(payload.len()), 0);
+    // Cannot panic: the destination was sized with the crate's own worst case.
+    let written = ::cobs::encode(payload, &mut dst[start + 1..]);
+    dst.truncate(start + 1 + written);
+    dst.put_u8(0);
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::codec::{FrameDecoder, FrameEncoder, FramingConfig};
+    use tokio_util::codec::{Decoder, Encoder};
+
+    fn drain(d: &mut FrameDecoder, buf: &mut BytesMut, eof: bool) -> Vec<Result<Bytes, String>> {
+        let mut out = Vec::new();
+        loop {
+            let step = if eof { d.decode_eof(buf) } else { d.decode(buf) };
+            match step {
+                Ok(Some(frame)) => out.push(Ok(frame)),
+                Ok(None) => return out,
+                Err(e) => {
+                    assert!(!e.is_fatal(), "{e}");
+                    out.push(Err(e.reason().to_owned()));
+                }
+            }
+        }
+    }
+
+    fn ok(s: &[u8]) -> Result<Bytes, String> {
+        Ok(Bytes::copy_from_slice(s))
+    }
+
+    fn wire(frames: &[&[u8]]) -> BytesMut {
+        let mut e = FrameEncoder::new(&FramingConfig::Cobs, 1 << 20);
+        let mut dst = BytesMut::new();
+        for f in frames {
+            e.encode(*f, &mut dst).unwrap();
+        }
+        dst
+    }
+
+    #[test]
+    fn sat_rs_style_frames() {
+        let mut d = FrameDecoder::new(&FramingConfig::Cobs, 1024);
+        let mut buf = wire(&[b"\x01\x02\x00\x03", b"tc", &[0u8; 300]]);
+        assert_eq!(&buf[..8], b"\0\x03\x01\x02\x02\x03\0\0");
+        assert_eq!(
+            drain(&mut d, &mut buf, false),
+            [ok(b"\x01\x02\x00\x03"), ok(b"tc"), ok(&[0u8; 300])]
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn zero_length_input_and_frames() {
+        let mut d = FrameDecoder::new(&FramingConfig::Cobs, 16);
+        let mut buf = BytesMut::new();
+        assert_eq!(drain(&mut d, &mut buf, true), []);
+        // Runs of delimiters carry no frame; an encoded empty payload is an empty frame.
+        buf.extend_from_slice(b"\0\0\0\x01\0\0");
+        assert_eq!(drain(&mut d, &mut buf, true), [ok(b"")]);
+        assert_eq!(&wire(&[b""])[..], b"\0\x01\0");
+    }
+
+    #[test]
+    fn invalid_frame_is_dropped_and_stream_resyncs() {
+        let mut d = FrameDecoder::new(&FramingConfig::Cobs, 16);
+        // 0x05 announces four more bytes but the frame ends after one.
+        let mut buf = BytesMut::from(&b"\0\x05a\0\x02b\0"[..]);
+        assert_eq!(
+            drain(&mut d, &mut buf, false),
+            [Err("invalid_cobs".into()), ok(b"b")]
+        );
+    }
+
+    #[test]
+    fn oversize_frame_is_discarded_across_reads() {
+        let mut d = FrameDecoder::new(&FramingConfig::Cobs, 8);
+        let mut buf = wire(&[b"12345678", b"123456789"]);
+        // Cut after ten encoded bytes of the long frame: one more than any 8-byte frame needs.
+        let tail = buf.split_off(22);
+        assert_eq!(
+            drain(&mut d, &mut buf, false),
+            [ok(b"12345678"), Err("oversize".into())]
+        );
+        buf.extend_from_slice(&tail);
+        buf.extend_from_slice(&wire(&[b"ok"]));
+        assert_eq!(drain(&mut d, &mut buf, false), [ok(b"ok")]);
+    }
+
+    #[test]
+    fn decoded_size_is_checked_too() {
+        // 301 zeros encode to 302 bytes, within the encoded bound for 300 (302).
+        let mut d = FrameDecoder::new(&FramingConfig::Cobs, 300);
+        let mut buf = wire(&[&[0u8; 300], &[0u8; 301], b"ok"]);
+        assert_eq!(
+            drain(&mut d, &mut buf, false),
+            [ok(&[0u8; 300]), Err("oversize".into()), ok(b"ok")]
+        );
+    }
+
+    #[test]
+    fn unterminated_frame_at_eof() {
+        let mut d = FrameDecoder::new(&FramingConfig::Cobs, 8);
+        let mut buf = BytesMut::from(&b"\0\x02a\0\x02b"[..]);
+        assert_eq!(
+            drain(&mut d, &mut buf, true),
+            [ok(b"a"), Err("truncated".into())]
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn set_max_frame_bytes() {
+        let mut d = FrameDecoder::new(&FramingConfig::Cobs, 2);
+        let mut buf = wire(&[b"abc", b"abc"]);
+        assert_eq!(drain(&mut d, &mut buf, false)[0], Err("oversize".into()));
+        let mut d = FrameDecoder::new(&FramingConfig::Cobs, 2);
+        d.set_max_frame_bytes(3);
+        let mut buf = wire(&[b"abc"]);
+        assert_eq!(drain(&mut d, &mut buf, false), [ok(b"abc")]);
+    }
+
+    #[test]
+    fn encoded_bound() {
+        assert_eq!(max_encoded_len(0), 1);
+        assert_eq!(max_encoded_len(254), 255);
+        assert_eq!(max_encoded_len(255), 257);
+        assert_eq!(max_encoded_len(usize::MAX), usize::MAX);
+        for len in [0, 1, 253, 254, 255, 508, 509, 1000] {
+            assert_eq!(max_encoded_len(len), ::cobs::max_encoding_length(len));
+        }
+    }
+}

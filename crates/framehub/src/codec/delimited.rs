@@ -1,0 +1,125 @@
+//! The bounded delimiter search shared by `lines` (`\n`) and `cobs` (`0x00`).
+//!
+//! Only a window of `limit + 1` bytes is ever searched, the end of the previous search is
+//! remembered so a frame arriving in many reads is not rescanned from its start, and a frame
+//! over the limit is discarded up to its delimiter while consuming the buffer, so a peer that
+//! never sends the delimiter cannot make us hold more than the current read.
+
+use bytes::{Buf, BytesMut};
+
+/// What one call to [`DelimitedScanner::scan`] found.
+#[derive(Debug)]
+pub(super) enum Scanned {
+    /// The bytes before the next delimiter (the delimiter is consumed and not included).
+    Frame(BytesMut),
+    /// A frame longer than the limit began here; it is being discarded up to its delimiter.
+    Oversize,
+    /// No delimiter yet; call again after the next read.
+    Pending,
+}
+
+#[derive(Debug)]
+pub(super) struct DelimitedScanner {
+    delimiter: u8,
+    /// Offset up to which the buffer has already been searched without finding the delimiter.
+    next_index: usize,
+    /// Inside an oversize frame: drop everything up to and including the next delimiter.
+    discarding: bool,
+}
+
+impl DelimitedScanner {
+    pub(super) fn new(delimiter: u8) -> Self {
+        Self {
+            delimiter,
+            next_index: 0,
+            discarding: false,
+        }
+    }
+
+    /// Cuts the next delimited frame of at most `limit` bytes out of `buf`.
+    pub(super) fn scan(&mut self, buf: &mut BytesMut, limit: usize) -> Scanned {
+        if self.discarding {
+            // Everything scanned here belongs to the oversize frame, so the whole buffer can be
+            // searched and dropped: no window is needed to bound memory.
+            match memchr::memchr(self.delimiter, buf) {
+                Some(at) => {
+                    buf.advance(at + 1);
+                    self.discarding = false;
+                }
+                None => {
+                    buf.clear();
+                    return Scanned::Pending;
+                }
+            }
+        }
+        let read_to = limit.saturating_add(1).min(buf.len());
+        // `limit` may have been lowered since the last search.
+        let start = self.next_index.min(read_to);
+        match memchr::memchr(self.delimiter, &buf[start..read_to]) {
+            Some(offset) => {
+                let at = start + offset;
+                self.next_index = 0;
+                let mut frame = buf.split_to(at + 1);
+                frame.truncate(at);
+                Scanned::Frame(frame)
+            }
+            None if buf.len() > limit => {
+                // No delimiter within `limit + 1` bytes: the frame is too long whatever follows.
+                buf.advance(read_to);
+                self.next_index = 0;
+                self.discarding = true;
+                Scanned::Oversize
+            }
+            None => {
+                self.next_index = read_to;
+                Scanned::Pending
+            }
+        }
+    }
+
+    /// At end of stream: forgets the search state and says whether the bytes left in the
+    /// buffer are the tail of an already reported oversize frame (and were dropped).
+    pub(super) fn finish(&mut self, buf: &mut BytesMut) -> bool {
+        self.next_index = 0;
+        if std::mem::take(&mut self.discarding) {
+            buf.clear();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_resumes_where_it_stopped() {
+        let mut scanner = DelimitedScanner::new(b'\n');
+        let mut buf = BytesMut::new();
+        for i in 1..=1000 {
+            buf.extend_from_slice(b"0123456789");
+            assert!(matches!(scanner.scan(&mut buf, 1 << 20), Scanned::Pending));
+            assert_eq!(scanner.next_index, i * 10);
+        }
+        buf.extend_from_slice(b"\n");
+        assert!(matches!(scanner.scan(&mut buf, 1 << 20), Scanned::Frame(f) if f.len() == 10_000));
+        assert_eq!(scanner.next_index, 0);
+    }
+
+    #[test]
+    fn frame_of_exactly_the_limit() {
+        let mut scanner = DelimitedScanner::new(0);
+        let mut buf = BytesMut::from(&b"abcd"[..]);
+        assert!(matches!(scanner.scan(&mut buf, 4), Scanned::Pending));
+        buf.extend_from_slice(b"\0abcde");
+        assert!(matches!(scanner.scan(&mut buf, 4), Scanned::Frame(f) if &f[..] == b"abcd"));
+        assert!(matches!(scanner.scan(&mut buf, 4), Scanned::Oversize));
+        assert!(buf.is_empty());
+        buf.extend_from_slice(b"f\0\0");
+        assert!(matches!(scanner.scan(&mut buf, 4), Scanned::Frame(f) if f.is_empty()));
+        assert!(buf.is_empty());
+    }
+}

@@ -1,0 +1,237 @@
+//! The `lines` framing: frames end at `\n`, a trailing `\r` is stripped.
+//!
+//! The maximum applies to the frame as delivered (without `\r\n`). An empty line is an empty
+//! frame: the protocol layer decides to skip it. At end of stream a last line without its `\n`
+//! is still a frame, as with tokio's `LinesCodec`: a sender that closes after
+//! `printf '{...}'` has said what it meant to.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::CodecError;
+use super::delimited::{DelimitedScanner, Scanned};
+
+#[derive(Debug)]
+pub(super) struct LinesDecoder {
+    scanner: DelimitedScanner,
+}
+
+impl Default for LinesDecoder {
+    fn default() -> Self {
+        Self {
+            scanner: DelimitedScanner::new(b'\n'),
+        }
+    }
+}
+
+impl LinesDecoder {
+    pub(super) fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<Option<Bytes>, CodecError> {
+        // One more byte than the maximum, for the `\r` that is stripped afterwards.
+        match self.scanner.scan(buf, max.saturating_add(1)) {
+            Scanned::Frame(line) => finish_line(line, max).map(Some),
+            Scanned::Oversize => Err(CodecError::Oversize { max }),
+            Scanned::Pending => Ok(None),
+        }
+    }
+
+    pub(super) fn decode_eof(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<Option<Bytes>, CodecError> {
+        if let Some(frame) = self.decode(buf, max)? {
+            return Ok(Some(frame));
+        }
+        if self.scanner.finish(buf) || buf.is_empty() || &buf[..] == b"\r" {
+            buf.clear();
+            return Ok(None);
+        }
+        // `decode` returned `Pending`, so at most `max + 1` bytes are left.
+        let line = buf.split();
+        finish_line(line, max).map(Some)
+    }
+}
+
+fn finish_line(mut line: BytesMut, max: usize) -> Result<Bytes, CodecError> {
+    if line.last() == Some(&b'\r') {
+        line.truncate(line.len() - 1);
+    }
+    if line.len() > max {
+        return Err(CodecError::Oversize { max });
+    }
+    Ok(line.freeze())
+}
+
+pub(super) fn encode(payload: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+    if memchr::memchr(b'\n', payload).is_some() {
+        return Err(CodecError::Unencodable("a lines payload cannot contain '\\n'"));
+    }
+    if payload.last() == Some(&b'\r') {
+        return Err(CodecError::Unencodable(
+            "a lines payload cannot end with '\\r' (it would be stripped)",
+        ));
+    }
+    dst.reserve(payload.len() + 1);
+    dst.put_slice(payload);
+    dst.put_u8(b'\n');
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::codec::{FrameDecoder, FrameEncoder, FramingConfig};
+    use tokio_util::codec::{Decoder, Encoder};
+
+    fn decoder(max: usize) -> FrameDecoder {
+        FrameDecoder::new(&FramingConfig::Lines, max)
+    }
+
+    /// Runs the connection's loop: every frame, and the reason of every non-fatal error.
+    fn drain(d: &mut FrameDecoder, buf: &mut BytesMut, eof: bool) -> Vec<Result<Bytes, String>> {
+        let mut out = Vec::new();
+        loop {
+            let step = if eof { d.decode_eof(buf) } else { d.decode(buf) };
+            match step {
+                Ok(Some(frame)) => out.push(Ok(frame)),
+                Ok(None) => return out,
+                Err(e) => {
+                    assert!(!e.is_fatal(), "{e}");
+                    out.push(Err(e.reason().to_owned()));
+                }
+            }
+        }
+    }
+
+    fn ok(s: &str) -> Result<Bytes, String> {
+        Ok(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn frames_crlf_and_empty_lines() {
+        let mut d = decoder(64);
+        let mut buf = BytesMut::from(&b"one\ntwo\r\n\n\r\nthree"[..]);
+        assert_eq!(
+            drain(&mut d, &mut buf, false),
+            [ok("one"), ok("two"), ok(""), ok("")]
+        );
+        assert_eq!(&buf[..], b"three");
+        buf.extend_from_slice(b" and more\n");
+        assert_eq!(drain(&mut d, &mut buf, false), [ok("three and more")]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn zero_length_input() {
+        let mut d = decoder(64);
+        let mut buf = BytesMut::new();
+        assert_eq!(drain(&mut d, &mut buf, false), []);
+        assert_eq!(drain(&mut d, &mut buf, true), []);
+        // A lone "\r" at EOF is not a line, as with tokio's LinesCodec.
+        buf.extend_from_slice(b"\r");
+        assert_eq!(drain(&mut d, &mut buf, true), []);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn partial_line_at_eof_is_a_frame() {
+        let mut d = decoder(64);
+        let mut buf = BytesMut::from(&b"a\nlast\r"[..]);
+        assert_eq!(drain(&mut d, &mut buf, true), [ok("a"), ok("last")]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn maximum_is_counted_without_crlf() {
+        let mut d = decoder(4);
+        let mut buf = BytesMut::from(&b"1234\r\n1234\n12345\n1234\r"[..]);
+        assert_eq!(
+            drain(&mut d, &mut buf, true),
+            [ok("1234"), ok("1234"), Err("oversize".into()), ok("1234")]
+        );
+        let mut buf = BytesMut::from(&b"12345"[..]);
+        assert_eq!(drain(&mut d, &mut buf, true), [Err("oversize".into())]);
+    }
+
+    #[test]
+    fn oversize_line_is_discarded_and_stream_goes_on() {
+        let mut d = decoder(8);
+        let mut buf = BytesMut::from(&b"ok\nthis line is far too long"[..]);
+        assert_eq!(
+            drain(&mut d, &mut buf, false),
+            [ok("ok"), Err("oversize".into())]
+        );
+        // The rest of the long line arrives over several reads and is dropped silently.
+        for _ in 0..3 {
+            buf.extend_from_slice(b"still the same line");
+            assert_eq!(drain(&mut d, &mut buf, false), []);
+            assert!(buf.is_empty());
+        }
+        buf.extend_from_slice(b" end\nnext\n");
+        assert_eq!(drain(&mut d, &mut buf, false), [ok("next")]);
+        // The tail of a discarded line at EOF is dropped, not yielded.
+        buf.extend_from_slice(b"another very long line without end");
+        assert_eq!(drain(&mut d, &mut buf, true), [Err("oversize".into())]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn ten_mib_without_newline_keeps_memory_bounded() {
+        const MAX: usize = 1024 * 1024;
+        const READ: usize = 64 * 1024;
+        const SLACK: usize = 4096;
+        let mut d = decoder(MAX);
+        let mut buf = BytesMut::with_capacity(READ);
+        let read = vec![b'x'; READ];
+        let mut errors = 0;
+        for _ in 0..(10 * 1024 * 1024 / READ) {
+            buf.extend_from_slice(&read);
+            for step in drain(&mut d, &mut buf, false) {
+                assert_eq!(step, Err("oversize".into()));
+                errors += 1;
+            }
+            assert!(buf.len() <= MAX + READ, "len {}", buf.len());
+            assert!(
+                buf.capacity() <= MAX + READ + SLACK,
+                "capacity {}",
+                buf.capacity()
+            );
+        }
+        assert_eq!(errors, 1);
+        buf.extend_from_slice(b"\nafter\n");
+        assert_eq!(drain(&mut d, &mut buf, false), [ok("after")]);
+    }
+
+    #[test]
+    fn lowering_the_maximum_mid_line() {
+        let mut d = decoder(100);
+        let mut buf = BytesMut::from(&b"0123456789"[..]);
+        assert_eq!(drain(&mut d, &mut buf, false), []);
+        d.set_max_frame_bytes(4);
+        assert_eq!(drain(&mut d, &mut buf, false), [Err("oversize".into())]);
+        buf.extend_from_slice(b"rest\nok\n");
+        assert_eq!(drain(&mut d, &mut buf, false), [ok("ok")]);
+    }
+
+    #[test]
+    fn encoder_frames_and_refuses_newlines() {
+        let mut e = FrameEncoder::new(&FramingConfig::Lines, 16);
+        let mut dst = BytesMut::new();
+        e.encode(&b"{\"a\":1}"[..], &mut dst).unwrap();
+        e.encode(&b""[..], &mut dst).unwrap();
+        assert_eq!(&dst[..], b"{\"a\":1}\n\n");
+        assert!(matches!(
+            e.encode(&b"a\nb"[..], &mut dst),
+            Err(CodecError::Unencodable(_))
+        ));
+        assert!(matches!(
+            e.encode(&b"a\r"[..], &mut dst),
+            Err(CodecError::Unencodable(_))
+        ));
+        assert_eq!(dst.len(), 9);
+    }
+}

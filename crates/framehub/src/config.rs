@@ -1,0 +1,571 @@
+//! Every setting of a hub and its listeners, with its default, in one place.
+//!
+//! The structs deserialize from TOML (`framehub serve --config`) and are
+//! equally usable from code: each has a `Default` that matches the radar
+//! system framehub replaces (port 30050, `lines` + `node`, queue 2000, 1 MiB
+//! frames). [`HubConfig::validate`] runs before any port is bound and names
+//! the offending key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::codec::FramingConfig;
+
+/// The port the radar system's nodes connect to, kept as framehub's default.
+pub const DEFAULT_PORT: u16 = 30050;
+
+/// Settings of a whole hub: its listeners and the node table they share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    /// The listeners (`[[listener]]` tables). An empty list means one
+    /// listener with every default.
+    pub listener: Vec<ListenerConfig>,
+    /// Settings of the node table shared by all listeners.
+    pub nodes: NodesConfig,
+    /// How long shutdown waits for connections to close before it gives up
+    /// on them (`"5s"`).
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            listener: Vec::new(),
+            nodes: NodesConfig::default(),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The node table: which nodes exist and whether unknown ones are added.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodesConfig {
+    /// Create a receiver for a node the first time it sends, and tell the
+    /// application through [`crate::Hub::new_nodes`].
+    pub auto_provision: bool,
+    /// The most nodes auto-provisioning may create; frames of further nodes
+    /// are dropped and counted (`max_nodes`).
+    pub max_nodes: usize,
+}
+
+impl Default for NodesConfig {
+    fn default() -> Self {
+        NodesConfig {
+            auto_provision: true,
+            max_nodes: 1024,
+        }
+    }
+}
+
+/// What a listener does with each frame once it is cut out of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// JSON envelope with `node_id`, token on the first message, heartbeats
+    /// (the radar system's protocol). Requires `lines` framing.
+    #[default]
+    Node,
+    /// Frames are delivered as they are, to the listener's own receiver.
+    Raw,
+}
+
+/// One listening socket and everything about the connections it accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// Name used in logs, events and records (`default`).
+    pub name: String,
+    /// Address to bind. When unset: `0.0.0.0:30050` if a token is
+    /// configured, else `127.0.0.1:30050` (protected mode).
+    pub bind: Option<SocketAddr>,
+    /// How the byte stream is cut into frames.
+    pub framing: FramingConfig,
+    /// What is done with each frame.
+    pub protocol: Protocol,
+    /// Largest frame accepted (`"1MiB"`).
+    pub max_frame_bytes: ByteSize,
+    /// Size of one read from the socket (`"64KiB"`).
+    pub read_buffer_bytes: ByteSize,
+    /// Connections over this many are accepted and closed at once.
+    pub max_connections: usize,
+    /// Close a connection that sent nothing for this long (`"30s"`; unset:
+    /// never).
+    #[serde(deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Authentication of the node protocol.
+    pub auth: AuthConfig,
+    /// Names of the node protocol's JSON fields.
+    pub fields: FieldsConfig,
+    /// The queue of each receiver this listener provisions.
+    pub queue: QueueConfig,
+    /// Socket options of the listening and accepted sockets.
+    pub socket: SocketConfig,
+    /// Deepest JSON nesting accepted in a node frame.
+    pub max_json_depth: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            name: "default".to_owned(),
+            bind: None,
+            framing: FramingConfig::default(),
+            protocol: Protocol::Node,
+            max_frame_bytes: ByteSize(1 << 20),
+            read_buffer_bytes: ByteSize(64 << 10),
+            max_connections: 10_000,
+            idle_timeout: None,
+            auth: AuthConfig::default(),
+            fields: FieldsConfig::default(),
+            queue: QueueConfig::default(),
+            socket: SocketConfig::default(),
+            max_json_depth: crate::json::DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// The address this listener binds: the configured one, or port 30050
+    /// on all interfaces when a token protects it and on loopback when not.
+    pub fn effective_bind(&self) -> SocketAddr {
+        self.bind.unwrap_or_else(|| {
+            let ip = if self.auth.is_required() {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            };
+            SocketAddr::new(ip, DEFAULT_PORT)
+        })
+    }
+}
+
+/// Authentication of the node protocol: the first message must carry a
+/// valid token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// One token shared by every node.
+    pub token: Option<String>,
+    /// A token per node (`node_id -> token`); checked before `token`.
+    pub tokens: BTreeMap<String, String>,
+    /// A connection that has not authenticated within this time is closed.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Largest first message of an unauthenticated connection; a larger one
+    /// closes the connection.
+    pub max_frame_bytes: ByteSize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            token: None,
+            tokens: BTreeMap::new(),
+            timeout: Duration::from_secs(10),
+            max_frame_bytes: ByteSize(64 << 10),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether connections must authenticate with their first message.
+    pub fn is_required(&self) -> bool {
+        self.token.is_some() || !self.tokens.is_empty()
+    }
+}
+
+/// Names of the node protocol's JSON fields (the radar system's by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FieldsConfig {
+    /// The field naming the node (`node_id`).
+    pub node_id: String,
+    /// The field carrying the token (`token`).
+    pub token: String,
+    /// The field holding the message type (`type`).
+    #[serde(rename = "type")]
+    pub msg_type: String,
+    /// The value of the type field that marks a heartbeat (`heartbeat`).
+    pub heartbeat: String,
+    /// The field deduplication compares (`timestamp`).
+    pub timestamp: String,
+}
+
+impl Default for FieldsConfig {
+    fn default() -> Self {
+        FieldsConfig {
+            node_id: "node_id".to_owned(),
+            token: "token".to_owned(),
+            msg_type: "type".to_owned(),
+            heartbeat: "heartbeat".to_owned(),
+            timestamp: "timestamp".to_owned(),
+        }
+    }
+}
+
+/// What a full receiver queue does with the next frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverflowPolicy {
+    /// Drop the oldest queued frame to make room (the radar system's choice).
+    #[default]
+    DropOldest,
+    /// Drop the arriving frame.
+    DropNewest,
+    /// Stop reading the sender's socket until there is room, so TCP pushes
+    /// back on the sender.
+    Block,
+}
+
+/// A receiver's bounded queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Frames the queue holds at most.
+    pub capacity: usize,
+    /// What happens when it is full.
+    pub overflow: OverflowPolicy,
+    /// Skip a frame whose `timestamp` equals the previous frame's.
+    pub dedup: bool,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            capacity: 2000,
+            overflow: OverflowPolicy::DropOldest,
+            dedup: true,
+        }
+    }
+}
+
+/// Socket options, applied to the listening socket and every accepted one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketConfig {
+    /// `SO_REUSEADDR` on the listening socket.
+    pub reuse_addr: bool,
+    /// `SO_REUSEPORT` on the listening socket (Unix).
+    pub reuse_port: bool,
+    /// Length of the accept backlog.
+    pub backlog: u32,
+    /// `TCP_NODELAY` on every accepted socket.
+    pub nodelay: bool,
+    /// TCP keepalive idle time on accepted sockets (unset: off).
+    #[serde(deserialize_with = "opt_duration")]
+    pub keepalive: Option<Duration>,
+    /// `SO_RCVBUF` (unset: the kernel's default).
+    pub recv_buffer_bytes: Option<ByteSize>,
+    /// `SO_SNDBUF` (unset: the kernel's default).
+    pub send_buffer_bytes: Option<ByteSize>,
+    /// Attempts to bind while the address is in use.
+    pub bind_attempts: u32,
+    /// Wait before the second bind attempt; doubles after each, up to 5 s.
+    #[serde(deserialize_with = "duration")]
+    pub bind_backoff: Duration,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            reuse_addr: true,
+            reuse_port: false,
+            backlog: 1024,
+            nodelay: true,
+            keepalive: Some(Duration::from_secs(60)),
+            recv_buffer_bytes: None,
+            send_buffer_bytes: None,
+            bind_attempts: 10,
+            bind_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A configuration that cannot work, naming the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// Dotted path of the key, e.g. `listener[0].queue.capacity`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl HubConfig {
+    /// The listeners to start: the configured ones, or one default listener.
+    pub fn listeners(&self) -> Vec<ListenerConfig> {
+        if self.listener.is_empty() {
+            vec![ListenerConfig::default()]
+        } else {
+            self.listener.clone()
+        }
+    }
+
+    /// Checks everything that can be checked before binding a port.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let listeners = self.listeners();
+        for (i, l) in listeners.iter().enumerate() {
+            let key = |k: &str| format!("listener[{i}].{k}");
+            if l.name.is_empty() {
+                return Err(ConfigError::new(key("name"), "must not be empty"));
+            }
+            if listeners[..i].iter().any(|o| o.name == l.name) {
+                return Err(ConfigError::new(
+                    key("name"),
+                    format!("listener name {:?} is used twice", l.name),
+                ));
+            }
+            l.framing
+                .validate()
+                .map_err(|m| ConfigError::new(key("framing"), m))?;
+            if l.max_frame_bytes.0 == 0 {
+                return Err(ConfigError::new(key("max_frame_bytes"), "must be > 0"));
+            }
+            if l.read_buffer_bytes.0 < 512 {
+                return Err(ConfigError::new(
+                    key("read_buffer_bytes"),
+                    "must be at least 512 bytes",
+                ));
+            }
+            if l.max_connections == 0 {
+                return Err(ConfigError::new(key("max_connections"), "must be > 0"));
+            }
+            if l.queue.capacity == 0 {
+                return Err(ConfigError::new(key("queue.capacity"), "must be > 0"));
+            }
+            if l.max_json_depth == 0 {
+                return Err(ConfigError::new(key("max_json_depth"), "must be > 0"));
+            }
+            if l.socket.bind_attempts == 0 {
+                return Err(ConfigError::new(
+                    key("socket.bind_attempts"),
+                    "must be at least 1",
+                ));
+            }
+            match l.protocol {
+                Protocol::Node => {
+                    if l.framing != FramingConfig::Lines {
+                        return Err(ConfigError::new(
+                            key("protocol"),
+                            format!(
+                                "protocol \"node\" needs framing \"lines\", not {:?}",
+                                l.framing.name()
+                            ),
+                        ));
+                    }
+                    if l.auth.max_frame_bytes.0 == 0 {
+                        return Err(ConfigError::new(key("auth.max_frame_bytes"), "must be > 0"));
+                    }
+                    if l.auth.token.as_deref() == Some("") {
+                        return Err(ConfigError::new(key("auth.token"), "must not be empty"));
+                    }
+                    if let Some((node, _)) = l.auth.tokens.iter().find(|(_, t)| t.is_empty()) {
+                        return Err(ConfigError::new(
+                            key(&format!("auth.tokens.{node}")),
+                            "must not be empty",
+                        ));
+                    }
+                    for (name, value) in [
+                        ("fields.node_id", &l.fields.node_id),
+                        ("fields.token", &l.fields.token),
+                        ("fields.type", &l.fields.msg_type),
+                        ("fields.timestamp", &l.fields.timestamp),
+                    ] {
+                        if value.is_empty() {
+                            return Err(ConfigError::new(key(name), "must not be empty"));
+                        }
+                    }
+                }
+                Protocol::Raw => {
+                    if l.auth.is_required() {
+                        return Err(ConfigError::new(
+                            key("auth"),
+                            "tokens need protocol = \"node\"",
+                        ));
+                    }
+                }
+            }
+        }
+        if self.nodes.auto_provision && self.nodes.max_nodes == 0 {
+            return Err(ConfigError::new(
+                "nodes.max_nodes",
+                "must be > 0 when auto_provision is on",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A size in bytes, written in TOML as an integer or a string with a unit:
+/// `65536`, `"64KiB"`, `"1MiB"`, `"10MB"`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct ByteSize(pub usize);
+
+impl fmt::Debug for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl ByteSize {
+    /// Parses `"64KiB"`-style text: an integer and an optional unit among
+    /// B, KB, KiB, MB, MiB, GB, GiB (case-insensitive).
+    pub fn parse(text: &str) -> Result<ByteSize, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let n: usize = digits
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size such as \"64KiB\""))?;
+        let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1000,
+            "kib" | "k" => 1 << 10,
+            "mb" => 1_000_000,
+            "mib" | "m" => 1 << 20,
+            "gb" => 1_000_000_000,
+            "gib" | "g" => 1 << 30,
+            other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Int(u64),
+            Text(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Int(n) => usize::try_from(n)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
+            Repr::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses a duration written as `"10s"`, `"250ms"`, `"1m 30s"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration such as \"10s\": {e}"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "off" || text == "none" {
+        return Ok(None);
+    }
+    parse_duration(&text)
+        .map(|d| (!d.is_zero()).then_some(d))
+        .map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_parse_with_units() {
+        assert_eq!(ByteSize::parse("65536"), Ok(ByteSize(65536)));
+        assert_eq!(ByteSize::parse("64KiB"), Ok(ByteSize(65536)));
+        assert_eq!(ByteSize::parse("1MiB"), Ok(ByteSize(1 << 20)));
+        assert_eq!(ByteSize::parse("10 MB"), Ok(ByteSize(10_000_000)));
+        assert!(ByteSize::parse("ten").is_err());
+        assert!(ByteSize::parse("1XB").is_err());
+    }
+
+    #[test]
+    fn toml_config_parses_and_defaults_fill_in() {
+        let cfg: HubConfig = toml::from_str(
+            r#"
+            shutdown_grace = "2s"
+            [nodes]
+            max_nodes = 10
+            [[listener]]
+            name = "radar"
+            bind = "127.0.0.1:0"
+            max_frame_bytes = "512KiB"
+            idle_timeout = "30s"
+            [listener.auth]
+            token = "secret"
+            [listener.auth.tokens]
+            radar3 = "other"
+            [listener.queue]
+            overflow = "drop-newest"
+            "#,
+        )
+        .expect("valid config");
+        assert_eq!(cfg.shutdown_grace, Duration::from_secs(2));
+        assert_eq!(cfg.nodes.max_nodes, 10);
+        let l = &cfg.listener[0];
+        assert_eq!(l.max_frame_bytes, ByteSize(512 << 10));
+        assert_eq!(l.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(l.queue.overflow, OverflowPolicy::DropNewest);
+        assert_eq!(l.queue.capacity, 2000);
+        assert_eq!(l.auth.tokens["radar3"], "other");
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = toml::from_str::<HubConfig>("[[listener]]\nmax_frame = 3\n")
+            .expect_err("unknown key must be rejected");
+        assert!(err.to_string().contains("max_frame"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_bad_key() {
+        let mut cfg = HubConfig::default();
+        cfg.listener.push(ListenerConfig::default());
+        cfg.listener[0].queue.capacity = 0;
+        let err = cfg.validate().expect_err("capacity 0 is invalid");
+        assert_eq!(err.key, "listener[0].queue.capacity");
+
+        let mut cfg = HubConfig::default();
+        cfg.listener.push(ListenerConfig {
+            framing: FramingConfig::Cobs,
+            ..ListenerConfig::default()
+        });
+        assert_eq!(
+            cfg.validate().expect_err("node needs lines").key,
+            "listener[0].protocol"
+        );
+    }
+
+    #[test]
+    fn bind_default_follows_token() {
+        let mut l = ListenerConfig::default();
+        assert_eq!(l.effective_bind(), "127.0.0.1:30050".parse().expect("addr"));
+        l.auth.token = Some("s".into());
+        assert_eq!(l.effective_bind(), "0.0.0.0:30050".parse().expect("addr"));
+    }
+}

@@ -1,0 +1,421 @@
+//! One task per connection: read into one buffer, cut frames, run the
+//! protocol, and hand each read's frames to their queue in one push.
+//!
+//! Memory per connection is bounded by one read plus `max_frame_bytes`:
+//! the decoders never keep more, and frames that wait in a queue are copied
+//! out of the read buffer so they do not pin it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tokio_util::codec::Decoder;
+
+use crate::codec::{CodecError, FrameDecoder};
+use crate::event::{CloseReason, ConnectionCounts, ConnectionEvent};
+use crate::listener::ListenerShared;
+use crate::node::{AuthFailure, NodeSession, Verdict};
+use crate::receiver::{Frame, Incoming, Queue, Source, compact};
+use crate::stats::{DropReason, ListenerCounters, WarnLimiter};
+
+/// Serves one accepted connection until it ends; the permit of the
+/// connection limit is released when this returns.
+pub(crate) async fn serve(
+    shared: Arc<ListenerShared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
+    let conn = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(%peer, conn, listener = %shared.name, "connection accepted");
+    shared.emit(ConnectionEvent::Connected {
+        conn,
+        peer,
+        listener: shared.name.clone(),
+    });
+    let mut connection = Connection::new(shared, conn, peer);
+    let reason = connection.run(stream).await;
+    connection.finish(reason);
+}
+
+struct Connection {
+    shared: Arc<ListenerShared>,
+    conn: u64,
+    peer: SocketAddr,
+    decoder: FrameDecoder,
+    /// The node protocol's state; `None` on raw listeners.
+    session: Option<NodeSession>,
+    /// Stamped on every frame; replaced once when the node binds.
+    source: Arc<Source>,
+    /// The queue this connection's frames go to, once known.
+    queue: Option<Arc<Queue>>,
+    /// Why frames are dropped while there is no queue.
+    no_queue: DropReason,
+    /// Whether this connection counts towards its node's health.
+    bound_to_node: bool,
+    /// Frames of the current read, pushed together.
+    batch: Vec<Incoming>,
+    counts: ConnectionCounts,
+    /// Counts not yet added to the listener's counters.
+    pending: Pending,
+    warning: WarnLimiter,
+}
+
+#[derive(Default)]
+struct Pending {
+    frames: u64,
+    bytes: u64,
+    heartbeats: u64,
+}
+
+impl Connection {
+    fn new(shared: Arc<ListenerShared>, conn: u64, peer: SocketAddr) -> Connection {
+        let config = &shared.config;
+        let session = shared
+            .node_protocol
+            .as_ref()
+            .map(|p| NodeSession::new(p.clone()));
+        // Until a peer authenticates it may only send a small first message,
+        // so an unauthenticated peer cannot make the server buffer 1 MiB.
+        let max_frame = match &session {
+            Some(s) if !s.is_authenticated() => {
+                config.auth.max_frame_bytes.0.min(config.max_frame_bytes.0)
+            }
+            _ => config.max_frame_bytes.0,
+        };
+        let source = Arc::new(Source {
+            conn,
+            peer,
+            listener: shared.name.clone(),
+            node: None,
+        });
+        Connection {
+            decoder: FrameDecoder::new(&config.framing, max_frame),
+            queue: shared.raw_queue.clone(),
+            no_queue: DropReason::MissingNodeId,
+            bound_to_node: false,
+            session,
+            source,
+            batch: Vec::new(),
+            counts: ConnectionCounts::default(),
+            pending: Pending::default(),
+            warning: WarnLimiter::new(Duration::from_secs(5)),
+            shared,
+            conn,
+            peer,
+        }
+    }
+
+    fn is_authenticated(&self) -> bool {
+        self.session.as_ref().is_none_or(|s| s.is_authenticated())
+    }
+
+    /// The next moment a timer must look at this connection, if any.
+    fn deadline(&self, accepted: Instant, last_read: Instant) -> Option<Instant> {
+        let config = &self.shared.config;
+        let auth = (!self.is_authenticated()).then(|| accepted + config.auth.timeout);
+        let idle = config.idle_timeout.map(|idle| last_read + idle);
+        match (auth, idle) {
+            (Some(a), Some(i)) => Some(a.min(i)),
+            (a, i) => a.or(i),
+        }
+    }
+
+    async fn run(&mut self, mut stream: TcpStream) -> CloseReason {
+        let cancel = self.shared.cancel.clone();
+        let read_size = self.shared.config.read_buffer_bytes.0;
+        let mut buf = BytesMut::with_capacity(read_size);
+        let accepted = Instant::now();
+        let mut last_read = accepted;
+        // A far-away placeholder when no timer applies; the branch is off.
+        let far = accepted + Duration::from_secs(86400 * 365);
+        let mut deadline = self.deadline(accepted, last_read);
+        let timer = tokio::time::sleep_until(deadline.unwrap_or(far));
+        tokio::pin!(timer);
+        loop {
+            if buf.capacity() - buf.len() < read_size / 2 {
+                buf.reserve(read_size);
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return CloseReason::Shutdown,
+                _ = &mut timer, if deadline.is_some() => {
+                    // The timer is only re-armed here, not on every read:
+                    // reads just move `last_read`.
+                    let now = Instant::now();
+                    if !self.is_authenticated() && now >= accepted + self.shared.config.auth.timeout {
+                        return CloseReason::AuthFailed(AuthFailure::Timeout);
+                    }
+                    if let Some(idle) = self.shared.config.idle_timeout {
+                        if now >= last_read + idle {
+                            return CloseReason::IdleTimeout;
+                        }
+                    }
+                    deadline = self.deadline(accepted, last_read);
+                    timer.as_mut().reset(deadline.unwrap_or(far));
+                }
+                read = stream.read_buf(&mut buf) => match read {
+                    Ok(0) => {
+                        let end = self.process(&mut buf, true).await;
+                        return end.err().unwrap_or(CloseReason::PeerClosed);
+                    }
+                    Ok(n) => {
+                        last_read = Instant::now();
+                        self.counts.bytes_in += n as u64;
+                        self.pending.bytes += n as u64;
+                        let was_authenticated = self.is_authenticated();
+                        if let Err(reason) = self.process(&mut buf, false).await {
+                            return reason;
+                        }
+                        if !was_authenticated && self.is_authenticated() {
+                            // The auth deadline no longer applies.
+                            deadline = self.deadline(accepted, last_read);
+                            timer.as_mut().reset(deadline.unwrap_or(far));
+                        }
+                    }
+                    Err(e) => return CloseReason::ReadError(e.to_string()),
+                },
+            }
+        }
+    }
+
+    /// Cuts every complete frame out of `buf`, runs each through the
+    /// protocol, and pushes the read's frames to their queue.
+    async fn process(&mut self, buf: &mut BytesMut, eof: bool) -> Result<(), CloseReason> {
+        let received_at = SystemTime::now();
+        let result = loop {
+            let decoded = if eof {
+                self.decoder.decode_eof(buf)
+            } else {
+                self.decoder.decode(buf)
+            };
+            match decoded {
+                Ok(Some(frame)) => {
+                    if let Err(reason) = self.handle_frame(frame, received_at) {
+                        break Err(reason);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => {
+                    if let Err(reason) = self.handle_codec_error(e) {
+                        break Err(reason);
+                    }
+                }
+            }
+        };
+        let flushed = self.flush_batch().await;
+        self.publish_counts();
+        result.and(flushed)
+    }
+
+    fn handle_codec_error(&mut self, e: CodecError) -> Result<(), CloseReason> {
+        if matches!(e, CodecError::Oversize { .. }) && !self.is_authenticated() {
+            return Err(CloseReason::AuthFailed(AuthFailure::FirstMessageTooLarge));
+        }
+        if e.is_fatal() {
+            return Err(CloseReason::FramingLost(e.to_string()));
+        }
+        let reason = match e {
+            CodecError::Oversize { .. } => DropReason::Oversize,
+            CodecError::InvalidCobs => DropReason::InvalidCobs,
+            CodecError::InvalidHeader => DropReason::InvalidHeader,
+            CodecError::UnknownPacketId { .. } => DropReason::UnknownPacketId,
+            _ => DropReason::Oversize,
+        };
+        self.drop_frames(reason, 1, &e);
+        Ok(())
+    }
+
+    fn handle_frame(&mut self, payload: Bytes, received_at: SystemTime) -> Result<(), CloseReason> {
+        self.counts.frames_in += 1;
+        self.pending.frames += 1;
+        let timestamp = match self.session.as_mut() {
+            None => None,
+            Some(session) => {
+                let verdict = session.handle(&payload);
+                if let Some(node) = session.take_just_bound() {
+                    self.bind(node);
+                }
+                match verdict {
+                    Verdict::Deliver { timestamp } => timestamp,
+                    Verdict::Heartbeat => {
+                        self.pending.heartbeats += 1;
+                        return Ok(());
+                    }
+                    Verdict::Skip(reason) => {
+                        self.drop_frames(reason, 1, &reason.as_str());
+                        return Ok(());
+                    }
+                    Verdict::Reject(failure) => return Err(CloseReason::AuthFailed(failure)),
+                }
+            }
+        };
+        self.batch.push(Incoming {
+            frame: Frame {
+                payload,
+                received_at,
+                source: self.source.clone(),
+            },
+            timestamp,
+        });
+        Ok(())
+    }
+
+    /// Binds the connection to its node: the frames' source names it, the
+    /// node's queue is looked up once, and the node becomes healthy.
+    fn bind(&mut self, node: Arc<str>) {
+        // Authenticated now: frames may be as large as any other.
+        self.decoder
+            .set_max_frame_bytes(self.shared.config.max_frame_bytes.0);
+        self.source = Arc::new(Source {
+            node: Some(node.clone()),
+            ..(*self.source).clone()
+        });
+        tracing::debug!(peer = %self.peer, conn = self.conn, node = %node, "connection bound to node");
+        self.shared.emit(ConnectionEvent::Authenticated {
+            conn: self.conn,
+            peer: self.peer,
+            node,
+        });
+        self.resolve_queue();
+    }
+
+    fn resolve_queue(&mut self) {
+        let Some(node) = self.source.node.as_deref() else {
+            return;
+        };
+        match self.shared.router.resolve(node, self.shared.config.queue) {
+            Ok(queue) => {
+                queue.connection_bound();
+                self.bound_to_node = true;
+                self.queue = Some(queue);
+            }
+            Err(reason) => self.no_queue = reason,
+        }
+    }
+
+    async fn flush_batch(&mut self) -> Result<(), CloseReason> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        if self.queue.is_none() {
+            // The node was unknown at bind time; it may have been
+            // registered since. One lookup per read, not per frame.
+            self.resolve_queue();
+        }
+        let Some(queue) = self.queue.clone() else {
+            let n = self.batch.len() as u64;
+            self.batch.clear();
+            let reason = self.no_queue;
+            self.drop_frames(reason, n, &"no receiver for this node");
+            return Ok(());
+        };
+        compact(&mut self.batch);
+        loop {
+            let out = queue.push(&mut self.batch);
+            let counters = &self.shared.counters;
+            self.counts.delivered += out.enqueued as u64;
+            self.counts.dropped += (out.dropped_full + out.dropped_closed) as u64;
+            ListenerCounters::add(&counters.frames_delivered, out.enqueued as u64);
+            ListenerCounters::add(&counters.duplicates, out.duplicates as u64);
+            counters.dropped(DropReason::QueueFull, out.dropped_full as u64);
+            counters.dropped(DropReason::ReceiverClosed, out.dropped_closed as u64);
+            if out.dropped_full > 0 {
+                if let Some(suppressed) = queue.full_warning.check() {
+                    tracing::warn!(
+                        node = %queue.name(),
+                        peer = %self.peer,
+                        conn = self.conn,
+                        policy = ?queue.policy(),
+                        suppressed,
+                        "receiver queue full; dropping frames"
+                    );
+                }
+            }
+            if self.batch.is_empty() {
+                return Ok(());
+            }
+            // `block`: stop reading this socket until the consumer makes
+            // room, so TCP pushes back on the sender.
+            tokio::select! {
+                biased;
+                _ = self.shared.cancel.cancelled() => {
+                    let n = self.batch.len() as u64;
+                    self.batch.clear();
+                    self.counts.dropped += n;
+                    counters.dropped(DropReason::QueueFull, n);
+                    return Err(CloseReason::Shutdown);
+                }
+                _ = queue.writable() => {}
+            }
+        }
+    }
+
+    fn drop_frames(&mut self, reason: DropReason, n: u64, why: &dyn std::fmt::Display) {
+        self.counts.dropped += n;
+        self.shared.counters.dropped(reason, n);
+        if let Some(suppressed) = self.warning.check() {
+            tracing::warn!(
+                peer = %self.peer,
+                conn = self.conn,
+                node = self.source.node.as_deref().unwrap_or("-"),
+                reason = reason.as_str(),
+                suppressed,
+                "dropping frame: {why}"
+            );
+        }
+    }
+
+    fn publish_counts(&mut self) {
+        let c = &self.shared.counters;
+        let p = std::mem::take(&mut self.pending);
+        ListenerCounters::add(&c.frames_received, p.frames);
+        ListenerCounters::add(&c.bytes_received, p.bytes);
+        ListenerCounters::add(&c.heartbeats, p.heartbeats);
+    }
+
+    fn finish(mut self, reason: CloseReason) {
+        self.publish_counts();
+        if self.bound_to_node {
+            if let Some(queue) = &self.queue {
+                queue.connection_unbound();
+            }
+        }
+        let shared = &self.shared;
+        ListenerCounters::add(&shared.counters.connections_closed, 1);
+        let node = self.source.node.clone();
+        match &reason {
+            CloseReason::AuthFailed(failure) => {
+                ListenerCounters::add(&shared.counters.auth_failures, 1);
+                if let Some(suppressed) = shared.auth_warning.check() {
+                    tracing::warn!(
+                        peer = %self.peer,
+                        conn = self.conn,
+                        listener = %shared.name,
+                        suppressed,
+                        "authentication failed, closing connection: {failure}"
+                    );
+                }
+            }
+            CloseReason::FramingLost(_) | CloseReason::ReadError(_) => {
+                tracing::warn!(peer = %self.peer, conn = self.conn, node = node.as_deref().unwrap_or("-"), "connection closed: {reason}");
+            }
+            _ => {
+                tracing::debug!(peer = %self.peer, conn = self.conn, node = node.as_deref().unwrap_or("-"), "connection closed: {reason}");
+            }
+        }
+        shared.emit(ConnectionEvent::Closed {
+            conn: self.conn,
+            peer: self.peer,
+            node,
+            reason,
+            counts: self.counts,
+        });
+    }
+}

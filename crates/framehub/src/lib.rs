@@ -1,0 +1,71 @@
+//! framehub: the front door for fleets of devices that keep persistent TCP
+//! connections and push framed messages (radar nodes, robots, ground links,
+//! sensors).
+//!
+//! A [`Hub`] accepts connections on one or more listeners, cuts each byte
+//! stream into frames, authenticates the sender, and routes every frame to
+//! the [`Receiver`] of its node, with bounded memory under any input.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), framehub::HubError> {
+//! use framehub::{AuthConfig, Hub, HubConfig, ListenerConfig};
+//! let hub = Hub::start(HubConfig {
+//!     listener: vec![ListenerConfig {
+//!         bind: Some("0.0.0.0:30050".parse().unwrap()),
+//!         auth: AuthConfig { token: Some("secret".into()), ..Default::default() },
+//!         ..Default::default()
+//!     }],
+//!     ..Default::default()
+//! })
+//! .await?;
+//! let radar3 = hub.receiver("radar3");
+//! while let Some(frame) = radar3.recv().await {
+//!     // frame.payload is the node's JSON, byte for byte
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! The data flow reads top to bottom:
+//! socket -> codec -> protocol -> router -> receiver -> consumer.
+//!
+//! - [`codec`]: framings, sans-IO (`lines`, `length`, `cobs`, `spacepacket`,
+//!   `chunk`).
+//! - [`json`]: the one-pass JSON validator and envelope scanner.
+//! - `node`: the node protocol (token, binding, heartbeats) as a state
+//!   machine.
+//! - `listener`: bind with retry, socket options, accept loop, connection
+//!   limit.
+//! - `connection`: one task per connection: read, decode, dispatch.
+//! - `router`: node table, auto-provisioning, new-node stream.
+//! - [`receiver`]: bounded per-node queues with overflow policy and dedup.
+//! - [`stats`]: counters and drop reasons.
+//! - [`event`]: connection events and close reasons.
+//! - [`config`]: every setting with its default.
+//! - `hub`: the facade that ties them together.
+
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod config;
+mod connection;
+pub mod event;
+mod hub;
+pub mod json;
+mod listener;
+mod node;
+pub mod receiver;
+mod router;
+pub mod stats;
+
+pub use codec::FramingConfig;
+pub use config::{
+    AuthConfig, ByteSize, ConfigError, FieldsConfig, HubConfig, ListenerConfig, NodesConfig,
+    OverflowPolicy, Protocol, QueueConfig, SocketConfig,
+};
+pub use event::{CloseReason, ConnectionCounts, ConnectionEvent};
+pub use hub::{Hub, HubError, ListenerInfo};
+pub use node::AuthFailure;
+pub use receiver::{Frame, Receiver, RecvTimeoutError, Source, TryRecvError};
+pub use router::{NewNodes, NodeStatus};
+pub use stats::{Counters, DropReason};

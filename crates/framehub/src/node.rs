@@ -1,0 +1,347 @@
+//! The node protocol as a state machine without I/O: token on the first
+//! message, binding of the connection to the first `node_id`, heartbeats,
+//! and the verdict on every frame.
+//!
+//! The connection task feeds it frames and acts on its [`Verdict`]s; tests
+//! drive it directly with byte strings.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
+
+use crate::config::{AuthConfig, FieldsConfig};
+use crate::json::{self, EnvelopeKeys, JsonError, RawValue};
+use crate::stats::DropReason;
+
+/// Why a connection failed to authenticate (it is then closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    /// The first message was not a JSON object.
+    #[error("first message is not a JSON object")]
+    InvalidFirstMessage,
+    /// The first message had no token.
+    #[error("first message has no token")]
+    MissingToken,
+    /// The token did not match.
+    #[error("wrong token")]
+    WrongToken,
+    /// The first message was larger than `auth.max_frame_bytes`.
+    #[error("first message too large")]
+    FirstMessageTooLarge,
+    /// No valid first message within `auth.timeout`.
+    #[error("no valid first message in time")]
+    Timeout,
+}
+
+/// The protocol's settings, prepared once per listener.
+#[derive(Debug)]
+pub(crate) struct NodeProtocol {
+    node_id: Box<[u8]>,
+    token: Box<[u8]>,
+    msg_type: Box<[u8]>,
+    timestamp: Box<[u8]>,
+    heartbeat: Box<str>,
+    shared_token: Option<Box<[u8]>>,
+    node_tokens: HashMap<Box<str>, Box<[u8]>>,
+    max_depth: usize,
+}
+
+/// What to do with one frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Deliver it to the bound node; `timestamp` is the span of the dedup
+    /// key inside the frame.
+    Deliver { timestamp: Option<Range<usize>> },
+    /// A heartbeat: keeps the connection alive, never delivered.
+    Heartbeat,
+    /// Skip it and count why; the connection stays open.
+    Skip(DropReason),
+    /// Close the connection.
+    Reject(AuthFailure),
+}
+
+impl NodeProtocol {
+    pub(crate) fn new(auth: &AuthConfig, fields: &FieldsConfig, max_depth: usize) -> Self {
+        let bytes = |s: &str| s.as_bytes().to_vec().into_boxed_slice();
+        NodeProtocol {
+            node_id: bytes(&fields.node_id),
+            token: bytes(&fields.token),
+            msg_type: bytes(&fields.msg_type),
+            timestamp: bytes(&fields.timestamp),
+            heartbeat: fields.heartbeat.clone().into_boxed_str(),
+            shared_token: auth.token.as_deref().map(bytes),
+            node_tokens: auth
+                .tokens
+                .iter()
+                .map(|(node, token)| (node.clone().into_boxed_str(), bytes(token)))
+                .collect(),
+            max_depth,
+        }
+    }
+
+    pub(crate) fn requires_auth(&self) -> bool {
+        self.shared_token.is_some() || !self.node_tokens.is_empty()
+    }
+
+    fn keys(&self) -> EnvelopeKeys<'_> {
+        EnvelopeKeys {
+            node_id: &self.node_id,
+            token: &self.token,
+            msg_type: &self.msg_type,
+            timestamp: &self.timestamp,
+        }
+    }
+
+    /// Checks a token in constant time against the node's own token, or
+    /// the shared one when the node has none.
+    fn token_matches(&self, node: Option<&str>, token: &[u8]) -> bool {
+        let expected = node
+            .and_then(|n| self.node_tokens.get(n))
+            .or(self.shared_token.as_ref());
+        match expected {
+            Some(expected) => bool::from(expected.as_ref().ct_eq(token)),
+            None => false,
+        }
+    }
+}
+
+/// One connection's progress through the protocol.
+#[derive(Debug)]
+pub(crate) struct NodeSession {
+    protocol: Arc<NodeProtocol>,
+    authenticated: bool,
+    node: Option<Arc<str>>,
+    just_bound: bool,
+}
+
+impl NodeSession {
+    pub(crate) fn new(protocol: Arc<NodeProtocol>) -> Self {
+        let authenticated = !protocol.requires_auth();
+        NodeSession {
+            protocol,
+            authenticated,
+            node: None,
+            just_bound: false,
+        }
+    }
+
+    pub(crate) fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+
+    /// The node, once, right after the frame that bound it.
+    pub(crate) fn take_just_bound(&mut self) -> Option<Arc<str>> {
+        if std::mem::take(&mut self.just_bound) {
+            self.node.clone()
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn handle(&mut self, frame: &[u8]) -> Verdict {
+        let protocol = &*self.protocol;
+        let envelope = match json::scan_envelope(frame, &protocol.keys(), protocol.max_depth) {
+            Ok(envelope) => envelope,
+            Err(_) if !self.authenticated => {
+                return Verdict::Reject(AuthFailure::InvalidFirstMessage);
+            }
+            Err(e) => return Verdict::Skip(skip_reason(&e)),
+        };
+        let node_id = envelope.node_id.and_then(|v| v.as_str());
+        if !self.authenticated {
+            let Some(token) = envelope.token.and_then(|t| t.as_str()) else {
+                return Verdict::Reject(AuthFailure::MissingToken);
+            };
+            if !protocol.token_matches(node_id.as_deref(), token.as_bytes()) {
+                return Verdict::Reject(AuthFailure::WrongToken);
+            }
+            self.authenticated = true;
+        }
+        let is_heartbeat = envelope
+            .msg_type
+            .is_some_and(|t| t.str_eq(&protocol.heartbeat));
+        match (&self.node, node_id) {
+            (_, None) if is_heartbeat => return Verdict::Heartbeat,
+            (_, None) => return Verdict::Skip(DropReason::MissingNodeId),
+            (None, Some(id)) => {
+                self.node = Some(Arc::from(id.as_ref()));
+                self.just_bound = true;
+            }
+            (Some(bound), Some(id)) => {
+                if **bound != *id {
+                    return Verdict::Skip(DropReason::NodeMismatch);
+                }
+            }
+        }
+        if is_heartbeat {
+            return Verdict::Heartbeat;
+        }
+        Verdict::Deliver {
+            timestamp: envelope.timestamp.map(|ts| span_in(frame, ts)),
+        }
+    }
+}
+
+/// The byte range of `value` within `frame` (it is a sub-slice of it).
+fn span_in(frame: &[u8], value: RawValue<'_>) -> Range<usize> {
+    let start = value.raw().as_ptr() as usize - frame.as_ptr() as usize;
+    start..start + value.raw().len()
+}
+
+fn skip_reason(e: &JsonError) -> DropReason {
+    match e {
+        JsonError::InvalidUtf8 => DropReason::InvalidUtf8,
+        JsonError::TooDeep { .. } => DropReason::TooDeep,
+        _ => DropReason::InvalidJson,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn session(token: Option<&str>, tokens: &[(&str, &str)]) -> NodeSession {
+        let auth = AuthConfig {
+            token: token.map(str::to_owned),
+            tokens: tokens
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            ..AuthConfig::default()
+        };
+        NodeSession::new(Arc::new(NodeProtocol::new(
+            &auth,
+            &FieldsConfig::default(),
+            128,
+        )))
+    }
+
+    #[test]
+    fn first_message_authenticates_and_binds() {
+        let mut s = session(Some("secret"), &[]);
+        let v = s.handle(br#"{"node_id":"radar3","token":"secret","timestamp":17}"#);
+        assert!(matches!(v, Verdict::Deliver { timestamp: Some(_) }));
+        assert_eq!(s.take_just_bound().as_deref(), Some("radar3"));
+        assert_eq!(s.take_just_bound(), None);
+        // Later messages need no token.
+        assert!(matches!(
+            s.handle(br#"{"node_id":"radar3","timestamp":18}"#),
+            Verdict::Deliver { .. }
+        ));
+    }
+
+    #[test]
+    fn timestamp_span_points_at_the_raw_value() {
+        let mut s = session(None, &[]);
+        let frame = br#"{"node_id":"a","timestamp":1768932172478}"#;
+        let Verdict::Deliver { timestamp: Some(span) } = s.handle(frame) else {
+            panic!("expected delivery");
+        };
+        assert_eq!(&frame[span], b"1768932172478");
+    }
+
+    #[test]
+    fn wrong_or_missing_token_rejects() {
+        let mut s = session(Some("secret"), &[]);
+        assert_eq!(
+            s.handle(br#"{"node_id":"a","token":"nope"}"#),
+            Verdict::Reject(AuthFailure::WrongToken)
+        );
+        let mut s = session(Some("secret"), &[]);
+        assert_eq!(
+            s.handle(br#"{"node_id":"a"}"#),
+            Verdict::Reject(AuthFailure::MissingToken)
+        );
+        let mut s = session(Some("secret"), &[]);
+        assert_eq!(
+            s.handle(b"not json"),
+            Verdict::Reject(AuthFailure::InvalidFirstMessage)
+        );
+    }
+
+    #[test]
+    fn per_node_tokens_win_over_the_shared_one() {
+        let mut s = session(Some("shared"), &[("radar3", "own")]);
+        assert_eq!(
+            s.handle(br#"{"node_id":"radar3","token":"shared"}"#),
+            Verdict::Reject(AuthFailure::WrongToken)
+        );
+        let mut s = session(Some("shared"), &[("radar3", "own")]);
+        assert!(matches!(
+            s.handle(br#"{"node_id":"radar3","token":"own"}"#),
+            Verdict::Deliver { .. }
+        ));
+        let mut s = session(None, &[("radar3", "own")]);
+        assert_eq!(
+            s.handle(br#"{"node_id":"radar4","token":"own"}"#),
+            Verdict::Reject(AuthFailure::WrongToken)
+        );
+    }
+
+    #[test]
+    fn heartbeats_bind_but_are_not_delivered() {
+        let mut s = session(Some("t"), &[]);
+        assert_eq!(
+            s.handle(br#"{"node_id":"r","token":"t","type":"heartbeat"}"#),
+            Verdict::Heartbeat
+        );
+        assert_eq!(s.take_just_bound().as_deref(), Some("r"));
+        assert_eq!(s.handle(br#"{"type":"heartbeat"}"#), Verdict::Heartbeat);
+    }
+
+    #[test]
+    fn bad_frames_after_auth_are_skipped_with_a_reason() {
+        let mut s = session(None, &[]);
+        assert_eq!(s.handle(b"{"), Verdict::Skip(DropReason::InvalidJson));
+        assert_eq!(s.handle(b""), Verdict::Skip(DropReason::InvalidJson));
+        assert_eq!(
+            s.handle(b"{\"node_id\":\"\xff\"}"),
+            Verdict::Skip(DropReason::InvalidUtf8)
+        );
+        assert_eq!(
+            s.handle(br#"{"timestamp":1}"#),
+            Verdict::Skip(DropReason::MissingNodeId)
+        );
+        assert_eq!(
+            s.handle(br#"{"node_id":7}"#),
+            Verdict::Skip(DropReason::MissingNodeId)
+        );
+        let deep = "[".repeat(100_000);
+        assert_eq!(
+            s.handle(format!(r#"{{"node_id":"a","x":{deep}"#).as_bytes()),
+            Verdict::Skip(DropReason::TooDeep)
+        );
+        assert!(matches!(s.handle(br#"{"node_id":"a"}"#), Verdict::Deliver { .. }));
+        assert_eq!(
+            s.handle(br#"{"node_id":"b"}"#),
+            Verdict::Skip(DropReason::NodeMismatch)
+        );
+    }
+
+    #[test]
+    fn field_names_are_configurable() {
+        let fields = FieldsConfig {
+            node_id: "id".into(),
+            token: "key".into(),
+            msg_type: "kind".into(),
+            heartbeat: "ping".into(),
+            timestamp: "ts".into(),
+        };
+        let auth = AuthConfig {
+            token: Some("k".into()),
+            ..AuthConfig::default()
+        };
+        let mut s = NodeSession::new(Arc::new(NodeProtocol::new(&auth, &fields, 128)));
+        assert_eq!(
+            s.handle(br#"{"id":"x","key":"k","kind":"ping"}"#),
+            Verdict::Heartbeat
+        );
+        assert!(matches!(
+            s.handle(br#"{"id":"x","ts":5}"#),
+            Verdict::Deliver { timestamp: Some(_) }
+        ));
+    }
+}

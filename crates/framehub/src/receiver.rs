@@ -1,0 +1,615 @@
+//! The bounded per-source queue and the [`Receiver`] a consumer reads it with:
+//! overflow policy, timestamp dedup, health, close.
+//!
+//! Producers (connection tasks) push a whole read's worth of frames under one
+//! lock; consumers wait on a [`Notify`]. Nothing here grows past the
+//! configured capacity.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::config::{OverflowPolicy, QueueConfig};
+use crate::stats::WarnLimiter;
+
+/// Where a frame came from: one per connection, shared by all its frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The connection's id, unique within the process.
+    pub conn: u64,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The name of the listener that accepted the connection.
+    pub listener: Arc<str>,
+    /// The node the connection is bound to (node protocol), if any.
+    pub node: Option<Arc<str>>,
+}
+
+/// One frame as delivered to a consumer.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The frame's bytes exactly as received (framing removed). For the
+    /// node protocol this is the original JSON, never re-serialised.
+    pub payload: Bytes,
+    /// When the read that carried this frame completed.
+    pub received_at: SystemTime,
+    /// The connection it came from.
+    pub source: Arc<Source>,
+}
+
+/// A frame on its way into a queue, with the span of its dedup key.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub(crate) frame: Frame,
+    /// Byte range of the raw `timestamp` value inside the payload.
+    pub(crate) timestamp: Option<Range<usize>>,
+}
+
+/// Copies the payloads of a batch into one allocation of exactly their size.
+///
+/// Frames cut from a read buffer share its allocation: a queue of 2000 small
+/// frames would otherwise pin up to 2000 whole read buffers. One copy and one
+/// allocation per read keeps a waiting frame's cost near its own size and
+/// leaves the read buffer unshared, so it is reused for the next read.
+pub(crate) fn compact(batch: &mut [Incoming]) {
+    let total: usize = batch.iter().map(|i| i.frame.payload.len()).sum();
+    if total == 0 {
+        return;
+    }
+    let mut arena = BytesMut::with_capacity(total);
+    for item in batch.iter() {
+        arena.extend_from_slice(&item.frame.payload);
+    }
+    let arena = arena.freeze();
+    let mut offset = 0;
+    for item in batch.iter_mut() {
+        let len = item.frame.payload.len();
+        item.frame.payload = arena.slice(offset..offset + len);
+        offset += len;
+    }
+}
+
+/// Counts of what happened to frames offered to one queue.
+#[derive(Debug, Default)]
+pub(crate) struct QueueCounters {
+    pub(crate) enqueued: AtomicU64,
+    pub(crate) dropped_oldest: AtomicU64,
+    pub(crate) dropped_newest: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) dropped_closed: AtomicU64,
+}
+
+/// A snapshot of a queue's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Frames accepted into the queue.
+    pub enqueued: u64,
+    /// Frames dropped because the queue was full (oldest or newest).
+    pub dropped_full: u64,
+    /// Frames skipped because their timestamp repeated the previous one.
+    pub duplicates: u64,
+    /// Frames dropped because the receiver was closed.
+    pub dropped_closed: u64,
+    /// Frames waiting in the queue now.
+    pub depth: usize,
+}
+
+struct State {
+    frames: VecDeque<Frame>,
+    /// Raw bytes of the last accepted frame's timestamp (dedup key).
+    last_timestamp: Vec<u8>,
+    has_last_timestamp: bool,
+    /// No consumer wants more: pushes are dropped.
+    closed: bool,
+    /// No producer will push again: consumers drain and then see the end.
+    finished: bool,
+}
+
+/// The shared state behind a [`Receiver`].
+pub(crate) struct Queue {
+    name: Arc<str>,
+    config: QueueConfig,
+    state: Mutex<State>,
+    readable: Notify,
+    writable: Notify,
+    /// Connections currently bound to this source.
+    connections: AtomicUsize,
+    pub(crate) counters: QueueCounters,
+    /// Queue-full warnings, at most one per period per queue.
+    pub(crate) full_warning: WarnLimiter,
+}
+
+/// What a push did, for the caller's counters and flow control.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PushOutcome {
+    pub(crate) enqueued: usize,
+    pub(crate) dropped_full: usize,
+    pub(crate) duplicates: usize,
+    pub(crate) dropped_closed: usize,
+}
+
+impl Queue {
+    pub(crate) fn new(name: Arc<str>, config: QueueConfig) -> Arc<Queue> {
+        Arc::new(Queue {
+            name,
+            config,
+            state: Mutex::new(State {
+                frames: VecDeque::with_capacity(config.capacity.min(256)),
+                last_timestamp: Vec::new(),
+                has_last_timestamp: false,
+                closed: false,
+                finished: false,
+            }),
+            readable: Notify::new(),
+            writable: Notify::new(),
+            connections: AtomicUsize::new(0),
+            counters: QueueCounters::default(),
+            full_warning: WarnLimiter::new(Duration::from_secs(5)),
+        })
+    }
+
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub(crate) fn policy(&self) -> OverflowPolicy {
+        self.config.overflow
+    }
+
+    /// Pushes frames from the front of `batch` under one lock. With the
+    /// `block` policy, frames that do not fit stay in `batch` and the caller
+    /// waits for [`Queue::writable`] before trying again.
+    pub(crate) fn push(&self, batch: &mut Vec<Incoming>) -> PushOutcome {
+        let mut out = PushOutcome::default();
+        if batch.is_empty() {
+            return out;
+        }
+        let mut state = self.state.lock();
+        if state.closed || state.finished {
+            out.dropped_closed = batch.len();
+            batch.clear();
+            drop(state);
+            self.counters
+                .dropped_closed
+                .fetch_add(out.dropped_closed as u64, Ordering::Relaxed);
+            return out;
+        }
+        let limit = match self.config.overflow {
+            OverflowPolicy::Block => self.fits_without_blocking(&state, batch),
+            _ => batch.len(),
+        };
+        for item in batch.drain(..limit) {
+            if self.config.dedup {
+                if let Some(ts) = &item.timestamp {
+                    let ts = &item.frame.payload[ts.clone()];
+                    if state.has_last_timestamp && state.last_timestamp == ts {
+                        out.duplicates += 1;
+                        continue;
+                    }
+                    state.last_timestamp.clear();
+                    state.last_timestamp.extend_from_slice(ts);
+                    state.has_last_timestamp = true;
+                }
+            }
+            if state.frames.len() >= self.config.capacity {
+                if self.config.overflow == OverflowPolicy::DropNewest {
+                    out.dropped_full += 1;
+                    continue;
+                }
+                // DropOldest; Block never gets here thanks to `limit`.
+                state.frames.pop_front();
+                out.dropped_full += 1;
+            }
+            state.frames.push_back(item.frame);
+            out.enqueued += 1;
+        }
+        drop(state);
+        if out.enqueued > 0 {
+            self.readable.notify_one();
+        }
+        let c = &self.counters;
+        c.enqueued.fetch_add(out.enqueued as u64, Ordering::Relaxed);
+        if out.duplicates > 0 {
+            c.duplicates
+                .fetch_add(out.duplicates as u64, Ordering::Relaxed);
+        }
+        if out.dropped_full > 0 {
+            let counter = match self.config.overflow {
+                OverflowPolicy::DropNewest => &c.dropped_newest,
+                _ => &c.dropped_oldest,
+            };
+            counter.fetch_add(out.dropped_full as u64, Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// How many leading frames of `batch` the queue takes without exceeding
+    /// its capacity: duplicates take no room.
+    fn fits_without_blocking(&self, state: &State, batch: &[Incoming]) -> usize {
+        let mut free = self.config.capacity.saturating_sub(state.frames.len());
+        let mut last: Option<&[u8]> = state
+            .has_last_timestamp
+            .then_some(state.last_timestamp.as_slice());
+        for (i, item) in batch.iter().enumerate() {
+            let ts = match (&item.timestamp, self.config.dedup) {
+                (Some(r), true) => Some(&item.frame.payload[r.clone()]),
+                _ => None,
+            };
+            if ts.is_some() && ts == last {
+                continue;
+            }
+            if free == 0 {
+                return i;
+            }
+            free -= 1;
+            if ts.is_some() {
+                last = ts;
+            }
+        }
+        batch.len()
+    }
+
+    /// Waits until a consumer took frames out (for the `block` policy).
+    pub(crate) async fn writable(&self) {
+        let notified = self.writable.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let state = self.state.lock();
+            if state.frames.len() < self.config.capacity || state.closed || state.finished {
+                return;
+            }
+        }
+        notified.await;
+    }
+
+    pub(crate) fn connection_bound(&self) {
+        self.connections.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn connection_unbound(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.connections.load(Ordering::Acquire) > 0
+    }
+
+    /// No producer will push again: wake consumers so they drain and stop.
+    pub(crate) fn finish(&self) {
+        self.state.lock().finished = true;
+        self.readable.notify_waiters();
+        self.readable.notify_one();
+        self.writable.notify_waiters();
+    }
+
+    pub(crate) fn close(&self) {
+        let mut state = self.state.lock();
+        state.closed = true;
+        let dropped = state.frames.len();
+        state.frames.clear();
+        drop(state);
+        self.counters
+            .dropped_closed
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+        self.readable.notify_waiters();
+        self.readable.notify_one();
+        self.writable.notify_waiters();
+    }
+
+    pub(crate) fn stats(&self) -> QueueStats {
+        let c = &self.counters;
+        QueueStats {
+            enqueued: c.enqueued.load(Ordering::Relaxed),
+            dropped_full: c.dropped_oldest.load(Ordering::Relaxed)
+                + c.dropped_newest.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+            dropped_closed: c.dropped_closed.load(Ordering::Relaxed),
+            depth: self.state.lock().frames.len(),
+        }
+    }
+
+    /// Takes up to `max` frames into `out`; `Err(())` once the queue is
+    /// closed or finished and empty.
+    fn take(&self, out: &mut Vec<Frame>, max: usize) -> Result<usize, ()> {
+        let mut state = self.state.lock();
+        let n = state.frames.len().min(max);
+        if n == 0 {
+            return if state.closed || state.finished {
+                Err(())
+            } else {
+                Ok(0)
+            };
+        }
+        out.extend(state.frames.drain(..n));
+        let more = !state.frames.is_empty();
+        drop(state);
+        if more {
+            // Another consumer of the same source may be waiting.
+            self.readable.notify_one();
+        }
+        if self.config.overflow == OverflowPolicy::Block {
+            self.writable.notify_waiters();
+        }
+        Ok(n)
+    }
+
+    async fn recv_many(&self, out: &mut Vec<Frame>, max: usize) -> usize {
+        loop {
+            let notified = self.readable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.take(out, max) {
+                Ok(0) => notified.await,
+                Ok(n) => return n,
+                Err(()) => return 0,
+            }
+        }
+    }
+}
+
+/// Why [`Receiver::try_recv`] returned no frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    /// No frame is waiting now.
+    #[error("no frame waiting")]
+    Empty,
+    /// The receiver was closed or the hub shut down, and the queue is empty.
+    #[error("receiver closed")]
+    Closed,
+}
+
+/// Why [`Receiver::recv_timeout`] returned no frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvTimeoutError {
+    /// No frame arrived within the timeout.
+    #[error("timed out waiting for a frame")]
+    Timeout,
+    /// The receiver was closed or the hub shut down, and the queue is empty.
+    #[error("receiver closed")]
+    Closed,
+}
+
+/// The consumer's end of one source's queue (a node, or a raw listener).
+///
+/// Clones share the queue: each frame goes to one of them.
+///
+/// ```no_run
+/// # async fn demo(hub: framehub::Hub) {
+/// let radar3 = hub.receiver("radar3");
+/// while let Some(frame) = radar3.recv().await {
+///     println!("{} bytes from {}", frame.payload.len(), frame.source.peer);
+/// }
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Receiver {
+    queue: Arc<Queue>,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("name", &self.queue.name)
+            .finish()
+    }
+}
+
+impl Receiver {
+    pub(crate) fn new(queue: Arc<Queue>) -> Receiver {
+        Receiver { queue }
+    }
+
+    /// The node (or listener) this receiver belongs to.
+    pub fn name(&self) -> &str {
+        &self.queue.name
+    }
+
+    /// Waits for the next frame; `None` once closed or shut down and drained.
+    pub async fn recv(&self) -> Option<Frame> {
+        let mut one = Vec::with_capacity(1);
+        self.queue.recv_many(&mut one, 1).await;
+        one.pop()
+    }
+
+    /// Waits for frames and appends up to `max` of them to `out`, returning
+    /// how many; 0 means closed or shut down and drained. One lock for the
+    /// whole batch: the way to drain a busy source.
+    pub async fn recv_many(&self, out: &mut Vec<Frame>, max: usize) -> usize {
+        self.queue.recv_many(out, max.max(1)).await
+    }
+
+    /// Waits at most `timeout` for the next frame.
+    pub async fn recv_timeout(&self, timeout: Duration) -> Result<Frame, RecvTimeoutError> {
+        match tokio::time::timeout(timeout, self.recv()).await {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => Err(RecvTimeoutError::Closed),
+            Err(_) => Err(RecvTimeoutError::Timeout),
+        }
+    }
+
+    /// Takes the next frame if one is waiting.
+    pub fn try_recv(&self) -> Result<Frame, TryRecvError> {
+        let mut one = Vec::with_capacity(1);
+        match self.queue.take(&mut one, 1) {
+            Ok(_) => one.pop().ok_or(TryRecvError::Empty),
+            Err(()) => Err(TryRecvError::Closed),
+        }
+    }
+
+    /// Whether the node has a live connection.
+    pub fn is_healthy(&self) -> bool {
+        self.queue.is_healthy()
+    }
+
+    /// Frames waiting now.
+    pub fn len(&self) -> usize {
+        self.queue.state.lock().frames.len()
+    }
+
+    /// Whether no frame is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counters of this receiver's queue.
+    pub fn stats(&self) -> QueueStats {
+        self.queue.stats()
+    }
+
+    /// Stops receiving: queued frames are discarded and later frames for this
+    /// source are dropped and counted.
+    pub fn close(&self) {
+        self.queue.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> Arc<Source> {
+        Arc::new(Source {
+            conn: 1,
+            peer: "127.0.0.1:1".parse().expect("addr"),
+            listener: "default".into(),
+            node: Some("n".into()),
+        })
+    }
+
+    fn incoming(payload: &'static str, ts: Option<Range<usize>>) -> Incoming {
+        Incoming {
+            frame: Frame {
+                payload: Bytes::from_static(payload.as_bytes()),
+                received_at: SystemTime::now(),
+                source: source(),
+            },
+            timestamp: ts,
+        }
+    }
+
+    fn queue(capacity: usize, overflow: OverflowPolicy, dedup: bool) -> Arc<Queue> {
+        Queue::new(
+            "n".into(),
+            QueueConfig {
+                capacity,
+                overflow,
+                dedup,
+            },
+        )
+    }
+
+    fn payloads(r: &Receiver) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(f) = r.try_recv() {
+            out.push(String::from_utf8(f.payload.to_vec()).expect("utf8"));
+        }
+        out
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_newest() {
+        let q = queue(2, OverflowPolicy::DropOldest, false);
+        let mut batch = vec![incoming("a", None), incoming("b", None), incoming("c", None)];
+        let out = q.push(&mut batch);
+        assert_eq!(out.enqueued, 3);
+        assert_eq!(out.dropped_full, 1);
+        assert!(batch.is_empty());
+        let r = Receiver::new(q);
+        assert_eq!(payloads(&r), ["b", "c"]);
+        assert_eq!(r.stats().dropped_full, 1);
+    }
+
+    #[test]
+    fn drop_newest_keeps_the_oldest() {
+        let q = queue(2, OverflowPolicy::DropNewest, false);
+        let mut batch = vec![incoming("a", None), incoming("b", None), incoming("c", None)];
+        q.push(&mut batch);
+        assert_eq!(payloads(&Receiver::new(q)), ["a", "b"]);
+    }
+
+    #[test]
+    fn block_leaves_the_rest_in_the_batch() {
+        let q = queue(2, OverflowPolicy::Block, false);
+        let mut batch = vec![incoming("a", None), incoming("b", None), incoming("c", None)];
+        let out = q.push(&mut batch);
+        assert_eq!(out.enqueued, 2);
+        assert_eq!(batch.len(), 1);
+        let r = Receiver::new(q.clone());
+        assert_eq!(payloads(&r), ["a", "b"]);
+        q.push(&mut batch);
+        assert_eq!(payloads(&r), ["c"]);
+    }
+
+    #[test]
+    fn dedup_skips_an_unchanged_timestamp() {
+        let q = queue(10, OverflowPolicy::DropOldest, true);
+        let mut batch = vec![
+            incoming("t=1a", Some(2..3)),
+            incoming("t=1b", Some(2..3)),
+            incoming("t=2", Some(2..3)),
+            incoming("none", None),
+        ];
+        let out = q.push(&mut batch);
+        assert_eq!(out.duplicates, 1);
+        assert_eq!(payloads(&Receiver::new(q)), ["t=1a", "t=2", "none"]);
+    }
+
+    #[test]
+    fn close_drops_and_ends() {
+        let q = queue(10, OverflowPolicy::DropOldest, false);
+        let r = Receiver::new(q.clone());
+        q.push(&mut vec![incoming("a", None)]);
+        r.close();
+        assert_eq!(r.try_recv().err(), Some(TryRecvError::Closed));
+        let out = q.push(&mut vec![incoming("b", None)]);
+        assert_eq!(out.dropped_closed, 1);
+        assert_eq!(r.stats().dropped_closed, 2);
+    }
+
+    #[test]
+    fn compact_copies_into_one_exact_allocation() {
+        let big = Bytes::from(vec![7u8; 65536]);
+        let mut batch: Vec<Incoming> = (0..3)
+            .map(|i| Incoming {
+                frame: Frame {
+                    payload: big.slice(i * 10..i * 10 + 5),
+                    received_at: SystemTime::now(),
+                    source: source(),
+                },
+                timestamp: None,
+            })
+            .collect();
+        compact(&mut batch);
+        drop(big);
+        for item in &batch {
+            assert_eq!(&item.frame.payload[..], &[7u8; 5]);
+        }
+    }
+
+    #[tokio::test]
+    async fn finish_lets_consumers_drain_then_end() {
+        let q = queue(10, OverflowPolicy::DropOldest, false);
+        let r = Receiver::new(q.clone());
+        q.push(&mut vec![incoming("a", None)]);
+        q.finish();
+        assert_eq!(r.recv().await.map(|f| f.payload), Some(Bytes::from("a")));
+        assert!(r.recv().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recv_timeout_times_out() {
+        let r = Receiver::new(queue(10, OverflowPolicy::DropOldest, false));
+        assert_eq!(
+            r.recv_timeout(Duration::from_secs(1)).await.err(),
+            Some(RecvTimeoutError::Timeout)
+        );
+    }
+}

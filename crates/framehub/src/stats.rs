@@ -1,0 +1,287 @@
+//! Counters of every event that matters, per listener, and the limiter that
+//! keeps repeated warnings from flooding the log.
+//!
+//! Connection tasks add to these once per read, not once per frame, so
+//! many connections do not fight over the same cache line per frame.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Why a frame was not delivered. Every drop has a reason and a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Larger than `max_frame_bytes`.
+    Oversize,
+    /// Not valid JSON (node protocol), including empty lines.
+    InvalidJson,
+    /// Not valid UTF-8 (node protocol).
+    InvalidUtf8,
+    /// JSON nested deeper than `max_json_depth`.
+    TooDeep,
+    /// A node frame without a string `node_id`.
+    MissingNodeId,
+    /// A node frame whose `node_id` differs from the one the connection is
+    /// bound to.
+    NodeMismatch,
+    /// No receiver for the node and auto-provisioning is off.
+    UnknownNode,
+    /// No receiver for the node and `max_nodes` is reached.
+    MaxNodes,
+    /// The receiver's queue was full (`drop-oldest` or `drop-newest`).
+    QueueFull,
+    /// The receiver was closed.
+    ReceiverClosed,
+    /// A COBS frame that did not decode.
+    InvalidCobs,
+    /// A space packet with an invalid header.
+    InvalidHeader,
+    /// A space packet whose ID is not allowed.
+    UnknownPacketId,
+}
+
+impl DropReason {
+    /// Every reason, in a fixed order (the index into counter arrays).
+    pub const ALL: [DropReason; 13] = [
+        DropReason::Oversize,
+        DropReason::InvalidJson,
+        DropReason::InvalidUtf8,
+        DropReason::TooDeep,
+        DropReason::MissingNodeId,
+        DropReason::NodeMismatch,
+        DropReason::UnknownNode,
+        DropReason::MaxNodes,
+        DropReason::QueueFull,
+        DropReason::ReceiverClosed,
+        DropReason::InvalidCobs,
+        DropReason::InvalidHeader,
+        DropReason::UnknownPacketId,
+    ];
+
+    /// A stable snake_case label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Oversize => "oversize",
+            DropReason::InvalidJson => "invalid_json",
+            DropReason::InvalidUtf8 => "invalid_utf8",
+            DropReason::TooDeep => "too_deep",
+            DropReason::MissingNodeId => "missing_node_id",
+            DropReason::NodeMismatch => "node_mismatch",
+            DropReason::UnknownNode => "unknown_node",
+            DropReason::MaxNodes => "max_nodes",
+            DropReason::QueueFull => "queue_full",
+            DropReason::ReceiverClosed => "receiver_closed",
+            DropReason::InvalidCobs => "invalid_cobs",
+            DropReason::InvalidHeader => "invalid_header",
+            DropReason::UnknownPacketId => "unknown_packet_id",
+        }
+    }
+
+    fn index(self) -> usize {
+        DropReason::ALL
+            .iter()
+            .position(|r| *r == self)
+            .unwrap_or_default()
+    }
+}
+
+/// Live counters of one listener.
+#[derive(Debug, Default)]
+pub(crate) struct ListenerCounters {
+    pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_rejected: AtomicU64,
+    pub(crate) connections_closed: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+    pub(crate) auth_failures: AtomicU64,
+    pub(crate) frames_received: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) frames_delivered: AtomicU64,
+    pub(crate) heartbeats: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    dropped: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl ListenerCounters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn dropped(&self, reason: DropReason, n: u64) {
+        Self::add(&self.dropped[reason.index()], n);
+    }
+
+    pub(crate) fn snapshot(&self) -> Counters {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let accepted = get(&self.connections_accepted);
+        let closed = get(&self.connections_closed);
+        Counters {
+            connections_accepted: accepted,
+            connections_rejected: get(&self.connections_rejected),
+            connections_closed: closed,
+            connections_open: accepted.saturating_sub(closed),
+            accept_errors: get(&self.accept_errors),
+            auth_failures: get(&self.auth_failures),
+            frames_received: get(&self.frames_received),
+            bytes_received: get(&self.bytes_received),
+            frames_delivered: get(&self.frames_delivered),
+            heartbeats: get(&self.heartbeats),
+            duplicates: get(&self.duplicates),
+            dropped: DropReason::ALL.map(|r| (r, get(&self.dropped[r.index()]))),
+        }
+    }
+}
+
+/// A snapshot of a listener's counters (or their sum over listeners).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counters {
+    /// Connections accepted and served.
+    pub connections_accepted: u64,
+    /// Connections accepted and closed at once because of `max_connections`.
+    pub connections_rejected: u64,
+    /// Served connections that have ended.
+    pub connections_closed: u64,
+    /// Served connections open now.
+    pub connections_open: u64,
+    /// Errors from `accept()` (the listener backed off and went on).
+    pub accept_errors: u64,
+    /// Connections closed for a wrong or missing token, an oversized or
+    /// missing first message.
+    pub auth_failures: u64,
+    /// Frames cut from the streams (before any protocol check).
+    pub frames_received: u64,
+    /// Bytes read from the sockets.
+    pub bytes_received: u64,
+    /// Frames put into a receiver's queue.
+    pub frames_delivered: u64,
+    /// Heartbeats received (never delivered).
+    pub heartbeats: u64,
+    /// Frames skipped because their timestamp repeated (dedup).
+    pub duplicates: u64,
+    /// Frames dropped, by reason.
+    pub dropped: [(DropReason, u64); DropReason::ALL.len()],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            connections_accepted: 0,
+            connections_rejected: 0,
+            connections_closed: 0,
+            connections_open: 0,
+            accept_errors: 0,
+            auth_failures: 0,
+            frames_received: 0,
+            bytes_received: 0,
+            frames_delivered: 0,
+            heartbeats: 0,
+            duplicates: 0,
+            dropped: DropReason::ALL.map(|r| (r, 0)),
+        }
+    }
+}
+
+impl Counters {
+    /// Frames dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()].1
+    }
+
+    /// Frames dropped for any reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Adds another snapshot into this one.
+    pub fn merge(&mut self, other: &Counters) {
+        self.connections_accepted += other.connections_accepted;
+        self.connections_rejected += other.connections_rejected;
+        self.connections_closed += other.connections_closed;
+        self.connections_open += other.connections_open;
+        self.accept_errors += other.accept_errors;
+        self.auth_failures += other.auth_failures;
+        self.frames_received += other.frames_received;
+        self.bytes_received += other.bytes_received;
+        self.frames_delivered += other.frames_delivered;
+        self.heartbeats += other.heartbeats;
+        self.duplicates += other.duplicates;
+        for (mine, theirs) in self.dropped.iter_mut().zip(other.dropped.iter()) {
+            mine.1 += theirs.1;
+        }
+    }
+}
+
+/// Lets one warning through per period and counts the ones it held back,
+/// so a misbehaving peer cannot flood the log.
+#[derive(Debug)]
+pub(crate) struct WarnLimiter {
+    period_ms: u64,
+    /// Milliseconds since [`epoch`] before which warnings are suppressed.
+    next_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl WarnLimiter {
+    pub(crate) fn new(period: Duration) -> Self {
+        WarnLimiter {
+            period_ms: period.as_millis() as u64,
+            next_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when a warning may be logged now, `n` being how many were
+    /// suppressed since the last one; `None` when it must be suppressed.
+    pub(crate) fn check(&self) -> Option<u64> {
+        let now = epoch().elapsed().as_millis() as u64;
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(next, now + self.period_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_lets_one_through_per_period_and_counts_the_rest() {
+        let l = WarnLimiter::new(Duration::from_secs(3600));
+        assert_eq!(l.check(), Some(0));
+        assert_eq!(l.check(), None);
+        assert_eq!(l.check(), None);
+        l.next_ms.store(0, Ordering::Relaxed);
+        assert_eq!(l.check(), Some(2));
+    }
+
+    #[test]
+    fn drops_are_counted_by_reason() {
+        let c = ListenerCounters::default();
+        c.dropped(DropReason::Oversize, 2);
+        c.dropped(DropReason::QueueFull, 3);
+        let s = c.snapshot();
+        assert_eq!(s.dropped(DropReason::Oversize), 2);
+        assert_eq!(s.dropped(DropReason::QueueFull), 3);
+        assert_eq!(s.dropped_total(), 5);
+        let mut sum = Counters::default();
+        sum.merge(&s);
+        sum.merge(&s);
+        assert_eq!(sum.dropped_total(), 10);
+    }
+}
