@@ -66,7 +66,10 @@ pub fn parse(text: &str) -> Result<FileConfig, BadConfig> {
     Ok(FileConfig { hub, serve })
 }
 
-fn deserialize<T: serde::de::DeserializeOwned>(value: toml::Value, prefix: &str) -> Result<T, BadConfig> {
+fn deserialize<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    prefix: &str,
+) -> Result<T, BadConfig> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
@@ -117,12 +120,37 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let err = parse("[[listener]]\n[listener.queue]\ncapacity = \"x\"\n").expect_err("bad type");
+        let err =
+            parse("[[listener]]\n[listener.queue]\ncapacity = \"x\"\n").expect_err("bad type");
         assert!(err.0.starts_with("listener[0].queue.capacity"), "{err}");
         let err = parse("[serve]\nstatus = \"5s\"\n").expect_err("unknown key");
         assert!(err.0.contains("status"), "{err}");
         let err = parse("[[listener]]\n[listener.queue]\ncapacity = 0\n").expect_err("invalid");
         assert!(err.0.contains("listener[0].queue.capacity"), "{err}");
+    }
+
+    /// The README's reference block lists every key with its default: it
+    /// must parse, and give the same settings as an empty file.
+    #[test]
+    fn readme_config_reference_parses_to_the_defaults() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("toml block in README") + "```toml\n".len();
+        let block = &readme[start..start + readme[start..].find("```").expect("block end")];
+        let documented = parse(block).expect("README config parses");
+        let defaults = parse("").expect("empty config");
+        assert_eq!(
+            format!("{:?}", documented.hub.listeners()),
+            format!("{:?}", defaults.hub.listeners())
+        );
+        assert_eq!(
+            format!("{:?}", documented.hub.nodes),
+            format!("{:?}", defaults.hub.nodes)
+        );
+        assert_eq!(documented.hub.shutdown_grace, defaults.hub.shutdown_grace);
+        assert_eq!(
+            format!("{:?}", documented.serve),
+            format!("{:?}", defaults.serve)
+        );
     }
 
     #[test]

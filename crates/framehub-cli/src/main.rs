@@ -17,7 +17,11 @@ mod sink;
 pub const EXIT_BAD_CONFIG: u8 = 64;
 
 #[derive(Parser, Debug)]
-#[command(name = "framehub", version, about = "The front door for fleets of devices pushing framed messages over TCP")]
+#[command(
+    name = "framehub",
+    version,
+    about = "The front door for fleets of devices pushing framed messages over TCP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

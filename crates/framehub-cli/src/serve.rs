@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use framehub::{FramingConfig, Frame, Hub, Protocol, Receiver};
+use framehub::{Frame, FramingConfig, Hub, Protocol, Receiver};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
@@ -46,6 +46,13 @@ fn apply_flags(cfg: &mut FileConfig, args: &ServeArgs) -> Result<(), String> {
 }
 
 pub async fn run(args: ServeArgs) -> ExitCode {
+    let signal = match shutdown_signal() {
+        Ok(signal) => signal,
+        Err(e) => {
+            eprintln!("framehub: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut cfg = match &args.config {
         Some(path) => match config::load(path) {
             Ok(cfg) => cfg,
@@ -68,7 +75,9 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         }
     };
     if !cfg.hub.nodes.auto_provision {
-        tracing::warn!("nodes.auto_provision is off: node frames have no receiver in `serve` and will be dropped (counted)");
+        tracing::warn!(
+            "nodes.auto_provision is off: node frames have no receiver in `serve` and will be dropped (counted)"
+        );
     }
     let hub = match Hub::start(cfg.hub.clone()).await {
         Ok(hub) => hub,
@@ -96,10 +105,11 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         });
     }
     drop(tx);
-    let status = (!args.quiet).then(|| tokio::spawn(status_line(hub.clone(), cfg.serve.status_interval)));
+    let status =
+        (!args.quiet).then(|| tokio::spawn(status_line(hub.clone(), cfg.serve.status_interval)));
 
     let writer_failed = tokio::select! {
-        _ = shutdown_signal() => false,
+        _ = signal => false,
         _ = writer_done(&writer) => true,
     };
     tracing::info!("shutting down");
@@ -156,26 +166,19 @@ async fn drain(receiver: Receiver, tx: mpsc::Sender<Vec<Frame>>) {
     }
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// Installs the SIGINT/SIGTERM handlers now, before anything is bound, so a
+/// signal that comes early still shuts down cleanly; the returned future
+/// completes on the first signal.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
 
 /// Prints one line on stderr per interval: connections, nodes, rates, drops.

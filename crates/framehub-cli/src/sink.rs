@@ -18,7 +18,11 @@ use tokio::sync::mpsc;
 pub fn write_record(out: &mut impl Write, frame: &Frame) -> io::Result<()> {
     let s = &frame.source;
     out.write_all(b"{\"received_at\":\"")?;
-    write!(out, "{}", humantime::format_rfc3339_micros(frame.received_at))?;
+    write!(
+        out,
+        "{}",
+        humantime::format_rfc3339_micros(frame.received_at)
+    )?;
     out.write_all(b"\",\"listener\":")?;
     serde_json::to_writer(&mut *out, &*s.listener)?;
     out.write_all(b",\"node\":")?;

@@ -222,10 +222,10 @@ impl Connection {
             return Err(CloseReason::FramingLost(e.to_string()));
         }
         let reason = match e {
-            CodecError::Oversize { .. } => DropReason::Oversize,
             CodecError::InvalidCobs => DropReason::InvalidCobs,
             CodecError::InvalidHeader => DropReason::InvalidHeader,
             CodecError::UnknownPacketId { .. } => DropReason::UnknownPacketId,
+            CodecError::Truncated { .. } => DropReason::Truncated,
             _ => DropReason::Oversize,
         };
         self.drop_frames(reason, 1, &e);

@@ -129,13 +129,14 @@ impl Hub {
                     "no token configured: listening on loopback only; set a token to accept other hosts"
                 );
             }
-            let socket = listener::bind(addr, &lc.socket)
-                .await
-                .map_err(|source| HubError::Bind {
-                    listener: lc.name.clone(),
-                    addr,
-                    source,
-                })?;
+            let socket =
+                listener::bind(addr, &lc.socket)
+                    .await
+                    .map_err(|source| HubError::Bind {
+                        listener: lc.name.clone(),
+                        addr,
+                        source,
+                    })?;
             let local_addr = socket.local_addr().map_err(|source| HubError::Bind {
                 listener: lc.name.clone(),
                 addr,

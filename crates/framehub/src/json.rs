@@ -849,8 +849,10 @@ mod tests {
 
     #[test]
     fn escaped_key_and_value() {
-        let e = env(br#"{"node\u005fid":"ra\u0064ar\"3\"","\u0074oken":"s\/e\\c","type":"\ud83d\ude00"}"#)
-            .unwrap();
+        let e = env(
+            br#"{"node\u005fid":"ra\u0064ar\"3\"","\u0074oken":"s\/e\\c","type":"\ud83d\ude00"}"#,
+        )
+        .unwrap();
         let id = e.node_id.unwrap();
         assert_eq!(id.as_str().unwrap(), "radar\"3\"");
         assert!(matches!(id.as_str(), Some(Cow::Owned(_))));
@@ -871,8 +873,9 @@ mod tests {
 
     #[test]
     fn non_ascii_strings() {
-        let e = env("{\"node_id\":\"räd€r😀\",\"x\":\"日本語のテキスト、長い長い文字列\"}".as_bytes())
-            .unwrap();
+        let e =
+            env("{\"node_id\":\"räd€r😀\",\"x\":\"日本語のテキスト、長い長い文字列\"}".as_bytes())
+                .unwrap();
         assert!(e.node_id.unwrap().str_eq("räd€r😀"));
         assert_eq!(e.node_id.unwrap().as_str().unwrap(), "räd€r😀");
         // A key that is non-ASCII matches a non-ASCII configured key.
@@ -997,8 +1000,22 @@ mod tests {
     #[test]
     fn numbers() {
         for s in [
-            "0", "-0", "1", "-1", "10", "1.5", "-0.0", "0e0", "0E+1", "1e-7", "123.456e789",
-            "1E400", "-9223372036854775809", "18446744073709551616", "0.000001", "[0,-0,1]",
+            "0",
+            "-0",
+            "1",
+            "-1",
+            "10",
+            "1.5",
+            "-0.0",
+            "0e0",
+            "0E+1",
+            "1e-7",
+            "123.456e789",
+            "1E400",
+            "-9223372036854775809",
+            "18446744073709551616",
+            "0.000001",
+            "[0,-0,1]",
         ] {
             assert!(ok(s), "{s}");
         }
@@ -1032,8 +1049,15 @@ mod tests {
     #[test]
     fn literals_and_strings() {
         for s in [
-            "true", "false", "null", "\"\"", "[true,false,null]", "\"\\\"\"", "\"\x7f\"",
-            "\"\\u00AbcD\"", "\"/\"",
+            "true",
+            "false",
+            "null",
+            "\"\"",
+            "[true,false,null]",
+            "\"\\\"\"",
+            "\"\x7f\"",
+            "\"\\u00AbcD\"",
+            "\"/\"",
         ] {
             assert!(ok(s), "{s}");
         }
@@ -1116,7 +1140,10 @@ mod tests {
         let mut wrong = mixed(600);
         wrong.pop();
         wrong.push(']');
-        assert!(matches!(validate(wrong.as_bytes(), 1000), Err(JsonError::Syntax { .. })));
+        assert!(matches!(
+            validate(wrong.as_bytes(), 1000),
+            Err(JsonError::Syntax { .. })
+        ));
     }
 
     #[test]

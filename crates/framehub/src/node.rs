@@ -237,7 +237,10 @@ mod tests {
     fn timestamp_span_points_at_the_raw_value() {
         let mut s = session(None, &[]);
         let frame = br#"{"node_id":"a","timestamp":1768932172478}"#;
-        let Verdict::Deliver { timestamp: Some(span) } = s.handle(frame) else {
+        let Verdict::Deliver {
+            timestamp: Some(span),
+        } = s.handle(frame)
+        else {
             panic!("expected delivery");
         };
         assert_eq!(&frame[span], b"1768932172478");
@@ -314,7 +317,10 @@ mod tests {
             s.handle(format!(r#"{{"node_id":"a","x":{deep}"#).as_bytes()),
             Verdict::Skip(DropReason::TooDeep)
         );
-        assert!(matches!(s.handle(br#"{"node_id":"a"}"#), Verdict::Deliver { .. }));
+        assert!(matches!(
+            s.handle(br#"{"node_id":"a"}"#),
+            Verdict::Deliver { .. }
+        ));
         assert_eq!(
             s.handle(br#"{"node_id":"b"}"#),
             Verdict::Skip(DropReason::NodeMismatch)

@@ -517,7 +517,11 @@ mod tests {
     #[test]
     fn drop_oldest_keeps_the_newest() {
         let q = queue(2, OverflowPolicy::DropOldest, false);
-        let mut batch = vec![incoming("a", None), incoming("b", None), incoming("c", None)];
+        let mut batch = vec![
+            incoming("a", None),
+            incoming("b", None),
+            incoming("c", None),
+        ];
         let out = q.push(&mut batch);
         assert_eq!(out.enqueued, 3);
         assert_eq!(out.dropped_full, 1);
@@ -530,7 +534,11 @@ mod tests {
     #[test]
     fn drop_newest_keeps_the_oldest() {
         let q = queue(2, OverflowPolicy::DropNewest, false);
-        let mut batch = vec![incoming("a", None), incoming("b", None), incoming("c", None)];
+        let mut batch = vec![
+            incoming("a", None),
+            incoming("b", None),
+            incoming("c", None),
+        ];
         q.push(&mut batch);
         assert_eq!(payloads(&Receiver::new(q)), ["a", "b"]);
     }
@@ -538,7 +546,11 @@ mod tests {
     #[test]
     fn block_leaves_the_rest_in_the_batch() {
         let q = queue(2, OverflowPolicy::Block, false);
-        let mut batch = vec![incoming("a", None), incoming("b", None), incoming("c", None)];
+        let mut batch = vec![
+            incoming("a", None),
+            incoming("b", None),
+            incoming("c", None),
+        ];
         let out = q.push(&mut batch);
         assert_eq!(out.enqueued, 2);
         assert_eq!(batch.len(), 1);

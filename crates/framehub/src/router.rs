@@ -83,7 +83,11 @@ impl Router {
 
     /// Finds the queue for a node a connection wants to bind to,
     /// auto-provisioning it when allowed.
-    pub(crate) fn resolve(&self, name: &str, config: QueueConfig) -> Result<Arc<Queue>, DropReason> {
+    pub(crate) fn resolve(
+        &self,
+        name: &str,
+        config: QueueConfig,
+    ) -> Result<Arc<Queue>, DropReason> {
         if let Some(q) = self.nodes.read().get(name) {
             return Ok(q.clone());
         }
@@ -167,8 +171,14 @@ mod tests {
         // Explicit registration is the application's choice, not capped.
         router.register("d", q);
         assert_eq!(router.len(), 3);
-        assert_eq!(new.try_recv().map(|r| r.name().to_owned()), Some("a".into()));
-        assert_eq!(new.try_recv().map(|r| r.name().to_owned()), Some("b".into()));
+        assert_eq!(
+            new.try_recv().map(|r| r.name().to_owned()),
+            Some("a".into())
+        );
+        assert_eq!(
+            new.try_recv().map(|r| r.name().to_owned()),
+            Some("b".into())
+        );
         assert!(new.try_recv().is_none());
     }
 
@@ -181,6 +191,9 @@ mod tests {
         let q = QueueConfig::default();
         assert_eq!(router.resolve("x", q).err(), Some(DropReason::UnknownNode));
         let registered = router.register("x", q);
-        assert!(Arc::ptr_eq(&registered, &router.resolve("x", q).expect("x")));
+        assert!(Arc::ptr_eq(
+            &registered,
+            &router.resolve("x", q).expect("x")
+        ));
     }
 }

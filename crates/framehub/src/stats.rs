@@ -4,8 +4,8 @@
 //! Connection tasks add to these once per read, not once per frame, so
 //! many connections do not fight over the same cache line per frame.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Why a frame was not delivered. Every drop has a reason and a counter.
@@ -39,11 +39,13 @@ pub enum DropReason {
     InvalidHeader,
     /// A space packet whose ID is not allowed.
     UnknownPacketId,
+    /// The stream ended inside a frame.
+    Truncated,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the index into counter arrays).
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Oversize,
         DropReason::InvalidJson,
         DropReason::InvalidUtf8,
@@ -57,6 +59,7 @@ impl DropReason {
         DropReason::InvalidCobs,
         DropReason::InvalidHeader,
         DropReason::UnknownPacketId,
+        DropReason::Truncated,
     ];
 
     /// A stable snake_case label for logs and metrics.
@@ -75,6 +78,7 @@ impl DropReason {
             DropReason::InvalidCobs => "invalid_cobs",
             DropReason::InvalidHeader => "invalid_header",
             DropReason::UnknownPacketId => "unknown_packet_id",
+            DropReason::Truncated => "truncated",
         }
     }
 
@@ -245,7 +249,12 @@ impl WarnLimiter {
         if now >= next
             && self
                 .next_ms
-                .compare_exchange(next, now + self.period_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(
+                    next,
+                    now + self.period_ms,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
         {
             Some(self.suppressed.swap(0, Ordering::Relaxed))

@@ -15,7 +15,9 @@ async fn many_concurrent_node_connections() {
     const NODES: usize = 200;
     const FRAMES: u64 = 50;
     let hub = start(node_listener(Some("secret"))).await;
-    let receivers: Vec<_> = (0..NODES).map(|i| hub.receiver(&format!("radar{i}"))).collect();
+    let receivers: Vec<_> = (0..NODES)
+        .map(|i| hub.receiver(&format!("radar{i}")))
+        .collect();
     let mut clients = Vec::new();
     for i in 0..NODES {
         let mut s = connect(&hub).await;
@@ -114,16 +116,24 @@ async fn invalid_token_closes_socket_and_logs_a_warning() {
 
     let closed = loop {
         match tokio::time::timeout(PATIENCE, events.recv()).await {
-            Ok(Ok(ConnectionEvent::Closed { reason, peer: p, .. })) => break (reason, p),
+            Ok(Ok(ConnectionEvent::Closed {
+                reason, peer: p, ..
+            })) => break (reason, p),
             Ok(Ok(_)) => continue,
             other => panic!("no close event: {other:?}"),
         }
     };
-    assert_eq!(closed, (CloseReason::AuthFailed(AuthFailure::WrongToken), peer));
+    assert_eq!(
+        closed,
+        (CloseReason::AuthFailed(AuthFailure::WrongToken), peer)
+    );
     let text = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf8");
     assert!(text.contains("WARN"), "{text}");
     assert!(text.contains("wrong token"), "{text}");
-    assert!(text.contains(&peer.to_string()), "warning names the peer: {text}");
+    assert!(
+        text.contains(&peer.to_string()),
+        "warning names the peer: {text}"
+    );
 }
 
 #[tokio::test]
@@ -143,8 +153,14 @@ async fn frames_routed_to_the_right_receiver_by_node_id() {
         let fb = b.recv_timeout(PATIENCE).await.expect("b");
         assert_eq!(fa.source.node.as_deref(), Some("radarA"));
         assert_eq!(fb.source.node.as_deref(), Some("radarB"));
-        assert_eq!(fa.payload, detection("radarA", (ts == 0).then_some("t"), ts).as_bytes());
-        assert_eq!(fb.payload, detection("radarB", (ts == 0).then_some("t"), ts).as_bytes());
+        assert_eq!(
+            fa.payload,
+            detection("radarA", (ts == 0).then_some("t"), ts).as_bytes()
+        );
+        assert_eq!(
+            fb.payload,
+            detection("radarB", (ts == 0).then_some("t"), ts).as_bytes()
+        );
     }
     assert!(a.try_recv().is_err() && b.try_recv().is_err());
 }
@@ -199,15 +215,23 @@ fn server_side_nodelay(client: &tokio::net::TcpStream) -> bool {
     let want_peer = client.local_addr().expect("local");
     for entry in std::fs::read_dir("/proc/self/fd").expect("fd dir") {
         let entry = entry.expect("entry");
-        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
         if !target.to_string_lossy().starts_with("socket:") {
             continue;
         }
-        let fd: i32 = entry.file_name().to_string_lossy().parse().expect("fd number");
+        let fd: i32 = entry
+            .file_name()
+            .to_string_lossy()
+            .parse()
+            .expect("fd number");
         // SAFETY: the descriptor is open for the duration of this call and
         // ManuallyDrop keeps us from closing a socket the hub owns.
         let socket = std::mem::ManuallyDrop::new(unsafe { socket2::Socket::from_raw_fd(fd) });
-        let (Ok(local), Ok(peer)) = (socket.local_addr(), socket.peer_addr()) else { continue };
+        let (Ok(local), Ok(peer)) = (socket.local_addr(), socket.peer_addr()) else {
+            continue;
+        };
         if local.as_socket() == Some(want_local) && peer.as_socket() == Some(want_peer) {
             return socket.tcp_nodelay().expect("getsockopt");
         }
@@ -219,9 +243,13 @@ fn server_side_nodelay(client: &tokio::net::TcpStream) -> bool {
 async fn tcp_nodelay_set_on_accepted_sockets() {
     let hub = start(node_listener(None)).await;
     let r = hub.receiver("radar3");
-    let mut s = tokio::net::TcpStream::connect(hub.local_addr()).await.expect("connect");
+    let mut s = tokio::net::TcpStream::connect(hub.local_addr())
+        .await
+        .expect("connect");
     send_line(&mut s, &detection("radar3", None, 1)).await;
-    r.recv_timeout(PATIENCE).await.expect("frame: the socket is accepted");
+    r.recv_timeout(PATIENCE)
+        .await
+        .expect("frame: the socket is accepted");
     assert!(server_side_nodelay(&s));
 
     // And off when configured off, so the check can fail.
@@ -229,7 +257,9 @@ async fn tcp_nodelay_set_on_accepted_sockets() {
     off.socket.nodelay = false;
     let hub = start(off).await;
     let r = hub.receiver("radar3");
-    let mut s = tokio::net::TcpStream::connect(hub.local_addr()).await.expect("connect");
+    let mut s = tokio::net::TcpStream::connect(hub.local_addr())
+        .await
+        .expect("connect");
     send_line(&mut s, &detection("radar3", None, 1)).await;
     r.recv_timeout(PATIENCE).await.expect("frame");
     assert!(!server_side_nodelay(&s));
@@ -248,7 +278,10 @@ async fn line_over_1mib_is_dropped_and_connection_survives() {
     send_line(&mut s, &huge).await;
     send_line(&mut s, &detection("radar3", None, 3)).await;
     let first = r.recv_timeout(PATIENCE).await.expect("first");
-    let third = r.recv_timeout(PATIENCE).await.expect("frame after the oversized one");
+    let third = r
+        .recv_timeout(PATIENCE)
+        .await
+        .expect("frame after the oversized one");
     assert!(first.payload.ends_with(b"}"));
     let v: serde_json::Value = serde_json::from_slice(&third.payload).expect("json");
     assert_eq!(v["timestamp"], 3);
@@ -297,7 +330,11 @@ async fn unchanged_timestamp_is_deduplicated() {
     let c = counters_until(&hub, "6 frames", |c| c.frames_received == 6).await;
     assert_eq!(c.duplicates, 3);
     let got: Vec<u64> = std::iter::from_fn(|| r.try_recv().ok())
-        .map(|f| serde_json::from_slice::<serde_json::Value>(&f.payload).expect("json")["timestamp"].as_u64().expect("ts"))
+        .map(|f| {
+            serde_json::from_slice::<serde_json::Value>(&f.payload).expect("json")["timestamp"]
+                .as_u64()
+                .expect("ts")
+        })
         .collect();
     assert_eq!(got, [1, 2, 3]);
 }
@@ -306,7 +343,10 @@ async fn unchanged_timestamp_is_deduplicated() {
 async fn unknown_nodes_are_auto_provisioned_up_to_max_nodes() {
     let hub = start_config(HubConfig {
         listener: vec![node_listener(None)],
-        nodes: NodesConfig { auto_provision: true, max_nodes: 2 },
+        nodes: NodesConfig {
+            auto_provision: true,
+            max_nodes: 2,
+        },
         ..HubConfig::default()
     })
     .await;
@@ -320,8 +360,19 @@ async fn unknown_nodes_are_auto_provisioned_up_to_max_nodes() {
     }
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let r = tokio::time::timeout(PATIENCE, new_nodes.recv()).await.expect("in time").expect("node");
-        assert_eq!(r.recv_timeout(PATIENCE).await.expect("frame").source.node.as_deref(), Some(r.name()));
+        let r = tokio::time::timeout(PATIENCE, new_nodes.recv())
+            .await
+            .expect("in time")
+            .expect("node");
+        assert_eq!(
+            r.recv_timeout(PATIENCE)
+                .await
+                .expect("frame")
+                .source
+                .node
+                .as_deref(),
+            Some(r.name())
+        );
         seen.push(r.name().to_owned());
     }
     seen.sort();
@@ -336,13 +387,19 @@ async fn unknown_nodes_are_auto_provisioned_up_to_max_nodes() {
 async fn without_auto_provisioning_unknown_nodes_are_dropped() {
     let hub = start_config(HubConfig {
         listener: vec![node_listener(None)],
-        nodes: NodesConfig { auto_provision: false, max_nodes: 10 },
+        nodes: NodesConfig {
+            auto_provision: false,
+            max_nodes: 10,
+        },
         ..HubConfig::default()
     })
     .await;
     let mut s = connect(&hub).await;
     send_line(&mut s, &detection("ghost", None, 1)).await;
-    counters_until(&hub, "unknown node dropped", |c| c.dropped(DropReason::UnknownNode) == 1).await;
+    counters_until(&hub, "unknown node dropped", |c| {
+        c.dropped(DropReason::UnknownNode) == 1
+    })
+    .await;
     // Registered later: the same connection's next frame finds it.
     let r = hub.receiver("ghost");
     send_line(&mut s, &detection("ghost", None, 2)).await;
@@ -363,11 +420,24 @@ async fn connection_events_report_lifecycle_and_counts() {
     drop(s);
     let mut got = Vec::new();
     while got.len() < 3 {
-        got.push(tokio::time::timeout(PATIENCE, events.recv()).await.expect("event").expect("open"));
+        got.push(
+            tokio::time::timeout(PATIENCE, events.recv())
+                .await
+                .expect("event")
+                .expect("open"),
+        );
     }
     assert!(matches!(got[0], ConnectionEvent::Connected { .. }));
     assert!(matches!(&got[1], ConnectionEvent::Authenticated { node, .. } if &**node == "radar3"));
-    let ConnectionEvent::Closed { reason, counts, node, .. } = &got[2] else { panic!("{got:?}") };
+    let ConnectionEvent::Closed {
+        reason,
+        counts,
+        node,
+        ..
+    } = &got[2]
+    else {
+        panic!("{got:?}")
+    };
     assert_eq!(*reason, CloseReason::PeerClosed);
     assert_eq!(node.as_deref(), Some("radar3"));
     assert_eq!(counts.frames_in, 3);
@@ -392,7 +462,12 @@ async fn shutdown_closes_connections_and_lets_consumers_drain() {
         assert!(r.recv().await.is_some(), "queued frames survive shutdown");
     }
     assert!(r.recv().await.is_none(), "then the receiver ends");
-    assert!(tokio::net::TcpStream::connect(hub.local_addr()).await.is_err(), "no longer accepting");
+    assert!(
+        tokio::net::TcpStream::connect(hub.local_addr())
+            .await
+            .is_err(),
+        "no longer accepting"
+    );
 }
 
 #[tokio::test]
@@ -409,7 +484,10 @@ async fn block_policy_stops_reading_instead_of_dropping() {
         s
     });
     let mut new_nodes = hub.new_nodes().expect("stream");
-    let r = tokio::time::timeout(PATIENCE, new_nodes.recv()).await.expect("in time").expect("node");
+    let r = tokio::time::timeout(PATIENCE, new_nodes.recv())
+        .await
+        .expect("in time")
+        .expect("node");
     for ts in 0..500u64 {
         let f = r.recv_timeout(PATIENCE).await.expect("frame");
         let v: serde_json::Value = serde_json::from_slice(&f.payload).expect("json");

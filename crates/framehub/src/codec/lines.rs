@@ -67,7 +67,9 @@ fn finish_line(mut line: BytesMut, max: usize) -> Result<Bytes, CodecError> {
 
 pub(super) fn encode(payload: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
     if memchr::memchr(b'\n', payload).is_some() {
-        return Err(CodecError::Unencodable("a lines payload cannot contain '\\n'"));
+        return Err(CodecError::Unencodable(
+            "a lines payload cannot contain '\\n'",
+        ));
     }
     if payload.last() == Some(&b'\r') {
         return Err(CodecError::Unencodable(
@@ -95,7 +97,11 @@ mod tests {
     fn drain(d: &mut FrameDecoder, buf: &mut BytesMut, eof: bool) -> Vec<Result<Bytes, String>> {
         let mut out = Vec::new();
         loop {
-            let step = if eof { d.decode_eof(buf) } else { d.decode(buf) };
+            let step = if eof {
+                d.decode_eof(buf)
+            } else {
+                d.decode(buf)
+            };
             match step {
                 Ok(Some(frame)) => out.push(Ok(frame)),
                 Ok(None) => return out,

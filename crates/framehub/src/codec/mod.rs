@@ -8,7 +8,7 @@
 //! # The decode loop contract
 //!
 //! The connection appends each socket read to one `BytesMut` and calls
-//! [`Decoder::decode`](tokio_util::codec::Decoder::decode) until it returns `Ok(None)`:
+//! [`Decoder::decode`] until it returns `Ok(None)`:
 //!
 //! - `Ok(Some(frame))`: one frame, cut out of the buffer without copying.
 //! - `Ok(None)`: more bytes are needed.
@@ -157,9 +157,11 @@ impl FramingConfig {
                 allowed_packet_ids: Some(ids),
             }) => {
                 if ids.is_empty() {
-                    return Err("framing.allowed_packet_ids is empty: every packet would be \
+                    return Err(
+                        "framing.allowed_packet_ids is empty: every packet would be \
                                 dropped (omit the key to accept all packets)"
-                        .to_owned());
+                            .to_owned(),
+                    );
                 }
                 match ids.iter().find(|&&id| id > MAX_PACKET_ID) {
                     Some(id) => Err(format!(
@@ -587,7 +589,10 @@ mod tests {
             (FramingConfig::Lines, "lines"),
             (FramingConfig::Length(LengthPrefix::default()), "length"),
             (FramingConfig::Cobs, "cobs"),
-            (FramingConfig::SpacePacket(SpacePacketConfig::default()), "spacepacket"),
+            (
+                FramingConfig::SpacePacket(SpacePacketConfig::default()),
+                "spacepacket",
+            ),
             (FramingConfig::Chunk, "chunk"),
         ] {
             assert_eq!(config.name(), name);
@@ -647,7 +652,10 @@ mod tests {
             let mut encoder = FrameEncoder::new(&framing, 4);
             let mut dst = BytesMut::new();
             let err = encoder.encode(&b"12345"[..], &mut dst).unwrap_err();
-            assert!(matches!(err, CodecError::Oversize { max: 4 }), "{framing:?}");
+            assert!(
+                matches!(err, CodecError::Oversize { max: 4 }),
+                "{framing:?}"
+            );
             assert!(dst.is_empty());
         }
     }

@@ -68,10 +68,10 @@ impl SpacePacketDecoder {
         max: usize,
     ) -> Result<Option<Bytes>, CodecError> {
         loop {
-            if let DecodeState::Skip(remaining) = self.state {
-                if !self.skip(buf, remaining) {
-                    return Ok(None);
-                }
+            if let DecodeState::Skip(remaining) = self.state
+                && !self.skip(buf, remaining)
+            {
+                return Ok(None);
             }
             let Some(&first) = buf.first() else {
                 return Ok(None);
@@ -202,7 +202,11 @@ mod tests {
     fn drain(d: &mut FrameDecoder, buf: &mut BytesMut, eof: bool) -> Vec<Result<Bytes, String>> {
         let mut out = Vec::new();
         loop {
-            let step = if eof { d.decode_eof(buf) } else { d.decode(buf) };
+            let step = if eof {
+                d.decode_eof(buf)
+            } else {
+                d.decode(buf)
+            };
             match step {
                 Ok(Some(frame)) => out.push(Ok(frame)),
                 Ok(None) => return out,
@@ -280,7 +284,10 @@ mod tests {
         let good = packet(0x1801, 4);
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&[0xFF; 10]);
-        assert_eq!(drain(&mut d, &mut buf, false), [Err("invalid_header".into())]);
+        assert_eq!(
+            drain(&mut d, &mut buf, false),
+            [Err("invalid_header".into())]
+        );
         // The run goes on in the next read: not reported again.
         buf.extend_from_slice(&[0xE0, 0x20, 0x40]);
         assert_eq!(drain(&mut d, &mut buf, false), []);
@@ -347,7 +354,12 @@ mod tests {
         let p = packet(0x0802, 5);
         e.encode(&p[..], &mut dst).unwrap();
         assert_eq!(&dst[..], &p[..]);
-        for bad in [&p[..6], &p[..p.len() - 1], &[0x20, 0, 0, 0, 0, 0, 0][..], &[][..]] {
+        for bad in [
+            &p[..6],
+            &p[..p.len() - 1],
+            &[0x20, 0, 0, 0, 0, 0, 0][..],
+            &[][..],
+        ] {
             assert!(matches!(
                 e.encode(bad, &mut dst),
                 Err(CodecError::Unencodable(_))

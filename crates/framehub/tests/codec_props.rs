@@ -1,0 +1,360 @@
+//! Property tests for every framing: however the byte stream is split into reads, the decoder
+//! yields the same frames and the same errors. Streams are built with encoders independent of
+//! ours where one exists (the `cobs` crate, the `spacepackets` crate, a hand-written NinjaTCP
+//! prefix, a plain `\n` join); `FrameEncoder` is then checked against our own decoder.
+
+#![allow(clippy::unwrap_used)]
+
+use bytes::BytesMut;
+use framehub::codec::{
+    Endian, FrameDecoder, FrameEncoder, FramingConfig, LengthPrefix, SpacePacketConfig,
+};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use spacepackets::{CcsdsPacketCreator, PacketId, PacketSequenceControl, SpHeader};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// A frame, or the reason of an error (with `!` appended when fatal).
+type Out = Result<Vec<u8>, String>;
+
+/// Feeds `stream` in reads cut at `cuts`, decoding after each read as the connection does, then
+/// drains with `decode_eof`. Stops at the first fatal error.
+fn decode_split(framing: &FramingConfig, max: usize, stream: &[u8], cuts: &[Index]) -> Vec<Out> {
+    let mut decoder = FrameDecoder::new(framing, max);
+    let mut out = Vec::new();
+    let mut buf = BytesMut::new();
+    for read in split(stream, cuts) {
+        buf.extend_from_slice(read);
+        if !drain(&mut decoder, &mut buf, false, &mut out) {
+            return out;
+        }
+    }
+    drain(&mut decoder, &mut buf, true, &mut out);
+    assert!(buf.is_empty(), "decode_eof left {} bytes", buf.len());
+    out
+}
+
+/// Runs the decode loop until more bytes are needed; false after a fatal error.
+fn drain(decoder: &mut FrameDecoder, buf: &mut BytesMut, eof: bool, out: &mut Vec<Out>) -> bool {
+    loop {
+        let step = if eof {
+            decoder.decode_eof(buf)
+        } else {
+            decoder.decode(buf)
+        };
+        match step {
+            Ok(Some(frame)) => out.push(Ok(frame.to_vec())),
+            Ok(None) => return true,
+            Err(e) if e.is_fatal() => {
+                out.push(Err(format!("{}!", e.reason())));
+                return false;
+            }
+            Err(e) => out.push(Err(e.reason().to_owned())),
+        }
+    }
+}
+
+fn split<'a>(stream: &'a [u8], cuts: &[Index]) -> Vec<&'a [u8]> {
+    let mut at: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+    at.push(0);
+    at.push(stream.len());
+    at.sort_unstable();
+    at.dedup();
+    at.windows(2).map(|w| &stream[w[0]..w[1]]).collect()
+}
+
+fn cuts() -> impl Strategy<Value = Vec<Index>> {
+    prop::collection::vec(any::<Index>(), 0..24)
+}
+
+/// A frame of up to `max_len` bytes in which the framings' special values (`\n`, `\r`, `0x00`,
+/// `0xFF`) are far more frequent than 1/256. Built from a length and a seed rather than byte by
+/// byte, which keeps generation fast in debug builds.
+fn frame(max_len: usize) -> impl Strategy<Value = Vec<u8>> {
+    (0..=max_len, any::<u64>()).prop_map(|(len, mut seed)| {
+        (0..len)
+            .map(|_| {
+                // xorshift64: any deterministic spread of the seed will do.
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let byte = (seed >> 24) as u8;
+                match byte % 16 {
+                    0 => b'\n',
+                    1 => b'\r',
+                    2 => 0,
+                    3 => 0xFF,
+                    _ => byte,
+                }
+            })
+            .collect()
+    })
+}
+
+fn frames(max_len: usize, count: usize) -> impl Strategy<Value = Vec<Vec<u8>>> {
+    prop::collection::vec(frame(max_len), 0..=count)
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn length_config(bytes: u8, endian: Endian) -> FramingConfig {
+    FramingConfig::Length(LengthPrefix { bytes, endian })
+}
+
+fn spacepacket_config(allowed: Option<Vec<u16>>) -> FramingConfig {
+    FramingConfig::SpacePacket(SpacePacketConfig {
+        allowed_packet_ids: allowed,
+    })
+}
+
+/// A packet built by the `spacepackets` crate.
+fn space_packet(packet_id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
+    let header = SpHeader::new(
+        PacketId::from(packet_id),
+        PacketSequenceControl::from(seq),
+        0,
+    );
+    let packet_type = spacepackets::packet_type_in_raw_packet_id(packet_id);
+    CcsdsPacketCreator::new(header, packet_type, data, None)
+        .unwrap()
+        .to_vec()
+}
+
+const LINES_MAX: usize = 16;
+const COBS_MAX: usize = 300;
+const SP_MAX: usize = 300;
+const SP_IDS: [u16; 4] = [0x1801, 0x0802, 0x1803, 0x0000];
+
+proptest! {
+    #[test]
+    fn lines_any_split(
+        lines in prop::collection::vec(
+            frame(2 * LINES_MAX).prop_map(|f| f.into_iter().filter(|&b| b != b'\n').collect::<Vec<u8>>()),
+            0..20,
+        ),
+        final_newline in any::<bool>(),
+        cuts in cuts(),
+    ) {
+        let mut stream = lines.join(&b"\n"[..]);
+        if final_newline && !lines.is_empty() {
+            stream.push(b'\n');
+        }
+        let mut expected = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let last_unterminated = i + 1 == lines.len() && !final_newline;
+            if last_unterminated && strip_cr(line).is_empty() {
+                break;
+            }
+            let content = strip_cr(line);
+            expected.push(if content.len() > LINES_MAX {
+                Err("oversize".to_owned())
+            } else {
+                Ok(content.to_vec())
+            });
+        }
+        prop_assert_eq!(decode_split(&FramingConfig::Lines, LINES_MAX, &stream, &cuts), expected);
+    }
+
+    #[test]
+    fn ninjatcp_any_split(
+        frames in frames(300, 12),
+        cuts in cuts(),
+    ) {
+        const MAX: usize = 256;
+        let mut stream = Vec::new();
+        let mut expected = Vec::new();
+        for f in &frames {
+            stream.extend_from_slice(&(f.len() as u32).to_be_bytes());
+            stream.extend_from_slice(f);
+        }
+        for f in &frames {
+            if f.len() > MAX {
+                expected.push(Err("oversize!".to_owned()));
+                break;
+            }
+            expected.push(Ok(f.clone()));
+        }
+        let ninja = FramingConfig::Length(LengthPrefix::default());
+        prop_assert_eq!(decode_split(&ninja, MAX, &stream, &cuts), expected);
+    }
+
+    #[test]
+    fn length_truncated_stream(
+        frames in prop::collection::vec(frame(100), 1..8),
+        keep in any::<Index>(),
+        cuts in cuts(),
+    ) {
+        let mut stream = Vec::new();
+        let mut ends = Vec::new();
+        for f in &frames {
+            stream.extend_from_slice(&(f.len() as u32).to_be_bytes());
+            stream.extend_from_slice(f);
+            ends.push(stream.len());
+        }
+        let keep = keep.index(stream.len() + 1);
+        let mut expected: Vec<Out> = frames
+            .iter()
+            .zip(&ends)
+            .take_while(|(_, end)| **end <= keep)
+            .map(|(f, _)| Ok(f.clone()))
+            .collect();
+        let complete = ends.iter().rev().find(|end| **end <= keep).copied().unwrap_or(0);
+        if keep > complete {
+            expected.push(Err("truncated".to_owned()));
+        }
+        let ninja = FramingConfig::Length(LengthPrefix::default());
+        prop_assert_eq!(decode_split(&ninja, 1024, &stream[..keep], &cuts), expected);
+    }
+
+    #[test]
+    fn length_widths_any_split(
+        width in prop::sample::select(vec![1u8, 2, 4, 8]),
+        little in any::<bool>(),
+        frames in frames(255, 12),
+        cuts in cuts(),
+    ) {
+        let framing = length_config(width, if little { Endian::Little } else { Endian::Big });
+        let mut encoder = FrameEncoder::new(&framing, 255);
+        let mut stream = BytesMut::new();
+        for f in &frames {
+            encoder.encode(&f[..], &mut stream).unwrap();
+        }
+        let expected: Vec<Out> = frames.iter().cloned().map(Ok).collect();
+        prop_assert_eq!(decode_split(&framing, 255, &stream, &cuts), expected);
+    }
+
+    #[test]
+    fn cobs_any_split(
+        frames in frames(COBS_MAX + 60, 10),
+        extra_delimiters in prop::collection::vec(0usize..3, 10),
+        cuts in cuts(),
+    ) {
+        let mut stream = Vec::new();
+        let mut expected = Vec::new();
+        for (f, extra) in frames.iter().zip(extra_delimiters.iter().cycle()) {
+            stream.push(0);
+            stream.extend_from_slice(&cobs::encode_vec(f));
+            stream.push(0);
+            stream.resize(stream.len() + extra, 0);
+            expected.push(if f.len() > COBS_MAX {
+                Err("oversize".to_owned())
+            } else {
+                Ok(f.clone())
+            });
+        }
+        prop_assert_eq!(decode_split(&FramingConfig::Cobs, COBS_MAX, &stream, &cuts), expected);
+    }
+
+    #[test]
+    fn spacepacket_any_split(
+        packets in prop::collection::vec(
+            (prop::sample::select(SP_IDS.to_vec()), any::<u16>(), frame(SP_MAX)
+                .prop_filter("a packet has at least one data byte", |d| !d.is_empty())),
+            0..10,
+        ),
+        garbage in prop::collection::vec(prop::collection::vec(0x20u8.., 0..4), 11),
+        filtered in any::<bool>(),
+        cuts in cuts(),
+    ) {
+        let allowed = filtered.then(|| vec![SP_IDS[0], SP_IDS[1]]);
+        let mut stream = Vec::new();
+        let mut expected = Vec::new();
+        let report_garbage = |run: &Vec<u8>, stream: &mut Vec<u8>, expected: &mut Vec<Out>| {
+            stream.extend_from_slice(run);
+            if !run.is_empty() {
+                expected.push(Err("invalid_header".to_owned()));
+            }
+        };
+        for ((id, seq, data), run) in packets.iter().zip(&garbage) {
+            report_garbage(run, &mut stream, &mut expected);
+            let packet = space_packet(*id, *seq, data);
+            prop_assert_eq!(packet.len(), data.len() + 6);
+            stream.extend_from_slice(&packet);
+            expected.push(if allowed.as_ref().is_some_and(|ids| !ids.contains(id)) {
+                Err("unknown_packet_id".to_owned())
+            } else if packet.len() > SP_MAX {
+                Err("oversize".to_owned())
+            } else {
+                Ok(packet)
+            });
+        }
+        report_garbage(&garbage[packets.len()], &mut stream, &mut expected);
+        let framing = spacepacket_config(allowed);
+        prop_assert_eq!(decode_split(&framing, SP_MAX, &stream, &cuts), expected);
+    }
+
+    #[test]
+    fn chunk_each_read_is_a_frame(
+        reads in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..10),
+    ) {
+        const MAX: usize = 64;
+        let mut decoder = FrameDecoder::new(&FramingConfig::Chunk, MAX);
+        let mut buf = BytesMut::new();
+        let mut all_frames = Vec::new();
+        for read in &reads {
+            buf.extend_from_slice(read);
+            let mut out = Vec::new();
+            prop_assert!(drain(&mut decoder, &mut buf, false, &mut out));
+            let frames: Vec<Vec<u8>> = out.into_iter().map(Result::unwrap).collect();
+            let expected: Vec<Vec<u8>> = read.chunks(MAX).map(<[u8]>::to_vec).collect();
+            prop_assert_eq!(&frames, &expected);
+            all_frames.extend(frames);
+        }
+        prop_assert_eq!(all_frames.concat(), reads.concat());
+    }
+
+    /// FrameEncoder output decodes back to the same payloads in every framing.
+    #[test]
+    fn encoder_round_trip(
+        payloads in frames(200, 10),
+        seqs in prop::collection::vec(any::<u16>(), 10),
+        cuts in cuts(),
+    ) {
+        const MAX: usize = 256;
+        let lines: Vec<Vec<u8>> = payloads
+            .iter()
+            .map(|p| {
+                let mut line: Vec<u8> = p.iter().copied().filter(|&b| b != b'\n').collect();
+                while line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                line
+            })
+            .collect();
+        let packets: Vec<Vec<u8>> = payloads
+            .iter()
+            .zip(&seqs)
+            .filter(|(p, _)| !p.is_empty())
+            .map(|(p, seq)| space_packet(SP_IDS[1], *seq, p))
+            .collect();
+        let cases = [
+            (FramingConfig::Lines, &lines),
+            (length_config(1, Endian::Big), &payloads),
+            (length_config(2, Endian::Little), &payloads),
+            (length_config(4, Endian::Big), &payloads),
+            (length_config(8, Endian::Little), &payloads),
+            (FramingConfig::Cobs, &payloads),
+            (spacepacket_config(Some(vec![SP_IDS[1]])), &packets),
+        ];
+        for (framing, frames) in cases {
+            let mut encoder = FrameEncoder::new(&framing, MAX);
+            let mut stream = BytesMut::new();
+            for f in frames.iter() {
+                encoder.encode(bytes::Bytes::copy_from_slice(f), &mut stream).unwrap();
+            }
+            let expected: Vec<Out> = frames.iter().cloned().map(Ok).collect();
+            prop_assert_eq!(decode_split(&framing, MAX, &stream, &cuts), expected, "{:?}", framing);
+        }
+        // Chunk: a write arriving as one read comes back whole.
+        let mut encoder = FrameEncoder::new(&FramingConfig::Chunk, MAX);
+        let mut decoder = FrameDecoder::new(&FramingConfig::Chunk, MAX);
+        for p in payloads.iter().filter(|p| !p.is_empty()) {
+            let mut buf = BytesMut::new();
+            encoder.encode(&p[..], &mut buf).unwrap();
+            let frame = decoder.decode(&mut buf).unwrap();
+            prop_assert_eq!(frame.as_deref(), Some(&p[..]));
+        }
+    }
+}
