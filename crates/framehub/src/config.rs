@@ -18,6 +18,10 @@ use crate::codec::FramingConfig;
 /// The port the radar system's nodes connect to, kept as framehub's default.
 pub const DEFAULT_PORT: u16 = 30050;
 
+/// The largest `max_nodes` accepted: far beyond one machine's fleet, and
+/// within what the new-node channel can be sized to.
+pub const MAX_NODES_LIMIT: usize = 1_000_000;
+
 /// Settings of a whole hub: its listeners and the node table they share.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -401,6 +405,12 @@ impl HubConfig {
                     }
                 }
             }
+        }
+        if self.nodes.max_nodes > MAX_NODES_LIMIT {
+            return Err(ConfigError::new(
+                "nodes.max_nodes",
+                format!("must be at most {MAX_NODES_LIMIT}"),
+            ));
         }
         if self.nodes.auto_provision && self.nodes.max_nodes == 0 {
             return Err(ConfigError::new(

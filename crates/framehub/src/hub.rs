@@ -71,10 +71,24 @@ struct HubInner {
     grace: Duration,
 }
 
+impl HubInner {
+    /// No producer will push again: receivers drain and then end.
+    fn finish_queues(&self) {
+        self.router.finish();
+        for b in &self.listeners {
+            if let Some(q) = &b.shared.raw_queue {
+                q.finish();
+            }
+        }
+    }
+}
+
 impl Drop for HubInner {
     fn drop(&mut self) {
-        // The last handle is gone: nobody can read or shut down any more.
+        // The last handle is gone: stop serving, and let receivers the
+        // application still holds end instead of waiting forever.
         self.cancel.cancel();
+        self.finish_queues();
     }
 }
 
@@ -264,12 +278,7 @@ impl Hub {
         {
             tracing::warn!(grace = ?inner.grace, "connections still open after the shutdown grace period");
         }
-        inner.router.finish();
-        for b in &inner.listeners {
-            if let Some(q) = &b.shared.raw_queue {
-                q.finish();
-            }
-        }
+        inner.finish_queues();
     }
 
     /// Serves until `signal` completes, then shuts down.

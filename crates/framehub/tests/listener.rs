@@ -172,3 +172,21 @@ async fn invalid_config_is_refused_before_binding() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn dropping_the_hub_stops_serving_and_ends_its_receivers() {
+    let hub = start(node_listener(None)).await;
+    let addr = hub.local_addr();
+    let r = hub.receiver("radar3");
+    let mut s = connect(&hub).await;
+    drop(hub);
+    expect_closed(&mut s).await;
+    let ended = tokio::time::timeout(PATIENCE, r.recv())
+        .await
+        .expect("recv ends");
+    assert!(ended.is_none());
+    common::eventually("listener closed", || async move {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+}
