@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod bench;
 mod config;
 mod serve;
 mod sink;
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Accept connections and write every delivered frame as one NDJSON record.
     Serve(ServeArgs),
+    /// Load generator: framehub in process or remote, the loopback ceiling, nats-server.
+    Bench(bench::BenchArgs),
     /// Validate a config file without binding anything.
     CheckConfig {
         /// The TOML file to check.
@@ -86,23 +89,30 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+fn block_on(task: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(task),
+        Err(e) => {
+            eprintln!("framehub: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => config::check_config(&file),
         Command::Serve(args) => {
             init_logs(args.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("framehub: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            runtime.block_on(serve::run(args))
+            block_on(serve::run(args))
+        }
+        Command::Bench(args) => {
+            init_logs(LogFormat::Pretty);
+            block_on(bench::run(args))
         }
     }
 }

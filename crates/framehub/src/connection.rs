@@ -339,6 +339,12 @@ impl Connection {
                 }
             }
             if self.batch.is_empty() {
+                if out.filling {
+                    // A busy socket would otherwise be read again and again
+                    // (tokio's budget allows 128 reads) before the consumer
+                    // gets a turn: let it drain before the queue overflows.
+                    tokio::task::yield_now().await;
+                }
                 return Ok(());
             }
             // `block`: stop reading this socket until the consumer makes

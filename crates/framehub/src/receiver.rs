@@ -133,6 +133,8 @@ pub(crate) struct PushOutcome {
     pub(crate) dropped_full: usize,
     pub(crate) duplicates: usize,
     pub(crate) dropped_closed: usize,
+    /// The queue is at least half full after this push.
+    pub(crate) filling: bool,
 }
 
 impl Queue {
@@ -210,6 +212,7 @@ impl Queue {
             state.frames.push_back(item.frame);
             out.enqueued += 1;
         }
+        out.filling = state.frames.len() * 2 >= self.config.capacity;
         drop(state);
         if out.enqueued > 0 {
             self.readable.notify_one();
