@@ -94,6 +94,7 @@ impl Connection {
             peer,
             listener: shared.name.clone(),
             node: None,
+            protocol: config.protocol,
         });
         Connection {
             decoder: FrameDecoder::new(&config.framing, max_frame),

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::config::{OverflowPolicy, QueueConfig};
+use crate::config::{OverflowPolicy, Protocol, QueueConfig};
 use crate::stats::WarnLimiter;
 
 /// Where a frame came from: one per connection, shared by all its frames.
@@ -30,6 +30,9 @@ pub struct Source {
     pub listener: Arc<str>,
     /// The node the connection is bound to (node protocol), if any.
     pub node: Option<Arc<str>>,
+    /// The listener's protocol: `Node` frames are validated single-line
+    /// JSON objects.
+    pub protocol: Protocol,
 }
 
 /// One frame as delivered to a consumer.
@@ -484,6 +487,7 @@ mod tests {
             peer: "127.0.0.1:1".parse().expect("addr"),
             listener: "default".into(),
             node: Some("n".into()),
+            protocol: Protocol::Node,
         })
     }
 
