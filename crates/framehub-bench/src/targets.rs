@@ -54,6 +54,8 @@ pub struct BenchConfig {
     pub token: Option<String>,
     /// Where to send.
     pub target: Target,
+    /// Capacity of each receiver's queue (in-process hub).
+    pub queue_capacity: usize,
 }
 
 /// Frames and payload bytes received, and when the last one came.
@@ -276,6 +278,10 @@ async fn start_hub(
         framing: cfg.framing.clone(),
         protocol: if node { Protocol::Node } else { Protocol::Raw },
         max_frame_bytes: framehub::ByteSize(cfg.load.size.max(1 << 20) * 2),
+        queue: framehub::QueueConfig {
+            capacity: cfg.queue_capacity,
+            ..framehub::QueueConfig::default()
+        },
         auth: AuthConfig {
             token: if node { cfg.token.clone() } else { None },
             ..AuthConfig::default()

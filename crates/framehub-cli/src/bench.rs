@@ -58,6 +58,9 @@ pub struct BenchArgs {
     /// Frames per second per connection (0 = as fast as possible); measures latency.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Capacity of each receiver's queue (with --inproc).
+    #[arg(long, default_value_t = 2000)]
+    pub queue: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -123,6 +126,7 @@ async fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
         framing,
         token: args.token,
         target,
+        queue_capacity: args.queue.max(1),
     };
     let report = framehub_bench::targets::run(cfg).await?;
     if args.json {
