@@ -75,11 +75,6 @@ impl RecordWriter {
     }
 }
 
-/// Appends one record for `frame` to `out` (no state kept between calls).
-pub fn write_record(out: &mut impl Write, frame: &Frame) -> io::Result<()> {
-    RecordWriter::default().write(out, frame)
-}
-
 /// Whether a frame can be embedded verbatim: valid JSON and no line break
 /// that would split the record.
 fn is_single_line_json(payload: &[u8]) -> bool {
@@ -192,7 +187,7 @@ mod tests {
 
     fn record(f: &Frame) -> String {
         let mut out = Vec::new();
-        write_record(&mut out, f).expect("write");
+        RecordWriter::default().write(&mut out, f).expect("write");
         String::from_utf8(out).expect("utf8")
     }
 
