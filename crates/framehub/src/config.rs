@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::FramingConfig;
 
@@ -23,7 +23,7 @@ pub const DEFAULT_PORT: u16 = 30050;
 pub const MAX_NODES_LIMIT: usize = 1_000_000;
 
 /// Settings of a whole hub: its listeners and the node table they share.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HubConfig {
     /// The listeners (`[[listener]]` tables). An empty list means one
@@ -33,7 +33,7 @@ pub struct HubConfig {
     pub nodes: NodesConfig,
     /// How long shutdown waits for connections to close before it gives up
     /// on them (`"5s"`).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub shutdown_grace: Duration,
 }
 
@@ -48,7 +48,7 @@ impl Default for HubConfig {
 }
 
 /// The node table: which nodes exist and whether unknown ones are added.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodesConfig {
     /// Create a receiver for a node the first time it sends, and tell the
@@ -69,7 +69,7 @@ impl Default for NodesConfig {
 }
 
 /// What a listener does with each frame once it is cut out of the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     /// JSON envelope with `node_id`, token on the first message, heartbeats
@@ -81,7 +81,7 @@ pub enum Protocol {
 }
 
 /// One listening socket and everything about the connections it accepts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerConfig {
     /// Name used in logs, events and records (`default`).
@@ -101,7 +101,7 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// Close a connection that sent nothing for this long (`"30s"`; unset:
     /// never).
-    #[serde(deserialize_with = "opt_duration")]
+    #[serde(deserialize_with = "opt_duration", serialize_with = "ser_opt_duration")]
     pub idle_timeout: Option<Duration>,
     /// Authentication of the node protocol.
     pub auth: AuthConfig,
@@ -152,7 +152,7 @@ impl ListenerConfig {
 
 /// Authentication of the node protocol: the first message must carry a
 /// valid token.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// One token shared by every node.
@@ -160,7 +160,7 @@ pub struct AuthConfig {
     /// A token per node (`node_id -> token`); checked before `token`.
     pub tokens: BTreeMap<String, String>,
     /// A connection that has not authenticated within this time is closed.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub timeout: Duration,
     /// Largest first message of an unauthenticated connection; a larger one
     /// closes the connection.
@@ -186,7 +186,7 @@ impl AuthConfig {
 }
 
 /// Names of the node protocol's JSON fields (the radar system's by default).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FieldsConfig {
     /// The field naming the node (`node_id`).
@@ -215,7 +215,7 @@ impl Default for FieldsConfig {
 }
 
 /// What a full receiver queue does with the next frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OverflowPolicy {
     /// Drop the oldest queued frame to make room (the radar system's choice).
@@ -229,7 +229,7 @@ pub enum OverflowPolicy {
 }
 
 /// A receiver's bounded queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
     /// Frames the queue holds at most.
@@ -242,7 +242,7 @@ pub struct QueueConfig {
     /// frames do not fit waits for the consumer to make room before
     /// dropping (`"5ms"`; `"0s"` drops at once). Absorbs scheduling
     /// hiccups of a consumer that keeps up on average.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub full_grace: Duration,
 }
 
@@ -258,7 +258,7 @@ impl Default for QueueConfig {
 }
 
 /// Socket options, applied to the listening socket and every accepted one.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SocketConfig {
     /// `SO_REUSEADDR` on the listening socket.
@@ -270,7 +270,7 @@ pub struct SocketConfig {
     /// `TCP_NODELAY` on every accepted socket.
     pub nodelay: bool,
     /// TCP keepalive idle time on accepted sockets (unset: off).
-    #[serde(deserialize_with = "opt_duration")]
+    #[serde(deserialize_with = "opt_duration", serialize_with = "ser_opt_duration")]
     pub keepalive: Option<Duration>,
     /// `SO_RCVBUF` (unset: the kernel's default).
     pub recv_buffer_bytes: Option<ByteSize>,
@@ -279,7 +279,7 @@ pub struct SocketConfig {
     /// Attempts to bind while the address is in use.
     pub bind_attempts: u32,
     /// Wait before the second bind attempt; doubles after each, up to 5 s.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub bind_backoff: Duration,
 }
 
@@ -485,6 +485,42 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+impl fmt::Display for ByteSize {
+    /// The largest binary unit that divides the size exactly: `64KiB`,
+    /// `1MiB`, `1000B`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (unit, size) in [("GiB", 1usize << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if n >= size && n % size == 0 {
+                return write!(f, "{}{unit}", n / size);
+            }
+        }
+        write!(f, "{n}B")
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Formats a duration the way the config writes it (`"5s"`, `"100ms"`).
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
+}
+
+fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_str("off"),
+    }
+}
+
 /// Parses a duration written as `"10s"`, `"250ms"`, `"1m 30s"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
@@ -576,6 +612,22 @@ mod tests {
             cfg.validate().expect_err("node needs lines").key,
             "listener[0].protocol"
         );
+    }
+
+    #[test]
+    fn byte_sizes_and_durations_print_as_they_parse() {
+        for n in [1 << 20, 64 << 10, 1000, 0, 3 << 30] {
+            let text = ByteSize(n).to_string();
+            assert_eq!(ByteSize::parse(&text), Ok(ByteSize(n)), "{text}");
+        }
+        assert_eq!(ByteSize(1 << 20).to_string(), "1MiB");
+        for d in [
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+            Duration::from_secs(90),
+        ] {
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::event::{CloseReason, ConnectionCounts, ConnectionEvent};
 use crate::listener::ListenerShared;
 use crate::node::{AuthFailure, NodeSession, Verdict};
 use crate::receiver::{Frame, Incoming, Queue, Source, compact};
+use crate::registry::Registration;
 use crate::stats::{DropReason, ListenerCounters, WarnLimiter};
 
 /// Serves one accepted connection until it ends; the permit of the
@@ -66,6 +67,8 @@ struct Connection {
     /// Counts not yet added to the listener's counters.
     pending: Pending,
     warning: WarnLimiter,
+    /// This connection's entry in the hub's registry, updated once per read.
+    live: Registration,
 }
 
 #[derive(Default)]
@@ -108,6 +111,7 @@ impl Connection {
             counts: ConnectionCounts::default(),
             pending: Pending::default(),
             warning: WarnLimiter::new(Duration::from_secs(5)),
+            live: shared.registry.register(conn, shared.name.clone(), peer),
             shared,
             conn,
             peer,
@@ -280,6 +284,7 @@ impl Connection {
             ..(*self.source).clone()
         });
         tracing::debug!(peer = %self.peer, conn = self.conn, node = %node, "connection bound to node");
+        self.live.set_node(&node);
         self.shared.emit(ConnectionEvent::Authenticated {
             conn: self.conn,
             peer: self.peer,
@@ -381,7 +386,15 @@ impl Connection {
     fn drop_frames(&mut self, reason: DropReason, n: u64, why: &dyn std::fmt::Display) {
         self.counts.dropped += n;
         self.shared.counters.dropped(reason, n);
-        if let Some(suppressed) = self.warning.check() {
+        // Limited per connection, and per listener so that a peer which
+        // reconnects after every bad frame cannot flood the log either.
+        let allowed = self.warning.check().and_then(|mine| {
+            self.shared
+                .drop_warning
+                .check()
+                .map(|listener| mine + listener)
+        });
+        if let Some(suppressed) = allowed {
             tracing::warn!(
                 peer = %self.peer,
                 conn = self.conn,
@@ -399,6 +412,7 @@ impl Connection {
         ListenerCounters::add(&c.frames_received, p.frames);
         ListenerCounters::add(&c.bytes_received, p.bytes);
         ListenerCounters::add(&c.heartbeats, p.heartbeats);
+        self.live.publish(&self.counts);
     }
 
     fn finish(mut self, reason: CloseReason) {
@@ -409,7 +423,7 @@ impl Connection {
             }
         }
         let shared = &self.shared;
-        ListenerCounters::add(&shared.counters.connections_closed, 1);
+        shared.counters.closed(&reason);
         let node = self.source.node.clone();
         match &reason {
             CloseReason::AuthFailed(failure) => {
@@ -425,7 +439,9 @@ impl Connection {
                 }
             }
             CloseReason::FramingLost(_) | CloseReason::ReadError(_) => {
-                tracing::warn!(peer = %self.peer, conn = self.conn, node = node.as_deref().unwrap_or("-"), "connection closed: {reason}");
+                if let Some(suppressed) = shared.close_warning.check() {
+                    tracing::warn!(peer = %self.peer, conn = self.conn, node = node.as_deref().unwrap_or("-"), suppressed, "connection closed: {reason}");
+                }
             }
             _ => {
                 tracing::debug!(peer = %self.peer, conn = self.conn, node = node.as_deref().unwrap_or("-"), "connection closed: {reason}");

@@ -25,6 +25,26 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every label [`CloseReason::as_str`] returns, in a fixed order (the
+    /// index into counter arrays).
+    pub const LABELS: [&'static str; 7] = [
+        "peer_closed",
+        "shutdown",
+        "idle_timeout",
+        "auth_timeout",
+        "auth_failed",
+        "framing_lost",
+        "read_error",
+    ];
+
+    pub(crate) fn index(&self) -> usize {
+        let label = self.as_str();
+        CloseReason::LABELS
+            .iter()
+            .position(|l| *l == label)
+            .unwrap_or_default()
+    }
+
     /// A stable snake_case label for logs and metrics.
     pub fn as_str(&self) -> &'static str {
         match self {

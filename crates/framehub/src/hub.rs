@@ -16,8 +16,9 @@ use tokio_util::task::TaskTracker;
 use crate::codec::FramingConfig;
 use crate::config::{ConfigError, HubConfig, Protocol, QueueConfig};
 use crate::event::ConnectionEvent;
-use crate::listener::{self, ListenerShared};
+use crate::listener::{self, AcceptState, HubContext, ListenerShared};
 use crate::receiver::Receiver;
+use crate::registry::{ConnectionInfo, Registry};
 use crate::router::{NewNodes, NodeStatus, Router};
 use crate::stats::Counters;
 
@@ -55,7 +56,18 @@ pub struct ListenerInfo {
     pub protocol: Protocol,
     /// Whether its node protocol requires a token.
     pub auth_required: bool,
+    /// Whether it is accepting connections: its accept loop runs and has
+    /// not failed within [`ACCEPT_ERROR_MEMORY`].
+    pub is_accepting: bool,
+    /// The last `accept()` error, if within [`ACCEPT_ERROR_MEMORY`] (out of
+    /// file descriptors, ...).
+    pub accept_error: Option<String>,
 }
+
+/// How long a failed `accept()` keeps a listener reported as failing: the
+/// accept loop retries at least once a second while the cause lasts, so an
+/// error older than this was a one-off.
+pub const ACCEPT_ERROR_MEMORY: Duration = Duration::from_secs(10);
 
 struct Bound {
     shared: Arc<ListenerShared>,
@@ -64,6 +76,7 @@ struct Bound {
 
 struct HubInner {
     router: Arc<Router>,
+    registry: Arc<Registry>,
     listeners: Vec<Bound>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -131,7 +144,14 @@ impl Hub {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        let next_conn_id = Arc::new(AtomicU64::new(1));
+        let registry = Arc::new(Registry::default());
+        let context = HubContext {
+            router: router.clone(),
+            events: events.clone(),
+            next_conn_id: Arc::new(AtomicU64::new(1)),
+            cancel: cancel.clone(),
+            registry: registry.clone(),
+        };
         let mut bound = Vec::new();
         let mut sockets = Vec::new();
         for lc in config.listeners() {
@@ -157,13 +177,7 @@ impl Hub {
                 source,
             })?;
             tracing::info!(listener = %lc.name, %local_addr, framing = lc.framing.name(), protocol = ?lc.protocol, "listening");
-            let shared = Arc::new(ListenerShared::new(
-                lc,
-                router.clone(),
-                events.clone(),
-                next_conn_id.clone(),
-                cancel.clone(),
-            ));
+            let shared = Arc::new(ListenerShared::new(lc, &context));
             sockets.push((socket, shared.clone()));
             bound.push(Bound { shared, local_addr });
         }
@@ -175,6 +189,7 @@ impl Hub {
         Ok(Hub {
             inner: Arc::new(HubInner {
                 router,
+                registry,
                 listeners: bound,
                 cancel,
                 tracker,
@@ -194,14 +209,35 @@ impl Hub {
         self.inner
             .listeners
             .iter()
-            .map(|b| ListenerInfo {
-                name: b.shared.name.to_string(),
-                local_addr: b.local_addr,
-                framing: b.shared.config.framing.clone(),
-                protocol: b.shared.config.protocol,
-                auth_required: b.shared.config.auth.is_required(),
+            .map(|b| {
+                let (is_accepting, accept_error) = match &*b.shared.accept_state.lock() {
+                    AcceptState::Accepting => (true, None),
+                    AcceptState::Failing { error, at } => {
+                        if at.elapsed() < ACCEPT_ERROR_MEMORY {
+                            (false, Some(error.clone()))
+                        } else {
+                            (true, None)
+                        }
+                    }
+                    AcceptState::Starting | AcceptState::Stopped => (false, None),
+                };
+                ListenerInfo {
+                    name: b.shared.name.to_string(),
+                    local_addr: b.local_addr,
+                    framing: b.shared.config.framing.clone(),
+                    protocol: b.shared.config.protocol,
+                    auth_required: b.shared.config.auth.is_required(),
+                    is_accepting,
+                    accept_error,
+                }
             })
             .collect()
+    }
+
+    /// Every open connection with its live counters (as of its last read),
+    /// by id.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.inner.registry.snapshot()
     }
 
     /// Registers a node (if new) and returns its receiver, with the default
@@ -254,9 +290,30 @@ impl Hub {
             .map(|b| b.shared.counters.snapshot())
     }
 
-    /// Every known node with its health and queue counters, by name.
+    /// Every known node with its health, queue counters and connections,
+    /// by name.
     pub fn nodes(&self) -> Vec<NodeStatus> {
-        self.inner.router.nodes()
+        let mut nodes = self.inner.router.nodes();
+        // One pass over the open connections, not one per node.
+        let mut by_node: std::collections::HashMap<Arc<str>, Vec<ConnectionInfo>> =
+            std::collections::HashMap::new();
+        for c in self.connections() {
+            if let Some(node) = &c.node {
+                by_node.entry(node.clone()).or_default().push(c);
+            }
+        }
+        for n in &mut nodes {
+            if let Some(conns) = by_node.remove(n.name.as_str()) {
+                n.connections = conns.len();
+                // The most recent connection is the one an operator looks
+                // for after a reconnect.
+                if let Some(latest) = conns.iter().max_by_key(|c| (c.since, c.id)) {
+                    n.peer = Some(latest.peer);
+                    n.connected_since = Some(latest.since);
+                }
+            }
+        }
+        nodes
     }
 
     /// The token that stops the hub when cancelled (then call

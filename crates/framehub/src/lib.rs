@@ -38,6 +38,7 @@
 //!   limit.
 //! - `connection`: one task per connection: read, decode, dispatch.
 //! - `router`: node table, auto-provisioning, new-node stream.
+//! - `registry`: open connections with live counters.
 //! - [`receiver`]: bounded per-node queues with overflow policy and dedup.
 //! - [`stats`]: counters and drop reasons.
 //! - [`event`]: connection events and close reasons.
@@ -55,6 +56,7 @@ pub mod json;
 mod listener;
 mod node;
 pub mod receiver;
+mod registry;
 mod router;
 pub mod stats;
 
@@ -64,8 +66,9 @@ pub use config::{
     OverflowPolicy, Protocol, QueueConfig, SocketConfig,
 };
 pub use event::{CloseReason, ConnectionCounts, ConnectionEvent};
-pub use hub::{Hub, HubError, ListenerInfo};
+pub use hub::{ACCEPT_ERROR_MEMORY, Hub, HubError, ListenerInfo};
 pub use node::AuthFailure;
-pub use receiver::{Frame, Receiver, RecvTimeoutError, Source, TryRecvError};
+pub use receiver::{Frame, QueueStats, Receiver, RecvTimeoutError, Source, TryRecvError};
+pub use registry::ConnectionInfo;
 pub use router::{NewNodes, NodeStatus};
 pub use stats::{Counters, DropReason};

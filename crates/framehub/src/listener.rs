@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast};
@@ -17,13 +18,45 @@ use crate::config::{ListenerConfig, Protocol, SocketConfig};
 use crate::event::ConnectionEvent;
 use crate::node::NodeProtocol;
 use crate::receiver::Queue;
+use crate::registry::Registry;
 use crate::router::Router;
 use crate::stats::{ListenerCounters, WarnLimiter};
 
 /// The longest wait between two bind attempts.
 const MAX_BIND_BACKOFF: Duration = Duration::from_secs(5);
+/// The first pause after a failed `accept()`.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 /// The longest pause after a failed `accept()`.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What the listeners of one hub share.
+#[derive(Clone)]
+pub(crate) struct HubContext {
+    pub(crate) router: Arc<Router>,
+    pub(crate) events: broadcast::Sender<ConnectionEvent>,
+    pub(crate) next_conn_id: Arc<AtomicU64>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) registry: Arc<Registry>,
+}
+
+/// Where a listener's accept loop stands, for health checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AcceptState {
+    /// Bound; the loop has not started yet.
+    Starting,
+    /// Accepting; the last `accept()` succeeded (or none was tried yet).
+    Accepting,
+    /// The last `accept()` failed (out of file descriptors, ...); the loop
+    /// backs off and retries.
+    Failing {
+        /// The error.
+        error: String,
+        /// When it happened.
+        at: std::time::Instant,
+    },
+    /// The loop ended (the hub shut down).
+    Stopped,
+}
 
 /// What every connection of one listener shares.
 pub(crate) struct ListenerShared {
@@ -38,19 +71,28 @@ pub(crate) struct ListenerShared {
     pub(crate) events: broadcast::Sender<ConnectionEvent>,
     pub(crate) next_conn_id: Arc<AtomicU64>,
     pub(crate) cancel: CancellationToken,
+    /// Every open connection of the hub, with live counters.
+    pub(crate) registry: Arc<Registry>,
+    /// Whether the accept loop runs and its last `accept()` succeeded.
+    pub(crate) accept_state: Mutex<AcceptState>,
     /// Rate limit of warnings about rejected connections and auth failures.
     pub(crate) reject_warning: WarnLimiter,
     pub(crate) auth_warning: WarnLimiter,
+    /// Rate limit of warnings about dropped frames and connections closed
+    /// on an error, over all connections (each connection has its own too).
+    pub(crate) drop_warning: WarnLimiter,
+    pub(crate) close_warning: WarnLimiter,
 }
 
 impl ListenerShared {
-    pub(crate) fn new(
-        config: ListenerConfig,
-        router: Arc<Router>,
-        events: broadcast::Sender<ConnectionEvent>,
-        next_conn_id: Arc<AtomicU64>,
-        cancel: CancellationToken,
-    ) -> ListenerShared {
+    pub(crate) fn new(config: ListenerConfig, hub: &HubContext) -> ListenerShared {
+        let HubContext {
+            router,
+            events,
+            next_conn_id,
+            cancel,
+            registry,
+        } = hub.clone();
         let name: Arc<str> = Arc::from(config.name.as_str());
         let (node_protocol, raw_queue) = match config.protocol {
             Protocol::Node => (
@@ -73,9 +115,17 @@ impl ListenerShared {
             events,
             next_conn_id,
             cancel,
+            registry,
+            accept_state: Mutex::new(AcceptState::Starting),
             reject_warning: WarnLimiter::new(Duration::from_secs(5)),
             auth_warning: WarnLimiter::new(Duration::from_secs(1)),
+            drop_warning: WarnLimiter::new(Duration::from_millis(200)),
+            close_warning: WarnLimiter::new(Duration::from_secs(1)),
         }
+    }
+
+    pub(crate) fn set_accept_state(&self, state: AcceptState) {
+        *self.accept_state.lock() = state;
     }
 
     /// Sends an event if anyone listens; events are advisory and never block.
@@ -147,7 +197,9 @@ pub(crate) async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(shared.config.max_connections));
-    let mut backoff = Duration::from_millis(5);
+    let mut backoff = ACCEPT_BACKOFF;
+    let mut failing = false;
+    shared.set_accept_state(AcceptState::Accepting);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -156,13 +208,22 @@ pub(crate) async fn accept_loop(
         };
         let (stream, peer) = match accepted {
             Ok(pair) => {
-                backoff = Duration::from_millis(5);
+                if failing {
+                    failing = false;
+                    shared.set_accept_state(AcceptState::Accepting);
+                }
+                backoff = ACCEPT_BACKOFF;
                 pair
             }
             Err(e) => {
                 // Out of file descriptors and the like: pause so the loop
                 // does not spin, then go on serving.
                 ListenerCounters::add(&shared.counters.accept_errors, 1);
+                failing = true;
+                shared.set_accept_state(AcceptState::Failing {
+                    error: e.to_string(),
+                    at: std::time::Instant::now(),
+                });
                 tracing::warn!(listener = %shared.name, error = %e, retry_in = ?backoff, "accept failed");
                 tokio::select! {
                     _ = shared.cancel.cancelled() => break,
@@ -201,5 +262,6 @@ pub(crate) async fn accept_loop(
             permit,
         ));
     }
+    shared.set_accept_state(AcceptState::Stopped);
     tracing::debug!(listener = %shared.name, "accept loop stopped");
 }

@@ -102,6 +102,8 @@ pub struct QueueStats {
     pub dropped_closed: u64,
     /// Frames waiting in the queue now.
     pub depth: usize,
+    /// When the read carrying the last accepted frame completed.
+    pub last_frame_at: Option<SystemTime>,
 }
 
 struct State {
@@ -109,6 +111,8 @@ struct State {
     /// Raw bytes of the last accepted frame's timestamp (dedup key).
     last_timestamp: Vec<u8>,
     has_last_timestamp: bool,
+    /// `received_at` of the last accepted frame.
+    last_frame_at: Option<SystemTime>,
     /// No consumer wants more: pushes are dropped.
     closed: bool,
     /// No producer will push again: consumers drain and then see the end.
@@ -149,6 +153,7 @@ impl Queue {
                 frames: VecDeque::with_capacity(config.capacity.min(256)),
                 last_timestamp: Vec::new(),
                 has_last_timestamp: false,
+                last_frame_at: None,
                 closed: false,
                 finished: false,
             }),
@@ -218,6 +223,9 @@ impl Queue {
             out.enqueued += 1;
         }
         out.filling = state.frames.len() * 2 >= self.config.capacity;
+        if out.enqueued > 0 {
+            state.last_frame_at = state.frames.back().map(|f| f.received_at);
+        }
         drop(state);
         if out.enqueued > 0 {
             self.readable.notify_one();
@@ -327,13 +335,18 @@ impl Queue {
 
     pub(crate) fn stats(&self) -> QueueStats {
         let c = &self.counters;
+        let (depth, last_frame_at) = {
+            let state = self.state.lock();
+            (state.frames.len(), state.last_frame_at)
+        };
         QueueStats {
             enqueued: c.enqueued.load(Ordering::Relaxed),
             dropped_full: c.dropped_oldest.load(Ordering::Relaxed)
                 + c.dropped_newest.load(Ordering::Relaxed),
             duplicates: c.duplicates.load(Ordering::Relaxed),
             dropped_closed: c.dropped_closed.load(Ordering::Relaxed),
-            depth: self.state.lock().frames.len(),
+            depth,
+            last_frame_at,
         }
     }
 

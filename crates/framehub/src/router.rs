@@ -5,7 +5,9 @@
 //! queue handle; the table's lock is never taken per frame.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
@@ -45,6 +47,12 @@ pub struct NodeStatus {
     pub healthy: bool,
     /// Its queue's counters.
     pub queue: QueueStats,
+    /// Connections bound to it now.
+    pub connections: usize,
+    /// The peer of its most recent connection, while one is open.
+    pub peer: Option<SocketAddr>,
+    /// When its most recent open connection was accepted.
+    pub connected_since: Option<SystemTime>,
 }
 
 pub(crate) struct Router {
@@ -130,6 +138,9 @@ impl Router {
                 name: q.name().to_string(),
                 healthy: q.is_healthy(),
                 queue: q.stats(),
+                connections: 0,
+                peer: None,
+                connected_since: None,
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -8,6 +8,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::event::CloseReason;
+
 /// Why a frame was not delivered. Every drop has a reason and a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -96,6 +98,7 @@ pub(crate) struct ListenerCounters {
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) connections_rejected: AtomicU64,
     pub(crate) connections_closed: AtomicU64,
+    closed_by: [AtomicU64; CloseReason::LABELS.len()],
     pub(crate) accept_errors: AtomicU64,
     pub(crate) auth_failures: AtomicU64,
     pub(crate) frames_received: AtomicU64,
@@ -113,6 +116,12 @@ impl ListenerCounters {
         }
     }
 
+    /// A served connection ended.
+    pub(crate) fn closed(&self, reason: &CloseReason) {
+        Self::add(&self.connections_closed, 1);
+        Self::add(&self.closed_by[reason.index()], 1);
+    }
+
     pub(crate) fn dropped(&self, reason: DropReason, n: u64) {
         Self::add(&self.dropped[reason.index()], n);
     }
@@ -125,6 +134,9 @@ impl ListenerCounters {
             connections_accepted: accepted,
             connections_rejected: get(&self.connections_rejected),
             connections_closed: closed,
+            connections_closed_by: std::array::from_fn(|i| {
+                (CloseReason::LABELS[i], get(&self.closed_by[i]))
+            }),
             connections_open: accepted.saturating_sub(closed),
             accept_errors: get(&self.accept_errors),
             auth_failures: get(&self.auth_failures),
@@ -147,6 +159,8 @@ pub struct Counters {
     pub connections_rejected: u64,
     /// Served connections that have ended.
     pub connections_closed: u64,
+    /// Served connections that have ended, by [`CloseReason::as_str`].
+    pub connections_closed_by: [(&'static str, u64); CloseReason::LABELS.len()],
     /// Served connections open now.
     pub connections_open: u64,
     /// Errors from `accept()` (the listener backed off and went on).
@@ -174,6 +188,7 @@ impl Default for Counters {
             connections_accepted: 0,
             connections_rejected: 0,
             connections_closed: 0,
+            connections_closed_by: CloseReason::LABELS.map(|l| (l, 0)),
             connections_open: 0,
             accept_errors: 0,
             auth_failures: 0,
@@ -203,6 +218,13 @@ impl Counters {
         self.connections_accepted += other.connections_accepted;
         self.connections_rejected += other.connections_rejected;
         self.connections_closed += other.connections_closed;
+        for (mine, theirs) in self
+            .connections_closed_by
+            .iter_mut()
+            .zip(other.connections_closed_by.iter())
+        {
+            mine.1 += theirs.1;
+        }
         self.connections_open += other.connections_open;
         self.accept_errors += other.accept_errors;
         self.auth_failures += other.auth_failures;

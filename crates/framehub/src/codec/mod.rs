@@ -107,7 +107,7 @@ impl Default for LengthPrefix {
 }
 
 /// Byte order of a length prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Endian {
     /// Most significant byte first (network order).
@@ -199,6 +199,32 @@ impl FramingConfig {
 impl<'de> Deserialize<'de> for FramingConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(FramingVisitor)
+    }
+}
+
+/// The inverse of the parser: a plain method name when every parameter has
+/// its default, else a table with `method` and the parameters.
+impl serde::Serialize for FramingConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Self::Length(prefix) => {
+                let mut map = serializer.serialize_map(Some(3))?;
+                map.serialize_entry("method", self.name())?;
+                map.serialize_entry("prefix_bytes", &prefix.bytes)?;
+                map.serialize_entry("endian", &prefix.endian)?;
+                map.end()
+            }
+            Self::SpacePacket(SpacePacketConfig {
+                allowed_packet_ids: Some(ids),
+            }) => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("method", self.name())?;
+                map.serialize_entry("allowed_packet_ids", ids)?;
+                map.end()
+            }
+            _ => serializer.serialize_str(self.name()),
+        }
     }
 }
 
