@@ -1,21 +1,32 @@
-//! The daemon's config file: the library's [`HubConfig`] plus the `[serve]`
-//! table, parsed with key paths in every error, and `check-config`.
+//! The daemon's config file: the library's [`HubConfig`] plus the daemon's
+//! own tables (`[serve]`, `[admin]`, `[[sink]]`), parsed with key paths in
+//! every error and validated before anything is bound; and `check-config`.
 
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use framehub::HubConfig;
-use serde::Deserialize;
+use framehub::{ByteSize, HubConfig};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The admin HTTP server's default address: next to the listener's 30050,
+/// loopback only, because it exposes per-connection detail.
+pub const DEFAULT_ADMIN_BIND: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 30051));
+/// A tap's default address, loopback only like the admin server.
+pub const DEFAULT_TAP_BIND: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 30052));
 
 /// Settings of the daemon itself (`[serve]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
-    /// File the NDJSON records are appended to (unset: stdout).
+    /// Shorthand for a `file` sink named `out` with every default (unset:
+    /// none).
     pub out: Option<PathBuf>,
     /// How often the status line is printed on stderr (`"5s"`).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub status_interval: Duration,
 }
 
@@ -28,9 +39,212 @@ impl Default for ServeConfig {
     }
 }
 
+/// The admin HTTP server (`[admin]`): health, metrics, the JSON API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve the admin HTTP API at all.
+    pub enabled: bool,
+    /// Address to bind.
+    pub bind: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            bind: DEFAULT_ADMIN_BIND,
+        }
+    }
+}
+
+/// One sink (`[[sink]]`): where every delivered frame's record goes.
+///
+/// Parsed by [`parse`] (which reads `type` first so errors keep their key
+/// path); serialized with `type` as a key, as written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum SinkConfig {
+    /// Records appended to a file, rotated and synced by policy.
+    File(FileSinkConfig),
+    /// Records written to standard output.
+    Stdout(StdoutSinkConfig),
+    /// Records streamed live to every TCP subscriber.
+    Tap(TapSinkConfig),
+}
+
+impl SinkConfig {
+    /// The sink's type as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::File(_) => "file",
+            SinkConfig::Stdout(_) => "stdout",
+            SinkConfig::Tap(_) => "tap",
+        }
+    }
+
+    /// Its name: the configured one, or its type.
+    pub fn name(&self) -> &str {
+        let name = match self {
+            SinkConfig::File(c) => &c.name,
+            SinkConfig::Stdout(c) => &c.name,
+            SinkConfig::Tap(c) => &c.name,
+        };
+        name.as_deref().unwrap_or(self.kind())
+    }
+
+    /// Whether frames must reach it for the daemon to have done its job
+    /// (file, stdout); a tap is best effort.
+    pub fn is_durable(&self) -> bool {
+        !matches!(self, SinkConfig::Tap(_))
+    }
+}
+
+/// When a file sink asks the kernel to put records on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FsyncPolicy {
+    /// Only on rotation and at exit; otherwise the kernel decides.
+    Never,
+    /// At most `fsync_interval` after a write (default).
+    #[default]
+    Interval,
+    /// After every write, before the next batch is taken.
+    Always,
+}
+
+/// A `file` sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSinkConfig {
+    /// Name in logs, metrics and `/healthz` (default: `file`).
+    pub name: Option<String>,
+    /// The file records are appended to (required).
+    pub path: PathBuf,
+    /// When to sync: `never`, `interval` or `always`.
+    pub fsync: FsyncPolicy,
+    /// With `fsync = "interval"`: the longest time between a write and its
+    /// sync.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub fsync_interval: Duration,
+    /// Rotate when the file would grow past this size (`"off"`: never).
+    #[serde(deserialize_with = "opt_bytes", serialize_with = "ser_opt_bytes")]
+    pub rotate_bytes: Option<ByteSize>,
+    /// Rotate a non-empty file this long after it was opened (`"off"`:
+    /// never).
+    #[serde(deserialize_with = "opt_duration", serialize_with = "ser_opt_duration")]
+    pub rotate_every: Option<Duration>,
+}
+
+impl Default for FileSinkConfig {
+    fn default() -> Self {
+        FileSinkConfig {
+            name: None,
+            path: PathBuf::new(),
+            fsync: FsyncPolicy::Interval,
+            fsync_interval: Duration::from_secs(1),
+            rotate_bytes: None,
+            rotate_every: None,
+        }
+    }
+}
+
+/// A `stdout` sink.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StdoutSinkConfig {
+    /// Name in logs, metrics and `/healthz` (default: `stdout`).
+    pub name: Option<String>,
+}
+
+/// What a tap does with a subscriber whose buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TapOverflow {
+    /// The subscriber misses the records that do not fit (counted).
+    #[default]
+    Drop,
+    /// The subscriber is disconnected (counted).
+    Disconnect,
+}
+
+/// A `tap` sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TapSinkConfig {
+    /// Name in logs, metrics and `/healthz` (default: `tap`).
+    pub name: Option<String>,
+    /// Address subscribers connect to.
+    pub bind: SocketAddr,
+    /// Records buffered per subscriber, in bytes, before `on_full` applies.
+    pub buffer_bytes: ByteSize,
+    /// What happens to a subscriber whose buffer is full.
+    pub on_full: TapOverflow,
+    /// Subscribers at once; further ones are closed at once.
+    pub max_subscribers: usize,
+}
+
+impl Default for TapSinkConfig {
+    fn default() -> Self {
+        TapSinkConfig {
+            name: None,
+            bind: DEFAULT_TAP_BIND,
+            buffer_bytes: ByteSize(1 << 20),
+            on_full: TapOverflow::Drop,
+            max_subscribers: 16,
+        }
+    }
+}
+
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     framehub::config::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "off" {
+        return Ok(None);
+    }
+    framehub::config::parse_duration(&text)
+        .map(|d| (!d.is_zero()).then_some(d))
+        .map_err(serde::de::Error::custom)
+}
+
+fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Int(u64),
+        Text(String),
+    }
+    match Repr::deserialize(d)? {
+        Repr::Text(t) if t == "off" => Ok(None),
+        Repr::Text(t) => ByteSize::parse(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        Repr::Int(n) => usize::try_from(n)
+            .map(|n| Some(ByteSize(n)))
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+fn ser_opt_bytes<S: Serializer>(b: &Option<ByteSize>, s: S) -> Result<S::Ok, S::Error> {
+    match b {
+        Some(b) => b.serialize(s),
+        None => s.serialize_str("off"),
+    }
+}
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&framehub::config::format_duration(*d))
+}
+
+fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_str("off"),
+    }
 }
 
 /// Everything a config file holds.
@@ -40,6 +254,104 @@ pub struct FileConfig {
     pub hub: HubConfig,
     /// The daemon.
     pub serve: ServeConfig,
+    /// The admin HTTP server.
+    pub admin: AdminConfig,
+    /// The sinks (`[[sink]]` tables).
+    pub sink: Vec<SinkConfig>,
+}
+
+impl FileConfig {
+    /// The sinks to run: the configured ones, `[serve] out` as a file sink,
+    /// and stdout when neither names a file or stdout sink (a tap alone
+    /// does not replace stdout).
+    pub fn sinks(&self) -> Vec<SinkConfig> {
+        let mut sinks = self.sink.clone();
+        if let Some(out) = &self.serve.out {
+            sinks.push(SinkConfig::File(FileSinkConfig {
+                name: Some("out".to_owned()),
+                path: out.clone(),
+                ..FileSinkConfig::default()
+            }));
+        }
+        if !sinks.iter().any(SinkConfig::is_durable) {
+            sinks.push(SinkConfig::Stdout(StdoutSinkConfig::default()));
+        }
+        sinks
+    }
+
+    /// Checks everything that can be checked before binding: the hub, then
+    /// the daemon's tables, naming the key at fault.
+    pub fn validate(&self) -> Result<(), BadConfig> {
+        self.hub.validate().map_err(|e| BadConfig(e.to_string()))?;
+        let configured = self.sink.len();
+        let sinks = self.sinks();
+        for (i, s) in sinks.iter().enumerate() {
+            // Sinks added from `[serve] out` or by default are named by
+            // where they came from.
+            let key = |k: &str| {
+                if i < configured {
+                    format!("sink[{i}].{k}")
+                } else {
+                    format!("serve.out ({k})")
+                }
+            };
+            if s.name().is_empty() {
+                return Err(BadConfig(format!("{}: must not be empty", key("name"))));
+            }
+            if sinks[..i].iter().any(|o| o.name() == s.name()) {
+                return Err(BadConfig(format!(
+                    "{}: sink name {:?} is used twice; give each sink of the same type its own name",
+                    key("name"),
+                    s.name()
+                )));
+            }
+            match s {
+                SinkConfig::File(f) => {
+                    if f.path.as_os_str().is_empty() {
+                        return Err(BadConfig(format!(
+                            "{}: required for a file sink",
+                            key("path")
+                        )));
+                    }
+                    if f.fsync == FsyncPolicy::Interval && f.fsync_interval.is_zero() {
+                        return Err(BadConfig(format!(
+                            "{}: must be > 0 (or use fsync = \"always\")",
+                            key("fsync_interval")
+                        )));
+                    }
+                    if f.rotate_bytes.is_some_and(|b| b.0 < 4096) {
+                        return Err(BadConfig(format!(
+                            "{}: must be at least 4KiB",
+                            key("rotate_bytes")
+                        )));
+                    }
+                }
+                SinkConfig::Stdout(_) => {
+                    if sinks[..i]
+                        .iter()
+                        .any(|o| matches!(o, SinkConfig::Stdout(_)))
+                    {
+                        return Err(BadConfig(format!(
+                            "{}: there is only one stdout",
+                            key("type")
+                        )));
+                    }
+                }
+                SinkConfig::Tap(t) => {
+                    if t.buffer_bytes.0 == 0 {
+                        return Err(BadConfig(format!("{}: must be > 0", key("buffer_bytes"))));
+                    }
+                    if t.max_subscribers == 0 {
+                        return Err(BadConfig(format!(
+                            "{}: must be > 0",
+                            key("max_subscribers")
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A config that cannot be used, with the key at fault when known.
@@ -61,9 +373,62 @@ pub fn parse(text: &str) -> Result<FileConfig, BadConfig> {
         Some(value) => deserialize::<ServeConfig>(value, "serve.")?,
         None => ServeConfig::default(),
     };
+    let admin = match table.remove("admin") {
+        Some(value) => deserialize::<AdminConfig>(value, "admin.")?,
+        None => AdminConfig::default(),
+    };
+    let sink = match table.remove("sink") {
+        Some(toml::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| deserialize_sink(v, i))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => {
+            return Err(BadConfig(
+                "sink: must be an array of tables ([[sink]])".to_owned(),
+            ));
+        }
+        None => Vec::new(),
+    };
     let hub: HubConfig = deserialize(toml::Value::Table(table), "")?;
-    hub.validate().map_err(|e| BadConfig(e.to_string()))?;
-    Ok(FileConfig { hub, serve })
+    let cfg = FileConfig {
+        hub,
+        serve,
+        admin,
+        sink,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Deserializes one `[[sink]]` table. The type is looked at first, so that
+/// an unknown key is reported against the struct of that type (serde's
+/// internally tagged enums would lose the key path).
+fn deserialize_sink(value: toml::Value, i: usize) -> Result<SinkConfig, BadConfig> {
+    let prefix = format!("sink[{i}].");
+    let toml::Value::Table(mut table) = value else {
+        return Err(BadConfig(format!("sink[{i}]: must be a table")));
+    };
+    let kind = match table.remove("type") {
+        Some(toml::Value::String(kind)) => kind,
+        Some(_) => return Err(BadConfig(format!("{prefix}type: must be a string"))),
+        None => {
+            return Err(BadConfig(format!(
+                "{prefix}type: required: file, stdout or tap"
+            )));
+        }
+    };
+    let value = toml::Value::Table(table);
+    Ok(match kind.as_str() {
+        "file" => SinkConfig::File(deserialize(value, &prefix)?),
+        "stdout" => SinkConfig::Stdout(deserialize(value, &prefix)?),
+        "tap" => SinkConfig::Tap(deserialize(value, &prefix)?),
+        other => {
+            return Err(BadConfig(format!(
+                "{prefix}type: unknown sink type {other:?}: expected file, stdout or tap"
+            )));
+        }
+    })
 }
 
 fn deserialize<T: serde::de::DeserializeOwned>(
@@ -97,13 +462,26 @@ pub fn check_config(path: &Path) -> ExitCode {
             );
             for l in listeners {
                 println!(
-                    "  {} on {} ({}, {:?}, auth {})",
+                    "  listener {} on {} ({}, {:?}, auth {})",
                     l.name,
                     l.effective_bind(),
                     l.framing.name(),
                     l.protocol,
                     if l.auth.is_required() { "on" } else { "off" }
                 );
+            }
+            for s in cfg.sinks() {
+                let target = match &s {
+                    SinkConfig::File(f) => format!("{} (fsync {:?})", f.path.display(), f.fsync),
+                    SinkConfig::Stdout(_) => "stdout".to_owned(),
+                    SinkConfig::Tap(t) => format!("subscribers on {}", t.bind),
+                };
+                println!("  sink {} ({}): {target}", s.name(), s.kind());
+            }
+            if cfg.admin.enabled {
+                println!("  admin on http://{}", cfg.admin.bind);
+            } else {
+                println!("  admin off");
             }
             ExitCode::SUCCESS
         }
@@ -116,6 +494,8 @@ pub fn check_config(path: &Path) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -127,16 +507,80 @@ mod tests {
         assert!(err.0.contains("status"), "{err}");
         let err = parse("[[listener]]\n[listener.queue]\ncapacity = 0\n").expect_err("invalid");
         assert!(err.0.contains("listener[0].queue.capacity"), "{err}");
+        for (text, key) in [
+            (
+                "[[sink]]\ntype = \"file\"\npath = \"a\"\nrotate_bytes = \"1 parsec\"\n",
+                "sink[0].rotate_bytes",
+            ),
+            (
+                "[[sink]]\ntype = \"stdout\"\n[[sink]]\ntype = \"file\"\npath = \"a\"\nfsink = \"always\"\n",
+                "fsink",
+            ),
+            ("[[sink]]\ntype = \"file\"\n", "sink[0].path"),
+            ("[[sink]]\ntype = \"kafka\"\n", "sink[0].type"),
+            ("[[sink]]\npath = \"x\"\n", "sink[0].type"),
+            (
+                "[[sink]]\ntype = \"tap\"\n[[sink]]\ntype = \"tap\"\nbind = \"127.0.0.1:0\"\n",
+                "sink[1].name",
+            ),
+            (
+                "[[sink]]\ntype = \"tap\"\nbuffer_bytes = 0\n",
+                "sink[0].buffer_bytes",
+            ),
+            (
+                "[[sink]]\ntype = \"file\"\npath = \"a\"\nfsync = \"sometimes\"\n",
+                "sink[0].fsync",
+            ),
+            ("[admin]\nbind = \"localhost\"\n", "admin.bind"),
+        ] {
+            let err = parse(text).expect_err(text);
+            assert!(err.0.contains(key), "{key} not named in: {err}");
+        }
+    }
+
+    #[test]
+    fn sinks_default_to_stdout_and_serve_out_is_a_file_sink() {
+        let cfg = parse("").expect("empty");
+        assert_eq!(
+            cfg.sinks(),
+            [SinkConfig::Stdout(StdoutSinkConfig::default())]
+        );
+        // A tap alone does not take the place of stdout.
+        let cfg = parse("[[sink]]\ntype = \"tap\"\n").expect("tap");
+        assert_eq!(
+            cfg.sinks().iter().map(|s| s.name()).collect::<Vec<_>>(),
+            ["tap", "stdout"]
+        );
+        let cfg = parse("[serve]\nout = \"x.ndjson\"\n").expect("out");
+        let sinks = cfg.sinks();
+        assert_eq!(sinks.len(), 1);
+        let SinkConfig::File(f) = &sinks[0] else {
+            panic!("a file sink: {sinks:?}")
+        };
+        assert_eq!(f.path, PathBuf::from("x.ndjson"));
+        assert_eq!(f.fsync, FsyncPolicy::Interval);
+    }
+
+    #[test]
+    fn serve_table_is_separate() {
+        let cfg = parse("[serve]\nout = \"x.ndjson\"\nstatus_interval = \"1s\"\n").expect("valid");
+        assert_eq!(cfg.serve.out, Some(PathBuf::from("x.ndjson")));
+        assert_eq!(cfg.serve.status_interval, Duration::from_secs(1));
+        assert_eq!(cfg.hub.listeners().len(), 1);
+    }
+
+    /// The README's reference block.
+    fn readme_block() -> &'static str {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("toml block in README") + "```toml\n".len();
+        &readme[start..start + readme[start..].find("```").expect("block end")]
     }
 
     /// The README's reference block lists every key with its default: it
     /// must parse, and give the same settings as an empty file.
     #[test]
     fn readme_config_reference_parses_to_the_defaults() {
-        let readme = include_str!("../../../README.md");
-        let start = readme.find("```toml\n").expect("toml block in README") + "```toml\n".len();
-        let block = &readme[start..start + readme[start..].find("```").expect("block end")];
-        let documented = parse(block).expect("README config parses");
+        let documented = parse(readme_block()).expect("README config parses");
         let defaults = parse("").expect("empty config");
         assert_eq!(
             format!("{:?}", documented.hub.listeners()),
@@ -151,13 +595,142 @@ mod tests {
             format!("{:?}", documented.serve),
             format!("{:?}", defaults.serve)
         );
+        assert_eq!(
+            format!("{:?}", documented.admin),
+            format!("{:?}", defaults.admin)
+        );
+        // One sink of each type, each with its type's defaults; a file
+        // sink's path has no default, so the README's example is taken.
+        let mut kinds = Vec::new();
+        for s in &documented.sink {
+            kinds.push(s.kind());
+            let expected = match s {
+                SinkConfig::File(f) => SinkConfig::File(FileSinkConfig {
+                    path: f.path.clone(),
+                    ..FileSinkConfig::default()
+                }),
+                SinkConfig::Stdout(_) => SinkConfig::Stdout(StdoutSinkConfig::default()),
+                SinkConfig::Tap(_) => SinkConfig::Tap(TapSinkConfig::default()),
+            };
+            assert_eq!(*s, expected, "README sink differs from the defaults");
+        }
+        assert_eq!(kinds, ["file", "stdout", "tap"]);
     }
 
+    /// Key paths (`listener.queue.capacity`) of a serialized config: every
+    /// leaf, and every table (so an empty map such as `auth.tokens` counts).
+    fn key_paths(value: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if !prefix.is_empty() {
+                    out.insert(prefix.to_owned());
+                }
+                for (k, v) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    key_paths(v, &path, out);
+                }
+            }
+            // Arrays of tables ([[listener]], [[sink]]): their keys share
+            // the array's path.
+            serde_json::Value::Array(items) if items.iter().all(|i| i.is_object()) => {
+                out.insert(prefix.to_owned());
+                for item in items {
+                    if let serde_json::Value::Object(map) = item {
+                        for (k, v) in map {
+                            key_paths(v, &format!("{prefix}.{k}"), out);
+                        }
+                    }
+                }
+            }
+            _ => {
+                out.insert(prefix.to_owned());
+            }
+        }
+    }
+
+    /// Key paths the README's block documents: `key = ...` lines, commented
+    /// out or not, under the table header they follow, and the headers.
+    fn documented_paths(block: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut table = String::new();
+        for line in block.lines() {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix('[') {
+                let header = rest.trim_start_matches('[');
+                let name = &header[..header.find(']').expect("header end")];
+                table = name.to_owned();
+                out.insert(table.clone());
+                continue;
+            }
+            let line = line.trim_start_matches('#').trim_start();
+            let Some(eq) = line.find('=') else { continue };
+            let key = line[..eq].trim();
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            out.insert(if table.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{table}.{key}")
+            });
+        }
+        out
+    }
+
+    /// Every key of every config struct must appear in the README's block,
+    /// and every key the block mentions must exist: the defaults are
+    /// serialized (JSON keeps unset options as `null`, so they count too)
+    /// with one listener and one sink of each type, and their key paths
+    /// compared with the block's.
     #[test]
-    fn serve_table_is_separate() {
-        let cfg = parse("[serve]\nout = \"x.ndjson\"\nstatus_interval = \"1s\"\n").expect("valid");
-        assert_eq!(cfg.serve.out, Some(PathBuf::from("x.ndjson")));
-        assert_eq!(cfg.serve.status_interval, Duration::from_secs(1));
-        assert_eq!(cfg.hub.listeners().len(), 1);
+    fn readme_config_reference_lists_every_key() {
+        // Adding a sink type breaks this match until the list below has it.
+        fn every_sink_type(s: &SinkConfig) {
+            match s {
+                SinkConfig::File(_) | SinkConfig::Stdout(_) | SinkConfig::Tap(_) => {}
+            }
+        }
+        let sinks = vec![
+            SinkConfig::File(FileSinkConfig::default()),
+            SinkConfig::Stdout(StdoutSinkConfig::default()),
+            SinkConfig::Tap(TapSinkConfig::default()),
+        ];
+        sinks.iter().for_each(every_sink_type);
+        let mut hub = serde_json::to_value(HubConfig {
+            listener: vec![framehub::ListenerConfig::default()],
+            ..HubConfig::default()
+        })
+        .expect("hub config serializes");
+        let map = hub.as_object_mut().expect("object");
+        map.insert(
+            "serve".into(),
+            serde_json::to_value(ServeConfig::default()).expect("serve"),
+        );
+        map.insert(
+            "admin".into(),
+            serde_json::to_value(AdminConfig::default()).expect("admin"),
+        );
+        map.insert("sink".into(), serde_json::to_value(&sinks).expect("sinks"));
+        let mut keys = BTreeSet::new();
+        key_paths(&hub, "", &mut keys);
+        let documented = documented_paths(readme_block());
+        let missing: Vec<_> = keys.difference(&documented).collect();
+        assert!(
+            missing.is_empty(),
+            "config keys missing from the README's reference block: {missing:?}"
+        );
+        // Entries of maps keyed by the user (node names) are examples.
+        let stale: Vec<_> = documented
+            .difference(&keys)
+            .filter(|k| !k.starts_with("listener.auth.tokens."))
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "the README documents keys that do not exist: {stale:?}"
+        );
     }
 }

@@ -8,8 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod admin;
 mod bench;
 mod config;
+mod metrics;
 mod serve;
 mod sink;
 
@@ -66,9 +68,21 @@ pub struct ServeArgs {
     /// Anything but lines switches it to the raw protocol.
     #[arg(long)]
     pub framing: Option<String>,
-    /// Write records to this file (appending) instead of stdout.
+    /// Write records to this file (appending) instead of stdout: a file
+    /// sink named `out` (replaces `[serve] out`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also stream every record live to TCP subscribers on this address
+    /// (a tap sink named `tap`).
+    #[arg(long)]
+    pub tap: Option<std::net::SocketAddr>,
+    /// Address of the admin HTTP server (/healthz, /metrics, /api/...);
+    /// default 127.0.0.1:30051.
+    #[arg(long, conflicts_with = "no_admin")]
+    pub admin: Option<std::net::SocketAddr>,
+    /// No admin HTTP server.
+    #[arg(long)]
+    pub no_admin: bool,
     /// No status line on stderr.
     #[arg(long)]
     pub quiet: bool,

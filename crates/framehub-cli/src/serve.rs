@@ -1,24 +1,36 @@
 //! `framehub serve`: config and flags -> a running hub, every delivered
-//! frame to the NDJSON sink, a status line, and a clean exit on SIGINT or
-//! SIGTERM with everything received written and flushed.
+//! frame to every sink, the admin HTTP server, a status line, and a clean
+//! exit on SIGINT or SIGTERM with everything received written and synced.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use framehub::{Frame, FramingConfig, Hub, Protocol, Receiver};
+use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{self, FileConfig};
-use crate::sink::{self, Output};
+use crate::admin::{self, AdminState};
+use crate::config::{self, FileConfig, SinkConfig, TapSinkConfig};
+use crate::sink::file::FileSink;
+use crate::sink::stdout::StdoutSink;
+use crate::sink::tap::Tap;
+use crate::sink::{self, Message, Sink, SinkStatus};
 use crate::{EXIT_BAD_CONFIG, ServeArgs};
 
-/// Frames taken from a receiver per batch handed to the writer.
+/// Frames taken from a receiver per batch handed to the sink thread.
 const DRAIN_BATCH: usize = 1024;
-/// Batches waiting for the writer; past this, receivers fill and their
+/// Batches waiting for the sink thread; past this, receivers fill and their
 /// overflow policy applies (counted).
-const WRITER_QUEUE: usize = 64;
+const SINK_QUEUE: usize = 64;
+/// How long tap subscribers get at exit to receive what they have buffered.
+const TAP_GRACE: Duration = Duration::from_secs(2);
+/// How long requests in flight get at exit.
+const ADMIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Applies the command-line flags on top of the file config.
 fn apply_flags(cfg: &mut FileConfig, args: &ServeArgs) -> Result<(), String> {
@@ -42,7 +54,55 @@ fn apply_flags(cfg: &mut FileConfig, args: &ServeArgs) -> Result<(), String> {
     if let Some(out) = &args.out {
         cfg.serve.out = Some(out.clone());
     }
-    cfg.hub.validate().map_err(|e| e.to_string())
+    if let Some(bind) = args.tap {
+        cfg.sink.push(SinkConfig::Tap(TapSinkConfig {
+            bind,
+            ..TapSinkConfig::default()
+        }));
+    }
+    if let Some(bind) = args.admin {
+        cfg.admin.enabled = true;
+        cfg.admin.bind = bind;
+    }
+    if args.no_admin {
+        cfg.admin.enabled = false;
+    }
+    cfg.validate().map_err(|e| e.to_string())
+}
+
+/// The sinks, built: the sink-thread halves, their statuses, and the taps'
+/// servers.
+struct Sinks {
+    sinks: Vec<Box<dyn Sink>>,
+    statuses: Vec<Arc<SinkStatus>>,
+    taps: Vec<Tap>,
+}
+
+async fn build_sinks(configs: Vec<SinkConfig>) -> Result<Sinks, String> {
+    let mut built = Sinks {
+        sinks: Vec::new(),
+        statuses: Vec::new(),
+        taps: Vec::new(),
+    };
+    for config in configs {
+        let status = SinkStatus::new(config.name(), config.kind(), config.is_durable());
+        built.statuses.push(status.clone());
+        let sink: Box<dyn Sink> = match config {
+            SinkConfig::File(c) => Box::new(FileSink::new(c, status)),
+            SinkConfig::Stdout(_) => Box::new(StdoutSink::new(status)),
+            SinkConfig::Tap(c) => {
+                let bind = c.bind;
+                let tap = Tap::bind(c, status.clone())
+                    .await
+                    .map_err(|e| format!("sink {:?}: cannot bind {bind}: {e}", status.name))?;
+                let publisher = tap.publisher();
+                built.taps.push(tap);
+                Box::new(publisher)
+            }
+        };
+        built.sinks.push(sink);
+    }
+    Ok(built)
 }
 
 pub async fn run(args: ServeArgs) -> ExitCode {
@@ -67,10 +127,28 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         eprintln!("framehub: {e}");
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
-    let output = match Output::open(cfg.serve.out.as_deref()) {
-        Ok(o) => o,
+    let started = Instant::now();
+    // The daemon's own ports are bound before the hub's, so a port that is
+    // taken fails the start before any device has connected.
+    let admin_listener = if cfg.admin.enabled {
+        match tokio::net::TcpListener::bind(cfg.admin.bind).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("framehub: admin: cannot bind {}: {e}", cfg.admin.bind);
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let Sinks {
+        sinks,
+        statuses,
+        taps,
+    } = match build_sinks(cfg.sinks()).await {
+        Ok(built) => built,
         Err(e) => {
-            eprintln!("framehub: cannot open output: {e}");
+            eprintln!("framehub: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -87,8 +165,9 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         }
     };
 
-    let (tx, rx) = mpsc::channel::<Vec<Frame>>(WRITER_QUEUE);
-    let writer = tokio::task::spawn_blocking(move || sink::write_all(output, rx));
+    let (tx, rx) = mpsc::channel::<Message>(SINK_QUEUE);
+    let sink_thread = tokio::task::spawn_blocking(move || sink::run(rx, sinks));
+    tokio::spawn(sink::ticker(tx.downgrade()));
     let drains = TaskTracker::new();
     for l in hub.listeners() {
         if let Some(r) = hub.listener_receiver(&l.name) {
@@ -104,64 +183,112 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             }
         });
     }
+    let admin_state = Arc::new(AdminState {
+        hub: hub.clone(),
+        sinks: statuses.clone(),
+        started,
+        shutting_down: AtomicBool::new(false),
+        sink_queue: tx.downgrade(),
+        rates: Mutex::new(Default::default()),
+    });
     drop(tx);
+    let admin_stop = CancellationToken::new();
+    let admin_server = admin_listener.map(|listener| {
+        if let Ok(local_addr) = listener.local_addr() {
+            tracing::info!(%local_addr, "admin listening");
+        }
+        tokio::spawn(admin::sample_rates(admin_state.clone(), admin_stop.clone()));
+        tokio::spawn(admin::serve(
+            listener,
+            admin_state.clone(),
+            admin_stop.clone(),
+        ))
+    });
     let status =
         (!args.quiet).then(|| tokio::spawn(status_line(hub.clone(), cfg.serve.status_interval)));
 
-    let writer_failed = tokio::select! {
-        _ = signal => false,
-        _ = writer_done(&writer) => true,
-    };
+    signal.await;
     tracing::info!("shutting down");
+    admin_state.shutting_down.store(true, Ordering::Relaxed);
     hub.shutdown().await;
     drains.close();
     drains.wait().await;
     if let Some(status) = status {
         status.abort();
     }
+    // Every sender is gone: the thread writes what is left, syncs, returns.
+    let thread = sink_thread.await;
+    for tap in taps {
+        tap.shutdown(TAP_GRACE).await;
+    }
     let counters = hub.counters();
-    match writer.await {
-        Ok(Ok(written)) if !writer_failed => {
-            tracing::info!(
-                written = written.records,
-                write_secs = written.busy.as_secs_f64(),
+    for s in &statuses {
+        tracing::info!(
+            sink = %s.name,
+            kind = s.kind,
+            written = s.records_written.load(Ordering::Relaxed),
+            failed = s.records_failed.load(Ordering::Relaxed),
+            lost_by_subscribers = s.records_lost.load(Ordering::Relaxed),
+            "sink stopped"
+        );
+    }
+    let durable = || statuses.iter().filter(|s| s.durable);
+    let written = durable()
+        .map(|s| s.records_written.load(Ordering::Relaxed))
+        .min()
+        .unwrap_or(0);
+    let failed: u64 = durable()
+        .map(|s| s.records_failed.load(Ordering::Relaxed))
+        .sum();
+    let code = match thread {
+        Err(e) => {
+            tracing::error!(error = %e, "sink thread failed");
+            ExitCode::FAILURE
+        }
+        Ok(()) if failed > 0 => {
+            tracing::error!(
+                written,
+                failed,
                 received = counters.frames_received,
                 delivered = counters.frames_delivered,
                 dropped = counters.dropped_total(),
+                "stopped; some delivered frames could not be written"
+            );
+            ExitCode::FAILURE
+        }
+        Ok(()) => {
+            tracing::info!(
+                written,
+                failed,
+                received = counters.frames_received,
+                delivered = counters.frames_delivered,
+                dropped = counters.dropped_total(),
+                heartbeats = counters.heartbeats,
+                duplicates = counters.duplicates,
                 "stopped; every delivered frame written"
             );
             ExitCode::SUCCESS
         }
-        Ok(Ok(_)) => ExitCode::FAILURE,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "output failed; records were not all written");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "writer thread failed");
-            ExitCode::FAILURE
+    };
+    admin_stop.cancel();
+    if let Some(server) = admin_server {
+        if tokio::time::timeout(ADMIN_GRACE, server).await.is_err() {
+            tracing::warn!("admin requests still running at exit");
         }
     }
+    code
 }
 
-/// Completes when the writer thread has ended, which before shutdown means
-/// it failed.
-async fn writer_done<T>(writer: &tokio::task::JoinHandle<T>) {
-    while !writer.is_finished() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Moves a receiver's frames to the writer in batches until the hub shut
-/// down and the receiver is drained.
-async fn drain(receiver: Receiver, tx: mpsc::Sender<Vec<Frame>>) {
+/// Moves a receiver's frames to the sink thread in batches until the hub
+/// shut down and the receiver is drained.
+async fn drain(receiver: Receiver, tx: mpsc::Sender<Message>) {
     loop {
-        let mut batch = Vec::with_capacity(DRAIN_BATCH);
+        let mut batch: Vec<Frame> = Vec::with_capacity(DRAIN_BATCH);
         if receiver.recv_many(&mut batch, DRAIN_BATCH).await == 0 {
             return;
         }
-        if tx.send(batch).await.is_err() {
-            tracing::error!(node = receiver.name(), "writer is gone; stop draining");
+        if tx.send(Message::Frames(batch)).await.is_err() {
+            tracing::error!(node = receiver.name(), "sink thread is gone; stop draining");
             return;
         }
     }

@@ -1,21 +1,26 @@
-//! The NDJSON record, the one format every sink writes, and the default
-//! sink that writes records to stdout or a file.
+//! The NDJSON record, the one format every sink writes, and the sink
+//! thread that encodes each delivered frame once and hands the records to
+//! every sink (`file`, `stdout`, `tap`, in the submodules).
 //!
 //! A record: `{"received_at":"2026-01-20T18:02:52.478123Z","listener":"default",
 //! "node":"radar3","conn":7,"peer":"10.0.0.5:51234","frame":{...}}` with
 //! `frame` holding the original JSON byte for byte, or `frame_b64` for any
 //! frame that is not single-line JSON.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::path::Path;
-
+use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
+use bytes::Bytes;
 use framehub::{Frame, Protocol, Source};
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
+
+pub mod file;
+pub mod stdout;
+pub mod tap;
 
 /// Writes records, reusing the formatted time of the previous frame (all
 /// frames of one read share it) and the formatted source of the previous
@@ -82,81 +87,247 @@ fn is_single_line_json(payload: &[u8]) -> bool {
         && framehub::json::validate(payload, framehub::json::DEFAULT_MAX_DEPTH).is_ok()
 }
 
-/// Where records go.
-pub enum Output {
-    /// Standard output.
-    Stdout,
-    /// A file, appended to and synced at the end.
-    File(File),
-}
+/// Target size of one chunk of records: large enough that a busy stream is
+/// written in few system calls, small enough that a tap subscriber's
+/// buffer holds several.
+pub const CHUNK_BYTES: usize = 256 << 10;
 
-impl Output {
-    /// Opens `path` for appending, or stdout when `None`.
-    pub fn open(path: Option<&Path>) -> io::Result<Output> {
-        match path {
-            None => Ok(Output::Stdout),
-            Some(p) => OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map(Output::File),
-        }
-    }
-}
+/// How often a failing sink logs that it is still failing.
+const FAILURE_LOG_PERIOD: Duration = Duration::from_secs(10);
 
-/// What the writer did: records written, and the time from the first
-/// batch to the last (the sink's throughput, reported at exit).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Written {
-    /// Records written.
+/// Whole records, encoded once and shared by every sink.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// NDJSON: each record ends with `\n`.
+    pub bytes: Bytes,
+    /// How many records `bytes` holds.
     pub records: u64,
-    /// From receiving the first batch to finishing the last.
-    pub busy: std::time::Duration,
 }
 
-/// Writes every batch it receives until all senders are gone, flushing
-/// whenever it has caught up, and syncs a file at the end. Runs on a
-/// blocking thread: file and pipe writes block.
-pub fn write_all(output: Output, mut rx: mpsc::Receiver<Vec<Frame>>) -> io::Result<Written> {
-    match output {
-        Output::Stdout => {
-            let stdout = io::stdout().lock();
-            let mut out = BufWriter::with_capacity(256 << 10, stdout);
-            let written = drain(&mut out, &mut rx)?;
-            out.flush()?;
-            Ok(written)
+/// What the sink thread is handed.
+#[derive(Debug)]
+pub enum Message {
+    /// Delivered frames, in order per source.
+    Frames(Vec<Frame>),
+    /// Time passed: interval syncs and time-based rotation are due checks.
+    Tick,
+}
+
+/// Health and counters of one sink, shared with the admin server.
+#[derive(Debug)]
+pub struct SinkStatus {
+    /// Its name (`[[sink]] name`, default its type).
+    pub name: String,
+    /// Its type: `file`, `stdout` or `tap`.
+    pub kind: &'static str,
+    /// Whether every record must reach it (file, stdout), or it is best
+    /// effort (tap).
+    pub durable: bool,
+    /// Records written (a tap: handed to its subscribers).
+    pub records_written: AtomicU64,
+    /// Bytes written.
+    pub bytes_written: AtomicU64,
+    /// Records that could not be written (the sink was failing).
+    pub records_failed: AtomicU64,
+    /// Files rotated (file sinks).
+    pub rotations: AtomicU64,
+    /// Subscribers connected now (taps).
+    pub subscribers: AtomicU64,
+    /// Records a subscriber missed because its buffer was full (taps).
+    pub records_lost: AtomicU64,
+    /// Subscribers disconnected because their buffer was full (taps).
+    pub subscribers_cut: AtomicU64,
+    /// Subscribers refused because `max_subscribers` were connected (taps).
+    pub subscribers_rejected: AtomicU64,
+    failure: Mutex<Failure>,
+}
+
+#[derive(Debug, Default)]
+struct Failure {
+    /// Why the sink is failing now; `None` while it works.
+    error: Option<String>,
+    last_log: Option<Instant>,
+    failed_since_log: u64,
+}
+
+impl SinkStatus {
+    /// A working sink with every counter at 0.
+    pub fn new(name: &str, kind: &'static str, durable: bool) -> Arc<SinkStatus> {
+        Arc::new(SinkStatus {
+            name: name.to_owned(),
+            kind,
+            durable,
+            records_written: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            records_failed: AtomicU64::new(0),
+            rotations: AtomicU64::new(0),
+            subscribers: AtomicU64::new(0),
+            records_lost: AtomicU64::new(0),
+            subscribers_cut: AtomicU64::new(0),
+            subscribers_rejected: AtomicU64::new(0),
+            failure: Mutex::new(Failure::default()),
+        })
+    }
+
+    /// Why the sink is failing, or `None` while it works.
+    pub fn error(&self) -> Option<String> {
+        self.failure.lock().error.clone()
+    }
+
+    /// Counts records written.
+    pub fn wrote(&self, records: u64, bytes: u64) {
+        self.records_written.fetch_add(records, Ordering::Relaxed);
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        self.recover();
+    }
+
+    /// The sink is failing: `records` could not be written. Logged at once
+    /// when the failure is new, then at most every ten seconds with the
+    /// count, so a full disk does not flood the log.
+    pub fn fail(&self, error: String, records: u64) {
+        self.records_failed.fetch_add(records, Ordering::Relaxed);
+        let mut f = self.failure.lock();
+        f.failed_since_log += records;
+        let is_new = f.error.as_deref() != Some(error.as_str());
+        let due = f
+            .last_log
+            .is_none_or(|at| at.elapsed() >= FAILURE_LOG_PERIOD);
+        if is_new || due {
+            tracing::error!(
+                sink = %self.name,
+                kind = self.kind,
+                records_failed = f.failed_since_log,
+                "sink failing: {error}"
+            );
+            f.last_log = Some(Instant::now());
+            f.failed_since_log = 0;
         }
-        Output::File(file) => {
-            let mut out = BufWriter::with_capacity(256 << 10, file);
-            let written = drain(&mut out, &mut rx)?;
-            out.flush()?;
-            // Character devices such as /dev/null cannot be synced.
-            if out.get_ref().metadata()?.is_file() {
-                out.get_ref().sync_data()?;
+        f.error = Some(error);
+    }
+
+    /// The sink works again.
+    pub fn recover(&self) {
+        let mut f = self.failure.lock();
+        if let Some(error) = f.error.take() {
+            tracing::info!(
+                sink = %self.name,
+                kind = self.kind,
+                records_failed = f.failed_since_log,
+                "sink recovered from: {error}"
+            );
+            f.failed_since_log = 0;
+            f.last_log = None;
+        }
+    }
+}
+
+/// One destination of records. Runs on the sink thread: `write` may block
+/// (file, stdout) or must not (tap), and never fails: a failure is recorded
+/// in the status (health, counters, log) and the next chunk is tried again.
+pub trait Sink: Send {
+    /// Its health and counters.
+    fn status(&self) -> &Arc<SinkStatus>;
+    /// Writes whole records.
+    fn write(&mut self, chunk: &Chunk);
+    /// Called about once a second: periodic work such as interval syncs.
+    fn tick(&mut self) {}
+    /// Called once at exit, after the last chunk: flush and sync.
+    fn finish(&mut self) {}
+}
+
+/// Encodes frames into chunks of whole records and hands each chunk to
+/// every sink.
+struct Encoder {
+    records: RecordWriter,
+    buf: Vec<u8>,
+    count: u64,
+}
+
+impl Encoder {
+    fn encode(&mut self, batch: &[Frame], sinks: &mut [Box<dyn Sink>]) {
+        for frame in batch {
+            let len = self.buf.len();
+            if let Err(e) = self.records.write(&mut self.buf, frame) {
+                // Writing into memory cannot fail short of a bug; still,
+                // the record is counted as failed by every sink.
+                self.buf.truncate(len);
+                for s in sinks.iter() {
+                    s.status().fail(format!("cannot encode a record: {e}"), 1);
+                }
+                continue;
             }
-            Ok(written)
+            self.count += 1;
+            if self.buf.len() >= CHUNK_BYTES {
+                self.emit(sinks);
+            }
+        }
+    }
+
+    fn emit(&mut self, sinks: &mut [Box<dyn Sink>]) {
+        if self.count == 0 {
+            return;
+        }
+        let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES + 4096));
+        let chunk = Chunk {
+            bytes: Bytes::from(buf),
+            records: std::mem::take(&mut self.count),
+        };
+        for s in sinks.iter_mut() {
+            s.write(&chunk);
         }
     }
 }
 
-fn drain(out: &mut impl Write, rx: &mut mpsc::Receiver<Vec<Frame>>) -> io::Result<Written> {
-    let mut written = Written::default();
-    let mut first = None;
-    let mut records = RecordWriter::default();
-    while let Some(batch) = rx.blocking_recv() {
-        let started = *first.get_or_insert_with(std::time::Instant::now);
-        for frame in &batch {
-            records.write(out, frame)?;
+/// The sink thread: runs until every sender is gone, then finishes each
+/// sink (flush, sync). File and pipe writes block, hence a thread of its
+/// own rather than a task.
+pub fn run(mut rx: mpsc::Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>) {
+    let mut encoder = Encoder {
+        records: RecordWriter::default(),
+        buf: Vec::with_capacity(CHUNK_BYTES + 4096),
+        count: 0,
+    };
+    while let Some(message) = rx.blocking_recv() {
+        let mut tick = false;
+        match message {
+            Message::Tick => tick = true,
+            Message::Frames(batch) => {
+                encoder.encode(&batch, &mut sinks);
+                // Batches already waiting go into the same chunk: many
+                // quiet nodes are written in one system call, not one each.
+                while encoder.buf.len() < CHUNK_BYTES {
+                    match rx.try_recv() {
+                        Ok(Message::Frames(batch)) => encoder.encode(&batch, &mut sinks),
+                        Ok(Message::Tick) => tick = true,
+                        Err(_) => break,
+                    }
+                }
+                encoder.emit(&mut sinks);
+            }
         }
-        written.records += batch.len() as u64;
-        written.busy = started.elapsed();
-        // Flush when caught up, so a quiet stream is on disk promptly and a
-        // busy one is written in large blocks.
-        if rx.is_empty() {
-            out.flush()?;
+        if tick {
+            for s in sinks.iter_mut() {
+                s.tick();
+            }
         }
     }
-    Ok(written)
+    for s in sinks.iter_mut() {
+        s.finish();
+    }
+}
+
+/// Sends a tick to the sink thread every second while it runs. Holds only a
+/// weak sender, so it never keeps the thread alive past the last producer.
+pub async fn ticker(tx: mpsc::WeakSender<Message>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        let Some(tx) = tx.upgrade() else { return };
+        // A full channel means the thread is busy writing, and writes do
+        // the same checks: a lost tick costs nothing.
+        let _ = tx.try_send(Message::Tick);
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +354,79 @@ mod tests {
                 },
             }),
         }
+    }
+
+    struct Collect {
+        status: Arc<SinkStatus>,
+        chunks: Arc<Mutex<Vec<Chunk>>>,
+    }
+
+    impl Sink for Collect {
+        fn status(&self) -> &Arc<SinkStatus> {
+            &self.status
+        }
+        fn write(&mut self, chunk: &Chunk) {
+            self.chunks.lock().push(chunk.clone());
+        }
+    }
+
+    #[test]
+    fn the_thread_gives_every_sink_the_same_whole_records_once() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut collected = Vec::new();
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        for name in ["a", "b"] {
+            let chunks = Arc::new(Mutex::new(Vec::new()));
+            collected.push(chunks.clone());
+            sinks.push(Box::new(Collect {
+                status: SinkStatus::new(name, "test", true),
+                chunks,
+            }));
+        }
+        // A big frame makes the encoder cut chunks at record boundaries.
+        let big: &'static [u8] = Box::leak(
+            format!(
+                "{{\"node_id\":\"radar3\",\"pad\":\"{}\"}}",
+                "x".repeat(100_000)
+            )
+            .into_bytes()
+            .into_boxed_slice(),
+        );
+        for _ in 0..3 {
+            tx.blocking_send(Message::Frames(vec![frame(big, Some("radar3")); 4]))
+                .expect("send");
+        }
+        tx.blocking_send(Message::Tick).expect("tick");
+        drop(tx);
+        run(rx, sinks);
+        let a = collected[0].lock();
+        let b = collected[1].lock();
+        assert_eq!(a.len(), b.len());
+        assert!(a.len() > 1, "12 records of 100 KB make several chunks");
+        let mut records = 0;
+        for (x, y) in a.iter().zip(b.iter()) {
+            assert_eq!(x.bytes, y.bytes);
+            assert_eq!(
+                x.records as usize,
+                memchr::memchr_iter(b'\n', &x.bytes).count()
+            );
+            assert!(x.bytes.ends_with(b"}\n"));
+            records += x.records;
+        }
+        assert_eq!(records, 12);
+    }
+
+    #[test]
+    fn a_failure_is_reported_until_a_write_succeeds() {
+        let s = SinkStatus::new("f", "file", true);
+        assert_eq!(s.error(), None);
+        s.fail("No space left on device".into(), 3);
+        s.fail("No space left on device".into(), 2);
+        assert_eq!(s.error().as_deref(), Some("No space left on device"));
+        assert_eq!(s.records_failed.load(Ordering::Relaxed), 5);
+        s.wrote(1, 10);
+        assert_eq!(s.error(), None);
+        assert_eq!(s.records_written.load(Ordering::Relaxed), 1);
     }
 
     fn record(f: &Frame) -> String {

@@ -2,137 +2,14 @@
 //! pushed over TCP come out as NDJSON records, SIGTERM exits 0 with every
 //! delivered frame written, bad config exits 64 naming the key.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-const PATIENCE: Duration = Duration::from_secs(20);
-
-fn framehub() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_framehub"))
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("framehub-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-/// A running daemon whose JSON log lines are collected from stderr.
-struct Daemon {
-    child: Child,
-    logs: mpsc::Receiver<Value>,
-    seen: Vec<Value>,
-}
-
-impl Daemon {
-    fn start(args: &[&str]) -> Daemon {
-        let mut child = framehub()
-            .arg("serve")
-            .args(["--log-format", "json", "--quiet"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn framehub");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, logs) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
-                } else {
-                    eprintln!("daemon: {line}");
-                }
-            }
-        });
-        Daemon {
-            child,
-            logs,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a log line whose message is `message` and returns its fields.
-    fn wait_log(&mut self, message: &str) -> Value {
-        if let Some(v) = self.seen.iter().find(|v| v["fields"]["message"] == message) {
-            return v["fields"].clone();
-        }
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let v = self
-                .logs
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no log line {message:?}; saw {:?}", self.seen));
-            self.seen.push(v.clone());
-            if v["fields"]["message"] == message {
-                return v["fields"].clone();
-            }
-        }
-    }
-
-    fn addr(&mut self) -> SocketAddr {
-        let fields = self.wait_log("listening");
-        fields["local_addr"]
-            .as_str()
-            .expect("local_addr")
-            .parse()
-            .expect("addr")
-    }
-
-    fn terminate(&mut self) -> i32 {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code().expect("exit code, not a signal");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .expect("output file")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every record is one JSON line"))
-        .collect()
-}
-
-fn detection(node: &str, token: Option<&str>, ts: u64) -> String {
-    let token = token
-        .map(|t| format!(",\"token\":\"{t}\""))
-        .unwrap_or_default();
-    format!(
-        "{{\"node_id\":\"{node}\"{token},\"timestamp\":{ts},\"delay\":[40.46],\"doppler\":[-27.99],\"snr\":[12.08],\"adsb\":[null]}}\n"
-    )
-}
+use common::*;
 
 #[test]
 fn serve_writes_ndjson_records_and_exits_0_on_sigterm_with_everything_flushed() {
@@ -283,6 +160,9 @@ fn check_config_names_the_bad_key_and_exits_64() {
         ("[[listener]]\nframing = \"cobs\"\n", "listener[0].protocol"),
         ("[nodes]\nmax_nodez = 3\n", "max_nodez"),
         ("[serve]\nout = 3\n", "serve.out"),
+        ("[[sink]]\ntype = \"file\"\n", "sink[0].path"),
+        ("[[sink]]\ntype = \"tap\"\nonfull = \"drop\"\n", "onfull"),
+        ("[admin]\nbind = 30051\n", "admin.bind"),
     ] {
         std::fs::write(&cfg, text).expect("write");
         let out = framehub()

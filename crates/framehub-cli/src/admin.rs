@@ -1,0 +1,387 @@
+//! The admin HTTP server (axum): `/healthz`, `/readyz`, `/metrics`,
+//! `/api/nodes`, `/api/connections`.
+//!
+//! Handlers only read snapshots (the hub's counters, node table and
+//! connection registry, the sinks' statuses); nothing here is on the
+//! ingest path. [`router`] builds the probes and [`api_router`] the JSON
+//! API, so later endpoints (stage-mode stats, sending to clients) slot into
+//! the latter with one `.route()` each.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use framehub::{ConnectionInfo, Hub};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{self, MetricsSources};
+use crate::sink::{Message, SinkStatus};
+
+/// Connections `/api/connections` returns when no `limit` is given.
+pub const DEFAULT_CONNECTIONS_LIMIT: usize = 100;
+/// The most connections one `/api/connections` response holds.
+pub const MAX_CONNECTIONS_LIMIT: usize = 10_000;
+
+/// What the handlers read.
+pub struct AdminState {
+    /// The hub.
+    pub hub: Hub,
+    /// Every sink's status.
+    pub sinks: Vec<Arc<SinkStatus>>,
+    /// When the daemon started.
+    pub started: Instant,
+    /// Set once shutdown begins: `/readyz` turns 503.
+    pub shutting_down: AtomicBool,
+    /// The sink thread's queue, to report its depth; weak, so it never
+    /// keeps the sink thread waiting at shutdown.
+    pub sink_queue: mpsc::WeakSender<Message>,
+    /// Frames per second of every node, sampled once a second.
+    pub rates: Mutex<HashMap<String, Rate>>,
+}
+
+/// A node's delivery rate between the last two samples.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    frames: u64,
+    at: Instant,
+    per_second: f64,
+}
+
+impl AdminState {
+    /// Why the daemon is unhealthy: one line per listener that does not
+    /// accept and per sink that fails; empty when all is well.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for l in self.hub.listeners() {
+            if !l.is_accepting {
+                problems.push(match l.accept_error {
+                    Some(e) => format!("listener {:?}: accept() failing: {e}", l.name),
+                    None => format!("listener {:?}: not accepting connections", l.name),
+                });
+            }
+        }
+        for s in &self.sinks {
+            if let Some(e) = s.error() {
+                problems.push(format!("sink {:?} ({}): {e}", s.name, s.kind));
+            }
+        }
+        problems
+    }
+}
+
+/// The probes and `/metrics`, with the JSON API under `/api`.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .nest("/api", api_router())
+        .with_state(state)
+}
+
+/// The JSON API.
+pub fn api_router() -> Router<Arc<AdminState>> {
+    Router::new()
+        .route("/nodes", get(nodes))
+        .route("/connections", get(connections))
+}
+
+/// Serves until `shutdown` is cancelled, then finishes the requests in
+/// flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Samples every node's delivered-frame count once a second, for
+/// `frames_per_second` in `/api/nodes`.
+pub async fn sample_rates(state: Arc<AdminState>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let now = Instant::now();
+        let nodes = state.hub.nodes();
+        let mut rates = state.rates.lock();
+        let mut next = HashMap::with_capacity(nodes.len());
+        for n in nodes {
+            let frames = n.queue.enqueued;
+            let per_second = match rates.get(&n.name) {
+                Some(prev) => {
+                    let secs = now.duration_since(prev.at).as_secs_f64().max(1e-3);
+                    frames.saturating_sub(prev.frames) as f64 / secs
+                }
+                None => 0.0,
+            };
+            next.insert(
+                n.name,
+                Rate {
+                    frames,
+                    at: now,
+                    per_second,
+                },
+            );
+        }
+        // Rebuilt from the node table each time, so it holds exactly the
+        // known nodes.
+        *rates = next;
+    }
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    problems: Vec<String>,
+}
+
+async fn healthz(State(state): State<Arc<AdminState>>) -> Response {
+    let problems = state.problems();
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Health {
+        status: if problems.is_empty() { "ok" } else { "failing" },
+        problems,
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Ready while every listener accepts and shutdown has not begun. A failing
+/// sink makes `/healthz` fail but not this: devices can still connect and
+/// the other sinks still work.
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    let mut problems = Vec::new();
+    if state.shutting_down.load(Ordering::Relaxed) {
+        problems.push("shutting down".to_owned());
+    }
+    for l in state.hub.listeners() {
+        if !l.is_accepting {
+            problems.push(format!("listener {:?}: not accepting connections", l.name));
+        }
+    }
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Health {
+        status: if problems.is_empty() {
+            "ready"
+        } else {
+            "not ready"
+        },
+        problems,
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics_text(State(state): State<Arc<AdminState>>) -> Response {
+    let sink_queue = state
+        .sink_queue
+        .upgrade()
+        .map(|tx| (tx.max_capacity() - tx.capacity(), tx.max_capacity()))
+        .unwrap_or((0, 0));
+    let text = metrics::render(&MetricsSources {
+        hub: &state.hub,
+        sinks: &state.sinks,
+        started: state.started,
+        sink_queue,
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+#[derive(Serialize)]
+struct NodeView {
+    name: String,
+    connected: bool,
+    connections: usize,
+    peer: Option<SocketAddr>,
+    connected_since: Option<String>,
+    last_frame_at: Option<String>,
+    /// Frames delivered into its queue.
+    frames: u64,
+    /// Frames its queue dropped (full, or closed).
+    dropped: u64,
+    /// Frames skipped by dedup.
+    duplicates: u64,
+    queue_depth: usize,
+    frames_per_second: f64,
+}
+
+#[derive(Serialize)]
+struct NodesResponse {
+    nodes: Vec<NodeView>,
+}
+
+async fn nodes(State(state): State<Arc<AdminState>>) -> Json<NodesResponse> {
+    let rates = state.rates.lock().clone();
+    let nodes = state
+        .hub
+        .nodes()
+        .into_iter()
+        .map(|n| NodeView {
+            frames_per_second: rates.get(&n.name).map_or(0.0, |r| r.per_second),
+            connected: n.healthy,
+            connections: n.connections,
+            peer: n.peer,
+            connected_since: n.connected_since.map(rfc3339),
+            last_frame_at: n.queue.last_frame_at.map(rfc3339),
+            frames: n.queue.enqueued,
+            dropped: n.queue.dropped_full + n.queue.dropped_closed,
+            duplicates: n.queue.duplicates,
+            queue_depth: n.queue.depth,
+            name: n.name,
+        })
+        .collect();
+    Json(NodesResponse { nodes })
+}
+
+/// `?sort=field` (ascending) or `?sort=-field` (descending); `?limit=n`.
+#[derive(Debug, Deserialize)]
+struct ConnectionsQuery {
+    sort: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Fields `/api/connections` sorts by.
+const SORT_FIELDS: &[&str] = &[
+    "id",
+    "listener",
+    "peer",
+    "node",
+    "since",
+    "idle",
+    "bytes_in",
+    "frames_in",
+    "bytes_out",
+    "frames_out",
+    "egress_pending",
+];
+
+#[derive(Serialize)]
+struct ConnectionView {
+    id: u64,
+    listener: String,
+    peer: SocketAddr,
+    node: Option<String>,
+    since: String,
+    idle_seconds: f64,
+    bytes_in: u64,
+    frames_in: u64,
+    bytes_out: u64,
+    frames_out: u64,
+    delivered: u64,
+    dropped: u64,
+    egress_pending: u64,
+}
+
+#[derive(Serialize)]
+struct ConnectionsResponse {
+    /// Open connections in all.
+    total: usize,
+    /// How many are listed (at most `limit`).
+    returned: usize,
+    connections: Vec<ConnectionView>,
+}
+
+fn sort_connections(conns: &mut [ConnectionInfo], field: &str) -> Result<(), String> {
+    let (field, descending) = match field.strip_prefix('-') {
+        Some(f) => (f, true),
+        None => (field, false),
+    };
+    match field {
+        "id" => conns.sort_by_key(|c| c.id),
+        "listener" => conns.sort_by(|a, b| a.listener.cmp(&b.listener)),
+        "peer" => conns.sort_by_key(|c| c.peer),
+        "node" => conns.sort_by(|a, b| a.node.cmp(&b.node)),
+        "since" => conns.sort_by_key(|c| c.since),
+        "idle" => conns.sort_by_key(|c| c.idle),
+        "bytes_in" => conns.sort_by_key(|c| c.counts.bytes_in),
+        "frames_in" => conns.sort_by_key(|c| c.counts.frames_in),
+        "bytes_out" => conns.sort_by_key(|c| c.counts.bytes_out),
+        "frames_out" => conns.sort_by_key(|c| c.counts.frames_out),
+        "egress_pending" => conns.sort_by_key(|c| c.egress_pending_bytes),
+        other => {
+            return Err(format!(
+                "unknown sort field {other:?}; one of {} (prefix - for descending)",
+                SORT_FIELDS.join(", ")
+            ));
+        }
+    }
+    if descending {
+        conns.reverse();
+    }
+    Ok(())
+}
+
+async fn connections(
+    State(state): State<Arc<AdminState>>,
+    Query(query): Query<ConnectionsQuery>,
+) -> Response {
+    let mut conns = state.hub.connections();
+    if let Err(e) = sort_connections(&mut conns, query.sort.as_deref().unwrap_or("id")) {
+        return (StatusCode::BAD_REQUEST, e).into_response();
+    }
+    let limit = query
+        .limit
+        .unwrap_or(DEFAULT_CONNECTIONS_LIMIT)
+        .min(MAX_CONNECTIONS_LIMIT);
+    let total = conns.len();
+    let connections: Vec<ConnectionView> = conns
+        .into_iter()
+        .take(limit)
+        .map(|c| ConnectionView {
+            id: c.id,
+            listener: c.listener.to_string(),
+            peer: c.peer,
+            node: c.node.as_deref().map(str::to_owned),
+            since: rfc3339(c.since),
+            idle_seconds: c.idle.as_secs_f64(),
+            bytes_in: c.counts.bytes_in,
+            frames_in: c.counts.frames_in,
+            bytes_out: c.counts.bytes_out,
+            frames_out: c.counts.frames_out,
+            delivered: c.counts.delivered,
+            dropped: c.counts.dropped,
+            egress_pending: c.egress_pending_bytes,
+        })
+        .collect();
+    Json(ConnectionsResponse {
+        total,
+        returned: connections.len(),
+        connections,
+    })
+    .into_response()
+}

@@ -1,0 +1,497 @@
+//! The `file` sink: records appended to a file, synced by policy
+//! (`never`, `interval`, `always`), rotated by size and by time, and a
+//! failing disk reported and counted instead of stopping the daemon.
+//!
+//! The active file is always `path`; a rotation renames it to
+//! `path.<UTC time>` (e.g. `frames.ndjson.20261121T140252.478123Z`, so the
+//! names sort in time order) and opens a fresh `path`. A record is never
+//! split across two files, and a failed write never leaves half a record
+//! behind: the file is cut back to the last whole record.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::{FileSinkConfig, FsyncPolicy};
+use crate::sink::{Chunk, Sink, SinkStatus};
+
+/// How long a failing file waits before it is opened and written again: a
+/// full disk is not retried for every chunk.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// An open file and what is known about it.
+struct Active {
+    file: File,
+    /// Bytes in the file: everything up to here is whole records.
+    len: u64,
+    opened: Instant,
+    /// A regular file (not `/dev/null` or a pipe): only those are synced,
+    /// rotated or cut back.
+    regular: bool,
+    /// Bytes written since the last sync.
+    dirty: bool,
+    last_sync: Instant,
+}
+
+/// The `file` sink.
+pub struct FileSink {
+    config: FileSinkConfig,
+    status: Arc<SinkStatus>,
+    active: Option<Active>,
+    /// While failing: no attempt before this moment.
+    retry_at: Option<Instant>,
+}
+
+impl FileSink {
+    /// Opens the file now, so a path that cannot work is reported at
+    /// start; the sink keeps retrying (at most once a second) either way.
+    pub fn new(config: FileSinkConfig, status: Arc<SinkStatus>) -> FileSink {
+        let mut sink = FileSink {
+            config,
+            status,
+            active: None,
+            retry_at: None,
+        };
+        if let Err(e) = sink.open() {
+            sink.failed(e, 0);
+        }
+        sink
+    }
+
+    fn open(&mut self) -> io::Result<()> {
+        let path = &self.config.path;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)
+            .map_err(|e| with_path(e, "cannot open", path))?;
+        let meta = file.metadata()?;
+        let regular = meta.is_file();
+        let mut len = if regular { meta.len() } else { 0 };
+        if regular && len > 0 && last_byte(&mut file)? != b'\n' {
+            // A crash or a full disk left a partial record at the end: end
+            // it, so the next record starts on a line of its own.
+            file.write_all(b"\n")
+                .map_err(|e| with_path(e, "cannot write", path))?;
+            len += 1;
+        }
+        self.active = Some(Active {
+            file,
+            len,
+            opened: Instant::now(),
+            regular,
+            dirty: false,
+            last_sync: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Records the failure; the file is closed and reopened after
+    /// [`RETRY_AFTER`].
+    fn failed(&mut self, e: io::Error, records: u64) {
+        self.active = None;
+        self.retry_at = Some(Instant::now() + RETRY_AFTER);
+        self.status.fail(e.to_string(), records);
+    }
+
+    fn write_chunk(&mut self, chunk: &Chunk) -> Result<(), (io::Error, u64)> {
+        if self.active.is_none() {
+            self.open().map_err(|e| (e, chunk.records))?;
+        }
+        let mut rest: &[u8] = &chunk.bytes;
+        while !rest.is_empty() {
+            self.rotate_if_due(rest.len())
+                .map_err(|e| (e, records_in(rest)))?;
+            let part = self.next_part(rest);
+            self.append(part).map_err(|e| (e, records_in(rest)))?;
+            rest = &rest[part.len()..];
+        }
+        if self.config.fsync == FsyncPolicy::Always {
+            // Counted as written only once synced (below, by the caller).
+            self.sync().map_err(|e| (e, chunk.records))?;
+        }
+        Ok(())
+    }
+
+    /// The longest run of whole records at the front of `rest` that fits
+    /// under `rotate_bytes`; at least one record, so a record larger than
+    /// the limit gets a file of its own.
+    fn next_part<'a>(&self, rest: &'a [u8]) -> &'a [u8] {
+        let (Some(limit), Some(active)) = (self.config.rotate_bytes, &self.active) else {
+            return rest;
+        };
+        if !active.regular {
+            return rest;
+        }
+        let room = (limit.0 as u64).saturating_sub(active.len) as usize;
+        if rest.len() <= room {
+            return rest;
+        }
+        match memchr::memrchr(b'\n', &rest[..room]) {
+            Some(end) => &rest[..=end],
+            None => {
+                let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len() - 1);
+                &rest[..=end]
+            }
+        }
+    }
+
+    fn append(&mut self, part: &[u8]) -> io::Result<()> {
+        let path = &self.config.path;
+        let Some(active) = self.active.as_mut() else {
+            return Err(io::Error::other("file not open"));
+        };
+        if let Err(e) = active.file.write_all(part) {
+            // Part of a record may have reached the file: cut back to the
+            // last whole record so readers never see half of one.
+            if active.regular {
+                let _ = active.file.set_len(active.len);
+            }
+            return Err(with_path(e, "cannot write", path));
+        }
+        active.len += part.len() as u64;
+        active.dirty = true;
+        self.status
+            .bytes_written
+            .fetch_add(part.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Rotates when the next `incoming` bytes would pass `rotate_bytes`, or
+    /// when the file is older than `rotate_every`; never an empty file.
+    fn rotate_if_due(&mut self, incoming: usize) -> io::Result<()> {
+        let Some(active) = &self.active else {
+            return Ok(());
+        };
+        if !active.regular || active.len == 0 {
+            return Ok(());
+        }
+        let by_size = self
+            .config
+            .rotate_bytes
+            .is_some_and(|limit| active.len + incoming as u64 > limit.0 as u64);
+        let by_time = self
+            .config
+            .rotate_every
+            .is_some_and(|every| active.opened.elapsed() >= every);
+        if by_size || by_time {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let path = self.config.path.clone();
+        if let Some(active) = self.active.as_mut() {
+            // The old file is complete: make it durable before it is
+            // renamed, whatever the policy.
+            active
+                .file
+                .sync_data()
+                .map_err(|e| with_path(e, "cannot sync", &path))?;
+            active.dirty = false;
+        }
+        let target = rotated_name(&path, SystemTime::now());
+        std::fs::rename(&path, &target).map_err(|e| with_path(e, "cannot rotate", &path))?;
+        if self.config.fsync != FsyncPolicy::Never {
+            sync_dir(&path);
+        }
+        self.active = None;
+        self.status.rotations.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(sink = %self.status.name, rotated_to = %target.display(), "file rotated");
+        self.open()
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let path = &self.config.path;
+        let Some(active) = self.active.as_mut() else {
+            return Ok(());
+        };
+        if active.regular && active.dirty {
+            active
+                .file
+                .sync_data()
+                .map_err(|e| with_path(e, "cannot sync", path))?;
+        }
+        active.dirty = false;
+        active.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn sync_if_due(&mut self) {
+        let due = self.active.as_ref().is_some_and(|a| {
+            a.dirty
+                && match self.config.fsync {
+                    FsyncPolicy::Interval => a.last_sync.elapsed() >= self.config.fsync_interval,
+                    FsyncPolicy::Always | FsyncPolicy::Never => false,
+                }
+        });
+        if due {
+            if let Err(e) = self.sync() {
+                self.failed(e, 0);
+            }
+        }
+    }
+}
+
+impl Sink for FileSink {
+    fn status(&self) -> &Arc<SinkStatus> {
+        &self.status
+    }
+
+    fn write(&mut self, chunk: &Chunk) {
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            let error = self.status.error().unwrap_or_else(|| "failing".to_owned());
+            self.status.fail(error, chunk.records);
+            return;
+        }
+        self.retry_at = None;
+        match self.write_chunk(chunk) {
+            Ok(()) => {
+                // Bytes were counted as they went; records once whole.
+                self.status
+                    .records_written
+                    .fetch_add(chunk.records, Ordering::Relaxed);
+                self.status.recover();
+                self.sync_if_due();
+            }
+            Err((e, lost)) => {
+                // Records before the failing part are in the file.
+                let written = chunk.records - lost.min(chunk.records);
+                self.status
+                    .records_written
+                    .fetch_add(written, Ordering::Relaxed);
+                self.failed(e, lost);
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        self.sync_if_due();
+        if let Err(e) = self.rotate_if_due(0) {
+            self.failed(e, 0);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Err(e) = self.sync() {
+            self.failed(e, 0);
+        }
+    }
+}
+
+/// Records (newline-terminated) in `bytes`.
+fn records_in(bytes: &[u8]) -> u64 {
+    memchr::memchr_iter(b'\n', bytes).count() as u64
+}
+
+fn last_byte(file: &mut File) -> io::Result<u8> {
+    let mut byte = [0u8];
+    file.seek(SeekFrom::End(-1))?;
+    file.read_exact(&mut byte)?;
+    Ok(byte[0])
+}
+
+/// `path.20261121T140252.478123Z`, or with `.1`, `.2`... if taken.
+fn rotated_name(path: &Path, now: SystemTime) -> PathBuf {
+    let stamp: String = humantime::format_rfc3339_micros(now)
+        .to_string()
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(&stamp);
+    let base = PathBuf::from(name);
+    let mut candidate = base.clone();
+    let mut n = 1;
+    while candidate.exists() {
+        let mut name = base.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        candidate = PathBuf::from(name);
+        n += 1;
+    }
+    candidate
+}
+
+/// Makes a rename durable. Best effort: some file systems refuse to sync a
+/// directory, and the data itself is already synced.
+fn sync_dir(path: &Path) {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use framehub::ByteSize;
+
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("framehub-file-sink-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    fn chunk(records: &[&str]) -> Chunk {
+        let mut bytes = Vec::new();
+        for r in records {
+            bytes.extend_from_slice(r.as_bytes());
+            bytes.push(b'\n');
+        }
+        Chunk {
+            bytes: Bytes::from(bytes),
+            records: records.len() as u64,
+        }
+    }
+
+    fn sink(path: &Path, tweak: impl FnOnce(&mut FileSinkConfig)) -> FileSink {
+        let mut config = FileSinkConfig {
+            path: path.to_owned(),
+            ..FileSinkConfig::default()
+        };
+        tweak(&mut config);
+        FileSink::new(config, SinkStatus::new("file", "file", true))
+    }
+
+    fn files(dir: &Path) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| {
+                let e = e.expect("entry");
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read_to_string(e.path()).expect("read"),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn rotation_by_size_keeps_records_whole_and_files_under_the_limit() {
+        let dir = temp_dir("size");
+        let path = dir.join("frames.ndjson");
+        let mut s = sink(&path, |c| c.rotate_bytes = Some(ByteSize(4096)));
+        let record = format!("{{\"n\":\"{}\"}}", "x".repeat(1000));
+        for _ in 0..5 {
+            s.write(&chunk(&[&record, &record, &record]));
+        }
+        s.finish();
+        let all = files(&dir);
+        assert!(all.len() >= 4, "15 records of 1 KB in 4 KiB files: {all:?}");
+        let mut total = 0;
+        for (name, text) in &all {
+            assert!(text.len() <= 4096, "{name} has {} bytes", text.len());
+            assert!(text.ends_with('\n'));
+            for line in text.lines() {
+                assert_eq!(line, record, "{name}: a record was split");
+                total += 1;
+            }
+        }
+        assert_eq!(total, 15);
+        // The active file keeps its name; rotated ones sort after it in time.
+        assert_eq!(all[0].0, "frames.ndjson");
+        assert!(all[1].0.starts_with("frames.ndjson.20"), "{}", all[1].0);
+        assert_eq!(
+            s.status.rotations.load(Ordering::Relaxed),
+            all.len() as u64 - 1
+        );
+        assert_eq!(s.status.records_written.load(Ordering::Relaxed), 15);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_record_larger_than_the_limit_gets_a_file_of_its_own() {
+        let dir = temp_dir("large");
+        let path = dir.join("f");
+        let mut s = sink(&path, |c| c.rotate_bytes = Some(ByteSize(4096)));
+        let big = "y".repeat(10_000);
+        s.write(&chunk(&["small", &big, "small"]));
+        s.finish();
+        let all = files(&dir);
+        let contents: Vec<&str> = all.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert!(contents.contains(&format!("{big}\n").as_str()));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn rotation_by_time_happens_on_a_tick_and_never_for_an_empty_file() {
+        let dir = temp_dir("time");
+        let path = dir.join("f");
+        let mut s = sink(&path, |c| c.rotate_every = Some(Duration::from_millis(1)));
+        std::thread::sleep(Duration::from_millis(5));
+        s.tick();
+        assert_eq!(files(&dir).len(), 1, "an empty file is not rotated");
+        s.write(&chunk(&["a"]));
+        std::thread::sleep(Duration::from_millis(5));
+        s.tick();
+        s.write(&chunk(&["b"]));
+        s.finish();
+        let all = files(&dir);
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert_eq!(all[0], ("f".to_owned(), "b\n".to_owned()));
+        assert_eq!(all[1].1, "a\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_partial_last_line_is_ended_before_appending() {
+        let dir = temp_dir("torn");
+        let path = dir.join("f");
+        std::fs::write(&path, "{\"whole\":1}\n{\"torn").expect("write");
+        let mut s = sink(&path, |_| {});
+        s.write(&chunk(&["{\"next\":2}"]));
+        s.finish();
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "{\"whole\":1}\n{\"torn\n{\"next\":2}\n"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_full_disk_is_reported_and_every_lost_record_counted() {
+        // /dev/full fails every write with ENOSPC, as a full disk does.
+        let mut s = sink(Path::new("/dev/full"), |c| c.fsync = FsyncPolicy::Always);
+        assert_eq!(s.status.error(), None, "opening works");
+        s.write(&chunk(&["a", "b"]));
+        let error = s.status.error().expect("failing");
+        assert!(error.contains("No space left on device"), "{error}");
+        // Within the retry delay: not tried, still counted.
+        s.write(&chunk(&["c"]));
+        assert_eq!(s.status.records_failed.load(Ordering::Relaxed), 3);
+        assert_eq!(s.status.records_written.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_path_that_cannot_be_opened_is_reported_at_start() {
+        let s = sink(
+            Path::new("/proc/framehub-no-such-dir/frames.ndjson"),
+            |_| {},
+        );
+        let error = s.status.error().expect("failing");
+        assert!(
+            error.contains("cannot open /proc/framehub-no-such-dir"),
+            "{error}"
+        );
+    }
+}
