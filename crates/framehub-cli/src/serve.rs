@@ -245,7 +245,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             tracing::error!(error = %e, "sink thread failed");
             ExitCode::FAILURE
         }
-        Ok(()) if failed > 0 => {
+        Ok(_) if failed > 0 => {
             tracing::error!(
                 written,
                 failed,
@@ -256,10 +256,11 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             );
             ExitCode::FAILURE
         }
-        Ok(()) => {
+        Ok(busy) => {
             tracing::info!(
                 written,
                 failed,
+                write_secs = busy.as_secs_f64(),
                 received = counters.frames_received,
                 delivered = counters.frames_delivered,
                 dropped = counters.dropped_total(),

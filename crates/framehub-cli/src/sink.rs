@@ -267,11 +267,15 @@ impl Encoder {
         if self.count == 0 {
             return;
         }
-        let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES + 4096));
+        // Copied out at its exact size: a chunk of one small record must
+        // not keep a whole chunk-sized allocation alive in a tap
+        // subscriber's buffer, whose bound counts bytes, not capacity. The
+        // encoding buffer is reused.
         let chunk = Chunk {
-            bytes: Bytes::from(buf),
+            bytes: Bytes::copy_from_slice(&self.buf),
             records: std::mem::take(&mut self.count),
         };
+        self.buf.clear();
         for s in sinks.iter_mut() {
             s.write(&chunk);
         }
@@ -280,8 +284,11 @@ impl Encoder {
 
 /// The sink thread: runs until every sender is gone, then finishes each
 /// sink (flush, sync). File and pipe writes block, hence a thread of its
-/// own rather than a task.
-pub fn run(mut rx: mpsc::Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>) {
+/// own rather than a task. Returns the time from the first batch to the
+/// end of the last write (the sinks' throughput, reported at exit).
+pub fn run(mut rx: mpsc::Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>) -> Duration {
+    let mut first: Option<Instant> = None;
+    let mut busy = Duration::ZERO;
     let mut encoder = Encoder {
         records: RecordWriter::default(),
         buf: Vec::with_capacity(CHUNK_BYTES + 4096),
@@ -292,6 +299,7 @@ pub fn run(mut rx: mpsc::Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>) {
         match message {
             Message::Tick => tick = true,
             Message::Frames(batch) => {
+                let started = *first.get_or_insert_with(Instant::now);
                 encoder.encode(&batch, &mut sinks);
                 // Batches already waiting go into the same chunk: many
                 // quiet nodes are written in one system call, not one each.
@@ -303,6 +311,7 @@ pub fn run(mut rx: mpsc::Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>) {
                     }
                 }
                 encoder.emit(&mut sinks);
+                busy = started.elapsed();
             }
         }
         if tick {
@@ -314,6 +323,7 @@ pub fn run(mut rx: mpsc::Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>) {
     for s in sinks.iter_mut() {
         s.finish();
     }
+    busy
 }
 
 /// Sends a tick to the sink thread every second while it runs. Holds only a
