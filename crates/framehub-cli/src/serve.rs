@@ -166,7 +166,17 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     };
 
     let (tx, rx) = mpsc::channel::<Message>(SINK_QUEUE);
-    let sink_thread = tokio::task::spawn_blocking(move || sink::run(rx, sinks));
+    // A named thread of its own, so `top -H` shows what the sinks cost.
+    let (sink_done, sink_thread) = tokio::sync::oneshot::channel();
+    if let Err(e) = std::thread::Builder::new()
+        .name("framehub-sink".to_owned())
+        .spawn(move || {
+            let _ = sink_done.send(sink::run(rx, sinks));
+        })
+    {
+        eprintln!("framehub: cannot start the sink thread: {e}");
+        return ExitCode::FAILURE;
+    }
     tokio::spawn(sink::ticker(tx.downgrade()));
     let drains = TaskTracker::new();
     for l in hub.listeners() {
@@ -241,8 +251,9 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         .map(|s| s.records_failed.load(Ordering::Relaxed))
         .sum();
     let code = match thread {
-        Err(e) => {
-            tracing::error!(error = %e, "sink thread failed");
+        Err(_) => {
+            // The thread ended without a result: it panicked.
+            tracing::error!("sink thread failed");
             ExitCode::FAILURE
         }
         Ok(_) if failed > 0 => {

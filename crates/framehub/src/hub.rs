@@ -211,7 +211,9 @@ impl Hub {
             .iter()
             .map(|b| {
                 let (is_accepting, accept_error) = match &*b.shared.accept_state.lock() {
-                    AcceptState::Accepting => (true, None),
+                    // Bound and listening: the kernel queues connections
+                    // until the loop, spawned already, takes them.
+                    AcceptState::Starting | AcceptState::Accepting => (true, None),
                     AcceptState::Failing { error, at } => {
                         if at.elapsed() < ACCEPT_ERROR_MEMORY {
                             (false, Some(error.clone()))
@@ -219,7 +221,7 @@ impl Hub {
                             (true, None)
                         }
                     }
-                    AcceptState::Starting | AcceptState::Stopped => (false, None),
+                    AcceptState::Stopped => (false, None),
                 };
                 ListenerInfo {
                     name: b.shared.name.to_string(),
