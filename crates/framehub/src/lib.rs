@@ -37,6 +37,7 @@
 //! - `listener`: bind with retry, socket options, accept loop, connection
 //!   limit.
 //! - `connection`: one task per connection: read, decode, dispatch.
+//! - `heartbeat`: the server heartbeat frame and its writer task.
 //! - `router`: node table, auto-provisioning, new-node stream.
 //! - [`receiver`]: bounded per-node queues with overflow policy and dedup.
 //! - [`stats`]: counters and drop reasons.
@@ -50,6 +51,7 @@ pub mod codec;
 pub mod config;
 mod connection;
 pub mod event;
+mod heartbeat;
 mod hub;
 pub mod json;
 mod listener;
