@@ -44,9 +44,12 @@
 //! - [`event`]: connection events and close reasons.
 //! - [`config`]: every setting with its default.
 //! - `hub`: the facade that ties them together.
+//! - [`client`]: the node side: a reconnecting client with heartbeats and
+//!   a bounded outbox.
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod codec;
 pub mod config;
 mod connection;
@@ -60,6 +63,10 @@ pub mod receiver;
 mod router;
 pub mod stats;
 
+pub use client::{
+    Client, ClientConfig, ClientCounters, ClientError, ClientEvent, ClientProtocol, ClientState,
+    DisconnectReason, NodeIdentity, OutboxPolicy,
+};
 pub use codec::FramingConfig;
 pub use config::{
     AuthConfig, ByteSize, ConfigError, FieldsConfig, HubConfig, ListenerConfig, NodesConfig,
