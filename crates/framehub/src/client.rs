@@ -726,7 +726,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&filled).unwrap();
         assert_eq!(v["node_id"], "radar\"3");
         assert_eq!(v["timestamp"], 5);
-        assert!(v.get("token").is_none(), "the token is not copied into data");
+        assert!(
+            v.get("token").is_none(),
+            "the token is not copied into data"
+        );
         assert_eq!(
             &shared.prepare(Bytes::from_static(b"{}"))[..],
             br#"{"node_id":"radar\"3"}"#

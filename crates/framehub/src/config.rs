@@ -372,7 +372,10 @@ impl HubConfig {
                 ));
             }
             if l.server_heartbeat.is_some()
-                && matches!(l.framing, FramingConfig::Chunk | FramingConfig::SpacePacket(_))
+                && matches!(
+                    l.framing,
+                    FramingConfig::Chunk | FramingConfig::SpacePacket(_)
+                )
             {
                 return Err(ConfigError::new(
                     key("server_heartbeat"),

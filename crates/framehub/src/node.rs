@@ -385,7 +385,10 @@ mod tests {
             br#"{"type":"heartbeat"}"#
         );
         let node = heartbeat_payload(&fields, Some("r\"3\n"), Some("s"));
-        assert_eq!(node, br#"{"node_id":"r\"3\n","token":"s","type":"heartbeat"}"#);
+        assert_eq!(
+            node,
+            br#"{"node_id":"r\"3\n","token":"s","type":"heartbeat"}"#
+        );
         let mut s = session(Some("s"), &[]);
         assert_eq!(s.handle(&node), Verdict::Heartbeat);
         assert_eq!(s.take_just_bound().as_deref(), Some("r\"3\n"));

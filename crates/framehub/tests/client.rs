@@ -63,7 +63,9 @@ fn is_disconnected(e: &ClientEvent) -> bool {
 
 /// A message the application would send: no node_id (the client adds it).
 fn message(seq: u64) -> String {
-    format!(r#"{{"timestamp":{seq},"delay":[40.46],"doppler":[-27.99],"snr":[12.08],"adsb":[null]}}"#)
+    format!(
+        r#"{{"timestamp":{seq},"delay":[40.46],"doppler":[-27.99],"snr":[12.08],"adsb":[null]}}"#
+    )
 }
 
 /// Receives `n` frames and returns their timestamps.
@@ -136,7 +138,10 @@ async fn reconnects_within_the_backoff_bound() {
         }
     }
     assert!(delays.len() >= 4, "too few attempts while down: {delays:?}");
-    assert!(delays.iter().all(|d| *d <= max), "over the bound: {delays:?}");
+    assert!(
+        delays.iter().all(|d| *d <= max),
+        "over the bound: {delays:?}"
+    );
     assert!(delays[0] <= initial, "{delays:?}");
     assert!(
         delays.iter().any(|d| *d >= max / 2),
@@ -148,7 +153,13 @@ async fn reconnects_within_the_backoff_bound() {
     // Up again: connected within one maximum wait (plus loopback slack).
     proxy.up().await;
     let up = Instant::now();
-    wait_event(&mut events, max + PATIENCE, "reconnect after down", is_connected).await;
+    wait_event(
+        &mut events,
+        max + PATIENCE,
+        "reconnect after down",
+        is_connected,
+    )
+    .await;
     let back = up.elapsed();
     assert!(
         back <= max + Duration::from_millis(500),
@@ -230,10 +241,15 @@ async fn a_full_outbox_drops_the_oldest_and_counts_it() {
     })
     .expect("client");
     for seq in 0..25 {
-        client.try_send(message(seq)).expect("drop-oldest never refuses");
+        client
+            .try_send(message(seq))
+            .expect("drop-oldest never refuses");
     }
     let c = client.counters();
-    assert_eq!((c.accepted, c.dropped_outbox_full, c.outbox_len), (25, 15, 10));
+    assert_eq!(
+        (c.accepted, c.dropped_outbox_full, c.outbox_len),
+        (25, 15, 10)
+    );
     proxy.up().await;
     assert_eq!(timestamps(&radar, 10).await, (15..25).collect::<Vec<_>>());
     assert_nothing_more(&radar).await;
@@ -255,7 +271,10 @@ async fn block_policy_makes_senders_wait_instead_of_dropping() {
     for seq in 0..10 {
         client.try_send(message(seq)).expect("room");
     }
-    assert!(matches!(client.try_send(message(10)), Err(ClientError::Full)));
+    assert!(matches!(
+        client.try_send(message(10)),
+        Err(ClientError::Full)
+    ));
     let producer = {
         let client = client.clone();
         tokio::spawn(async move {
@@ -265,7 +284,10 @@ async fn block_policy_makes_senders_wait_instead_of_dropping() {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!producer.is_finished(), "send must wait while the outbox is full");
+    assert!(
+        !producer.is_finished(),
+        "send must wait while the outbox is full"
+    );
     proxy.up().await;
     tokio::time::timeout(PATIENCE, producer)
         .await
@@ -404,7 +426,10 @@ async fn close_flushes_the_outbox_within_its_deadline() {
         tokio::spawn(async move { client.close(PATIENCE).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(matches!(client.try_send(message(0)), Err(ClientError::Closed)));
+    assert!(matches!(
+        client.try_send(message(0)),
+        Err(ClientError::Closed)
+    ));
     proxy.up().await;
     closing.await.expect("join").expect("everything flushed");
     assert_eq!(timestamps(&radar, 500).await, (0..500).collect::<Vec<_>>());

@@ -66,7 +66,11 @@ async fn raw_listeners_write_an_empty_frame_in_their_framing() {
         })
         .await;
         let mut s = connect(&hub).await;
-        assert_eq!(read_exact(&mut s, empty.len() * 3).await, empty.repeat(3), "{framing:?}");
+        assert_eq!(
+            read_exact(&mut s, empty.len() * 3).await,
+            empty.repeat(3),
+            "{framing:?}"
+        );
     }
 }
 

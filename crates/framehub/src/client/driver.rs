@@ -135,9 +135,8 @@ async fn connect(
                 Err(e) => last_error = Some(e),
             }
         }
-        Err(last_error.unwrap_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, "the name has no address")
-        }))
+        Err(last_error
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the name has no address")))
     };
     match tokio::time::timeout(config.connect_timeout, attempt).await {
         Ok(Ok(connected)) => Ok(connected),
