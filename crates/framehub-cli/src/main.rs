@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod config;
+mod send;
 mod serve;
+mod simulate;
 mod sink;
 
 /// Exit code for a configuration that cannot be used (sysexits EX_USAGE,
@@ -31,6 +33,9 @@ struct Cli {
 enum Command {
     /// Accept connections and write every delivered frame as one NDJSON record.
     Serve(ServeArgs),
+    /// Send stdin's lines (or simulated radar nodes) to a server through
+    /// the reconnecting client.
+    Send(send::SendArgs),
     /// Validate a config file without binding anything.
     CheckConfig {
         /// The TOML file to check.
@@ -86,23 +91,48 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// Installs the SIGINT/SIGTERM handlers now, before anything is bound or
+/// connected, so a signal that comes early is still handled; the returned
+/// future completes on the first signal.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("framehub: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => config::check_config(&file),
         Command::Serve(args) => {
             init_logs(args.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("framehub: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            runtime.block_on(serve::run(args))
+            match runtime() {
+                Ok(rt) => rt.block_on(serve::run(args)),
+                Err(code) => code,
+            }
+        }
+        Command::Send(args) => {
+            init_logs(args.log_format);
+            match runtime() {
+                Ok(rt) => rt.block_on(send::run(args)),
+                Err(code) => code,
+            }
         }
     }
 }
