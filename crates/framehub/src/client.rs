@@ -375,6 +375,8 @@ pub struct ClientCounters {
     pub frames_received: u64,
     /// Bytes received from the server.
     pub bytes_received: u64,
+    /// Server frames that did not decode (dropped; the link goes on).
+    pub frames_received_invalid: u64,
 }
 
 /// The live counters behind [`ClientCounters`].
@@ -394,6 +396,7 @@ struct Stats {
     liveness_timeouts: AtomicU64,
     frames_received: AtomicU64,
     bytes_received: AtomicU64,
+    frames_received_invalid: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -683,6 +686,7 @@ impl Client {
             liveness_timeouts: get(&s.liveness_timeouts),
             frames_received: get(&s.frames_received),
             bytes_received: get(&s.bytes_received),
+            frames_received_invalid: get(&s.frames_received_invalid),
         }
     }
 }

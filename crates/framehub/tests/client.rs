@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use framehub::{
-    Client, ClientConfig, ClientError, ClientEvent, ClientProtocol, DisconnectReason, Hub,
-    ListenerConfig, NodeIdentity, OutboxPolicy, QueueConfig, Receiver,
+    Client, ClientConfig, ClientError, ClientEvent, ClientProtocol, ClientState, DisconnectReason,
+    Hub, ListenerConfig, NodeIdentity, OutboxPolicy, QueueConfig, Receiver,
 };
 use proxy::{Mode, Proxy};
 use tokio::sync::broadcast;
@@ -51,6 +51,16 @@ async fn wait_event(
     })
     .await;
     found.unwrap_or_else(|_| panic!("no {what} within {within:?}"))
+}
+
+/// Waits for the state to be `Connected`; unlike an event, a state set
+/// before we looked is still seen.
+async fn until_connected(client: &Client) {
+    let mut state = client.watch_state();
+    tokio::time::timeout(PATIENCE, state.wait_for(|s| *s == ClientState::Connected))
+        .await
+        .expect("connected in time")
+        .expect("client alive");
 }
 
 fn is_connected(e: &ClientEvent) -> bool {
@@ -106,7 +116,7 @@ async fn reconnects_within_the_backoff_bound() {
     let (initial, max) = (config.backoff_initial, config.backoff_max);
     let client = Client::start(config).expect("client");
     let mut events = client.events();
-    wait_event(&mut events, PATIENCE, "first connect", is_connected).await;
+    until_connected(&client).await;
     // Stay up longer than backoff_max: the link counts as stable, so the
     // next outage starts over from the initial delay.
     tokio::time::sleep(max + Duration::from_millis(300)).await;
@@ -343,7 +353,7 @@ async fn heartbeats_keep_an_idle_link_alive() {
 /// The hub heartbeats every 200 ms; the proxy then stops passing data on
 /// the open link without closing it. The client must notice within its
 /// liveness timeout and come back on a fresh link.
-async fn half_open_link_is_detected(mode: Mode) {
+async fn half_open_link_is_detected(mode: Mode, flood: bool) {
     let liveness = Duration::from_secs(1);
     let hub = hub_with(ListenerConfig {
         server_heartbeat: Some(Duration::from_millis(200)),
@@ -354,11 +364,18 @@ async fn half_open_link_is_detected(mode: Mode) {
     let proxy = Proxy::start(hub.local_addr()).await;
     let client = Client::start(ClientConfig {
         liveness_timeout: Some(liveness),
+        // Flooding: the producer always waits on a full outbox, so the
+        // client always has something to write.
+        outbox_policy: if flood {
+            OutboxPolicy::Block
+        } else {
+            OutboxPolicy::DropOldest
+        },
         ..node_config(proxy.addr(), "radar1")
     })
     .expect("client");
     let mut events = client.events();
-    wait_event(&mut events, PATIENCE, "connect", is_connected).await;
+    until_connected(&client).await;
     eventually("a server heartbeat reaches the client", || {
         let n = client.counters().frames_received;
         async move { n >= 2 }
@@ -369,8 +386,20 @@ async fn half_open_link_is_detected(mode: Mode) {
     let silent_from = Instant::now();
     // Writes still succeed into the void (or the kernel buffer): only the
     // silence gives the link away.
-    for seq in 0..3 {
-        client.send(message(seq)).await.expect("send");
+    let producer = flood.then(|| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for seq in 0.. {
+                if client.send(message(seq)).await.is_err() {
+                    return;
+                }
+            }
+        })
+    });
+    if !flood {
+        for seq in 0..3 {
+            client.send(message(seq)).await.expect("send");
+        }
     }
     let event = wait_event(&mut events, liveness + PATIENCE, "liveness timeout", |e| {
         matches!(
@@ -389,6 +418,11 @@ async fn half_open_link_is_detected(mode: Mode) {
             && detected <= liveness + Duration::from_millis(700),
         "{mode:?}: detected after {detected:?}, liveness timeout {liveness:?}: {event:?}"
     );
+    if let Some(producer) = producer {
+        producer.abort();
+        assert_eq!(client.counters().liveness_timeouts, 1);
+        return;
+    }
     wait_event(&mut events, PATIENCE, "reconnect", is_connected).await;
     assert_eq!(client.counters().liveness_timeouts, 1);
     client.send(message(1000)).await.expect("send");
@@ -402,12 +436,20 @@ async fn half_open_link_is_detected(mode: Mode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_link_dropping_data_is_detected_within_liveness_timeout() {
-    half_open_link_is_detected(Mode::Blackhole).await;
+    half_open_link_is_detected(Mode::Blackhole, false).await;
+}
+
+/// With a producer that always has more to write, the write side never
+/// idles; the silence must still be noticed (the liveness timer is checked
+/// before each write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_link_is_detected_while_a_backlog_is_written() {
+    half_open_link_is_detected(Mode::Blackhole, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_link_is_detected_within_liveness_timeout() {
-    half_open_link_is_detected(Mode::Stall).await;
+    half_open_link_is_detected(Mode::Stall, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,7 +475,7 @@ async fn close_flushes_the_outbox_within_its_deadline() {
     proxy.up().await;
     closing.await.expect("join").expect("everything flushed");
     assert_eq!(timestamps(&radar, 500).await, (0..500).collect::<Vec<_>>());
-    assert_eq!(client.state(), framehub::ClientState::Closed);
+    assert_eq!(client.state(), ClientState::Closed);
 
     // A server that never comes back: close gives up at its deadline and
     // counts what it dropped.

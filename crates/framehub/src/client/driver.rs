@@ -230,6 +230,13 @@ async fn session(shared: &Shared, mut stream: TcpStream, pending: &mut Pending) 
                 Err(_) if half_closed => return End::Closed,
                 Err(e) => return End::Lost(DisconnectReason::ReadError(e.to_string())),
             },
+            // After the read (data that came in time counts), before the
+            // write: a link that swallows every write (a half-open path
+            // through a middlebox) must still be judged.
+            _ = sleep_until(liveness_due.unwrap_or(far)), if liveness_due.is_some() => {
+                let silent = liveness.unwrap_or_default();
+                return End::Lost(DisconnectReason::LivenessTimeout(silent));
+            }
             written = writer.write(pending.unwritten()), if !pending.is_empty() => match written {
                 Ok(0) => {
                     return End::Lost(DisconnectReason::WriteError(
@@ -251,10 +258,6 @@ async fn session(shared: &Shared, mut stream: TcpStream, pending: &mut Pending) 
                     pending.push(frame.clone(), true);
                 }
             }
-            _ = sleep_until(liveness_due.unwrap_or(far)), if liveness_due.is_some() => {
-                let silent = liveness.unwrap_or_default();
-                return End::Lost(DisconnectReason::LivenessTimeout(silent));
-            }
         }
     }
 }
@@ -272,7 +275,7 @@ fn count_frames(
             Ok(None) => return Ok(()),
             Err(e) if e.is_fatal() => return Err(DisconnectReason::FramingLost(e.to_string())),
             // A bad frame from the server costs only that frame.
-            Err(_) => {}
+            Err(_) => add(&shared.stats.frames_received_invalid, 1),
         }
     }
 }
