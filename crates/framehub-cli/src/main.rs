@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod bench;
 mod config;
 mod send;
 mod serve;
@@ -36,6 +37,8 @@ enum Command {
     /// Send stdin's lines (or simulated radar nodes) to a server through
     /// the reconnecting client.
     Send(send::SendArgs),
+    /// Load generator: framehub in process or remote, the loopback ceiling, nats-server.
+    Bench(bench::BenchArgs),
     /// Validate a config file without binding anything.
     CheckConfig {
         /// The TOML file to check.
@@ -106,14 +109,17 @@ pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
+fn block_on(task: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| {
+    {
+        Ok(rt) => rt.block_on(task),
+        Err(e) => {
             eprintln!("framehub: cannot start the runtime: {e}");
             ExitCode::FAILURE
-        })
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -122,17 +128,15 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => config::check_config(&file),
         Command::Serve(args) => {
             init_logs(args.log_format);
-            match runtime() {
-                Ok(rt) => rt.block_on(serve::run(args)),
-                Err(code) => code,
-            }
+            block_on(serve::run(args))
         }
         Command::Send(args) => {
             init_logs(args.log_format);
-            match runtime() {
-                Ok(rt) => rt.block_on(send::run(args)),
-                Err(code) => code,
-            }
+            block_on(send::run(args))
+        }
+        Command::Bench(args) => {
+            init_logs(LogFormat::Pretty);
+            block_on(bench::run(args))
         }
     }
 }

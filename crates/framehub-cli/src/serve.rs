@@ -123,7 +123,8 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     match writer.await {
         Ok(Ok(written)) if !writer_failed => {
             tracing::info!(
-                written,
+                written = written.records,
+                write_secs = written.busy.as_secs_f64(),
                 received = counters.frames_received,
                 delivered = counters.frames_delivered,
                 dropped = counters.dropped_total(),

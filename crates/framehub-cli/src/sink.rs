@@ -10,34 +10,69 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
+use std::sync::Arc;
+use std::time::SystemTime;
+
 use base64::Engine as _;
-use framehub::Frame;
+use framehub::{Frame, Protocol, Source};
 use tokio::sync::mpsc;
 
-/// Appends one record for `frame` to `out`.
-pub fn write_record(out: &mut impl Write, frame: &Frame) -> io::Result<()> {
-    let s = &frame.source;
-    out.write_all(b"{\"received_at\":\"")?;
-    write!(
-        out,
-        "{}",
-        humantime::format_rfc3339_micros(frame.received_at)
-    )?;
-    out.write_all(b"\",\"listener\":")?;
-    serde_json::to_writer(&mut *out, &*s.listener)?;
-    out.write_all(b",\"node\":")?;
-    serde_json::to_writer(&mut *out, &s.node.as_deref())?;
-    write!(out, ",\"conn\":{},\"peer\":\"{}\",", s.conn, s.peer)?;
-    if is_single_line_json(&frame.payload) {
-        out.write_all(b"\"frame\":")?;
-        out.write_all(&frame.payload)?;
-    } else {
-        out.write_all(b"\"frame_b64\":\"")?;
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&frame.payload);
-        out.write_all(encoded.as_bytes())?;
-        out.write_all(b"\"")?;
+/// Writes records, reusing the formatted time of the previous frame (all
+/// frames of one read share it) and the formatted source of the previous
+/// frame (all frames of a connection share it): a busy sink formats each
+/// once per read and once per connection, not once per record.
+#[derive(Default)]
+pub struct RecordWriter {
+    time: Option<SystemTime>,
+    time_text: String,
+    source: Option<Arc<Source>>,
+    source_text: Vec<u8>,
+}
+
+impl RecordWriter {
+    /// Appends one record for `frame` to `out`.
+    pub fn write(&mut self, out: &mut impl Write, frame: &Frame) -> io::Result<()> {
+        if self.time != Some(frame.received_at) {
+            self.time = Some(frame.received_at);
+            self.time_text.clear();
+            use std::fmt::Write as _;
+            let _ = write!(
+                self.time_text,
+                "{}",
+                humantime::format_rfc3339_micros(frame.received_at)
+            );
+        }
+        if !self
+            .source
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &frame.source))
+        {
+            let s = &frame.source;
+            self.source_text.clear();
+            let t = &mut self.source_text;
+            t.extend_from_slice(b"\",\"listener\":");
+            serde_json::to_writer(&mut *t, &*s.listener)?;
+            t.extend_from_slice(b",\"node\":");
+            serde_json::to_writer(&mut *t, &s.node.as_deref())?;
+            write!(t, ",\"conn\":{},\"peer\":\"{}\",", s.conn, s.peer)?;
+            self.source = Some(s.clone());
+        }
+        out.write_all(b"{\"received_at\":\"")?;
+        out.write_all(self.time_text.as_bytes())?;
+        out.write_all(&self.source_text)?;
+        // Node-protocol frames were validated as single-line JSON objects
+        // on the way in; anything else is checked here.
+        if frame.source.protocol == Protocol::Node || is_single_line_json(&frame.payload) {
+            out.write_all(b"\"frame\":")?;
+            out.write_all(&frame.payload)?;
+        } else {
+            out.write_all(b"\"frame_b64\":\"")?;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&frame.payload);
+            out.write_all(encoded.as_bytes())?;
+            out.write_all(b"\"")?;
+        }
+        out.write_all(b"}\n")
     }
-    out.write_all(b"}\n")
 }
 
 /// Whether a frame can be embedded verbatim: valid JSON and no line break
@@ -69,35 +104,52 @@ impl Output {
     }
 }
 
+/// What the writer did: records written, and the time from the first
+/// batch to the last (the sink's throughput, reported at exit).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Written {
+    /// Records written.
+    pub records: u64,
+    /// From receiving the first batch to finishing the last.
+    pub busy: std::time::Duration,
+}
+
 /// Writes every batch it receives until all senders are gone, flushing
 /// whenever it has caught up, and syncs a file at the end. Runs on a
 /// blocking thread: file and pipe writes block.
-pub fn write_all(output: Output, mut rx: mpsc::Receiver<Vec<Frame>>) -> io::Result<u64> {
-    let mut written = 0u64;
+pub fn write_all(output: Output, mut rx: mpsc::Receiver<Vec<Frame>>) -> io::Result<Written> {
     match output {
         Output::Stdout => {
             let stdout = io::stdout().lock();
             let mut out = BufWriter::with_capacity(256 << 10, stdout);
-            written += drain(&mut out, &mut rx)?;
+            let written = drain(&mut out, &mut rx)?;
             out.flush()?;
+            Ok(written)
         }
         Output::File(file) => {
             let mut out = BufWriter::with_capacity(256 << 10, file);
-            written += drain(&mut out, &mut rx)?;
+            let written = drain(&mut out, &mut rx)?;
             out.flush()?;
-            out.get_ref().sync_data()?;
+            // Character devices such as /dev/null cannot be synced.
+            if out.get_ref().metadata()?.is_file() {
+                out.get_ref().sync_data()?;
+            }
+            Ok(written)
         }
     }
-    Ok(written)
 }
 
-fn drain(out: &mut impl Write, rx: &mut mpsc::Receiver<Vec<Frame>>) -> io::Result<u64> {
-    let mut written = 0;
+fn drain(out: &mut impl Write, rx: &mut mpsc::Receiver<Vec<Frame>>) -> io::Result<Written> {
+    let mut written = Written::default();
+    let mut first = None;
+    let mut records = RecordWriter::default();
     while let Some(batch) = rx.blocking_recv() {
+        let started = *first.get_or_insert_with(std::time::Instant::now);
         for frame in &batch {
-            write_record(out, frame)?;
+            records.write(out, frame)?;
         }
-        written += batch.len() as u64;
+        written.records += batch.len() as u64;
+        written.busy = started.elapsed();
         // Flush when caught up, so a quiet stream is on disk promptly and a
         // busy one is written in large blocks.
         if rx.is_empty() {
@@ -124,13 +176,18 @@ mod tests {
                 peer: "10.0.0.5:51234".parse().expect("addr"),
                 listener: "default".into(),
                 node: node.map(Arc::from),
+                protocol: if node.is_some() {
+                    Protocol::Node
+                } else {
+                    Protocol::Raw
+                },
             }),
         }
     }
 
     fn record(f: &Frame) -> String {
         let mut out = Vec::new();
-        write_record(&mut out, f).expect("write");
+        RecordWriter::default().write(&mut out, f).expect("write");
         String::from_utf8(out).expect("utf8")
     }
 

@@ -247,6 +247,12 @@ pub struct QueueConfig {
     pub overflow: OverflowPolicy,
     /// Skip a frame whose `timestamp` equals the previous frame's.
     pub dedup: bool,
+    /// With `drop-oldest` or `drop-newest`: how long a connection whose
+    /// frames do not fit waits for the consumer to make room before
+    /// dropping (`"5ms"`; `"0s"` drops at once). Absorbs scheduling
+    /// hiccups of a consumer that keeps up on average.
+    #[serde(deserialize_with = "duration")]
+    pub full_grace: Duration,
 }
 
 impl Default for QueueConfig {
@@ -255,6 +261,7 @@ impl Default for QueueConfig {
             capacity: 2000,
             overflow: OverflowPolicy::DropOldest,
             dedup: true,
+            full_grace: Duration::from_millis(5),
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
 use crate::codec::{CodecError, FrameDecoder};
+use crate::config::OverflowPolicy;
 use crate::event::{CloseReason, ConnectionCounts, ConnectionEvent};
 use crate::heartbeat::{HeartbeatContext, HeartbeatWriter};
 use crate::listener::ListenerShared;
@@ -114,6 +115,7 @@ impl Connection {
             peer,
             listener: shared.name.clone(),
             node: None,
+            protocol: config.protocol,
         });
         Connection {
             decoder: FrameDecoder::new(&config.framing, max_frame),
@@ -337,8 +339,16 @@ impl Connection {
             return Ok(());
         };
         compact(&mut self.batch);
+        // A consumer that keeps up on average may just not have been
+        // scheduled yet: until `full_grace` has passed, frames that do not
+        // fit wait for room instead of being dropped.
+        let grace = match queue.policy() {
+            OverflowPolicy::Block => None,
+            _ => Some(Instant::now() + queue.full_grace()),
+        };
         loop {
-            let out = queue.push(&mut self.batch);
+            let may_drop = grace.is_some_and(|deadline| Instant::now() >= deadline);
+            let out = queue.push(&mut self.batch, may_drop);
             let counters = &self.shared.counters;
             self.counts.delivered += out.enqueued as u64;
             self.counts.dropped += (out.dropped_full + out.dropped_closed) as u64;
@@ -359,10 +369,18 @@ impl Connection {
                 }
             }
             if self.batch.is_empty() {
+                if out.filling {
+                    // A busy socket would otherwise be read again and again
+                    // (tokio's budget allows 128 reads) before the consumer
+                    // gets a turn: let it drain before the queue overflows.
+                    tokio::task::yield_now().await;
+                }
                 return Ok(());
             }
-            // `block`: stop reading this socket until the consumer makes
-            // room, so TCP pushes back on the sender.
+            // Stop reading this socket until the consumer makes room (for
+            // good with `block`, so TCP pushes back on the sender; until the
+            // grace ends otherwise).
+            let deadline = grace.unwrap_or(Instant::now() + Duration::from_secs(86400 * 365));
             tokio::select! {
                 biased;
                 _ = self.shared.cancel.cancelled() => {
@@ -372,7 +390,10 @@ impl Connection {
                     counters.dropped(DropReason::QueueFull, n);
                     return Err(CloseReason::Shutdown);
                 }
-                _ = queue.writable() => {}
+                // Room for the whole rest (or a full queue's worth): waking
+                // for a handful of slots would push a few frames per wakeup.
+                _ = queue.has_room(self.batch.len()) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
             }
         }
     }

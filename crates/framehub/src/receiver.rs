@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::config::{OverflowPolicy, QueueConfig};
+use crate::config::{OverflowPolicy, Protocol, QueueConfig};
 use crate::stats::WarnLimiter;
 
 /// Where a frame came from: one per connection, shared by all its frames.
@@ -30,6 +30,9 @@ pub struct Source {
     pub listener: Arc<str>,
     /// The node the connection is bound to (node protocol), if any.
     pub node: Option<Arc<str>>,
+    /// The listener's protocol: `Node` frames are validated single-line
+    /// JSON objects.
+    pub protocol: Protocol,
 }
 
 /// One frame as delivered to a consumer.
@@ -133,6 +136,8 @@ pub(crate) struct PushOutcome {
     pub(crate) dropped_full: usize,
     pub(crate) duplicates: usize,
     pub(crate) dropped_closed: usize,
+    /// The queue is at least half full after this push.
+    pub(crate) filling: bool,
 }
 
 impl Queue {
@@ -164,9 +169,10 @@ impl Queue {
     }
 
     /// Pushes frames from the front of `batch` under one lock. With the
-    /// `block` policy, frames that do not fit stay in `batch` and the caller
-    /// waits for [`Queue::writable`] before trying again.
-    pub(crate) fn push(&self, batch: &mut Vec<Incoming>) -> PushOutcome {
+    /// `block` policy, or when `may_drop` is false, frames that do not fit
+    /// stay in `batch` and the caller waits for [`Queue::has_room`] before
+    /// trying again; otherwise the drop policy makes room.
+    pub(crate) fn push(&self, batch: &mut Vec<Incoming>, may_drop: bool) -> PushOutcome {
         let mut out = PushOutcome::default();
         if batch.is_empty() {
             return out;
@@ -181,9 +187,10 @@ impl Queue {
                 .fetch_add(out.dropped_closed as u64, Ordering::Relaxed);
             return out;
         }
-        let limit = match self.config.overflow {
-            OverflowPolicy::Block => self.fits_without_blocking(&state, batch),
-            _ => batch.len(),
+        let limit = if may_drop && self.config.overflow != OverflowPolicy::Block {
+            batch.len()
+        } else {
+            self.fits_without_blocking(&state, batch)
         };
         for item in batch.drain(..limit) {
             if self.config.dedup {
@@ -210,6 +217,7 @@ impl Queue {
             state.frames.push_back(item.frame);
             out.enqueued += 1;
         }
+        out.filling = state.frames.len() * 2 >= self.config.capacity;
         drop(state);
         if out.enqueued > 0 {
             self.readable.notify_one();
@@ -256,18 +264,31 @@ impl Queue {
         batch.len()
     }
 
-    /// Waits until a consumer took frames out (for the `block` policy).
-    pub(crate) async fn writable(&self) {
-        let notified = self.writable.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        {
-            let state = self.state.lock();
-            if state.frames.len() < self.config.capacity || state.closed || state.finished {
-                return;
+    /// Waits until the queue has room for `n` frames (or for all it can
+    /// hold, if `n` is more), or is closed.
+    pub(crate) async fn has_room(&self, n: usize) {
+        let n = n.min(self.config.capacity).max(1);
+        loop {
+            let notified = self.writable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = self.state.lock();
+                if self.config.capacity - state.frames.len().min(self.config.capacity) >= n
+                    || state.closed
+                    || state.finished
+                {
+                    return;
+                }
             }
+            notified.await;
         }
-        notified.await;
+    }
+
+    /// How long a producer facing a full queue waits for room before the
+    /// drop policy applies.
+    pub(crate) fn full_grace(&self) -> Duration {
+        self.config.full_grace
     }
 
     pub(crate) fn connection_bound(&self) {
@@ -335,9 +356,8 @@ impl Queue {
             // Another consumer of the same source may be waiting.
             self.readable.notify_one();
         }
-        if self.config.overflow == OverflowPolicy::Block {
-            self.writable.notify_waiters();
-        }
+        // Producers may wait for room (block, or the grace before a drop).
+        self.writable.notify_waiters();
         Ok(n)
     }
 
@@ -481,6 +501,7 @@ mod tests {
             peer: "127.0.0.1:1".parse().expect("addr"),
             listener: "default".into(),
             node: Some("n".into()),
+            protocol: Protocol::Node,
         })
     }
 
@@ -502,6 +523,7 @@ mod tests {
                 capacity,
                 overflow,
                 dedup,
+                full_grace: Duration::ZERO,
             },
         )
     }
@@ -522,7 +544,7 @@ mod tests {
             incoming("b", None),
             incoming("c", None),
         ];
-        let out = q.push(&mut batch);
+        let out = q.push(&mut batch, true);
         assert_eq!(out.enqueued, 3);
         assert_eq!(out.dropped_full, 1);
         assert!(batch.is_empty());
@@ -539,7 +561,7 @@ mod tests {
             incoming("b", None),
             incoming("c", None),
         ];
-        q.push(&mut batch);
+        q.push(&mut batch, true);
         assert_eq!(payloads(&Receiver::new(q)), ["a", "b"]);
     }
 
@@ -551,12 +573,12 @@ mod tests {
             incoming("b", None),
             incoming("c", None),
         ];
-        let out = q.push(&mut batch);
+        let out = q.push(&mut batch, true);
         assert_eq!(out.enqueued, 2);
         assert_eq!(batch.len(), 1);
         let r = Receiver::new(q.clone());
         assert_eq!(payloads(&r), ["a", "b"]);
-        q.push(&mut batch);
+        q.push(&mut batch, true);
         assert_eq!(payloads(&r), ["c"]);
     }
 
@@ -569,7 +591,7 @@ mod tests {
             incoming("t=2", Some(2..3)),
             incoming("none", None),
         ];
-        let out = q.push(&mut batch);
+        let out = q.push(&mut batch, true);
         assert_eq!(out.duplicates, 1);
         assert_eq!(payloads(&Receiver::new(q)), ["t=1a", "t=2", "none"]);
     }
@@ -578,10 +600,10 @@ mod tests {
     fn close_drops_and_ends() {
         let q = queue(10, OverflowPolicy::DropOldest, false);
         let r = Receiver::new(q.clone());
-        q.push(&mut vec![incoming("a", None)]);
+        q.push(&mut vec![incoming("a", None)], true);
         r.close();
         assert_eq!(r.try_recv().err(), Some(TryRecvError::Closed));
-        let out = q.push(&mut vec![incoming("b", None)]);
+        let out = q.push(&mut vec![incoming("b", None)], true);
         assert_eq!(out.dropped_closed, 1);
         assert_eq!(r.stats().dropped_closed, 2);
     }
@@ -610,7 +632,7 @@ mod tests {
     async fn finish_lets_consumers_drain_then_end() {
         let q = queue(10, OverflowPolicy::DropOldest, false);
         let r = Receiver::new(q.clone());
-        q.push(&mut vec![incoming("a", None)]);
+        q.push(&mut vec![incoming("a", None)], true);
         q.finish();
         assert_eq!(r.recv().await.map(|f| f.payload), Some(Bytes::from("a")));
         assert!(r.recv().await.is_none());

@@ -499,3 +499,42 @@ async fn block_policy_stops_reading_instead_of_dropping() {
     writer.await.expect("writer");
     assert_eq!(hub.counters().dropped_total(), 0);
 }
+
+#[tokio::test]
+async fn full_grace_waits_for_a_late_consumer_before_dropping() {
+    for (grace, expect_drops) in [(Duration::from_secs(5), false), (Duration::ZERO, true)] {
+        let mut l = node_listener(None);
+        l.queue.capacity = 10;
+        l.queue.full_grace = grace;
+        let hub = start(l).await;
+        let mut s = connect(&hub).await;
+        // Bind the node first so its receiver exists.
+        send_line(&mut s, &detection("radar3", None, 0)).await;
+        let mut new_nodes = hub.new_nodes().expect("stream");
+        let r = tokio::time::timeout(PATIENCE, new_nodes.recv())
+            .await
+            .expect("in time")
+            .expect("node");
+        let mut all = String::new();
+        for ts in 1..=30 {
+            all.push_str(&detection("radar3", None, ts));
+            all.push('\n');
+        }
+        send(&mut s, all.as_bytes()).await;
+        // The consumer is late, but well within the grace.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut got = 0;
+        while got < 31 {
+            match r.recv_timeout(Duration::from_millis(500)).await {
+                Ok(_) => got += 1,
+                Err(_) => break,
+            }
+        }
+        let drops = hub.counters().dropped(DropReason::QueueFull);
+        if expect_drops {
+            assert!(drops > 0 && got < 31, "grace 0: got {got}, drops {drops}");
+        } else {
+            assert_eq!((got, drops), (31, 0), "grace {grace:?}");
+        }
+    }
+}

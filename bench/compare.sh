@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# One comparison run on this machine, same frames and connection counts for
+# every target: the loopback ceiling, nats-server, framehub in process, and
+# `framehub serve` end to end (sink to /dev/null). Prints a table with the
+# ratios framehub/nats and framehub/ceiling, then the other figures of
+# BENCHMARKS.md (binary framings, latency, idle connections).
+#
+#   bench/compare.sh                 # defaults below
+#   CONNS=64 FRAMES=100000 SIZE=200 bench/compare.sh
+#
+# Needs: the Rust toolchain, python3 (for the table), nats-server (installed
+# from the OS packages when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONNS=${CONNS:-64}
+FRAMES=${FRAMES:-100000}          # per connection
+SIZE=${SIZE:-200}
+TOKEN=${TOKEN:-secret}
+OUT=${OUT:-target/compare}
+mkdir -p "$OUT"
+
+cargo build --release --quiet
+FH=target/release/framehub
+
+if ! command -v nats-server >/dev/null; then
+  echo "nats-server missing: installing it from the OS packages" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get install -y nats-server >/dev/null; else sudo apt-get install -y nats-server >/dev/null; fi
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+load="--conns $CONNS --frames $FRAMES --size $SIZE --json"
+echo "== ceiling" >&2
+$FH bench ceiling $load 2>/dev/null > "$OUT/ceiling.json"
+
+echo "== nats-server $(nats-server --version 2>&1 | head -1)" >&2
+NATS_PORT=$(free_port)
+nats-server -a 127.0.0.1 -p "$NATS_PORT" >"$OUT/nats.log" 2>&1 & PIDS+=($!)
+wait_port "$NATS_PORT"
+$FH bench nats --to 127.0.0.1:"$NATS_PORT" $load 2>/dev/null > "$OUT/nats.json"
+
+echo "== framehub in process" >&2
+$FH bench --inproc --token "$TOKEN" $load 2>/dev/null > "$OUT/inproc.json"
+
+echo "== framehub serve end to end" >&2
+SERVE_PORT=$(free_port)
+$FH serve --listen 127.0.0.1:"$SERVE_PORT" --token "$TOKEN" --out /dev/null --quiet --log-format json 2>"$OUT/serve.log" & SERVE=$!
+PIDS+=($SERVE)
+wait_port "$SERVE_PORT"
+$FH bench --to 127.0.0.1:"$SERVE_PORT" --token "$TOKEN" $load 2>/dev/null > "$OUT/serve-send.json"
+# serve reports at exit how many records it wrote and how long the sink was busy.
+sleep 2
+kill -TERM "$SERVE"; wait "$SERVE" || true
+
+echo "== binary framings, latency, idle connections" >&2
+$FH bench --inproc --framing length --size 256 $load 2>/dev/null > "$OUT/length256.json"
+$FH bench ceiling --framing length --size 256 $load 2>/dev/null > "$OUT/ceiling-length256.json"
+$FH bench --inproc --framing cobs --size 256 $load 2>/dev/null > "$OUT/cobs256.json"
+$FH bench ceiling --framing cobs --size 256 $load 2>/dev/null > "$OUT/ceiling-cobs256.json"
+$FH bench --inproc --framing length --size 1048576 --conns 8 --frames 200 --json 2>/dev/null > "$OUT/length1m.json"
+$FH bench --inproc --framing cobs --size 1048576 --conns 8 --frames 100 --json 2>/dev/null > "$OUT/cobs1m.json"
+$FH bench --inproc --token "$TOKEN" --conns 64 --rate 1563 --duration 10s --size "$SIZE" --json 2>/dev/null > "$OUT/latency.json"
+
+IDLE_PORT=$(free_port)
+$FH serve --listen 127.0.0.1:"$IDLE_PORT" --token "$TOKEN" --out /dev/null --quiet 2>"$OUT/idle-serve.log" & IDLE=$!
+PIDS+=($IDLE)
+wait_port "$IDLE_PORT"
+$FH bench --to 127.0.0.1:"$IDLE_PORT" --token "$TOKEN" --idle-conns "${IDLE_CONNS:-10000}" --server-pid "$IDLE" --json 2>/dev/null > "$OUT/idle.json"
+kill -TERM "$IDLE"; wait "$IDLE" || true
+
+python3 - "$OUT" <<'PY'
+import json, sys, os, platform
+out = sys.argv[1]
+load = lambda n: json.load(open(os.path.join(out, n)))
+ceiling, nats, inproc, send = load("ceiling.json"), load("nats.json"), load("inproc.json"), load("serve-send.json")
+stopped = None
+for line in open(os.path.join(out, "serve.log")):
+    try:
+        v = json.loads(line)
+    except ValueError:
+        continue
+    if v.get("fields", {}).get("message", "").startswith("stopped"):
+        stopped = v["fields"]
+serve_fps = stopped["written"] / stopped["write_secs"] if stopped and stopped["write_secs"] else 0.0
+rows = [
+    ("ceiling (newline count)", ceiling["delivered_fps"], ceiling["drops"]),
+    ("nats-server, 1 subscriber", nats["delivered_fps"], nats["drops"]),
+    ("framehub in process", inproc["delivered_fps"], inproc["drops"]),
+    ("framehub serve -> /dev/null", serve_fps, (send["frames_sent"] - stopped["written"]) if stopped else None),
+]
+mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+print(f"# {os.cpu_count()} cores, {mem:.0f} GiB, {platform.platform()}")
+print(f"# {send['conns']} connections, {send['size']}-byte frames, {send['frames_sent']} frames")
+print(f"{'target':<30} {'delivered/s':>12} {'drops':>8} {'vs nats':>8} {'vs ceiling':>10}")
+for name, fps, drops in rows:
+    print(f"{name:<30} {fps:>12,.0f} {drops if drops is not None else '-':>8} {fps / nats['delivered_fps']:>7.2f}x {fps / ceiling['delivered_fps']:>9.0%}")
+def pair(a, c, label):
+    x, y = load(a), load(c)
+    print(f"{label:<30} {x['delivered_fps']:>12,.0f} {x['drops']:>8} {'':>8} {x['delivered_fps']/y['delivered_fps']:>9.0%}")
+pair("length256.json", "ceiling-length256.json", "length, 256 B, in process")
+pair("cobs256.json", "ceiling-cobs256.json", "cobs, 256 B, in process")
+for n, label in (("length1m.json", "length, 1 MiB"), ("cobs1m.json", "cobs, 1 MiB")):
+    x = load(n)
+    print(f"{label:<30} {x['delivered_mbps']/1000:>9.2f} GB/s (drops {x['drops']})")
+lat = load("latency.json")
+l = lat["latency"]
+print(f"latency @ {lat['delivered_fps']:,.0f} frames/s over {lat['conns']} conns: p50 {l['p50_us']:.0f} us, p99 {l['p99_us']:.0f} us, p999 {l['p999_us']:.0f} us, max {l['max_us']:.0f} us")
+idle = load("idle.json")
+print(f"idle: {idle['conns']} authenticated connections, {idle['bytes_per_conn']/1024:.2f} KiB each, opened at {idle['accept_rate']:,.0f}/s")
+PY

@@ -1,0 +1,138 @@
+//! `framehub bench`: turns flags into a load run (see the `framehub-bench`
+//! crate) and prints its report as a table or one JSON object.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use framehub::FramingConfig;
+use framehub_bench::load::Load;
+use framehub_bench::targets::{BenchConfig, Target};
+use serde::Deserialize;
+
+/// What receives the load.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Mode {
+    /// framehub: in process with `--inproc`, or the server at `--to`.
+    Hub,
+    /// The loopback ceiling: a server in this process that only counts newlines.
+    Ceiling,
+    /// nats-server at `--to`: publishers on det.<node>, one subscriber on det.>.
+    Nats,
+}
+
+/// Arguments of `framehub bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// What receives the load.
+    #[arg(value_enum, default_value = "hub")]
+    pub mode: Mode,
+    /// A running server to load (framehub, or nats-server with `nats`).
+    #[arg(long, conflicts_with = "inproc")]
+    pub to: Option<SocketAddr>,
+    /// Start a hub in this process with a consumer draining every receiver.
+    #[arg(long)]
+    pub inproc: bool,
+    /// Connections.
+    #[arg(long, default_value_t = 64)]
+    pub conns: usize,
+    /// Nodes (default: one per connection).
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Frames per connection.
+    #[arg(long, conflicts_with = "duration")]
+    pub frames: Option<u64>,
+    /// Send for this long instead of a frame count (e.g. 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Payload size: a radar detection frame padded to this many bytes.
+    #[arg(long, default_value_t = 200)]
+    pub size: usize,
+    /// Framing: lines (node protocol), length, cobs, spacepacket.
+    #[arg(long, default_value = "lines")]
+    pub framing: String,
+    /// Token for the node protocol.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Frames per second per connection (0 = as fast as possible); measures latency.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Capacity of each receiver's queue (with --inproc).
+    #[arg(long, default_value_t = 2000)]
+    pub queue: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Open this many idle authenticated connections to `--to` instead of a load.
+    #[arg(long)]
+    pub idle_conns: Option<usize>,
+    /// The server's PID, to read its memory from /proc (with --idle-conns).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    framehub::config::parse_duration(s)
+}
+
+pub async fn run(args: BenchArgs) -> ExitCode {
+    match run_inner(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("framehub bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(n) = args.idle_conns {
+        let to = args
+            .to
+            .ok_or_else(|| anyhow::anyhow!("--idle-conns needs --to"))?;
+        let report =
+            framehub_bench::idle::run(to, n, args.token.as_deref(), args.server_pid).await?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(());
+    }
+    let framing = FramingConfig::deserialize(toml::Value::String(args.framing.clone()))
+        .map_err(|e| anyhow::anyhow!("--framing: {e}"))?;
+    let target = match (args.mode, args.to, args.inproc) {
+        (Mode::Ceiling, _, _) => Target::Ceiling,
+        (Mode::Nats, Some(to), _) => Target::Nats(to),
+        (Mode::Nats, None, _) => anyhow::bail!("nats needs --to HOST:PORT of a nats-server"),
+        (Mode::Hub, Some(to), _) => Target::Remote(to),
+        (Mode::Hub, None, true) => Target::Inproc,
+        (Mode::Hub, None, false) => anyhow::bail!("give --to HOST:PORT or --inproc"),
+    };
+    let frames = match (args.frames, args.duration) {
+        (None, None) => Some(100_000),
+        (f, _) => f,
+    };
+    let cfg = BenchConfig {
+        load: Load {
+            conns: args.conns.max(1),
+            nodes: args.nodes.unwrap_or(args.conns).max(1),
+            frames,
+            duration: args.duration.unwrap_or(Duration::from_secs(10)),
+            size: args.size,
+            rate: args.rate,
+        },
+        framing,
+        token: args.token,
+        target,
+        queue_capacity: args.queue.max(1),
+    };
+    let report = framehub_bench::targets::run(cfg).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
