@@ -82,8 +82,8 @@ pub struct SendArgs {
     /// Stop the simulation after this long (default: at Ctrl-C).
     #[arg(long, requires = "simulate", value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Each simulated node closes its connection after K frames and
-    /// reconnects.
+    /// Each simulated node closes its connection after K frames (K
+    /// heartbeats with --heartbeat-only) and reconnects.
     #[arg(long, value_name = "K", requires = "simulate")]
     pub disconnect_after: Option<u64>,
     /// Simulated nodes authenticate with a wrong token.

@@ -18,6 +18,9 @@ use proxy::{Mode, Proxy};
 use tokio::sync::broadcast;
 
 const TOKEN: &str = "secret";
+/// Scheduling slack on top of a bound the client promises (the machine is
+/// shared; loopback itself takes microseconds).
+const SLACK: Duration = Duration::from_secs(1);
 
 fn node_config(addr: std::net::SocketAddr, node: &str) -> ClientConfig {
     ClientConfig {
@@ -128,7 +131,7 @@ async fn reconnects_within_the_backoff_bound() {
     wait_event(&mut events, PATIENCE, "reconnect", is_connected).await;
     let back = cut.elapsed();
     assert!(
-        back < initial + Duration::from_millis(500),
+        back < initial + SLACK,
         "reconnect after a cut took {back:?} (initial backoff {initial:?})"
     );
 
@@ -160,7 +163,7 @@ async fn reconnects_within_the_backoff_bound() {
     let failures = client.counters().connect_failures;
     assert!(failures >= 4, "{failures} failed attempts");
 
-    // Up again: connected within one maximum wait (plus loopback slack).
+    // Up again: connected within one maximum wait (plus slack).
     proxy.up().await;
     let up = Instant::now();
     wait_event(
@@ -172,7 +175,7 @@ async fn reconnects_within_the_backoff_bound() {
     .await;
     let back = up.elapsed();
     assert!(
-        back <= max + Duration::from_millis(500),
+        back <= max + SLACK,
         "reconnect took {back:?} after the server came back (backoff_max {max:?})"
     );
     assert!(client.is_connected());
@@ -415,7 +418,7 @@ async fn half_open_link_is_detected(mode: Mode, flood: bool) {
     // went silent, then the timeout; allow loopback slack.
     assert!(
         detected >= liveness.saturating_sub(Duration::from_millis(250))
-            && detected <= liveness + Duration::from_millis(700),
+            && detected <= liveness + SLACK,
         "{mode:?}: detected after {detected:?}, liveness timeout {liveness:?}: {event:?}"
     );
     if let Some(producer) = producer {
