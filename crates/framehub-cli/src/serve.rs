@@ -46,7 +46,7 @@ fn apply_flags(cfg: &mut FileConfig, args: &ServeArgs) -> Result<(), String> {
 }
 
 pub async fn run(args: ServeArgs) -> ExitCode {
-    let signal = match shutdown_signal() {
+    let signal = match crate::shutdown_signal() {
         Ok(signal) => signal,
         Err(e) => {
             eprintln!("framehub: cannot install signal handlers: {e}");
@@ -165,21 +165,6 @@ async fn drain(receiver: Receiver, tx: mpsc::Sender<Vec<Frame>>) {
             return;
         }
     }
-}
-
-/// Installs the SIGINT/SIGTERM handlers now, before anything is bound, so a
-/// signal that comes early still shuts down cleanly; the returned future
-/// completes on the first signal.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    })
 }
 
 /// Prints one line on stderr per interval: connections, nodes, rates, drops.

@@ -113,6 +113,14 @@ pub struct ListenerConfig {
     pub socket: SocketConfig,
     /// Deepest JSON nesting accepted in a node frame.
     pub max_json_depth: usize,
+    /// Write a heartbeat frame to every client this often (`"1s"`; unset:
+    /// never), so clients can tell a live but quiet server from a half-open
+    /// connection. Node protocol: `{"type":"heartbeat"}` (with the
+    /// configured field names); other protocols: an empty frame in the
+    /// listener's framing (`lines`, `length` and `cobs` only: `chunk` and
+    /// `spacepacket` cannot carry an empty frame).
+    #[serde(deserialize_with = "opt_duration")]
+    pub server_heartbeat: Option<Duration>,
 }
 
 impl Default for ListenerConfig {
@@ -131,6 +139,7 @@ impl Default for ListenerConfig {
             queue: QueueConfig::default(),
             socket: SocketConfig::default(),
             max_json_depth: crate::json::DEFAULT_MAX_DEPTH,
+            server_heartbeat: None,
         }
     }
 }
@@ -369,6 +378,20 @@ impl HubConfig {
                     "must be at least 1",
                 ));
             }
+            if l.server_heartbeat.is_some()
+                && matches!(
+                    l.framing,
+                    FramingConfig::Chunk | FramingConfig::SpacePacket(_)
+                )
+            {
+                return Err(ConfigError::new(
+                    key("server_heartbeat"),
+                    format!(
+                        "framing {:?} cannot carry an empty heartbeat frame; use lines, length or cobs",
+                        l.framing.name()
+                    ),
+                ));
+            }
             match l.protocol {
                 Protocol::Node => {
                     if l.framing != FramingConfig::Lines {
@@ -532,6 +555,7 @@ mod tests {
             bind = "127.0.0.1:0"
             max_frame_bytes = "512KiB"
             idle_timeout = "30s"
+            server_heartbeat = "1s"
             [listener.auth]
             token = "secret"
             [listener.auth.tokens]
@@ -546,6 +570,8 @@ mod tests {
         let l = &cfg.listener[0];
         assert_eq!(l.max_frame_bytes, ByteSize(512 << 10));
         assert_eq!(l.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(l.server_heartbeat, Some(Duration::from_secs(1)));
+        assert_eq!(ListenerConfig::default().server_heartbeat, None);
         assert_eq!(l.queue.overflow, OverflowPolicy::DropNewest);
         assert_eq!(l.queue.capacity, 2000);
         assert_eq!(l.auth.tokens["radar3"], "other");
@@ -575,6 +601,18 @@ mod tests {
         assert_eq!(
             cfg.validate().expect_err("node needs lines").key,
             "listener[0].protocol"
+        );
+
+        let mut cfg = HubConfig::default();
+        cfg.listener.push(ListenerConfig {
+            framing: FramingConfig::Chunk,
+            protocol: Protocol::Raw,
+            server_heartbeat: Some(Duration::from_secs(1)),
+            ..ListenerConfig::default()
+        });
+        assert_eq!(
+            cfg.validate().expect_err("chunk has no empty frame").key,
+            "listener[0].server_heartbeat"
         );
     }
 

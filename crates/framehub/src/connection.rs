@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -20,6 +20,7 @@ use tokio_util::codec::Decoder;
 use crate::codec::{CodecError, FrameDecoder};
 use crate::config::OverflowPolicy;
 use crate::event::{CloseReason, ConnectionCounts, ConnectionEvent};
+use crate::heartbeat::{HeartbeatContext, HeartbeatWriter};
 use crate::listener::ListenerShared;
 use crate::node::{AuthFailure, NodeSession, Verdict};
 use crate::receiver::{Frame, Incoming, Queue, Source, compact};
@@ -40,8 +41,27 @@ pub(crate) async fn serve(
         peer,
         listener: shared.name.clone(),
     });
+    let heartbeat = shared.heartbeat.clone();
     let mut connection = Connection::new(shared, conn, peer);
-    let reason = connection.run(stream).await;
+    let reason = match heartbeat {
+        None => connection.run(stream).await,
+        Some((frame, every)) => {
+            // The writer task owns the write half, so a client that does
+            // not read can never hold up this read loop.
+            let (reader, writer) = stream.into_split();
+            let context = HeartbeatContext {
+                frame,
+                every,
+                listener: connection.shared.clone(),
+            };
+            let heartbeat = HeartbeatWriter::spawn(writer, context);
+            let reason = connection.run(reader).await;
+            let written = heartbeat.stop().await;
+            connection.counts.frames_out += written.frames.load(Ordering::Relaxed);
+            connection.counts.bytes_out += written.bytes.load(Ordering::Relaxed);
+            reason
+        }
+    };
     connection.finish(reason);
 }
 
@@ -129,7 +149,7 @@ impl Connection {
         }
     }
 
-    async fn run(&mut self, mut stream: TcpStream) -> CloseReason {
+    async fn run(&mut self, mut stream: impl AsyncRead + Unpin) -> CloseReason {
         let cancel = self.shared.cancel.clone();
         let read_size = self.shared.config.read_buffer_bytes.0;
         let mut buf = BytesMut::with_capacity(read_size);

@@ -37,19 +37,24 @@
 //! - `listener`: bind with retry, socket options, accept loop, connection
 //!   limit.
 //! - `connection`: one task per connection: read, decode, dispatch.
+//! - `heartbeat`: the server heartbeat frame and its writer task.
 //! - `router`: node table, auto-provisioning, new-node stream.
 //! - [`receiver`]: bounded per-node queues with overflow policy and dedup.
 //! - [`stats`]: counters and drop reasons.
 //! - [`event`]: connection events and close reasons.
 //! - [`config`]: every setting with its default.
 //! - `hub`: the facade that ties them together.
+//! - [`client`]: the node side: a reconnecting client with heartbeats and
+//!   a bounded outbox.
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod codec;
 pub mod config;
 mod connection;
 pub mod event;
+mod heartbeat;
 mod hub;
 pub mod json;
 mod listener;
@@ -58,6 +63,10 @@ pub mod receiver;
 mod router;
 pub mod stats;
 
+pub use client::{
+    Client, ClientConfig, ClientCounters, ClientError, ClientEvent, ClientProtocol, ClientState,
+    DisconnectReason, NodeIdentity, OutboxPolicy,
+};
 pub use codec::FramingConfig;
 pub use config::{
     AuthConfig, ByteSize, ConfigError, FieldsConfig, HubConfig, ListenerConfig, NodesConfig,

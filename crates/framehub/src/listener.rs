@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use bytes::Bytes;
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast};
@@ -34,6 +35,8 @@ pub(crate) struct ListenerShared {
     pub(crate) node_protocol: Option<Arc<NodeProtocol>>,
     /// Where frames of a `raw` listener go.
     pub(crate) raw_queue: Option<Arc<Queue>>,
+    /// The server heartbeat's wire bytes and period (`server_heartbeat`).
+    pub(crate) heartbeat: Option<(Bytes, Duration)>,
     pub(crate) router: Arc<Router>,
     pub(crate) events: broadcast::Sender<ConnectionEvent>,
     pub(crate) next_conn_id: Arc<AtomicU64>,
@@ -63,8 +66,14 @@ impl ListenerShared {
             ),
             Protocol::Raw => (None, Some(Queue::new(name.clone(), config.queue))),
         };
+        // Validation refused framings without an empty frame, so `frame`
+        // only fails for a config that never reaches here.
+        let heartbeat = config
+            .server_heartbeat
+            .and_then(|every| crate::heartbeat::frame(&config).ok().map(|f| (f, every)));
         ListenerShared {
             name,
+            heartbeat,
             config,
             counters: ListenerCounters::default(),
             node_protocol,

@@ -103,6 +103,8 @@ pub(crate) struct ListenerCounters {
     pub(crate) frames_delivered: AtomicU64,
     pub(crate) heartbeats: AtomicU64,
     pub(crate) duplicates: AtomicU64,
+    pub(crate) frames_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -133,6 +135,8 @@ impl ListenerCounters {
             frames_delivered: get(&self.frames_delivered),
             heartbeats: get(&self.heartbeats),
             duplicates: get(&self.duplicates),
+            frames_sent: get(&self.frames_sent),
+            bytes_sent: get(&self.bytes_sent),
             dropped: DropReason::ALL.map(|r| (r, get(&self.dropped[r.index()]))),
         }
     }
@@ -164,6 +168,10 @@ pub struct Counters {
     pub heartbeats: u64,
     /// Frames skipped because their timestamp repeated (dedup).
     pub duplicates: u64,
+    /// Frames written to clients (server heartbeats).
+    pub frames_sent: u64,
+    /// Bytes written to clients.
+    pub bytes_sent: u64,
     /// Frames dropped, by reason.
     pub dropped: [(DropReason, u64); DropReason::ALL.len()],
 }
@@ -182,6 +190,8 @@ impl Default for Counters {
             frames_delivered: 0,
             heartbeats: 0,
             duplicates: 0,
+            frames_sent: 0,
+            bytes_sent: 0,
             dropped: DropReason::ALL.map(|r| (r, 0)),
         }
     }
@@ -211,6 +221,8 @@ impl Counters {
         self.frames_delivered += other.frames_delivered;
         self.heartbeats += other.heartbeats;
         self.duplicates += other.duplicates;
+        self.frames_sent += other.frames_sent;
+        self.bytes_sent += other.bytes_sent;
         for (mine, theirs) in self.dropped.iter_mut().zip(other.dropped.iter()) {
             mine.1 += theirs.1;
         }
