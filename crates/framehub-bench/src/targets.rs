@@ -181,12 +181,11 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
     let mut generator = Some(generator);
     loop {
         tokio::time::sleep(Duration::from_millis(1)).await;
-        if let Some(g) = generator.as_ref() {
-            if g.is_finished() {
-                if let Some(g) = generator.take() {
-                    sent = Some(g.await.context("generator")??);
-                }
-            }
+        if let Some(g) = generator.as_ref()
+            && g.is_finished()
+            && let Some(g) = generator.take()
+        {
+            sent = Some(g.await.context("generator")??);
         }
         let count = delivery.frames.load(Ordering::Relaxed);
         if count != last_count {

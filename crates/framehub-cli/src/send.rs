@@ -123,7 +123,7 @@ pub fn decode_hex(line: &[u8]) -> Result<Vec<u8>, String> {
         .copied()
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err("odd number of hex digits".into());
     }
     let value = |d: u8| match d {

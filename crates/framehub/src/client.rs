@@ -175,16 +175,16 @@ impl ClientConfig {
                 return Err(bad(key, "must be > 0 (use None to turn it off)".into()));
             }
         }
-        if let ClientProtocol::Node(_) = self.protocol {
-            if self.framing != FramingConfig::Lines {
-                return Err(bad(
-                    "protocol",
-                    format!(
-                        "the node protocol needs framing \"lines\", not {:?}",
-                        self.framing.name()
-                    ),
-                ));
-            }
+        if let ClientProtocol::Node(_) = self.protocol
+            && self.framing != FramingConfig::Lines
+        {
+            return Err(bad(
+                "protocol",
+                format!(
+                    "the node protocol needs framing \"lines\", not {:?}",
+                    self.framing.name()
+                ),
+            ));
         }
         Ok(())
     }

@@ -174,11 +174,10 @@ impl Connection {
                     if !self.is_authenticated() && now >= accepted + self.shared.config.auth.timeout {
                         return CloseReason::AuthFailed(AuthFailure::Timeout);
                     }
-                    if let Some(idle) = self.shared.config.idle_timeout {
-                        if now >= last_read + idle {
+                    if let Some(idle) = self.shared.config.idle_timeout
+                        && now >= last_read + idle {
                             return CloseReason::IdleTimeout;
                         }
-                    }
                     deadline = self.deadline(accepted, last_read);
                     timer.as_mut().reset(deadline.unwrap_or(far));
                 }
@@ -356,17 +355,17 @@ impl Connection {
             ListenerCounters::add(&counters.duplicates, out.duplicates as u64);
             counters.dropped(DropReason::QueueFull, out.dropped_full as u64);
             counters.dropped(DropReason::ReceiverClosed, out.dropped_closed as u64);
-            if out.dropped_full > 0 {
-                if let Some(suppressed) = queue.full_warning.check() {
-                    tracing::warn!(
-                        node = %queue.name(),
-                        peer = %self.peer,
-                        conn = self.conn,
-                        policy = ?queue.policy(),
-                        suppressed,
-                        "receiver queue full; dropping frames"
-                    );
-                }
+            if out.dropped_full > 0
+                && let Some(suppressed) = queue.full_warning.check()
+            {
+                tracing::warn!(
+                    node = %queue.name(),
+                    peer = %self.peer,
+                    conn = self.conn,
+                    policy = ?queue.policy(),
+                    suppressed,
+                    "receiver queue full; dropping frames"
+                );
             }
             if self.batch.is_empty() {
                 if out.filling {
@@ -423,10 +422,10 @@ impl Connection {
 
     fn finish(mut self, reason: CloseReason) {
         self.publish_counts();
-        if self.bound_to_node {
-            if let Some(queue) = &self.queue {
-                queue.connection_unbound();
-            }
+        if self.bound_to_node
+            && let Some(queue) = &self.queue
+        {
+            queue.connection_unbound();
         }
         let shared = &self.shared;
         ListenerCounters::add(&shared.counters.connections_closed, 1);
