@@ -149,12 +149,14 @@ impl NodeSession {
             }
             Err(e) => return Verdict::Skip(skip_reason(&e)),
         };
-        let node_id = envelope.node_id.and_then(|v| v.as_str());
+        // A non-string node_id counts as missing.
+        let node_id = envelope.node_id.filter(|v| v.is_string());
         if !self.authenticated {
             let Some(token) = envelope.token.and_then(|t| t.as_str()) else {
                 return Verdict::Reject(AuthFailure::MissingToken);
             };
-            if !protocol.token_matches(node_id.as_deref(), token.as_bytes()) {
+            let node = node_id.and_then(|v| v.as_str());
+            if !protocol.token_matches(node.as_deref(), token.as_bytes()) {
                 return Verdict::Reject(AuthFailure::WrongToken);
             }
             self.authenticated = true;
@@ -166,11 +168,17 @@ impl NodeSession {
             (_, None) if is_heartbeat => return Verdict::Heartbeat,
             (_, None) => return Verdict::Skip(DropReason::MissingNodeId),
             (None, Some(id)) => {
+                // Binding happens once per connection: only here is the
+                // name turned into a string.
+                let Some(id) = id.as_str() else {
+                    return Verdict::Skip(DropReason::MissingNodeId);
+                };
                 self.node = Some(Arc::from(id.as_ref()));
                 self.just_bound = true;
             }
+            // Every later frame: compare bytes, no string built.
             (Some(bound), Some(id)) => {
-                if **bound != *id {
+                if !id.str_eq(bound) {
                     return Verdict::Skip(DropReason::NodeMismatch);
                 }
             }
