@@ -26,6 +26,9 @@ use crate::node::{AuthFailure, NodeSession, Verdict};
 use crate::receiver::{Frame, Incoming, Queue, Source, compact};
 use crate::stats::{DropReason, ListenerCounters, WarnLimiter};
 
+/// A deadline that never comes, for timers whose branch is off.
+const FAR_FUTURE: Duration = Duration::from_secs(86400 * 365);
+
 /// Serves one accepted connection until it ends; the permit of the
 /// connection limit is released when this returns.
 pub(crate) async fn serve(
@@ -156,7 +159,7 @@ impl Connection {
         let accepted = Instant::now();
         let mut last_read = accepted;
         // A far-away placeholder when no timer applies; the branch is off.
-        let far = accepted + Duration::from_secs(86400 * 365);
+        let far = accepted + FAR_FUTURE;
         let mut deadline = self.deadline(accepted, last_read);
         let timer = tokio::time::sleep_until(deadline.unwrap_or(far));
         tokio::pin!(timer);
@@ -379,7 +382,7 @@ impl Connection {
             // Stop reading this socket until the consumer makes room (for
             // good with `block`, so TCP pushes back on the sender; until the
             // grace ends otherwise).
-            let deadline = grace.unwrap_or(Instant::now() + Duration::from_secs(86400 * 365));
+            let deadline = grace.unwrap_or(Instant::now() + FAR_FUTURE);
             tokio::select! {
                 biased;
                 _ = self.shared.cancel.cancelled() => {
