@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// No status line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Print the traffic statistics on stderr as one JSON line per
+    /// `stats_interval` (1 s), instead of the status line.
+    #[arg(long)]
+    pub stats: bool,
     /// Log format on stderr; filter with RUST_LOG (default info).
     #[arg(long, value_enum, default_value = "pretty")]
     pub log_format: LogFormat,

@@ -1,11 +1,12 @@
 //! `framehub serve`: config and flags -> a running hub, every delivered
-//! frame to the NDJSON sink, a status line, and a clean exit on SIGINT or
-//! SIGTERM with everything received written and flushed.
+//! frame (from receivers or group streams) to the NDJSON sink, a status
+//! line or the JSON statistics, and a clean exit on SIGINT or SIGTERM with
+//! everything received written and flushed.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use framehub::{Frame, FramingConfig, Hub, Protocol, Receiver};
+use framehub::{Frame, FramingConfig, Groups, Hub, Protocol, Receiver};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
@@ -94,6 +95,9 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         if let Some(r) = hub.listener_receiver(&l.name) {
             drains.spawn(drain(r, tx.clone()));
         }
+        if let Some(g) = hub.groups(&l.name) {
+            drains.spawn(drain_groups(g, tx.clone()));
+        }
     }
     if let Some(mut new_nodes) = hub.new_nodes() {
         let tx = tx.clone();
@@ -105,8 +109,11 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         });
     }
     drop(tx);
-    let status =
-        (!args.quiet).then(|| tokio::spawn(status_line(hub.clone(), cfg.serve.status_interval)));
+    let status = if args.stats {
+        Some(tokio::spawn(print_stats(hub.clone())))
+    } else {
+        (!args.quiet).then(|| tokio::spawn(status_line(hub.clone(), cfg.serve.status_interval)))
+    };
 
     let writer_failed = tokio::select! {
         _ = signal => false,
@@ -163,6 +170,32 @@ async fn drain(receiver: Receiver, tx: mpsc::Sender<Vec<Frame>>) {
         if tx.send(batch).await.is_err() {
             tracing::error!(node = receiver.name(), "writer is gone; stop draining");
             return;
+        }
+    }
+}
+
+/// Moves each group's frames to the writer as one batch until the hub shut
+/// down and the stream is drained.
+async fn drain_groups(groups: Groups, tx: mpsc::Sender<Vec<Frame>>) {
+    while let Some(group) = groups.recv().await {
+        if tx.send(group.frames).await.is_err() {
+            tracing::error!(
+                listener = groups.listener(),
+                "writer is gone; stop draining"
+            );
+            return;
+        }
+    }
+}
+
+/// Prints every statistics snapshot on stderr as one JSON line.
+async fn print_stats(hub: Hub) {
+    let mut stats = hub.stats();
+    while stats.changed().await.is_ok() {
+        let line = serde_json::to_string(&*stats.borrow_and_update());
+        match line {
+            Ok(line) => eprintln!("{line}"),
+            Err(e) => tracing::warn!(error = %e, "cannot print statistics"),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One task per connection: read into one buffer, cut frames, run the
-//! protocol, and hand each read's frames to their queue in one push.
+//! protocol, and hand each read's frames to their queue or group stream in
+//! one push. Writing to the client is the egress writer's job.
 //!
 //! Memory per connection is bounded by one read plus `max_frame_bytes`:
 //! the decoders never keep more, and frames that wait in a queue are copied
@@ -19,12 +20,13 @@ use tokio_util::codec::Decoder;
 
 use crate::codec::{CodecError, FrameDecoder};
 use crate::config::OverflowPolicy;
+use crate::egress::{EgressWriter, Peer};
 use crate::event::{CloseReason, ConnectionCounts, ConnectionEvent};
-use crate::heartbeat::{HeartbeatContext, HeartbeatWriter};
+use crate::group::Inbox;
 use crate::listener::ListenerShared;
 use crate::node::{AuthFailure, NodeSession, Verdict};
-use crate::receiver::{Frame, Incoming, Queue, Source, compact};
-use crate::stats::{DropReason, ListenerCounters, WarnLimiter};
+use crate::receiver::{Frame, Incoming, Source, compact};
+use crate::stats::{DropReason, LinkCounters, ListenerCounters, WarnLimiter};
 
 /// A deadline that never comes, for timers whose branch is off.
 const FAR_FUTURE: Duration = Duration::from_secs(86400 * 365);
@@ -44,32 +46,31 @@ pub(crate) async fn serve(
         peer,
         listener: shared.name.clone(),
     });
-    let heartbeat = shared.heartbeat.clone();
-    let mut connection = Connection::new(shared, conn, peer);
-    let reason = match heartbeat {
-        None => connection.run(stream).await,
-        Some((frame, every)) => {
-            // The writer task owns the write half, so a client that does
-            // not read can never hold up this read loop.
-            let (reader, writer) = stream.into_split();
-            let context = HeartbeatContext {
-                frame,
-                every,
-                listener: connection.shared.clone(),
-            };
-            let heartbeat = HeartbeatWriter::spawn(writer, context);
-            let reason = connection.run(reader).await;
-            let written = heartbeat.stop().await;
-            connection.counts.frames_out += written.frames.load(Ordering::Relaxed);
-            connection.counts.bytes_out += written.bytes.load(Ordering::Relaxed);
-            reason
-        }
-    };
+    let peer_state = Arc::new(Peer::new(
+        conn,
+        peer,
+        shared.cancel.child_token(),
+        shared.config.egress_buffer_bytes.0,
+    ));
+    shared.peers.insert(peer_state.clone());
+    // The writer task owns the write half, so a client that does not read
+    // can never hold up this read loop.
+    let (reader, writer) = stream.into_split();
+    let egress = EgressWriter::spawn(writer, peer_state.clone(), shared.clone());
+    let mut connection = Connection::new(shared.clone(), peer_state.clone());
+    let reason = connection.run(reader).await;
+    shared.peers.remove(conn);
+    egress.stop().await;
+    let link = &peer_state.counters;
+    connection.counts.frames_out += link.frames_out.load(Ordering::Relaxed);
+    connection.counts.bytes_out += link.bytes_out.load(Ordering::Relaxed);
     connection.finish(reason);
 }
 
 struct Connection {
     shared: Arc<ListenerShared>,
+    /// What egress and the statistics share with this task.
+    link: Arc<Peer>,
     conn: u64,
     peer: SocketAddr,
     decoder: FrameDecoder,
@@ -77,8 +78,9 @@ struct Connection {
     session: Option<NodeSession>,
     /// Stamped on every frame; replaced once when the node binds.
     source: Arc<Source>,
-    /// The queue this connection's frames go to, once known.
-    queue: Option<Arc<Queue>>,
+    /// The queue or group stream this connection's frames go to, once
+    /// known.
+    queue: Option<Inbox>,
     /// Why frames are dropped while there is no queue.
     no_queue: DropReason,
     /// Whether this connection counts towards its node's health.
@@ -95,11 +97,15 @@ struct Connection {
 struct Pending {
     frames: u64,
     bytes: u64,
+    /// Payload bytes of the frames (framing removed), and the largest.
+    frame_bytes: u64,
+    max_frame: u64,
     heartbeats: u64,
 }
 
 impl Connection {
-    fn new(shared: Arc<ListenerShared>, conn: u64, peer: SocketAddr) -> Connection {
+    fn new(shared: Arc<ListenerShared>, link: Arc<Peer>) -> Connection {
+        let (conn, peer) = (link.conn, link.addr);
         let config = &shared.config;
         let session = shared
             .node_protocol
@@ -122,7 +128,7 @@ impl Connection {
         });
         Connection {
             decoder: FrameDecoder::new(&config.framing, max_frame),
-            queue: shared.raw_queue.clone(),
+            queue: shared.inbox(),
             no_queue: DropReason::MissingNodeId,
             bound_to_node: false,
             session,
@@ -132,8 +138,19 @@ impl Connection {
             pending: Pending::default(),
             warning: WarnLimiter::new(Duration::from_secs(5)),
             shared,
+            link,
             conn,
             peer,
+        }
+    }
+
+    /// Why the connection's token was cancelled: the hub is shutting down,
+    /// or egress found this client too slow.
+    fn cancel_reason(&self) -> CloseReason {
+        if self.link.is_slow() && !self.shared.cancel.is_cancelled() {
+            CloseReason::SlowClient
+        } else {
+            CloseReason::Shutdown
         }
     }
 
@@ -153,7 +170,7 @@ impl Connection {
     }
 
     async fn run(&mut self, mut stream: impl AsyncRead + Unpin) -> CloseReason {
-        let cancel = self.shared.cancel.clone();
+        let cancel = self.link.cancel.clone();
         let read_size = self.shared.config.read_buffer_bytes.0;
         let mut buf = BytesMut::with_capacity(read_size);
         let accepted = Instant::now();
@@ -169,7 +186,7 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return CloseReason::Shutdown,
+                _ = cancel.cancelled() => return self.cancel_reason(),
                 _ = &mut timer, if deadline.is_some() => {
                     // The timer is only re-armed here, not on every read:
                     // reads just move `last_read`.
@@ -259,6 +276,9 @@ impl Connection {
     fn handle_frame(&mut self, payload: Bytes, received_at: SystemTime) -> Result<(), CloseReason> {
         self.counts.frames_in += 1;
         self.pending.frames += 1;
+        let len = payload.len() as u64;
+        self.pending.frame_bytes += len;
+        self.pending.max_frame = self.pending.max_frame.max(len);
         let timestamp = match self.session.as_mut() {
             None => None,
             Some(session) => {
@@ -301,6 +321,7 @@ impl Connection {
             node: Some(node.clone()),
             ..(*self.source).clone()
         });
+        let _ = self.link.node.set(node.clone());
         tracing::debug!(peer = %self.peer, conn = self.conn, node = %node, "connection bound to node");
         self.shared.emit(ConnectionEvent::Authenticated {
             conn: self.conn,
@@ -314,11 +335,15 @@ impl Connection {
         let Some(node) = self.source.node.as_deref() else {
             return;
         };
+        if self.shared.groups.is_some() {
+            // Grouped delivery: every frame goes to the listener's stream.
+            return;
+        }
         match self.shared.router.resolve(node, self.shared.config.queue) {
             Ok(queue) => {
                 queue.connection_bound();
                 self.bound_to_node = true;
-                self.queue = Some(queue);
+                self.queue = Some(Inbox::Queue(queue));
             }
             Err(reason) => self.no_queue = reason,
         }
@@ -353,13 +378,16 @@ impl Connection {
             let out = queue.push(&mut self.batch, may_drop);
             let counters = &self.shared.counters;
             self.counts.delivered += out.enqueued as u64;
-            self.counts.dropped += (out.dropped_full + out.dropped_closed) as u64;
+            let dropped = (out.dropped_full + out.dropped_closed) as u64;
+            self.counts.dropped += dropped;
+            ListenerCounters::add(&self.link.counters.dropped, dropped);
             ListenerCounters::add(&counters.frames_delivered, out.enqueued as u64);
             ListenerCounters::add(&counters.duplicates, out.duplicates as u64);
+            ListenerCounters::add(&counters.groups_published, out.groups_published as u64);
             counters.dropped(DropReason::QueueFull, out.dropped_full as u64);
             counters.dropped(DropReason::ReceiverClosed, out.dropped_closed as u64);
             if out.dropped_full > 0
-                && let Some(suppressed) = queue.full_warning.check()
+                && let Some(suppressed) = queue.full_warning().check()
             {
                 tracing::warn!(
                     node = %queue.name(),
@@ -385,12 +413,13 @@ impl Connection {
             let deadline = grace.unwrap_or(Instant::now() + FAR_FUTURE);
             tokio::select! {
                 biased;
-                _ = self.shared.cancel.cancelled() => {
+                _ = self.link.cancel.cancelled() => {
                     let n = self.batch.len() as u64;
                     self.batch.clear();
                     self.counts.dropped += n;
+                    ListenerCounters::add(&self.link.counters.dropped, n);
                     counters.dropped(DropReason::QueueFull, n);
-                    return Err(CloseReason::Shutdown);
+                    return Err(self.cancel_reason());
                 }
                 // Room for the whole rest (or a full queue's worth): waking
                 // for a handful of slots would push a few frames per wakeup.
@@ -402,6 +431,7 @@ impl Connection {
 
     fn drop_frames(&mut self, reason: DropReason, n: u64, why: &dyn std::fmt::Display) {
         self.counts.dropped += n;
+        ListenerCounters::add(&self.link.counters.dropped, n);
         self.shared.counters.dropped(reason, n);
         if let Some(suppressed) = self.warning.check() {
             tracing::warn!(
@@ -420,17 +450,34 @@ impl Connection {
         let p = std::mem::take(&mut self.pending);
         ListenerCounters::add(&c.frames_received, p.frames);
         ListenerCounters::add(&c.bytes_received, p.bytes);
+        ListenerCounters::add(&c.frame_bytes_received, p.frame_bytes);
         ListenerCounters::add(&c.heartbeats, p.heartbeats);
+        let link = &self.link.counters;
+        ListenerCounters::add(&link.frames_in, p.frames);
+        ListenerCounters::add(&link.bytes_in, p.bytes);
+        ListenerCounters::add(&link.frame_bytes_in, p.frame_bytes);
+        LinkCounters::raise_max(&link.max_frame_in, p.max_frame);
     }
 
     fn finish(mut self, reason: CloseReason) {
         self.publish_counts();
         if self.bound_to_node
-            && let Some(queue) = &self.queue
+            && let Some(Inbox::Queue(queue)) = &self.queue
         {
             queue.connection_unbound();
         }
         let shared = &self.shared;
+        // The statistics no longer see this connection: its largest frame
+        // of the current interval is kept on the listener.
+        let link = &self.link.counters;
+        LinkCounters::raise_max(
+            &shared.counters.max_frame_received,
+            link.max_frame_in.load(Ordering::Relaxed),
+        );
+        LinkCounters::raise_max(
+            &shared.counters.max_frame_sent,
+            link.max_frame_out.load(Ordering::Relaxed),
+        );
         ListenerCounters::add(&shared.counters.connections_closed, 1);
         let node = self.source.node.clone();
         match &reason {
@@ -446,7 +493,7 @@ impl Connection {
                     );
                 }
             }
-            CloseReason::FramingLost(_) | CloseReason::ReadError(_) => {
+            CloseReason::FramingLost(_) | CloseReason::ReadError(_) | CloseReason::SlowClient => {
                 tracing::warn!(peer = %self.peer, conn = self.conn, node = node.as_deref().unwrap_or("-"), "connection closed: {reason}");
             }
             _ => {

@@ -22,6 +22,9 @@ pub enum CloseReason {
     FramingLost(String),
     /// Reading from the socket failed.
     ReadError(String),
+    /// The client's egress buffer was full and the listener disconnects
+    /// slow clients (`slow_client = "disconnect"`).
+    SlowClient,
 }
 
 impl CloseReason {
@@ -35,6 +38,7 @@ impl CloseReason {
             CloseReason::AuthFailed(_) => "auth_failed",
             CloseReason::FramingLost(_) => "framing_lost",
             CloseReason::ReadError(_) => "read_error",
+            CloseReason::SlowClient => "slow_client",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The facade: [`Hub::start`] validates the config, binds every listener and
-//! starts serving; the handle gives receivers, events, counters and
-//! shutdown.
+//! starts serving (on the caller's runtime or on I/O threads of its own);
+//! the handle gives receivers and group streams, egress, events, counters,
+//! statistics and shutdown.
 
 use std::future::Future;
 use std::io;
@@ -9,17 +10,21 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::codec::FramingConfig;
-use crate::config::{ConfigError, HubConfig, Protocol, QueueConfig};
+use crate::config::{ConfigError, Delivery, HubConfig, Protocol, QueueConfig};
+use crate::egress::{self, EgressError};
 use crate::event::ConnectionEvent;
+use crate::group::Groups;
 use crate::listener::{self, ListenerShared};
 use crate::receiver::Receiver;
 use crate::router::{NewNodes, NodeStatus, Router};
-use crate::stats::Counters;
+use crate::snapshot::{Sampler, StatsSnapshot};
+use crate::stats::{Counters, DropReason, ListenerCounters};
 
 /// Events buffered per subscriber before the slowest one starts to lag.
 const EVENT_CAPACITY: usize = 4096;
@@ -55,6 +60,8 @@ pub struct ListenerInfo {
     pub protocol: Protocol,
     /// Whether its node protocol requires a token.
     pub auth_required: bool,
+    /// How it delivers frames.
+    pub delivery: Delivery,
 }
 
 struct Bound {
@@ -69,6 +76,11 @@ struct HubInner {
     tracker: TaskTracker,
     events: broadcast::Sender<ConnectionEvent>,
     grace: Duration,
+    /// Egress drops that belong to no listener (no such connection/node).
+    unrouted: Arc<ListenerCounters>,
+    stats: watch::Sender<StatsSnapshot>,
+    /// The hub's own I/O runtime (`[runtime]`), if it has one.
+    runtime: Option<Runtime>,
 }
 
 impl HubInner {
@@ -79,7 +91,17 @@ impl HubInner {
             if let Some(q) = &b.shared.raw_queue {
                 q.finish();
             }
+            if let Some(g) = &b.shared.groups {
+                g.finish();
+            }
         }
+    }
+
+    fn listener(&self, name: &str) -> Option<&Arc<ListenerShared>> {
+        self.listeners
+            .iter()
+            .find(|b| &*b.shared.name == name)
+            .map(|b| &b.shared)
     }
 }
 
@@ -89,6 +111,11 @@ impl Drop for HubInner {
         // application still holds end instead of waiting forever.
         self.cancel.cancel();
         self.finish_queues();
+        if let Some(runtime) = self.runtime.take() {
+            // Dropping a runtime blocks, which panics inside another
+            // runtime; the tasks were told to stop above.
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -127,6 +154,12 @@ impl Hub {
     /// is in use) and starts accepting connections.
     pub async fn start(config: HubConfig) -> Result<Hub, HubError> {
         config.validate()?;
+        let runtime = crate::runtime::build(&config.runtime)?;
+        // Everything the hub runs goes onto its own runtime, or the
+        // caller's.
+        let handle = runtime
+            .as_ref()
+            .map_or_else(Handle::current, |rt| rt.handle().clone());
         let router = Arc::new(Router::new(config.nodes.clone()));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -143,20 +176,21 @@ impl Hub {
                     "no token configured: listening on loopback only; set a token to accept other hosts"
                 );
             }
-            let socket =
-                listener::bind(addr, &lc.socket)
-                    .await
-                    .map_err(|source| HubError::Bind {
-                        listener: lc.name.clone(),
-                        addr,
-                        source,
-                    })?;
-            let local_addr = socket.local_addr().map_err(|source| HubError::Bind {
+            let bind_error = |source| HubError::Bind {
                 listener: lc.name.clone(),
                 addr,
                 source,
-            })?;
-            tracing::info!(listener = %lc.name, %local_addr, framing = lc.framing.name(), protocol = ?lc.protocol, "listening");
+            };
+            // A socket belongs to the runtime that registers it: bind on
+            // the one that will serve it.
+            let options = lc.socket.clone();
+            let socket = handle
+                .spawn(async move { listener::bind(addr, &options).await })
+                .await
+                .map_err(|e| bind_error(io::Error::other(e)))?
+                .map_err(bind_error)?;
+            let local_addr = socket.local_addr().map_err(bind_error)?;
+            tracing::info!(listener = %lc.name, %local_addr, framing = lc.framing.name(), protocol = ?lc.protocol, delivery = ?lc.delivery, "listening");
             let shared = Arc::new(ListenerShared::new(
                 lc,
                 router.clone(),
@@ -164,13 +198,28 @@ impl Hub {
                 next_conn_id.clone(),
                 cancel.clone(),
             ));
-            sockets.push((socket, shared.clone()));
+            sockets.push((socket, local_addr, shared.clone()));
             bound.push(Bound { shared, local_addr });
         }
+        let unrouted = Arc::new(ListenerCounters::default());
+        let (stats, _) = watch::channel(StatsSnapshot::default());
+        let sampler = Sampler::new(
+            bound.iter().map(|b| b.shared.clone()).collect(),
+            unrouted.clone(),
+            config.stats_interval,
+            stats.clone(),
+            cancel.clone(),
+        );
+        handle.spawn(sampler.run());
         // Accept only once every listener is bound, so a failing bind does
         // not leave half a hub serving.
-        for (socket, shared) in sockets {
-            tracker.spawn(listener::accept_loop(socket, shared, tracker.clone()));
+        for (socket, local_addr, shared) in sockets {
+            handle.spawn(tracker.track_future(listener::accept_loop(
+                socket,
+                local_addr,
+                shared,
+                tracker.clone(),
+            )));
         }
         Ok(Hub {
             inner: Arc::new(HubInner {
@@ -180,6 +229,9 @@ impl Hub {
                 tracker,
                 events,
                 grace: config.shutdown_grace,
+                unrouted,
+                stats,
+                runtime,
             }),
         })
     }
@@ -200,6 +252,7 @@ impl Hub {
                 framing: b.shared.config.framing.clone(),
                 protocol: b.shared.config.protocol,
                 auth_required: b.shared.config.auth.is_required(),
+                delivery: b.shared.config.delivery,
             })
             .collect()
     }
@@ -219,11 +272,123 @@ impl Hub {
     /// The receiver of a `raw` listener: every frame it accepts.
     pub fn listener_receiver(&self, listener: &str) -> Option<Receiver> {
         self.inner
-            .listeners
-            .iter()
-            .find(|b| &*b.shared.name == listener)
-            .and_then(|b| b.shared.raw_queue.clone())
+            .listener(listener)
+            .and_then(|l| l.raw_queue.clone())
             .map(Receiver::new)
+    }
+
+    /// The group stream of a listener with `delivery = "groups"`: every
+    /// frame of every connection, in groups of up to `group_size`. `None`
+    /// for an unknown listener or one that delivers to receivers.
+    pub fn groups(&self, listener: &str) -> Option<Groups> {
+        self.inner
+            .listener(listener)
+            .and_then(|l| l.groups.clone())
+            .map(Groups::new)
+    }
+
+    /// Sends `msg` to every connection of every listener, framed in each
+    /// listener's framing. Returns how many clients took it into their
+    /// egress buffer (it is written to each as fast as that client reads).
+    ///
+    /// Never waits: a client whose buffer is full loses this message
+    /// (counted as `egress_full`) or is disconnected, by its listener's
+    /// `slow_client`; a listener with no client counts it as `no_client`.
+    /// An error means no listener could frame it, and nothing was sent.
+    ///
+    /// ```no_run
+    /// # fn demo(hub: framehub::Hub) -> Result<(), framehub::EgressError> {
+    /// let clients = hub.broadcast(b"set-rate 10")?;
+    /// println!("sent to {clients} clients");
+    /// # Ok(()) }
+    /// ```
+    pub fn broadcast(&self, msg: &[u8]) -> Result<usize, EgressError> {
+        let mut sent = 0;
+        let mut first_error = None;
+        let mut framed = false;
+        for b in &self.inner.listeners {
+            match egress::broadcast(&b.shared, msg) {
+                Ok(n) => {
+                    framed = true;
+                    sent += n;
+                }
+                Err(e) => {
+                    tracing::debug!(listener = %b.shared.name, error = %e, "broadcast skipped this listener");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if !framed => Err(e),
+            _ => Ok(sent),
+        }
+    }
+
+    /// Sends `msg` to every connection of one listener; see
+    /// [`Hub::broadcast`].
+    pub fn broadcast_on(&self, listener: &str, msg: &[u8]) -> Result<usize, EgressError> {
+        let shared = self
+            .inner
+            .listener(listener)
+            .ok_or_else(|| EgressError::UnknownListener(listener.to_owned()))?;
+        egress::broadcast(shared, msg)
+    }
+
+    /// Sends `msg` to one connection (its id is in every [`crate::Frame`]'s
+    /// source and in connection events). Returns 1 if its egress buffer
+    /// took it, 0 if it did not (full, or no such connection: counted).
+    pub fn send_to_connection(&self, conn: u64, msg: &[u8]) -> Result<usize, EgressError> {
+        for b in &self.inner.listeners {
+            if let Some(peer) = b.shared.peers.get(conn) {
+                let wire = egress::encode(&b.shared, msg)?;
+                return Ok(usize::from(egress::deliver(&b.shared, &peer, &wire)));
+            }
+        }
+        self.inner.unrouted.dropped(DropReason::NoClient, 1);
+        Ok(0)
+    }
+
+    /// Sends `msg` to every connection bound to `node` (node protocol).
+    /// Returns how many took it; 0 when the node is not connected
+    /// (counted).
+    pub fn send_to_node(&self, node: &str, msg: &[u8]) -> Result<usize, EgressError> {
+        let mut sent = 0;
+        let mut found = false;
+        for b in &self.inner.listeners {
+            let mut wire = None;
+            let mut result = Ok(());
+            b.shared.peers.for_each(|peer| {
+                if result.is_err() || peer.node.get().map(|n| &**n) != Some(node) {
+                    return;
+                }
+                found = true;
+                if wire.is_none() {
+                    match egress::encode(&b.shared, msg) {
+                        Ok(w) => wire = Some(w),
+                        Err(e) => {
+                            result = Err(e);
+                            return;
+                        }
+                    }
+                }
+                if let Some(wire) = &wire {
+                    sent += usize::from(egress::deliver(&b.shared, peer, wire));
+                }
+            });
+            result?;
+        }
+        if !found {
+            self.inner.unrouted.dropped(DropReason::NoClient, 1);
+        }
+        Ok(sent)
+    }
+
+    /// The traffic statistics, a new [`StatsSnapshot`] every
+    /// `stats_interval` (1 s): per listener and per connection, frames and
+    /// bytes in and out per second, mean and largest frame, open
+    /// connections, drops by reason.
+    pub fn stats(&self) -> watch::Receiver<StatsSnapshot> {
+        self.inner.stats.subscribe()
     }
 
     /// The stream of auto-provisioned nodes. Only the first call gets it.
@@ -236,9 +401,10 @@ impl Hub {
         self.inner.events.subscribe()
     }
 
-    /// Counters summed over every listener.
+    /// Counters summed over every listener (and egress drops that had no
+    /// listener: messages for a connection or node that was not there).
     pub fn counters(&self) -> Counters {
-        let mut sum = Counters::default();
+        let mut sum = self.inner.unrouted.snapshot();
         for b in &self.inner.listeners {
             sum.merge(&b.shared.counters.snapshot());
         }
@@ -247,11 +413,7 @@ impl Hub {
 
     /// One listener's counters.
     pub fn listener_counters(&self, listener: &str) -> Option<Counters> {
-        self.inner
-            .listeners
-            .iter()
-            .find(|b| &*b.shared.name == listener)
-            .map(|b| b.shared.counters.snapshot())
+        self.inner.listener(listener).map(|l| l.counters.snapshot())
     }
 
     /// Every known node with its health and queue counters, by name.

@@ -27,7 +27,8 @@
 //!
 //! # Layout
 //! The data flow reads top to bottom:
-//! socket -> codec -> protocol -> router -> receiver -> consumer.
+//! socket -> codec -> protocol -> router -> receiver or group -> consumer,
+//! and back: hub -> egress -> socket.
 //!
 //! - [`codec`]: framings, sans-IO (`lines`, `length`, `cobs`, `spacepacket`,
 //!   `chunk`).
@@ -37,10 +38,14 @@
 //! - `listener`: bind with retry, socket options, accept loop, connection
 //!   limit.
 //! - `connection`: one task per connection: read, decode, dispatch.
-//! - `heartbeat`: the server heartbeat frame and its writer task.
 //! - `router`: node table, auto-provisioning, new-node stream.
 //! - [`receiver`]: bounded per-node queues with overflow policy and dedup.
-//! - [`stats`]: counters and drop reasons.
+//! - [`group`]: grouped delivery: one stream of groups of frames from
+//!   every connection of a listener.
+//! - [`egress`]: broadcast and unicast to clients (and server heartbeats)
+//!   through one writer and one bounded buffer per connection.
+//! - [`stats`]: counters and drop reasons; [`snapshot`]: 1 Hz statistics.
+//! - [`runtime`]: the hub's own I/O threads, CPU affinity and priority.
 //! - [`event`]: connection events and close reasons.
 //! - [`config`]: every setting with its default.
 //! - `hub`: the facade that ties them together.
@@ -53,14 +58,17 @@ pub mod client;
 pub mod codec;
 pub mod config;
 mod connection;
+pub mod egress;
 pub mod event;
-mod heartbeat;
+pub mod group;
 mod hub;
 pub mod json;
 mod listener;
 mod node;
 pub mod receiver;
 mod router;
+pub mod runtime;
+pub mod snapshot;
 pub mod stats;
 
 pub use client::{
@@ -69,12 +77,16 @@ pub use client::{
 };
 pub use codec::FramingConfig;
 pub use config::{
-    AuthConfig, ByteSize, ConfigError, FieldsConfig, HubConfig, ListenerConfig, NodesConfig,
-    OverflowPolicy, Protocol, QueueConfig, SocketConfig,
+    AuthConfig, ByteSize, ConfigError, Delivery, FieldsConfig, HubConfig, ListenerConfig,
+    NodesConfig, OverflowPolicy, Protocol, QueueConfig, RuntimeConfig, SlowClientPolicy,
+    SocketConfig, ThreadPriority,
 };
+pub use egress::EgressError;
 pub use event::{CloseReason, ConnectionCounts, ConnectionEvent};
+pub use group::{Group, GroupStats, Groups};
 pub use hub::{Hub, HubError, ListenerInfo};
 pub use node::AuthFailure;
 pub use receiver::{Frame, Receiver, RecvTimeoutError, Source, TryRecvError};
 pub use router::{NewNodes, NodeStatus};
+pub use snapshot::{ConnectionStats, ListenerStats, StatsSnapshot, Traffic};
 pub use stats::{Counters, DropReason};

@@ -1,5 +1,6 @@
-//! Binding a listening socket (options, retry while the address is in use)
-//! and the accept loop (connection limit, per-socket options, accept errors).
+//! Binding a listening socket (options, retry while the address is in use),
+//! the accept loop (connection limit, per-socket options, accept errors),
+//! and rebuilding a listening socket that failed.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,8 +15,10 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ListenerConfig, Protocol, SocketConfig};
+use crate::config::{Delivery, ListenerConfig, Protocol, SocketConfig};
+use crate::egress::Peers;
 use crate::event::ConnectionEvent;
+use crate::group::{GroupQueue, Inbox};
 use crate::node::NodeProtocol;
 use crate::receiver::Queue;
 use crate::router::Router;
@@ -33,8 +36,12 @@ pub(crate) struct ListenerShared {
     pub(crate) counters: ListenerCounters,
     /// The node protocol's prepared settings (`protocol = "node"`).
     pub(crate) node_protocol: Option<Arc<NodeProtocol>>,
-    /// Where frames of a `raw` listener go.
+    /// Where frames of a `raw` listener go (`delivery = "receivers"`).
     pub(crate) raw_queue: Option<Arc<Queue>>,
+    /// Where every frame of the listener goes with `delivery = "groups"`.
+    pub(crate) groups: Option<Arc<GroupQueue>>,
+    /// The open connections, for egress and the statistics.
+    pub(crate) peers: Peers,
     /// The server heartbeat's wire bytes and period (`server_heartbeat`).
     pub(crate) heartbeat: Option<(Bytes, Duration)>,
     pub(crate) router: Arc<Router>,
@@ -44,6 +51,8 @@ pub(crate) struct ListenerShared {
     /// Rate limit of warnings about rejected connections and auth failures.
     pub(crate) reject_warning: WarnLimiter,
     pub(crate) auth_warning: WarnLimiter,
+    /// Rate limit of warnings about clients whose egress buffer is full.
+    pub(crate) egress_warning: WarnLimiter,
 }
 
 impl ListenerShared {
@@ -55,22 +64,27 @@ impl ListenerShared {
         cancel: CancellationToken,
     ) -> ListenerShared {
         let name: Arc<str> = Arc::from(config.name.as_str());
-        let (node_protocol, raw_queue) = match config.protocol {
-            Protocol::Node => (
-                Some(Arc::new(NodeProtocol::new(
-                    &config.auth,
-                    &config.fields,
-                    config.max_json_depth,
-                ))),
-                None,
-            ),
-            Protocol::Raw => (None, Some(Queue::new(name.clone(), config.queue))),
+        let node_protocol = (config.protocol == Protocol::Node).then(|| {
+            Arc::new(NodeProtocol::new(
+                &config.auth,
+                &config.fields,
+                config.max_json_depth,
+            ))
+        });
+        let (raw_queue, groups) = match (config.delivery, config.protocol) {
+            (Delivery::Groups, _) => (None, Some(GroupQueue::new(name.clone(), &config))),
+            (Delivery::Receivers, Protocol::Raw) => {
+                (Some(Queue::new(name.clone(), config.queue)), None)
+            }
+            (Delivery::Receivers, Protocol::Node) => (None, None),
         };
         // Validation refused framings without an empty frame, so `frame`
         // only fails for a config that never reaches here.
-        let heartbeat = config
-            .server_heartbeat
-            .and_then(|every| crate::heartbeat::frame(&config).ok().map(|f| (f, every)));
+        let heartbeat = config.server_heartbeat.and_then(|every| {
+            crate::egress::heartbeat_frame(&config)
+                .ok()
+                .map(|f| (f, every))
+        });
         ListenerShared {
             name,
             heartbeat,
@@ -78,12 +92,25 @@ impl ListenerShared {
             counters: ListenerCounters::default(),
             node_protocol,
             raw_queue,
+            groups,
+            peers: Peers::default(),
             router,
             events,
             next_conn_id,
             cancel,
             reject_warning: WarnLimiter::new(Duration::from_secs(5)),
             auth_warning: WarnLimiter::new(Duration::from_secs(1)),
+            egress_warning: WarnLimiter::new(Duration::from_secs(5)),
+        }
+    }
+
+    /// Where this listener's frames go before any node is known: its group
+    /// stream, or the raw listener's receiver; `None` for per-node queues.
+    pub(crate) fn inbox(&self) -> Option<Inbox> {
+        match (&self.groups, &self.raw_queue) {
+            (Some(groups), _) => Some(Inbox::Groups(groups.clone())),
+            (None, Some(queue)) => Some(Inbox::Queue(queue.clone())),
+            (None, None) => None,
         }
     }
 
@@ -148,10 +175,47 @@ fn configure_accepted(stream: &TcpStream, options: &SocketConfig) -> io::Result<
     Ok(())
 }
 
+/// What a failed `accept()` means for the listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptFailure {
+    /// A network error of the one connection being accepted: go on at once.
+    Connection,
+    /// Out of file descriptors, buffers or memory: pause, then go on.
+    Resources,
+    /// The listening socket itself is broken: rebuild it.
+    Socket,
+}
+
+fn classify(e: &io::Error) -> AcceptFailure {
+    use rustix::io::Errno;
+    match Errno::from_io_error(e) {
+        // accept(2): Linux reports pending network errors of the new
+        // connection here; they say nothing about the listening socket.
+        Some(
+            Errno::CONNABORTED
+            | Errno::PROTO
+            | Errno::PERM
+            | Errno::NETDOWN
+            | Errno::NOPROTOOPT
+            | Errno::HOSTDOWN
+            | Errno::NONET
+            | Errno::HOSTUNREACH
+            | Errno::OPNOTSUPP
+            | Errno::NETUNREACH
+            | Errno::INTR
+            | Errno::AGAIN,
+        ) => AcceptFailure::Connection,
+        Some(Errno::BADF | Errno::INVAL | Errno::NOTSOCK | Errno::FAULT) => AcceptFailure::Socket,
+        _ => AcceptFailure::Resources,
+    }
+}
+
 /// Accepts connections until cancelled, one task per connection, each
-/// holding a permit of the connection limit.
+/// holding a permit of the connection limit. A listening socket that fails
+/// is rebuilt on the same address.
 pub(crate) async fn accept_loop(
-    listener: TcpListener,
+    mut listener: TcpListener,
+    local_addr: SocketAddr,
     shared: Arc<ListenerShared>,
     tracker: TaskTracker,
 ) {
@@ -169,16 +233,36 @@ pub(crate) async fn accept_loop(
                 pair
             }
             Err(e) => {
-                // Out of file descriptors and the like: pause so the loop
-                // does not spin, then go on serving.
                 ListenerCounters::add(&shared.counters.accept_errors, 1);
-                tracing::warn!(listener = %shared.name, error = %e, retry_in = ?backoff, "accept failed");
-                tokio::select! {
-                    _ = shared.cancel.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                match classify(&e) {
+                    AcceptFailure::Connection => {
+                        tracing::debug!(listener = %shared.name, error = %e, "accept failed for one connection");
+                        continue;
+                    }
+                    AcceptFailure::Resources => {
+                        // Out of file descriptors and the like: pause so
+                        // the loop does not spin, then go on serving.
+                        tracing::warn!(listener = %shared.name, error = %e, retry_in = ?backoff, "accept failed");
+                        tokio::select! {
+                            _ = shared.cancel.cancelled() => break,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                        continue;
+                    }
+                    AcceptFailure::Socket => {
+                        tracing::warn!(listener = %shared.name, %local_addr, error = %e, "listening socket failed; rebuilding it");
+                        // Close the broken socket before binding again.
+                        drop(listener);
+                        match rebuild(local_addr, &shared).await {
+                            Some(rebuilt) => {
+                                listener = rebuilt;
+                                continue;
+                            }
+                            None => break,
+                        }
+                    }
                 }
-                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
-                continue;
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
@@ -211,4 +295,125 @@ pub(crate) async fn accept_loop(
         ));
     }
     tracing::debug!(listener = %shared.name, "accept loop stopped");
+}
+
+/// Binds `addr` again, retrying with backoff for as long as it takes (as
+/// the robotics stage does), until the hub shuts down (`None`).
+/// Connections already open are not affected.
+async fn rebuild(addr: SocketAddr, shared: &ListenerShared) -> Option<TcpListener> {
+    // A zero `bind_backoff` must not turn this into a busy loop.
+    let mut delay = shared
+        .config
+        .socket
+        .bind_backoff
+        .max(Duration::from_millis(10));
+    let mut attempt: u64 = 1;
+    loop {
+        match bind_once(addr, &shared.config.socket) {
+            Ok(listener) => {
+                ListenerCounters::add(&shared.counters.listener_rebuilds, 1);
+                tracing::info!(listener = %shared.name, %addr, attempt, "listening socket rebuilt");
+                return Some(listener);
+            }
+            Err(e) => {
+                tracing::warn!(listener = %shared.name, %addr, attempt, error = %e, retry_in = ?delay, "cannot bind again yet");
+            }
+        }
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(MAX_BIND_BACKOFF);
+        attempt += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Shutdown;
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::config::NodesConfig;
+    use crate::receiver::Receiver;
+
+    #[test]
+    fn accept_errors_are_told_apart() {
+        let err = |e: rustix::io::Errno| io::Error::from(e);
+        use rustix::io::Errno;
+        assert_eq!(
+            classify(&err(Errno::CONNABORTED)),
+            AcceptFailure::Connection
+        );
+        assert_eq!(classify(&err(Errno::MFILE)), AcceptFailure::Resources);
+        assert_eq!(classify(&err(Errno::NFILE)), AcceptFailure::Resources);
+        assert_eq!(classify(&err(Errno::INVAL)), AcceptFailure::Socket);
+        assert_eq!(classify(&err(Errno::BADF)), AcceptFailure::Socket);
+    }
+
+    /// The listening socket fails under the accept loop (shut down through
+    /// a duplicate of its descriptor, which makes accept() fail with
+    /// EINVAL): the loop binds the same address again and serves on.
+    #[tokio::test]
+    async fn a_failed_listening_socket_is_rebuilt_on_the_same_address() {
+        let config = ListenerConfig {
+            bind: Some("127.0.0.1:0".parse().expect("addr")),
+            protocol: Protocol::Raw,
+            socket: SocketConfig {
+                bind_backoff: Duration::from_millis(10),
+                ..SocketConfig::default()
+            },
+            ..ListenerConfig::default()
+        };
+        let addr = config.effective_bind();
+        let cancel = CancellationToken::new();
+        let shared = Arc::new(ListenerShared::new(
+            config,
+            Arc::new(Router::new(NodesConfig::default())),
+            broadcast::channel(16).0,
+            Arc::new(AtomicU64::new(1)),
+            cancel.clone(),
+        ));
+        let receiver = Receiver::new(shared.raw_queue.clone().expect("raw queue"));
+        let listener = bind(addr, &shared.config.socket).await.expect("bind");
+        let local = listener.local_addr().expect("addr");
+        let dup = SockRef::from(&listener).try_clone().expect("dup");
+        let tracker = TaskTracker::new();
+        let task = tokio::spawn(accept_loop(
+            listener,
+            local,
+            shared.clone(),
+            tracker.clone(),
+        ));
+
+        let send = |line: &'static [u8]| async move {
+            let mut s = TcpStream::connect(local).await.expect("connect");
+            s.write_all(line).await.expect("write");
+            s
+        };
+        let _before = send(b"before\n").await;
+        let frame = tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+            .await
+            .expect("in time");
+        assert_eq!(frame.map(|f| f.payload), Some("before".into()));
+
+        dup.shutdown(Shutdown::Both).expect("shutdown");
+        drop(dup);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while shared.counters.snapshot().listener_rebuilds == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "not rebuilt");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(shared.counters.snapshot().accept_errors >= 1);
+
+        let _after = send(b"after\n").await;
+        let frame = tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+            .await
+            .expect("in time");
+        assert_eq!(frame.map(|f| f.payload), Some("after".into()));
+        cancel.cancel();
+        task.await.expect("accept loop ends");
+    }
 }

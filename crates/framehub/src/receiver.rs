@@ -138,6 +138,8 @@ pub(crate) struct PushOutcome {
     pub(crate) dropped_closed: usize,
     /// The queue is at least half full after this push.
     pub(crate) filling: bool,
+    /// Groups this push published (group streams only).
+    pub(crate) groups_published: usize,
 }
 
 impl Queue {
