@@ -62,7 +62,9 @@ fn parse_args() -> anyhow::Result<Args> {
                     framehub::config::parse_duration(&value()?).map_err(anyhow::Error::msg)?;
             }
             other => {
-                bail!("unknown argument {other:?}; usage: command_server --listen ADDR [--timeout 5s]")
+                bail!(
+                    "unknown argument {other:?}; usage: command_server --listen ADDR [--timeout 5s]"
+                )
             }
         }
     }

@@ -87,7 +87,10 @@ fn telemetry_for(telecommand: &[u8]) -> Bytes {
 fn spacepacket_handler(apids: &[u16]) -> Handler {
     let mut router = CommandRouter::new(KeyFrom::Apid);
     for &apid in apids {
-        router = router.route(apid, |req| async move { Ok(vec![telemetry_for(&req.payload)]) });
+        router = router.route(
+            apid,
+            |req| async move { Ok(vec![telemetry_for(&req.payload)]) },
+        );
     }
     // The framing lets only allowed telecommands through, so every packet
     // has a route; nothing to answer otherwise.
@@ -137,7 +140,10 @@ async fn main() -> anyhow::Result<()> {
             ..HubConfig::default()
         },
         [
-            ("cobs", Handler::new(|req| async move { Ok(vec![req.payload]) })),
+            (
+                "cobs",
+                Handler::new(|req| async move { Ok(vec![req.payload]) }),
+            ),
             ("spacepacket", spacepacket_handler(&args.apids)),
         ],
     )

@@ -124,15 +124,15 @@ impl KeyFrom {
                     .map(Key::Int)
             }
             KeyFrom::Apid => match payload {
-                [b0, b1, _, _, _, _, ..] => Some(Key::Int(i64::from(
-                    u16::from_be_bytes([*b0, *b1]) & 0x07FF,
-                ))),
+                [b0, b1, _, _, _, _, ..] => {
+                    Some(Key::Int(i64::from(u16::from_be_bytes([*b0, *b1]) & 0x07FF)))
+                }
                 _ => None,
             },
             KeyFrom::PacketId => match payload {
-                [b0, b1, _, _, _, _, ..] => Some(Key::Int(i64::from(
-                    u16::from_be_bytes([*b0, *b1]) & 0x1FFF,
-                ))),
+                [b0, b1, _, _, _, _, ..] => {
+                    Some(Key::Int(i64::from(u16::from_be_bytes([*b0, *b1]) & 0x1FFF)))
+                }
                 _ => None,
             },
             KeyFrom::PrefixByte => payload.first().map(|b| Key::Int(i64::from(*b))),

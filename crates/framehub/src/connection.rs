@@ -66,7 +66,10 @@ pub(crate) async fn serve(
         // A peer that half-closed after its last request still gets the
         // replies to all of them; any other end abandons them.
         let answer = reason == CloseReason::PeerClosed;
-        let grace = shared.handler.as_ref().map_or(Duration::ZERO, |h| h.timeout_of());
+        let grace = shared
+            .handler
+            .as_ref()
+            .map_or(Duration::ZERO, |h| h.timeout_of());
         let totals = dispatcher.finish(answer).await;
         if answer {
             peer_state.wait_drained(Instant::now() + grace).await;

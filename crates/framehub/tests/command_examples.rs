@@ -181,7 +181,10 @@ fn command_server_answers_a_thousand_pipelined_commands_in_order_and_accounts_fo
     assert_eq!(closed["requests"], "1001");
     assert_eq!(closed["replies"], "1001");
     assert_eq!(closed["telemetry"], "0");
-    assert_eq!(closed["bytes_in"], (wire.len() + stats_request.len()).to_string());
+    assert_eq!(
+        closed["bytes_in"],
+        (wire.len() + stats_request.len()).to_string()
+    );
     assert_eq!(closed["bytes_out"], bytes_out.to_string());
     assert_eq!(closed["ending"], "peer");
 }
@@ -315,7 +318,9 @@ fn tmtc_server_answers_space_packets_with_telemetry_and_echoes_cobs_frames() {
     stream.write_all(&wire).expect("send");
     stream.shutdown(Shutdown::Write).expect("half-close");
     let mut echoed = Vec::new();
-    stream.read_to_end(&mut echoed).expect("replies until close");
+    stream
+        .read_to_end(&mut echoed)
+        .expect("replies until close");
     let decoded: Vec<Vec<u8>> = echoed
         .split(|&b| b == 0)
         .filter(|chunk| !chunk.is_empty())

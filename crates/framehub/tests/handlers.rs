@@ -115,10 +115,7 @@ async fn a_handler_past_its_timeout_gets_the_error_reply_while_others_are_served
     send(other.get_mut(), b"hello\n").await;
     assert_eq!(read_line(&mut other).await, "re hello");
     assert!(started.elapsed() < Duration::from_millis(200));
-    assert_eq!(
-        read_line(&mut slow).await,
-        "error timeout for sleep 60000"
-    );
+    assert_eq!(read_line(&mut slow).await, "error timeout for sleep 60000");
     // The request after it is answered, in order, on the same connection.
     assert_eq!(read_line(&mut slow).await, "re after");
     assert_eq!(hub.counters().handler_timeouts, 1);
