@@ -72,7 +72,12 @@ pub(crate) async fn serve(
             .map_or(Duration::ZERO, |h| h.timeout_of());
         let totals = dispatcher.finish(answer).await;
         if answer {
-            peer_state.wait_drained(Instant::now() + grace).await;
+            // A shutdown meanwhile does not wait for a client that reads
+            // slowly.
+            tokio::select! {
+                _ = peer_state.wait_drained(Instant::now() + grace) => {}
+                _ = peer_state.cancel.cancelled() => {}
+            }
         }
         connection.counts.handler_errors = totals.errors;
         connection.counts.handler_timeouts = totals.timeouts;
@@ -463,29 +468,31 @@ impl Connection {
         // A request may wait in the handler for a while: it must not pin
         // the whole read buffer meanwhile.
         compact(&mut self.batch);
-        let batch = std::mem::take(&mut self.batch);
         let Some(dispatcher) = &self.dispatcher else {
             return Ok(());
         };
-        let cancel = self.link.cancel.clone();
-        let mut items = batch.into_iter();
+        let cancel = &self.link.cancel;
         let mut dispatched = 0;
-        let mut cancelled = false;
+        let mut refused = 0;
+        // Drained in place: the batch keeps its allocation for the next
+        // read.
+        let mut items = self.batch.drain(..);
         for item in items.by_ref() {
             if dispatcher
-                .dispatch(item.frame.payload, item.frame.source, &cancel)
+                .dispatch(item.frame.payload, item.frame.source, cancel)
                 .await
                 .is_err()
             {
-                cancelled = true;
+                // The one refused plus the rest of the read.
+                refused = 1 + items.len() as u64;
                 break;
             }
             dispatched += 1;
         }
+        drop(items);
         self.counts.requests += dispatched;
-        if cancelled {
-            // The one refused plus the rest of the read.
-            let n = 1 + items.len() as u64;
+        if refused > 0 {
+            let n = refused;
             self.counts.dropped += n;
             ListenerCounters::add(&self.link.counters.dropped, n);
             self.shared.counters.dropped(DropReason::Unanswered, n);
