@@ -23,6 +23,7 @@ use crate::config::OverflowPolicy;
 use crate::egress::{EgressWriter, Peer};
 use crate::event::{CloseReason, ConnectionCounts, ConnectionEvent};
 use crate::group::Inbox;
+use crate::handler::Dispatcher;
 use crate::listener::ListenerShared;
 use crate::node::{AuthFailure, NodeSession, Verdict};
 use crate::receiver::{Frame, Incoming, Source, compact};
@@ -58,12 +59,39 @@ pub(crate) async fn serve(
     let (reader, writer) = stream.into_split();
     let egress = EgressWriter::spawn(writer, peer_state.clone(), shared.clone());
     let mut connection = Connection::new(shared.clone(), peer_state.clone());
+    connection.dispatcher = shared
+        .handler
+        .clone()
+        .map(|h| Dispatcher::start(h, shared.clone(), peer_state.clone()));
     let reason = connection.run(reader).await;
     shared.peers.remove(conn);
+    if let Some(dispatcher) = connection.dispatcher.take() {
+        // A peer that half-closed after its last request still gets the
+        // replies to all of them; any other end abandons them.
+        let answer = reason == CloseReason::PeerClosed;
+        let grace = shared
+            .handler
+            .as_ref()
+            .map_or(Duration::ZERO, |h| h.timeout_of());
+        let totals = dispatcher.finish(answer).await;
+        if answer {
+            // A shutdown meanwhile does not wait for a client that reads
+            // slowly.
+            tokio::select! {
+                _ = peer_state.wait_drained(Instant::now() + grace) => {}
+                _ = peer_state.cancel.cancelled() => {}
+            }
+        }
+        connection.counts.handler_errors = totals.errors;
+        connection.counts.handler_timeouts = totals.timeouts;
+        connection.counts.handler_panics = totals.panics;
+    }
     egress.stop().await;
     let link = &peer_state.counters;
     connection.counts.frames_out += link.frames_out.load(Ordering::Relaxed);
     connection.counts.bytes_out += link.bytes_out.load(Ordering::Relaxed);
+    connection.counts.replies = link.replies_out.load(Ordering::Relaxed);
+    connection.counts.telemetry = connection.counts.frames_out - connection.counts.replies;
     connection.finish(reason);
 }
 
@@ -91,6 +119,9 @@ struct Connection {
     /// Counts not yet added to the listener's counters.
     pending: Pending,
     warning: WarnLimiter,
+    /// The listener's request handler, if it has one: every frame goes to
+    /// it instead of a queue.
+    dispatcher: Option<Dispatcher>,
 }
 
 #[derive(Default)]
@@ -137,6 +168,7 @@ impl Connection {
             counts: ConnectionCounts::default(),
             pending: Pending::default(),
             warning: WarnLimiter::new(Duration::from_secs(5)),
+            dispatcher: None,
             shared,
             link,
             conn,
@@ -353,6 +385,9 @@ impl Connection {
         if self.batch.is_empty() {
             return Ok(());
         }
+        if self.dispatcher.is_some() {
+            return self.dispatch_batch().await;
+        }
         if self.queue.is_none() {
             // The node was unknown at bind time; it may have been
             // registered since. One lookup per read, not per frame.
@@ -427,6 +462,45 @@ impl Connection {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
+    }
+
+    /// Hands the read's frames to the request handler, in order, waiting
+    /// while the connection has `max_in_flight` requests unanswered.
+    async fn dispatch_batch(&mut self) -> Result<(), CloseReason> {
+        // A request may wait in the handler for a while: it must not pin
+        // the whole read buffer meanwhile.
+        compact(&mut self.batch);
+        let Some(dispatcher) = &self.dispatcher else {
+            return Ok(());
+        };
+        let cancel = &self.link.cancel;
+        let mut dispatched = 0;
+        let mut refused = 0;
+        // Drained in place: the batch keeps its allocation for the next
+        // read.
+        let mut items = self.batch.drain(..);
+        for item in items.by_ref() {
+            if dispatcher
+                .dispatch(item.frame.payload, item.frame.source, cancel)
+                .await
+                .is_err()
+            {
+                // The one refused plus the rest of the read.
+                refused = 1 + items.len() as u64;
+                break;
+            }
+            dispatched += 1;
+        }
+        drop(items);
+        self.counts.requests += dispatched;
+        if refused > 0 {
+            let n = refused;
+            self.counts.dropped += n;
+            ListenerCounters::add(&self.link.counters.dropped, n);
+            self.shared.counters.dropped(DropReason::Unanswered, n);
+            return Err(self.cancel_reason());
+        }
+        Ok(())
     }
 
     fn drop_frames(&mut self, reason: DropReason, n: u64, why: &dyn std::fmt::Display) {

@@ -103,10 +103,13 @@ struct Outbox {
     /// Messages not yet taken by the writer, already framed.
     pending: BytesMut,
     pending_msgs: u64,
+    /// Of `pending_msgs`, the request handler's replies.
+    pending_replies: u64,
     /// Bytes and messages the writer is writing now; they count against
     /// the limit until the socket has taken them.
     in_flight: usize,
     in_flight_msgs: u64,
+    in_flight_replies: u64,
     /// The connection is closing: nothing more is taken.
     closed: bool,
 }
@@ -126,6 +129,8 @@ pub(crate) struct Peer {
     limit: usize,
     outbox: Mutex<Outbox>,
     wake: Notify,
+    /// Told whenever the writer has written everything it had.
+    drained: Notify,
 }
 
 impl Peer {
@@ -145,6 +150,7 @@ impl Peer {
             limit,
             outbox: Mutex::new(Outbox::default()),
             wake: Notify::new(),
+            drained: Notify::new(),
         }
     }
 
@@ -153,8 +159,9 @@ impl Peer {
         self.slow.load(Ordering::Relaxed)
     }
 
-    /// Copies one framed message into the buffer if it fits.
-    fn offer(&self, wire: &[u8]) -> Offer {
+    /// Copies one framed message (a handler's reply if `reply`) into the
+    /// buffer if it fits.
+    fn offer(&self, wire: &[u8], reply: bool) -> Offer {
         let mut outbox = self.outbox.lock();
         if outbox.closed {
             return Offer::Closed;
@@ -164,6 +171,7 @@ impl Peer {
         }
         outbox.pending.extend_from_slice(wire);
         outbox.pending_msgs += 1;
+        outbox.pending_replies += u64::from(reply);
         drop(outbox);
         LinkCounters::raise_max(&self.counters.max_frame_out, wire.len() as u64);
         self.wake.notify_one();
@@ -186,28 +194,56 @@ impl Peer {
 
     /// Hands everything pending to the writer, leaving `spare` (empty) in
     /// its place so the next messages reuse its allocation.
-    fn take(&self, spare: BytesMut) -> Option<(BytesMut, u64)> {
+    fn take(&self, spare: BytesMut) -> Option<(BytesMut, u64, u64)> {
         let mut outbox = self.outbox.lock();
         if outbox.pending.is_empty() {
             return None;
         }
         let taken = std::mem::replace(&mut outbox.pending, spare);
         let msgs = std::mem::take(&mut outbox.pending_msgs);
+        let replies = std::mem::take(&mut outbox.pending_replies);
         outbox.in_flight = taken.len();
         outbox.in_flight_msgs = msgs;
-        Some((taken, msgs))
+        outbox.in_flight_replies = replies;
+        Some((taken, msgs, replies))
     }
 
     fn written(&self) {
         let mut outbox = self.outbox.lock();
         outbox.in_flight = 0;
         outbox.in_flight_msgs = 0;
+        outbox.in_flight_replies = 0;
+        if outbox.pending.is_empty() {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Waits until everything queued so far has been written, the writer
+    /// stopped, or `deadline` passed: a peer that half-closed after its
+    /// last request still gets the replies to it.
+    pub(crate) async fn wait_drained(&self, deadline: tokio::time::Instant) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            // Registered before looking, so a wakeup in between is not lost.
+            drained.as_mut().enable();
+            {
+                let outbox = self.outbox.lock();
+                if outbox.closed || (outbox.pending.is_empty() && outbox.in_flight == 0) {
+                    return;
+                }
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Takes nothing more; returns the messages that were never written.
     fn close(&self) -> u64 {
         let mut outbox = self.outbox.lock();
         outbox.closed = true;
+        self.drained.notify_waiters();
         let unsent = outbox.pending_msgs + outbox.in_flight_msgs;
         *outbox = Outbox {
             closed: true,
@@ -285,8 +321,17 @@ pub(crate) fn encode(shared: &ListenerShared, msg: &[u8]) -> Result<Bytes, Egres
 /// buffer drops the message for this client, or disconnects it, by the
 /// listener's `slow_client` policy; both are counted.
 pub(crate) fn deliver(shared: &ListenerShared, peer: &Peer, wire: &[u8]) -> bool {
+    offer(shared, peer, wire, false)
+}
+
+/// [`deliver`] for a request handler's reply, counted as one.
+pub(crate) fn deliver_reply(shared: &ListenerShared, peer: &Peer, wire: &[u8]) -> bool {
+    offer(shared, peer, wire, true)
+}
+
+fn offer(shared: &ListenerShared, peer: &Peer, wire: &[u8], reply: bool) -> bool {
     let counters = &shared.counters;
-    match peer.offer(wire) {
+    match peer.offer(wire, reply) {
         Offer::Taken => true,
         Offer::Closed => {
             counters.dropped(DropReason::EgressUnsent, 1);
@@ -403,7 +448,7 @@ async fn run(
                 }
             }
         }
-        while let Some((buf, msgs)) = peer.take(std::mem::take(&mut spare)) {
+        while let Some((buf, msgs, replies)) = peer.take(std::mem::take(&mut spare)) {
             let result = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break 'serve,
@@ -418,6 +463,8 @@ async fn run(
             peer.written();
             let len = buf.len() as u64;
             ListenerCounters::add(&peer.counters.frames_out, msgs);
+            ListenerCounters::add(&peer.counters.replies_out, replies);
+            ListenerCounters::add(&counters.replies_sent, replies);
             ListenerCounters::add(&peer.counters.bytes_out, len);
             ListenerCounters::add(&counters.frames_sent, msgs);
             ListenerCounters::add(&counters.bytes_sent, len);
@@ -485,22 +532,28 @@ mod tests {
         )
     }
 
+    impl Peer {
+        fn offer_t(&self, wire: &[u8]) -> Offer {
+            self.offer(wire, false)
+        }
+    }
+
     #[test]
     fn the_buffer_is_bounded_in_bytes_including_what_is_being_written() {
         let p = peer(10);
-        assert_eq!(p.offer(b"0123"), Offer::Taken);
-        assert_eq!(p.offer(b"4567"), Offer::Taken);
-        assert_eq!(p.offer(b"89a"), Offer::Full);
-        assert_eq!(p.offer(b"89"), Offer::Taken);
-        let (taken, msgs) = p.take(BytesMut::new()).expect("pending");
+        assert_eq!(p.offer_t(b"0123"), Offer::Taken);
+        assert_eq!(p.offer_t(b"4567"), Offer::Taken);
+        assert_eq!(p.offer_t(b"89a"), Offer::Full);
+        assert_eq!(p.offer_t(b"89"), Offer::Taken);
+        let (taken, msgs, _) = p.take(BytesMut::new()).expect("pending");
         assert_eq!((&taken[..], msgs), (&b"0123456789"[..], 3));
         // Still being written: still counted.
         assert_eq!(p.buffered(), 10);
-        assert_eq!(p.offer(b"x"), Offer::Full);
+        assert_eq!(p.offer_t(b"x"), Offer::Full);
         p.written();
-        assert_eq!(p.offer(b"x"), Offer::Taken);
+        assert_eq!(p.offer_t(b"x"), Offer::Taken);
         assert_eq!(p.close(), 1);
-        assert_eq!(p.offer(b"y"), Offer::Closed);
+        assert_eq!(p.offer_t(b"y"), Offer::Closed);
     }
 
     #[test]

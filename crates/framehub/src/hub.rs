@@ -3,6 +3,7 @@
 //! the handle gives receivers and group streams, egress, events, counters,
 //! statistics and shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use crate::config::{ConfigError, Delivery, HubConfig, Protocol, QueueConfig};
 use crate::egress::{self, EgressError};
 use crate::event::ConnectionEvent;
 use crate::group::Groups;
+use crate::handler::Handler;
 use crate::listener::{self, ListenerShared};
 use crate::receiver::Receiver;
 use crate::router::{NewNodes, NodeStatus, Router};
@@ -153,7 +155,37 @@ impl Hub {
     /// Validates `config`, binds every listener (retrying while an address
     /// is in use) and starts accepting connections.
     pub async fn start(config: HubConfig) -> Result<Hub, HubError> {
+        Hub::start_with(config, Vec::<(String, Handler)>::new()).await
+    }
+
+    /// [`Hub::start`] with request handlers, by listener name: every frame
+    /// of such a listener goes to its handler (not to a receiver or group
+    /// stream), which answers on the same connection.
+    ///
+    /// ```no_run
+    /// # async fn demo(config: framehub::HubConfig) -> Result<(), framehub::HubError> {
+    /// use framehub::{Handler, Hub};
+    /// let echo = Handler::new(|req| async move { Ok(vec![req.payload]) });
+    /// let hub = Hub::start_with(config, [("default", echo)]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_with<N: Into<String>>(
+        config: HubConfig,
+        handlers: impl IntoIterator<Item = (N, Handler)>,
+    ) -> Result<Hub, HubError> {
         config.validate()?;
+        let mut handlers: HashMap<String, Handler> =
+            handlers.into_iter().map(|(n, h)| (n.into(), h)).collect();
+        let listeners = config.listeners();
+        if let Some(name) = handlers
+            .keys()
+            .find(|name| !listeners.iter().any(|l| &l.name == *name))
+        {
+            return Err(HubError::Config(ConfigError {
+                key: "listener".into(),
+                message: format!("a handler is given for {name:?}, but no listener has that name"),
+            }));
+        }
         let runtime = crate::runtime::build(&config.runtime)?;
         // Everything the hub runs goes onto its own runtime, or the
         // caller's.
@@ -167,7 +199,7 @@ impl Hub {
         let next_conn_id = Arc::new(AtomicU64::new(1));
         let mut bound = Vec::new();
         let mut sockets = Vec::new();
-        for lc in config.listeners() {
+        for lc in listeners {
             let addr = lc.effective_bind();
             if !lc.auth.is_required() && lc.protocol == Protocol::Node && lc.bind.is_none() {
                 tracing::warn!(
@@ -191,13 +223,16 @@ impl Hub {
                 .map_err(bind_error)?;
             let local_addr = socket.local_addr().map_err(bind_error)?;
             tracing::info!(listener = %lc.name, %local_addr, framing = lc.framing.name(), protocol = ?lc.protocol, delivery = ?lc.delivery, "listening");
-            let shared = Arc::new(ListenerShared::new(
+            let handler = handlers.remove(&lc.name);
+            let mut shared = ListenerShared::new(
                 lc,
                 router.clone(),
                 events.clone(),
                 next_conn_id.clone(),
                 cancel.clone(),
-            ));
+            );
+            shared.handler = handler;
+            let shared = Arc::new(shared);
             sockets.push((socket, local_addr, shared.clone()));
             bound.push(Bound { shared, local_addr });
         }

@@ -40,6 +40,10 @@
 //! - `connection`: one task per connection: read, decode, dispatch.
 //! - `router`: node table, auto-provisioning, new-node stream.
 //! - [`receiver`]: bounded per-node queues with overflow policy and dedup.
+//! - [`handler`]: request handlers: each frame answered on its own
+//!   connection, in order, with a timeout and a bound on requests in
+//!   flight; [`command`]: a router of handlers by key (JSON field, APID,
+//!   packet ID, prefix byte).
 //! - [`group`]: grouped delivery: one stream of groups of frames from
 //!   every connection of a listener.
 //! - [`egress`]: broadcast and unicast to clients (and server heartbeats)
@@ -56,11 +60,13 @@
 
 pub mod client;
 pub mod codec;
+pub mod command;
 pub mod config;
 mod connection;
 pub mod egress;
 pub mod event;
 pub mod group;
+pub mod handler;
 mod hub;
 pub mod json;
 mod listener;
@@ -82,8 +88,9 @@ pub use config::{
     SocketConfig, ThreadPriority,
 };
 pub use egress::EgressError;
-pub use event::{CloseReason, ConnectionCounts, ConnectionEvent};
+pub use event::{CloseReason, ConnectionCounts, ConnectionEvent, Ending};
 pub use group::{Group, GroupStats, Groups};
+pub use handler::{Failure, Handler, HandlerError, Replies, Request};
 pub use hub::{Hub, HubError, ListenerInfo};
 pub use node::AuthFailure;
 pub use receiver::{Frame, Receiver, RecvTimeoutError, Source, TryRecvError};

@@ -19,6 +19,7 @@ use crate::config::{Delivery, ListenerConfig, Protocol, SocketConfig};
 use crate::egress::Peers;
 use crate::event::ConnectionEvent;
 use crate::group::{GroupQueue, Inbox};
+use crate::handler::Handler;
 use crate::node::NodeProtocol;
 use crate::receiver::Queue;
 use crate::router::Router;
@@ -53,6 +54,9 @@ pub(crate) struct ListenerShared {
     pub(crate) auth_warning: WarnLimiter,
     /// Rate limit of warnings about clients whose egress buffer is full.
     pub(crate) egress_warning: WarnLimiter,
+    /// The request handler: when set, every frame goes to it instead of
+    /// a receiver or group stream.
+    pub(crate) handler: Option<Handler>,
 }
 
 impl ListenerShared {
@@ -101,6 +105,7 @@ impl ListenerShared {
             reject_warning: WarnLimiter::new(Duration::from_secs(5)),
             auth_warning: WarnLimiter::new(Duration::from_secs(1)),
             egress_warning: WarnLimiter::new(Duration::from_secs(5)),
+            handler: None,
         }
     }
 

@@ -52,11 +52,17 @@ pub enum DropReason {
     /// Egress: a message queued for a client whose connection closed
     /// before it was written.
     EgressUnsent,
+    /// A request handed to a handler whose connection ended before its
+    /// replies were sent (shutdown, error, or the handler still running).
+    Unanswered,
+    /// A reply the listener's framing cannot carry (dropped, the other
+    /// replies of the request still go out).
+    ReplyUnencodable,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the index into counter arrays).
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Oversize,
         DropReason::InvalidJson,
         DropReason::InvalidUtf8,
@@ -74,6 +80,8 @@ impl DropReason {
         DropReason::EgressFull,
         DropReason::NoClient,
         DropReason::EgressUnsent,
+        DropReason::Unanswered,
+        DropReason::ReplyUnencodable,
     ];
 
     /// A stable snake_case label for logs and metrics.
@@ -96,6 +104,8 @@ impl DropReason {
             DropReason::EgressFull => "egress_full",
             DropReason::NoClient => "no_client",
             DropReason::EgressUnsent => "egress_unsent",
+            DropReason::Unanswered => "unanswered",
+            DropReason::ReplyUnencodable => "reply_unencodable",
         }
     }
 
@@ -132,6 +142,11 @@ pub(crate) struct ListenerCounters {
     pub(crate) groups_published: AtomicU64,
     pub(crate) slow_clients_disconnected: AtomicU64,
     pub(crate) listener_rebuilds: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) replies_sent: AtomicU64,
+    pub(crate) handler_errors: AtomicU64,
+    pub(crate) handler_timeouts: AtomicU64,
+    pub(crate) handler_panics: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -168,6 +183,11 @@ impl ListenerCounters {
             groups_published: get(&self.groups_published),
             slow_clients_disconnected: get(&self.slow_clients_disconnected),
             listener_rebuilds: get(&self.listener_rebuilds),
+            requests: get(&self.requests),
+            replies_sent: get(&self.replies_sent),
+            handler_errors: get(&self.handler_errors),
+            handler_timeouts: get(&self.handler_timeouts),
+            handler_panics: get(&self.handler_panics),
             dropped: DropReason::ALL.map(|r| (r, get(&self.dropped[r.index()]))),
         }
     }
@@ -212,6 +232,16 @@ pub struct Counters {
     pub slow_clients_disconnected: u64,
     /// Times a failed listening socket was rebuilt.
     pub listener_rebuilds: u64,
+    /// Frames handed to a request handler.
+    pub requests: u64,
+    /// Handler replies written to clients (also counted in `frames_sent`).
+    pub replies_sent: u64,
+    /// Requests whose handler returned an error (answered by the error reply).
+    pub handler_errors: u64,
+    /// Requests whose handler ran past the handler's timeout.
+    pub handler_timeouts: u64,
+    /// Requests whose handler panicked (the connection went on).
+    pub handler_panics: u64,
     /// Frames (and egress messages) dropped, by reason.
     pub dropped: [(DropReason, u64); DropReason::ALL.len()],
 }
@@ -236,6 +266,11 @@ impl Default for Counters {
             groups_published: 0,
             slow_clients_disconnected: 0,
             listener_rebuilds: 0,
+            requests: 0,
+            replies_sent: 0,
+            handler_errors: 0,
+            handler_timeouts: 0,
+            handler_panics: 0,
             dropped: DropReason::ALL.map(|r| (r, 0)),
         }
     }
@@ -271,6 +306,11 @@ impl Counters {
         self.groups_published += other.groups_published;
         self.slow_clients_disconnected += other.slow_clients_disconnected;
         self.listener_rebuilds += other.listener_rebuilds;
+        self.requests += other.requests;
+        self.replies_sent += other.replies_sent;
+        self.handler_errors += other.handler_errors;
+        self.handler_timeouts += other.handler_timeouts;
+        self.handler_panics += other.handler_panics;
         for (mine, theirs) in self.dropped.iter_mut().zip(other.dropped.iter()) {
             mine.1 += theirs.1;
         }
@@ -287,6 +327,8 @@ pub(crate) struct LinkCounters {
     pub(crate) frame_bytes_in: AtomicU64,
     pub(crate) max_frame_in: AtomicU64,
     pub(crate) frames_out: AtomicU64,
+    /// Of `frames_out`, the handler's replies.
+    pub(crate) replies_out: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     pub(crate) max_frame_out: AtomicU64,
     pub(crate) dropped: AtomicU64,
