@@ -35,43 +35,43 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-load="--conns $CONNS --frames $FRAMES --size $SIZE --json"
+load="--conns $CONNS --frames $FRAMES --json"
 echo "== ceiling" >&2
-$FH bench ceiling $load 2>/dev/null > "$OUT/ceiling.json"
+$FH bench ceiling $load --size "$SIZE" 2>>"$OUT/bench.log" > "$OUT/ceiling.json"
 
 echo "== nats-server $(nats-server --version 2>&1 | head -1)" >&2
 NATS_PORT=$(free_port)
 nats-server -a 127.0.0.1 -p "$NATS_PORT" >"$OUT/nats.log" 2>&1 & PIDS+=($!)
 wait_port "$NATS_PORT"
-$FH bench nats --to 127.0.0.1:"$NATS_PORT" $load 2>/dev/null > "$OUT/nats.json"
+$FH bench nats --to 127.0.0.1:"$NATS_PORT" $load --size "$SIZE" 2>>"$OUT/bench.log" > "$OUT/nats.json"
 
 echo "== framehub in process" >&2
-$FH bench --inproc --token "$TOKEN" $load 2>/dev/null > "$OUT/inproc.json"
+$FH bench --inproc --token "$TOKEN" $load --size "$SIZE" 2>>"$OUT/bench.log" > "$OUT/inproc.json"
 
 echo "== framehub serve end to end" >&2
 SERVE_PORT=$(free_port)
 $FH serve --listen 127.0.0.1:"$SERVE_PORT" --token "$TOKEN" --out /dev/null --quiet --log-format json 2>"$OUT/serve.log" & SERVE=$!
 PIDS+=($SERVE)
 wait_port "$SERVE_PORT"
-$FH bench --to 127.0.0.1:"$SERVE_PORT" --token "$TOKEN" $load 2>/dev/null > "$OUT/serve-send.json"
+$FH bench --to 127.0.0.1:"$SERVE_PORT" --token "$TOKEN" $load --size "$SIZE" 2>>"$OUT/bench.log" > "$OUT/serve-send.json"
 # serve reports at exit how many records it wrote and how long the sink was busy.
 sleep 2
 kill -TERM "$SERVE"; wait "$SERVE" || true
 
 echo "== binary framings, latency, idle connections" >&2
-$FH bench --inproc --framing length --size 256 $load 2>/dev/null > "$OUT/length256.json"
-$FH bench ceiling --framing length --size 256 $load 2>/dev/null > "$OUT/ceiling-length256.json"
-$FH bench --inproc --framing cobs --size 256 $load 2>/dev/null > "$OUT/cobs256.json"
-$FH bench ceiling --framing cobs --size 256 $load 2>/dev/null > "$OUT/ceiling-cobs256.json"
-$FH bench --inproc --framing length --size 1048576 --conns 8 --frames 200 --json 2>/dev/null > "$OUT/length1m.json"
-$FH bench --inproc --framing cobs --size 1048576 --conns 8 --frames 100 --json 2>/dev/null > "$OUT/cobs1m.json"
-$FH bench --inproc --token "$TOKEN" --conns 64 --rate 1563 --duration 10s --size "$SIZE" --json 2>/dev/null > "$OUT/latency.json"
+$FH bench --inproc --framing length --size 256 $load 2>>"$OUT/bench.log" > "$OUT/length256.json"
+$FH bench ceiling --framing length --size 256 $load 2>>"$OUT/bench.log" > "$OUT/ceiling-length256.json"
+$FH bench --inproc --framing cobs --size 256 $load 2>>"$OUT/bench.log" > "$OUT/cobs256.json"
+$FH bench ceiling --framing cobs --size 256 $load 2>>"$OUT/bench.log" > "$OUT/ceiling-cobs256.json"
+$FH bench --inproc --framing length --size 1048576 --conns 8 --frames 200 --json 2>>"$OUT/bench.log" > "$OUT/length1m.json"
+$FH bench --inproc --framing cobs --size 1048576 --conns 8 --frames 100 --json 2>>"$OUT/bench.log" > "$OUT/cobs1m.json"
+$FH bench --inproc --token "$TOKEN" --conns 64 --rate 1563 --duration 10s --size "$SIZE" --json 2>>"$OUT/bench.log" > "$OUT/latency.json"
 
 IDLE_PORT=$(free_port)
 $FH serve --listen 127.0.0.1:"$IDLE_PORT" --token "$TOKEN" --out /dev/null --quiet 2>"$OUT/idle-serve.log" & IDLE=$!
 PIDS+=($IDLE)
 wait_port "$IDLE_PORT"
-$FH bench --to 127.0.0.1:"$IDLE_PORT" --token "$TOKEN" --idle-conns "${IDLE_CONNS:-10000}" --server-pid "$IDLE" --json 2>/dev/null > "$OUT/idle.json"
+$FH bench --to 127.0.0.1:"$IDLE_PORT" --token "$TOKEN" --idle-conns "${IDLE_CONNS:-10000}" --server-pid "$IDLE" --json 2>>"$OUT/bench.log" > "$OUT/idle.json"
 kill -TERM "$IDLE"; wait "$IDLE" || true
 
 python3 - "$OUT" <<'PY'

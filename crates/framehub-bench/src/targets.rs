@@ -176,29 +176,33 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
 
     let measures_delivery = !matches!(cfg.target, Target::Remote(_));
     let mut last_count = 0;
+    let mut last_bytes = 0;
     let mut last_change = Instant::now();
     let mut sent = None;
     let mut generator = Some(generator);
     loop {
         tokio::time::sleep(Duration::from_millis(1)).await;
-        if let Some(g) = generator.as_ref() {
-            if g.is_finished() {
-                if let Some(g) = generator.take() {
-                    sent = Some(g.await.context("generator")??);
-                }
-            }
+        if let Some(g) = generator.as_ref()
+            && g.is_finished()
+            && let Some(g) = generator.take()
+        {
+            sent = Some(g.await.context("generator")??);
         }
         let count = delivery.frames.load(Ordering::Relaxed);
-        if count != last_count {
+        // The ceiling counts only bytes for binary framings: progress is
+        // either.
+        let bytes = delivery.bytes.load(Ordering::Relaxed);
+        if count != last_count || bytes != last_bytes {
             last_count = count;
+            last_bytes = bytes;
             last_change = Instant::now();
         }
         if let Some(s) = &sent {
-            let expected = expected_deliveries(&cfg, s);
-            if !measures_delivery
-                || count >= expected
-                || last_change.elapsed() > Duration::from_secs(3)
-            {
+            let done = match expected_deliveries(&cfg, s) {
+                Some(expected) => count >= expected,
+                None => bytes >= s.wire_bytes,
+            };
+            if !measures_delivery || done || last_change.elapsed() > Duration::from_secs(3) {
                 break;
             }
         }
@@ -252,10 +256,12 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
     })
 }
 
-fn expected_deliveries(cfg: &BenchConfig, sent: &load::Sent) -> u64 {
+/// Frames the receiver should count; `None` when it counts only bytes
+/// (the ceiling with a binary framing).
+fn expected_deliveries(cfg: &BenchConfig, sent: &load::Sent) -> Option<u64> {
     match (&cfg.target, &cfg.framing) {
-        (Target::Ceiling, f) if *f != FramingConfig::Lines => u64::MAX,
-        _ => sent.frames,
+        (Target::Ceiling, f) if *f != FramingConfig::Lines => None,
+        _ => Some(sent.frames),
     }
 }
 

@@ -302,7 +302,6 @@ struct ConnectionView {
     frames_in: u64,
     bytes_out: u64,
     frames_out: u64,
-    delivered: u64,
     dropped: u64,
     egress_pending: u64,
 }
@@ -328,10 +327,10 @@ fn sort_connections(conns: &mut [ConnectionInfo], field: &str) -> Result<(), Str
         "node" => conns.sort_by(|a, b| a.node.cmp(&b.node)),
         "since" => conns.sort_by_key(|c| c.since),
         "idle" => conns.sort_by_key(|c| c.idle),
-        "bytes_in" => conns.sort_by_key(|c| c.counts.bytes_in),
-        "frames_in" => conns.sort_by_key(|c| c.counts.frames_in),
-        "bytes_out" => conns.sort_by_key(|c| c.counts.bytes_out),
-        "frames_out" => conns.sort_by_key(|c| c.counts.frames_out),
+        "bytes_in" => conns.sort_by_key(|c| c.bytes_in),
+        "frames_in" => conns.sort_by_key(|c| c.frames_in),
+        "bytes_out" => conns.sort_by_key(|c| c.bytes_out),
+        "frames_out" => conns.sort_by_key(|c| c.frames_out),
         "egress_pending" => conns.sort_by_key(|c| c.egress_pending_bytes),
         other => {
             return Err(format!(
@@ -369,12 +368,11 @@ async fn connections(
             node: c.node.as_deref().map(str::to_owned),
             since: rfc3339(c.since),
             idle_seconds: c.idle.as_secs_f64(),
-            bytes_in: c.counts.bytes_in,
-            frames_in: c.counts.frames_in,
-            bytes_out: c.counts.bytes_out,
-            frames_out: c.counts.frames_out,
-            delivered: c.counts.delivered,
-            dropped: c.counts.dropped,
+            bytes_in: c.bytes_in,
+            frames_in: c.frames_in,
+            bytes_out: c.bytes_out,
+            frames_out: c.frames_out,
+            dropped: c.dropped,
             egress_pending: c.egress_pending_bytes,
         })
         .collect();

@@ -462,11 +462,12 @@ pub fn check_config(path: &Path) -> ExitCode {
             );
             for l in listeners {
                 println!(
-                    "  listener {} on {} ({}, {:?}, auth {})",
+                    "  listener {} on {} ({}, {:?}, {:?}, auth {})",
                     l.name,
                     l.effective_bind(),
                     l.framing.name(),
                     l.protocol,
+                    l.delivery,
                     if l.auth.is_required() { "on" } else { "off" }
                 );
             }
@@ -591,6 +592,8 @@ mod tests {
             format!("{:?}", defaults.hub.nodes)
         );
         assert_eq!(documented.hub.shutdown_grace, defaults.hub.shutdown_grace);
+        assert_eq!(documented.hub.stats_interval, defaults.hub.stats_interval);
+        assert_eq!(documented.hub.runtime, defaults.hub.runtime);
         assert_eq!(
             format!("{:?}", documented.serve),
             format!("{:?}", defaults.serve)
@@ -615,6 +618,59 @@ mod tests {
             assert_eq!(*s, expected, "README sink differs from the defaults");
         }
         assert_eq!(kinds, ["file", "stdout", "tap"]);
+    }
+
+    /// A stage-mode file: every new key parses, from the daemon's config.
+    #[test]
+    fn stage_mode_keys_parse() {
+        let cfg = parse(
+            r#"
+            stats_interval = "2s"
+            [runtime]
+            io_threads = 1
+            cpu_affinity = [0]
+            thread_priority = "realtime:10"
+            [[listener]]
+            name = "stage"
+            framing = "chunk"
+            protocol = "raw"
+            delivery = "groups"
+            group_size = 16
+            group_max_delay = "10ms"
+            group_capacity = 8
+            group_overflow = "block"
+            egress_buffer_bytes = "256KiB"
+            slow_client = "disconnect"
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(cfg.hub.stats_interval, Duration::from_secs(2));
+        assert_eq!(cfg.hub.runtime.cpu_affinity, [0]);
+        assert_eq!(
+            cfg.hub.runtime.thread_priority,
+            Some(framehub::ThreadPriority::Realtime(10))
+        );
+        let l = &cfg.hub.listener[0];
+        assert_eq!(l.delivery, framehub::Delivery::Groups);
+        assert_eq!(l.group_size, 16);
+        assert_eq!(l.group_overflow, framehub::OverflowPolicy::Block);
+        assert_eq!(l.egress_buffer_bytes, framehub::ByteSize(256 << 10));
+        assert_eq!(l.slow_client, framehub::SlowClientPolicy::Disconnect);
+        let nice = parse("[runtime]\nthread_priority = -5\n").expect("nice");
+        assert_eq!(
+            nice.hub.runtime.thread_priority,
+            Some(framehub::ThreadPriority::Nice(-5))
+        );
+        for bad in [
+            "[runtime]\nthread_priority = 20\n",
+            "[runtime]\nthread_priority = \"realtime:0\"\n",
+            "[runtime]\nthread_priority = \"fast\"\n",
+        ] {
+            let err = parse(bad).expect_err(bad);
+            assert!(err.0.contains("runtime.thread_priority"), "{err}");
+        }
+        let err = parse("[[listener]]\ngroup_size = 0\n").expect_err("size 0");
+        assert!(err.0.contains("listener[0].group_size"), "{err}");
     }
 
     /// Key paths (`listener.queue.capacity`) of a serialized config: every

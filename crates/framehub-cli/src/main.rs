@@ -12,7 +12,9 @@ mod admin;
 mod bench;
 mod config;
 mod metrics;
+mod send;
 mod serve;
+mod simulate;
 mod sink;
 
 /// Exit code for a configuration that cannot be used (sysexits EX_USAGE,
@@ -34,6 +36,9 @@ struct Cli {
 enum Command {
     /// Accept connections and write every delivered frame as one NDJSON record.
     Serve(ServeArgs),
+    /// Send stdin's lines (or simulated radar nodes) to a server through
+    /// the reconnecting client.
+    Send(send::SendArgs),
     /// Load generator: framehub in process or remote, the loopback ceiling, nats-server.
     Bench(bench::BenchArgs),
     /// Validate a config file without binding anything.
@@ -86,6 +91,10 @@ pub struct ServeArgs {
     /// No status line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Print the traffic statistics on stderr as one JSON line per
+    /// `stats_interval` (1 s), instead of the status line.
+    #[arg(long)]
+    pub stats: bool,
     /// Log format on stderr; filter with RUST_LOG (default info).
     #[arg(long, value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
@@ -101,6 +110,21 @@ fn init_logs(format: LogFormat) {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Installs the SIGINT/SIGTERM handlers now, before anything is bound or
+/// connected, so a signal that comes early is still handled; the returned
+/// future completes on the first signal.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 fn block_on(task: impl std::future::Future<Output = ExitCode>) -> ExitCode {
@@ -123,6 +147,10 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             init_logs(args.log_format);
             block_on(serve::run(args))
+        }
+        Command::Send(args) => {
+            init_logs(args.log_format);
+            block_on(send::run(args))
         }
         Command::Bench(args) => {
             init_logs(LogFormat::Pretty);

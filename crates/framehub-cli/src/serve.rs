@@ -1,13 +1,14 @@
 //! `framehub serve`: config and flags -> a running hub, every delivered
-//! frame to every sink, the admin HTTP server, a status line, and a clean
-//! exit on SIGINT or SIGTERM with everything received written and synced.
+//! frame (from receivers or group streams) to every sink, the admin HTTP
+//! server, a status line or the JSON statistics, and a clean exit on SIGINT
+//! or SIGTERM with everything received written and synced.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use framehub::{Frame, FramingConfig, Hub, Protocol, Receiver};
+use framehub::{Frame, FramingConfig, Groups, Hub, Protocol, Receiver};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -106,7 +107,7 @@ async fn build_sinks(configs: Vec<SinkConfig>) -> Result<Sinks, String> {
 }
 
 pub async fn run(args: ServeArgs) -> ExitCode {
-    let signal = match shutdown_signal() {
+    let signal = match crate::shutdown_signal() {
         Ok(signal) => signal,
         Err(e) => {
             eprintln!("framehub: cannot install signal handlers: {e}");
@@ -183,6 +184,9 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         if let Some(r) = hub.listener_receiver(&l.name) {
             drains.spawn(drain(r, tx.clone()));
         }
+        if let Some(g) = hub.groups(&l.name) {
+            drains.spawn(drain_groups(g, tx.clone()));
+        }
     }
     if let Some(mut new_nodes) = hub.new_nodes() {
         let tx = tx.clone();
@@ -214,8 +218,11 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             admin_stop.clone(),
         ))
     });
-    let status =
-        (!args.quiet).then(|| tokio::spawn(status_line(hub.clone(), cfg.serve.status_interval)));
+    let status = if args.stats {
+        Some(tokio::spawn(print_stats(hub.clone())))
+    } else {
+        (!args.quiet).then(|| tokio::spawn(status_line(hub.clone(), cfg.serve.status_interval)))
+    };
 
     signal.await;
     tracing::info!("shutting down");
@@ -283,10 +290,10 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         }
     };
     admin_stop.cancel();
-    if let Some(server) = admin_server {
-        if tokio::time::timeout(ADMIN_GRACE, server).await.is_err() {
-            tracing::warn!("admin requests still running at exit");
-        }
+    if let Some(server) = admin_server
+        && tokio::time::timeout(ADMIN_GRACE, server).await.is_err()
+    {
+        tracing::warn!("admin requests still running at exit");
     }
     code
 }
@@ -306,19 +313,30 @@ async fn drain(receiver: Receiver, tx: mpsc::Sender<Message>) {
     }
 }
 
-/// Installs the SIGINT/SIGTERM handlers now, before anything is bound, so a
-/// signal that comes early still shuts down cleanly; the returned future
-/// completes on the first signal.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+/// Moves each group's frames to the sink thread as one batch until the hub
+/// shut down and the stream is drained.
+async fn drain_groups(groups: Groups, tx: mpsc::Sender<Message>) {
+    while let Some(group) = groups.recv().await {
+        if tx.send(Message::Frames(group.frames)).await.is_err() {
+            tracing::error!(
+                listener = groups.listener(),
+                "sink thread is gone; stop draining"
+            );
+            return;
         }
-    })
+    }
+}
+
+/// Prints every statistics snapshot on stderr as one JSON line.
+async fn print_stats(hub: Hub) {
+    let mut stats = hub.stats();
+    while stats.changed().await.is_ok() {
+        let line = serde_json::to_string(&*stats.borrow_and_update());
+        match line {
+            Ok(line) => eprintln!("{line}"),
+            Err(e) => tracing::warn!(error = %e, "cannot print statistics"),
+        }
+    }
 }
 
 /// Prints one line on stderr per interval: connections, nodes, rates, drops.

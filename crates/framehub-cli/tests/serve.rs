@@ -4,12 +4,14 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::Command;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use serde_json::Value;
 
 #[test]
 fn serve_writes_ndjson_records_and_exits_0_on_sigterm_with_everything_flushed() {
@@ -239,5 +241,101 @@ fn readme_python_snippet_pushes_a_frame() {
     let recs = records(&out);
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0]["node"], "radar3");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn stats_flag_prints_one_json_line_per_second() {
+    let mut daemon = Daemon::start(&["--listen", "127.0.0.1:0", "--stats"]);
+    let addr = daemon.addr();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    for ts in 0..10u64 {
+        s.write_all(detection("radar1", None, ts).as_bytes())
+            .expect("write");
+    }
+    let busy = daemon.wait_line("a stats line with the frames", |v| {
+        v["listeners"][0]["frames_in"].as_u64().unwrap_or(0) > 0
+    });
+    let l = &busy["listeners"][0];
+    assert_eq!(l["listener"], "default");
+    assert_eq!(l["connections_open"], 1);
+    assert_eq!(l["connections"][0]["node"], "radar1");
+    assert!(l["frames_in_per_sec"].as_f64().is_some(), "{busy}");
+    // The next one follows about a second later.
+    let seq = busy["seq"].as_u64().expect("seq");
+    let next = daemon.wait_line("the next stats line", |v| {
+        v["seq"].as_u64() == Some(seq + 1)
+    });
+    let gap = next["unix_ms"].as_u64().expect("ms") - busy["unix_ms"].as_u64().expect("ms");
+    assert!((500..=5000).contains(&gap), "{gap} ms apart");
+    drop(s);
+    assert_eq!(daemon.terminate(), 0);
+}
+
+/// The effective user id of this test process.
+fn euid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    uids.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `thread_priority = "realtime:10"` where the process may not use
+/// SCHED_FIFO: a warning, and the daemon serves on at normal priority.
+/// As root (this sandbox) SCHED_FIFO would succeed, so the daemon runs as
+/// the unprivileged user `nobody` through `setpriv`, which is what an
+/// unprivileged deployment is.
+#[test]
+fn an_unprivileged_realtime_priority_falls_back_with_a_warning() {
+    let dir = temp_dir("realtime");
+    let cfg = dir.join("stage.toml");
+    std::fs::write(
+        &cfg,
+        "[runtime]\nio_threads = 1\nthread_priority = \"realtime:10\"\n\
+         [[listener]]\nbind = \"127.0.0.1:0\"\n",
+    )
+    .expect("write");
+    let mut command = if euid() == Some(0) {
+        let available = Command::new("setpriv").arg("--version").output();
+        assert!(
+            available.is_ok_and(|o| o.status.success()),
+            "running as root: setpriv (util-linux) is needed to test as an unprivileged user"
+        );
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_framehub"));
+        c
+    } else {
+        framehub()
+    };
+    command
+        .args(["serve", "--log-format", "json", "--quiet"])
+        .args(["--admin", "127.0.0.1:0", "--config"])
+        .arg(&cfg);
+    let mut daemon = Daemon::spawn(command);
+    let warning = daemon.wait_log(
+        "cannot set the I/O threads' priority (not permitted?); running at normal priority",
+    );
+    assert!(
+        warning["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not permitted")),
+        "{warning}"
+    );
+    // It serves on: a frame becomes a record on stdout.
+    let addr = daemon.addr();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(detection("radar1", None, 1).as_bytes())
+        .expect("write");
+    let stdout = daemon.child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(PATIENCE).expect("a record in time");
+    let record: Value = serde_json::from_str(&line).expect("json record");
+    assert_eq!(record["node"], "radar1");
+    drop(s);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -22,6 +22,15 @@ pub const DEFAULT_PORT: u16 = 30050;
 /// within what the new-node channel can be sized to.
 pub const MAX_NODES_LIMIT: usize = 1_000_000;
 
+/// The largest `group_size`: a group is one allocation of this many frames.
+pub const MAX_GROUP_SIZE: usize = 1 << 20;
+
+/// The most `io_threads`: far past any machine framehub runs on.
+pub const MAX_IO_THREADS: usize = 1024;
+
+/// CPUs a Linux CPU set can name (`CPU_SETSIZE`).
+pub const MAX_CPU_ID: usize = 1024;
+
 /// Settings of a whole hub: its listeners and the node table they share.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -35,6 +44,11 @@ pub struct HubConfig {
     /// on them (`"5s"`).
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub shutdown_grace: Duration,
+    /// Period of the traffic statistics ([`crate::Hub::stats`]; `"1s"`).
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub stats_interval: Duration,
+    /// The threads the hub's I/O runs on (`[runtime]`).
+    pub runtime: RuntimeConfig,
 }
 
 impl Default for HubConfig {
@@ -43,6 +57,101 @@ impl Default for HubConfig {
             listener: Vec::new(),
             nodes: NodesConfig::default(),
             shutdown_grace: Duration::from_secs(5),
+            stats_interval: Duration::from_secs(1),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+/// Where the hub's I/O runs: by default on the tokio runtime of the program
+/// that starts it; with any of these set, on runtime threads of its own,
+/// placed and prioritised as asked (the robotics stage's I/O thread).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Worker threads of the hub's own runtime. 0 (default): no runtime of
+    /// its own, unless `cpu_affinity` or `thread_priority` is set; then one
+    /// thread per CPU in `cpu_affinity`, or one per CPU of the machine.
+    pub io_threads: usize,
+    /// CPUs the hub's threads may run on (`[0, 1]`); empty: any.
+    pub cpu_affinity: Vec<usize>,
+    /// Priority of the hub's threads: a nice value (`-20`..`19`), or
+    /// `"realtime:N"` for `SCHED_FIFO` priority N (1..99) when the process
+    /// is allowed to; otherwise a warning, and the threads run on at normal
+    /// priority. Unset: inherited.
+    pub thread_priority: Option<ThreadPriority>,
+}
+
+impl RuntimeConfig {
+    /// Whether the hub needs runtime threads of its own.
+    pub fn is_dedicated(&self) -> bool {
+        self.io_threads > 0 || !self.cpu_affinity.is_empty() || self.thread_priority.is_some()
+    }
+}
+
+/// A thread priority, as `thread_priority` is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadPriority {
+    /// A nice value for the normal scheduler (-20 highest .. 19 lowest).
+    Nice(i32),
+    /// `SCHED_FIFO` with this static priority (1..99).
+    Realtime(u8),
+}
+
+impl ThreadPriority {
+    /// Parses `"realtime:10"`, `"fifo:10"` or a nice value such as `"-5"`.
+    pub fn parse(text: &str) -> Result<ThreadPriority, String> {
+        let text = text.trim();
+        if let Some(n) = text
+            .strip_prefix("realtime:")
+            .or_else(|| text.strip_prefix("fifo:"))
+        {
+            return match n.trim().parse::<u8>() {
+                Ok(p) if (1..=99).contains(&p) => Ok(ThreadPriority::Realtime(p)),
+                _ => Err(format!("{text:?}: a realtime priority is 1..99")),
+            };
+        }
+        match text.parse::<i32>() {
+            Ok(n) => ThreadPriority::nice(n),
+            Err(_) => Err(format!(
+                "{text:?} is neither a nice value (-20..19) nor \"realtime:N\""
+            )),
+        }
+    }
+
+    fn nice(n: i32) -> Result<ThreadPriority, String> {
+        if (-20..=19).contains(&n) {
+            Ok(ThreadPriority::Nice(n))
+        } else {
+            Err(format!("nice value {n} is outside -20..19"))
+        }
+    }
+}
+
+/// As written: a nice value as a number, realtime as `"realtime:N"`.
+impl Serialize for ThreadPriority {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ThreadPriority::Nice(n) => s.serialize_i32(*n),
+            ThreadPriority::Realtime(p) => s.collect_str(&format_args!("realtime:{p}")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ThreadPriority {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Int(i64),
+            Text(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Int(n) => i32::try_from(n)
+                .map_err(|_| format!("nice value {n} is outside -20..19"))
+                .and_then(ThreadPriority::nice)
+                .map_err(serde::de::Error::custom),
+            Repr::Text(t) => ThreadPriority::parse(&t).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -113,6 +222,59 @@ pub struct ListenerConfig {
     pub socket: SocketConfig,
     /// Deepest JSON nesting accepted in a node frame.
     pub max_json_depth: usize,
+    /// Write a heartbeat frame to every client this often (`"1s"`; unset:
+    /// never), so clients can tell a live but quiet server from a half-open
+    /// connection. Node protocol: `{"type":"heartbeat"}` (with the
+    /// configured field names); other protocols: an empty frame in the
+    /// listener's framing (`lines`, `length` and `cobs` only: `chunk` and
+    /// `spacepacket` cannot carry an empty frame).
+    #[serde(deserialize_with = "opt_duration", serialize_with = "ser_opt_duration")]
+    pub server_heartbeat: Option<Duration>,
+    /// Bytes each client's egress buffer holds at most (`"1MiB"`): what
+    /// [`crate::Hub::broadcast`] and friends queue for it until the socket
+    /// takes them.
+    pub egress_buffer_bytes: ByteSize,
+    /// What happens to a client whose egress buffer is full.
+    pub slow_client: SlowClientPolicy,
+    /// Where frames go: per-node receivers, or one stream of groups.
+    pub delivery: Delivery,
+    /// `delivery = "groups"`: frames per group at most.
+    pub group_size: usize,
+    /// `delivery = "groups"`: a group is published this long after its
+    /// first frame even if not full (`"5ms"`).
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub group_max_delay: Duration,
+    /// `delivery = "groups"`: published groups waiting for the consumer at
+    /// most; past that `group_overflow` applies.
+    pub group_capacity: usize,
+    /// `delivery = "groups"`: what a full group stream does, as a receiver's
+    /// `queue.overflow` (`full_grace` is the queue's too).
+    pub group_overflow: OverflowPolicy,
+}
+
+/// What a client whose egress buffer is full costs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowClientPolicy {
+    /// The message is dropped for that client (counted); it stays connected.
+    #[default]
+    Drop,
+    /// The client is disconnected (counted), as NATS does with a slow
+    /// consumer.
+    Disconnect,
+}
+
+/// How a listener hands frames to the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Per-node receivers (node protocol) or the listener's receiver (raw):
+    /// [`crate::Hub::receiver`], [`crate::Hub::listener_receiver`].
+    #[default]
+    Receivers,
+    /// One stream of groups of frames from every connection of the
+    /// listener: [`crate::Hub::groups`]. No receivers are provisioned.
+    Groups,
 }
 
 impl Default for ListenerConfig {
@@ -131,6 +293,14 @@ impl Default for ListenerConfig {
             queue: QueueConfig::default(),
             socket: SocketConfig::default(),
             max_json_depth: crate::json::DEFAULT_MAX_DEPTH,
+            server_heartbeat: None,
+            egress_buffer_bytes: ByteSize(1 << 20),
+            slow_client: SlowClientPolicy::Drop,
+            delivery: Delivery::Receivers,
+            group_size: 64,
+            group_max_delay: Duration::from_millis(5),
+            group_capacity: 64,
+            group_overflow: OverflowPolicy::DropOldest,
         }
     }
 }
@@ -369,6 +539,32 @@ impl HubConfig {
                     "must be at least 1",
                 ));
             }
+            if l.egress_buffer_bytes.0 == 0 {
+                return Err(ConfigError::new(key("egress_buffer_bytes"), "must be > 0"));
+            }
+            if l.group_size == 0 || l.group_size > MAX_GROUP_SIZE {
+                return Err(ConfigError::new(
+                    key("group_size"),
+                    format!("must be 1..={MAX_GROUP_SIZE}"),
+                ));
+            }
+            if l.group_capacity == 0 {
+                return Err(ConfigError::new(key("group_capacity"), "must be > 0"));
+            }
+            if l.server_heartbeat.is_some()
+                && matches!(
+                    l.framing,
+                    FramingConfig::Chunk | FramingConfig::SpacePacket(_)
+                )
+            {
+                return Err(ConfigError::new(
+                    key("server_heartbeat"),
+                    format!(
+                        "framing {:?} cannot carry an empty heartbeat frame; use lines, length or cobs",
+                        l.framing.name()
+                    ),
+                ));
+            }
             match l.protocol {
                 Protocol::Node => {
                     if l.framing != FramingConfig::Lines {
@@ -413,6 +609,10 @@ impl HubConfig {
                 }
             }
         }
+        if self.stats_interval.is_zero() {
+            return Err(ConfigError::new("stats_interval", "must be > 0"));
+        }
+        self.runtime.validate()?;
         if self.nodes.max_nodes > MAX_NODES_LIMIT {
             return Err(ConfigError::new(
                 "nodes.max_nodes",
@@ -423,6 +623,24 @@ impl HubConfig {
             return Err(ConfigError::new(
                 "nodes.max_nodes",
                 "must be > 0 when auto_provision is on",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RuntimeConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.io_threads > MAX_IO_THREADS {
+            return Err(ConfigError::new(
+                "runtime.io_threads",
+                format!("must be at most {MAX_IO_THREADS}"),
+            ));
+        }
+        if let Some(cpu) = self.cpu_affinity.iter().find(|c| **c >= MAX_CPU_ID) {
+            return Err(ConfigError::new(
+                "runtime.cpu_affinity",
+                format!("CPU {cpu} is beyond the {MAX_CPU_ID} CPUs a CPU set can name"),
             ));
         }
         Ok(())
@@ -491,7 +709,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
         for (unit, size) in [("GiB", 1usize << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if n >= size && n % size == 0 {
+            if n >= size && n.is_multiple_of(size) {
                 return write!(f, "{}{unit}", n / size);
             }
         }
@@ -568,6 +786,7 @@ mod tests {
             bind = "127.0.0.1:0"
             max_frame_bytes = "512KiB"
             idle_timeout = "30s"
+            server_heartbeat = "1s"
             [listener.auth]
             token = "secret"
             [listener.auth.tokens]
@@ -582,6 +801,8 @@ mod tests {
         let l = &cfg.listener[0];
         assert_eq!(l.max_frame_bytes, ByteSize(512 << 10));
         assert_eq!(l.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(l.server_heartbeat, Some(Duration::from_secs(1)));
+        assert_eq!(ListenerConfig::default().server_heartbeat, None);
         assert_eq!(l.queue.overflow, OverflowPolicy::DropNewest);
         assert_eq!(l.queue.capacity, 2000);
         assert_eq!(l.auth.tokens["radar3"], "other");
@@ -611,6 +832,18 @@ mod tests {
         assert_eq!(
             cfg.validate().expect_err("node needs lines").key,
             "listener[0].protocol"
+        );
+
+        let mut cfg = HubConfig::default();
+        cfg.listener.push(ListenerConfig {
+            framing: FramingConfig::Chunk,
+            protocol: Protocol::Raw,
+            server_heartbeat: Some(Duration::from_secs(1)),
+            ..ListenerConfig::default()
+        });
+        assert_eq!(
+            cfg.validate().expect_err("chunk has no empty frame").key,
+            "listener[0].server_heartbeat"
         );
     }
 

@@ -1,5 +1,6 @@
 //! One task per connection: read into one buffer, cut frames, run the
-//! protocol, and hand each read's frames to their queue in one push.
+//! protocol, and hand each read's frames to their queue or group stream in
+//! one push. Writing to the client is the egress writer's job.
 //!
 //! Memory per connection is bounded by one read plus `max_frame_bytes`:
 //! the decoders never keep more, and frames that wait in a queue are copied
@@ -11,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -19,12 +20,17 @@ use tokio_util::codec::Decoder;
 
 use crate::codec::{CodecError, FrameDecoder};
 use crate::config::OverflowPolicy;
+use crate::egress::{EgressWriter, Peer};
 use crate::event::{CloseReason, ConnectionCounts, ConnectionEvent};
+use crate::group::Inbox;
+use crate::handler::Dispatcher;
 use crate::listener::ListenerShared;
 use crate::node::{AuthFailure, NodeSession, Verdict};
-use crate::receiver::{Frame, Incoming, Queue, Source, compact};
-use crate::registry::Registration;
-use crate::stats::{DropReason, ListenerCounters, WarnLimiter};
+use crate::receiver::{Frame, Incoming, Source, compact};
+use crate::stats::{DropReason, LinkCounters, ListenerCounters, WarnLimiter};
+
+/// A deadline that never comes, for timers whose branch is off.
+const FAR_FUTURE: Duration = Duration::from_secs(86400 * 365);
 
 /// Serves one accepted connection until it ends; the permit of the
 /// connection limit is released when this returns.
@@ -41,13 +47,58 @@ pub(crate) async fn serve(
         peer,
         listener: shared.name.clone(),
     });
-    let mut connection = Connection::new(shared, conn, peer);
-    let reason = connection.run(stream).await;
+    let peer_state = Arc::new(Peer::new(
+        conn,
+        peer,
+        shared.cancel.child_token(),
+        shared.config.egress_buffer_bytes.0,
+    ));
+    shared.peers.insert(peer_state.clone());
+    // The writer task owns the write half, so a client that does not read
+    // can never hold up this read loop.
+    let (reader, writer) = stream.into_split();
+    let egress = EgressWriter::spawn(writer, peer_state.clone(), shared.clone());
+    let mut connection = Connection::new(shared.clone(), peer_state.clone());
+    connection.dispatcher = shared
+        .handler
+        .clone()
+        .map(|h| Dispatcher::start(h, shared.clone(), peer_state.clone()));
+    let reason = connection.run(reader).await;
+    shared.peers.remove(conn);
+    if let Some(dispatcher) = connection.dispatcher.take() {
+        // A peer that half-closed after its last request still gets the
+        // replies to all of them; any other end abandons them.
+        let answer = reason == CloseReason::PeerClosed;
+        let grace = shared
+            .handler
+            .as_ref()
+            .map_or(Duration::ZERO, |h| h.timeout_of());
+        let totals = dispatcher.finish(answer).await;
+        if answer {
+            // A shutdown meanwhile does not wait for a client that reads
+            // slowly.
+            tokio::select! {
+                _ = peer_state.wait_drained(Instant::now() + grace) => {}
+                _ = peer_state.cancel.cancelled() => {}
+            }
+        }
+        connection.counts.handler_errors = totals.errors;
+        connection.counts.handler_timeouts = totals.timeouts;
+        connection.counts.handler_panics = totals.panics;
+    }
+    egress.stop().await;
+    let link = &peer_state.counters;
+    connection.counts.frames_out += link.frames_out.load(Ordering::Relaxed);
+    connection.counts.bytes_out += link.bytes_out.load(Ordering::Relaxed);
+    connection.counts.replies = link.replies_out.load(Ordering::Relaxed);
+    connection.counts.telemetry = connection.counts.frames_out - connection.counts.replies;
     connection.finish(reason);
 }
 
 struct Connection {
     shared: Arc<ListenerShared>,
+    /// What egress and the statistics share with this task.
+    link: Arc<Peer>,
     conn: u64,
     peer: SocketAddr,
     decoder: FrameDecoder,
@@ -55,8 +106,9 @@ struct Connection {
     session: Option<NodeSession>,
     /// Stamped on every frame; replaced once when the node binds.
     source: Arc<Source>,
-    /// The queue this connection's frames go to, once known.
-    queue: Option<Arc<Queue>>,
+    /// The queue or group stream this connection's frames go to, once
+    /// known.
+    queue: Option<Inbox>,
     /// Why frames are dropped while there is no queue.
     no_queue: DropReason,
     /// Whether this connection counts towards its node's health.
@@ -67,19 +119,24 @@ struct Connection {
     /// Counts not yet added to the listener's counters.
     pending: Pending,
     warning: WarnLimiter,
-    /// This connection's entry in the hub's registry, updated once per read.
-    live: Registration,
+    /// The listener's request handler, if it has one: every frame goes to
+    /// it instead of a queue.
+    dispatcher: Option<Dispatcher>,
 }
 
 #[derive(Default)]
 struct Pending {
     frames: u64,
     bytes: u64,
+    /// Payload bytes of the frames (framing removed), and the largest.
+    frame_bytes: u64,
+    max_frame: u64,
     heartbeats: u64,
 }
 
 impl Connection {
-    fn new(shared: Arc<ListenerShared>, conn: u64, peer: SocketAddr) -> Connection {
+    fn new(shared: Arc<ListenerShared>, link: Arc<Peer>) -> Connection {
+        let (conn, peer) = (link.conn, link.addr);
         let config = &shared.config;
         let session = shared
             .node_protocol
@@ -102,7 +159,7 @@ impl Connection {
         });
         Connection {
             decoder: FrameDecoder::new(&config.framing, max_frame),
-            queue: shared.raw_queue.clone(),
+            queue: shared.inbox(),
             no_queue: DropReason::MissingNodeId,
             bound_to_node: false,
             session,
@@ -111,10 +168,21 @@ impl Connection {
             counts: ConnectionCounts::default(),
             pending: Pending::default(),
             warning: WarnLimiter::new(Duration::from_secs(5)),
-            live: shared.registry.register(conn, shared.name.clone(), peer),
+            dispatcher: None,
             shared,
+            link,
             conn,
             peer,
+        }
+    }
+
+    /// Why the connection's token was cancelled: the hub is shutting down,
+    /// or egress found this client too slow.
+    fn cancel_reason(&self) -> CloseReason {
+        if self.link.is_slow() && !self.shared.cancel.is_cancelled() {
+            CloseReason::SlowClient
+        } else {
+            CloseReason::Shutdown
         }
     }
 
@@ -133,14 +201,14 @@ impl Connection {
         }
     }
 
-    async fn run(&mut self, mut stream: TcpStream) -> CloseReason {
-        let cancel = self.shared.cancel.clone();
+    async fn run(&mut self, mut stream: impl AsyncRead + Unpin) -> CloseReason {
+        let cancel = self.link.cancel.clone();
         let read_size = self.shared.config.read_buffer_bytes.0;
         let mut buf = BytesMut::with_capacity(read_size);
         let accepted = Instant::now();
         let mut last_read = accepted;
         // A far-away placeholder when no timer applies; the branch is off.
-        let far = accepted + Duration::from_secs(86400 * 365);
+        let far = accepted + FAR_FUTURE;
         let mut deadline = self.deadline(accepted, last_read);
         let timer = tokio::time::sleep_until(deadline.unwrap_or(far));
         tokio::pin!(timer);
@@ -150,7 +218,7 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return CloseReason::Shutdown,
+                _ = cancel.cancelled() => return self.cancel_reason(),
                 _ = &mut timer, if deadline.is_some() => {
                     // The timer is only re-armed here, not on every read:
                     // reads just move `last_read`.
@@ -158,11 +226,10 @@ impl Connection {
                     if !self.is_authenticated() && now >= accepted + self.shared.config.auth.timeout {
                         return CloseReason::AuthFailed(AuthFailure::Timeout);
                     }
-                    if let Some(idle) = self.shared.config.idle_timeout {
-                        if now >= last_read + idle {
+                    if let Some(idle) = self.shared.config.idle_timeout
+                        && now >= last_read + idle {
                             return CloseReason::IdleTimeout;
                         }
-                    }
                     deadline = self.deadline(accepted, last_read);
                     timer.as_mut().reset(deadline.unwrap_or(far));
                 }
@@ -241,6 +308,9 @@ impl Connection {
     fn handle_frame(&mut self, payload: Bytes, received_at: SystemTime) -> Result<(), CloseReason> {
         self.counts.frames_in += 1;
         self.pending.frames += 1;
+        let len = payload.len() as u64;
+        self.pending.frame_bytes += len;
+        self.pending.max_frame = self.pending.max_frame.max(len);
         let timestamp = match self.session.as_mut() {
             None => None,
             Some(session) => {
@@ -283,8 +353,8 @@ impl Connection {
             node: Some(node.clone()),
             ..(*self.source).clone()
         });
+        let _ = self.link.node.set(node.clone());
         tracing::debug!(peer = %self.peer, conn = self.conn, node = %node, "connection bound to node");
-        self.live.set_node(&node);
         self.shared.emit(ConnectionEvent::Authenticated {
             conn: self.conn,
             peer: self.peer,
@@ -297,11 +367,15 @@ impl Connection {
         let Some(node) = self.source.node.as_deref() else {
             return;
         };
+        if self.shared.groups.is_some() {
+            // Grouped delivery: every frame goes to the listener's stream.
+            return;
+        }
         match self.shared.router.resolve(node, self.shared.config.queue) {
             Ok(queue) => {
                 queue.connection_bound();
                 self.bound_to_node = true;
-                self.queue = Some(queue);
+                self.queue = Some(Inbox::Queue(queue));
             }
             Err(reason) => self.no_queue = reason,
         }
@@ -310,6 +384,9 @@ impl Connection {
     async fn flush_batch(&mut self) -> Result<(), CloseReason> {
         if self.batch.is_empty() {
             return Ok(());
+        }
+        if self.dispatcher.is_some() {
+            return self.dispatch_batch().await;
         }
         if self.queue.is_none() {
             // The node was unknown at bind time; it may have been
@@ -336,22 +413,25 @@ impl Connection {
             let out = queue.push(&mut self.batch, may_drop);
             let counters = &self.shared.counters;
             self.counts.delivered += out.enqueued as u64;
-            self.counts.dropped += (out.dropped_full + out.dropped_closed) as u64;
+            let dropped = (out.dropped_full + out.dropped_closed) as u64;
+            self.counts.dropped += dropped;
+            ListenerCounters::add(&self.link.counters.dropped, dropped);
             ListenerCounters::add(&counters.frames_delivered, out.enqueued as u64);
             ListenerCounters::add(&counters.duplicates, out.duplicates as u64);
+            ListenerCounters::add(&counters.groups_published, out.groups_published as u64);
             counters.dropped(DropReason::QueueFull, out.dropped_full as u64);
             counters.dropped(DropReason::ReceiverClosed, out.dropped_closed as u64);
-            if out.dropped_full > 0 {
-                if let Some(suppressed) = queue.full_warning.check() {
-                    tracing::warn!(
-                        node = %queue.name(),
-                        peer = %self.peer,
-                        conn = self.conn,
-                        policy = ?queue.policy(),
-                        suppressed,
-                        "receiver queue full; dropping frames"
-                    );
-                }
+            if out.dropped_full > 0
+                && let Some(suppressed) = queue.full_warning().check()
+            {
+                tracing::warn!(
+                    node = %queue.name(),
+                    peer = %self.peer,
+                    conn = self.conn,
+                    policy = ?queue.policy(),
+                    suppressed,
+                    "receiver queue full; dropping frames"
+                );
             }
             if self.batch.is_empty() {
                 if out.filling {
@@ -365,15 +445,16 @@ impl Connection {
             // Stop reading this socket until the consumer makes room (for
             // good with `block`, so TCP pushes back on the sender; until the
             // grace ends otherwise).
-            let deadline = grace.unwrap_or(Instant::now() + Duration::from_secs(86400 * 365));
+            let deadline = grace.unwrap_or(Instant::now() + FAR_FUTURE);
             tokio::select! {
                 biased;
-                _ = self.shared.cancel.cancelled() => {
+                _ = self.link.cancel.cancelled() => {
                     let n = self.batch.len() as u64;
                     self.batch.clear();
                     self.counts.dropped += n;
+                    ListenerCounters::add(&self.link.counters.dropped, n);
                     counters.dropped(DropReason::QueueFull, n);
-                    return Err(CloseReason::Shutdown);
+                    return Err(self.cancel_reason());
                 }
                 // Room for the whole rest (or a full queue's worth): waking
                 // for a handful of slots would push a few frames per wakeup.
@@ -383,8 +464,48 @@ impl Connection {
         }
     }
 
+    /// Hands the read's frames to the request handler, in order, waiting
+    /// while the connection has `max_in_flight` requests unanswered.
+    async fn dispatch_batch(&mut self) -> Result<(), CloseReason> {
+        // A request may wait in the handler for a while: it must not pin
+        // the whole read buffer meanwhile.
+        compact(&mut self.batch);
+        let Some(dispatcher) = &self.dispatcher else {
+            return Ok(());
+        };
+        let cancel = &self.link.cancel;
+        let mut dispatched = 0;
+        let mut refused = 0;
+        // Drained in place: the batch keeps its allocation for the next
+        // read.
+        let mut items = self.batch.drain(..);
+        for item in items.by_ref() {
+            if dispatcher
+                .dispatch(item.frame.payload, item.frame.source, cancel)
+                .await
+                .is_err()
+            {
+                // The one refused plus the rest of the read.
+                refused = 1 + items.len() as u64;
+                break;
+            }
+            dispatched += 1;
+        }
+        drop(items);
+        self.counts.requests += dispatched;
+        if refused > 0 {
+            let n = refused;
+            self.counts.dropped += n;
+            ListenerCounters::add(&self.link.counters.dropped, n);
+            self.shared.counters.dropped(DropReason::Unanswered, n);
+            return Err(self.cancel_reason());
+        }
+        Ok(())
+    }
+
     fn drop_frames(&mut self, reason: DropReason, n: u64, why: &dyn std::fmt::Display) {
         self.counts.dropped += n;
+        ListenerCounters::add(&self.link.counters.dropped, n);
         self.shared.counters.dropped(reason, n);
         // Limited per connection, and per listener so that a peer which
         // reconnects after every bad frame cannot flood the log either.
@@ -411,18 +532,35 @@ impl Connection {
         let p = std::mem::take(&mut self.pending);
         ListenerCounters::add(&c.frames_received, p.frames);
         ListenerCounters::add(&c.bytes_received, p.bytes);
+        ListenerCounters::add(&c.frame_bytes_received, p.frame_bytes);
         ListenerCounters::add(&c.heartbeats, p.heartbeats);
-        self.live.publish(&self.counts);
+        let link = &self.link.counters;
+        ListenerCounters::add(&link.frames_in, p.frames);
+        ListenerCounters::add(&link.bytes_in, p.bytes);
+        ListenerCounters::add(&link.frame_bytes_in, p.frame_bytes);
+        LinkCounters::raise_max(&link.max_frame_in, p.max_frame);
+        self.link.touch_read();
     }
 
     fn finish(mut self, reason: CloseReason) {
         self.publish_counts();
-        if self.bound_to_node {
-            if let Some(queue) = &self.queue {
-                queue.connection_unbound();
-            }
+        if self.bound_to_node
+            && let Some(Inbox::Queue(queue)) = &self.queue
+        {
+            queue.connection_unbound();
         }
         let shared = &self.shared;
+        // The statistics no longer see this connection: its largest frame
+        // of the current interval is kept on the listener.
+        let link = &self.link.counters;
+        LinkCounters::raise_max(
+            &shared.counters.max_frame_received,
+            link.max_frame_in.load(Ordering::Relaxed),
+        );
+        LinkCounters::raise_max(
+            &shared.counters.max_frame_sent,
+            link.max_frame_out.load(Ordering::Relaxed),
+        );
         shared.counters.closed(&reason);
         let node = self.source.node.clone();
         match &reason {
@@ -438,7 +576,7 @@ impl Connection {
                     );
                 }
             }
-            CloseReason::FramingLost(_) | CloseReason::ReadError(_) => {
+            CloseReason::FramingLost(_) | CloseReason::ReadError(_) | CloseReason::SlowClient => {
                 if let Some(suppressed) = shared.close_warning.check() {
                     tracing::warn!(peer = %self.peer, conn = self.conn, node = node.as_deref().unwrap_or("-"), suppressed, "connection closed: {reason}");
                 }

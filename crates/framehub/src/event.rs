@@ -22,12 +22,27 @@ pub enum CloseReason {
     FramingLost(String),
     /// Reading from the socket failed.
     ReadError(String),
+    /// The client's egress buffer was full and the listener disconnects
+    /// slow clients (`slow_client = "disconnect"`).
+    SlowClient,
+}
+
+/// Who ended a connection, in the three classes sat-rs reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The hub shut down.
+    Shutdown,
+    /// The peer closed its side.
+    Peer,
+    /// Anything else: a read error, lost framing, a failed
+    /// authentication, an idle or slow client.
+    Error,
 }
 
 impl CloseReason {
     /// Every label [`CloseReason::as_str`] returns, in a fixed order (the
     /// index into counter arrays).
-    pub const LABELS: [&'static str; 7] = [
+    pub const LABELS: [&'static str; 8] = [
         "peer_closed",
         "shutdown",
         "idle_timeout",
@@ -35,6 +50,7 @@ impl CloseReason {
         "auth_failed",
         "framing_lost",
         "read_error",
+        "slow_client",
     ];
 
     pub(crate) fn index(&self) -> usize {
@@ -43,6 +59,16 @@ impl CloseReason {
             .iter()
             .position(|l| *l == label)
             .unwrap_or_default()
+    }
+
+    /// Whether the connection ended by shutdown, by the peer, or by an
+    /// error.
+    pub fn ending(&self) -> Ending {
+        match self {
+            CloseReason::Shutdown => Ending::Shutdown,
+            CloseReason::PeerClosed => Ending::Peer,
+            _ => Ending::Error,
+        }
     }
 
     /// A stable snake_case label for logs and metrics.
@@ -55,6 +81,7 @@ impl CloseReason {
             CloseReason::AuthFailed(_) => "auth_failed",
             CloseReason::FramingLost(_) => "framing_lost",
             CloseReason::ReadError(_) => "read_error",
+            CloseReason::SlowClient => "slow_client",
         }
     }
 }
@@ -70,15 +97,30 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
-/// Per-connection totals, reported when it closes.
+/// Per-connection totals, reported when it closes (with its peer address
+/// and [`CloseReason`] in [`ConnectionEvent::Closed`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConnectionCounts {
     /// Frames cut from the stream.
     pub frames_in: u64,
     /// Bytes read.
     pub bytes_in: u64,
-    /// Frames written to the peer.
+    /// Frames written to the peer: `replies` plus `telemetry`.
     pub frames_out: u64,
+    /// Frames handed to the listener's request handler (telecommands).
+    pub requests: u64,
+    /// Handler replies written to the peer (error replies included).
+    pub replies: u64,
+    /// Every other frame written to the peer: messages the application
+    /// pushed (`Hub::send_to_connection`, `send_to_node`, `broadcast`)
+    /// and server heartbeats.
+    pub telemetry: u64,
+    /// Requests whose handler returned an error.
+    pub handler_errors: u64,
+    /// Requests whose handler ran past its timeout.
+    pub handler_timeouts: u64,
+    /// Requests whose handler panicked.
+    pub handler_panics: u64,
     /// Bytes written to the peer.
     pub bytes_out: u64,
     /// Frames put into a receiver's queue.

@@ -1,7 +1,9 @@
 //! The facade: [`Hub::start`] validates the config, binds every listener and
-//! starts serving; the handle gives receivers, events, counters and
-//! shutdown.
+//! starts serving (on the caller's runtime or on I/O threads of its own);
+//! the handle gives receivers and group streams, egress, events, counters,
+//! statistics and shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -9,18 +11,23 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::codec::FramingConfig;
-use crate::config::{ConfigError, HubConfig, Protocol, QueueConfig};
+use crate::config::{ConfigError, Delivery, HubConfig, Protocol, QueueConfig};
+use crate::egress::{self, EgressError};
 use crate::event::ConnectionEvent;
-use crate::listener::{self, AcceptState, HubContext, ListenerShared};
+use crate::group::Groups;
+use crate::handler::Handler;
+use crate::listener::{self, AcceptState, ListenerShared};
 use crate::receiver::Receiver;
-use crate::registry::{ConnectionInfo, Registry};
+use crate::registry::{self, ConnectionInfo};
 use crate::router::{NewNodes, NodeStatus, Router};
-use crate::stats::Counters;
+use crate::snapshot::{Sampler, StatsSnapshot};
+use crate::stats::{Counters, DropReason, ListenerCounters};
 
 /// Events buffered per subscriber before the slowest one starts to lag.
 const EVENT_CAPACITY: usize = 4096;
@@ -56,11 +63,13 @@ pub struct ListenerInfo {
     pub protocol: Protocol,
     /// Whether its node protocol requires a token.
     pub auth_required: bool,
+    /// How it delivers frames.
+    pub delivery: Delivery,
     /// Whether it is accepting connections: its accept loop runs and has
     /// not failed within [`ACCEPT_ERROR_MEMORY`].
     pub is_accepting: bool,
     /// The last `accept()` error, if within [`ACCEPT_ERROR_MEMORY`] (out of
-    /// file descriptors, ...).
+    /// file descriptors, a listening socket being rebuilt, ...).
     pub accept_error: Option<String>,
 }
 
@@ -76,12 +85,16 @@ struct Bound {
 
 struct HubInner {
     router: Arc<Router>,
-    registry: Arc<Registry>,
     listeners: Vec<Bound>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     events: broadcast::Sender<ConnectionEvent>,
     grace: Duration,
+    /// Egress drops that belong to no listener (no such connection/node).
+    unrouted: Arc<ListenerCounters>,
+    stats: watch::Sender<StatsSnapshot>,
+    /// The hub's own I/O runtime (`[runtime]`), if it has one.
+    runtime: Option<Runtime>,
 }
 
 impl HubInner {
@@ -92,7 +105,17 @@ impl HubInner {
             if let Some(q) = &b.shared.raw_queue {
                 q.finish();
             }
+            if let Some(g) = &b.shared.groups {
+                g.finish();
+            }
         }
+    }
+
+    fn listener(&self, name: &str) -> Option<&Arc<ListenerShared>> {
+        self.listeners
+            .iter()
+            .find(|b| &*b.shared.name == name)
+            .map(|b| &b.shared)
     }
 }
 
@@ -102,6 +125,11 @@ impl Drop for HubInner {
         // application still holds end instead of waiting forever.
         self.cancel.cancel();
         self.finish_queues();
+        if let Some(runtime) = self.runtime.take() {
+            // Dropping a runtime blocks, which panics inside another
+            // runtime; the tasks were told to stop above.
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -139,22 +167,51 @@ impl Hub {
     /// Validates `config`, binds every listener (retrying while an address
     /// is in use) and starts accepting connections.
     pub async fn start(config: HubConfig) -> Result<Hub, HubError> {
+        Hub::start_with(config, Vec::<(String, Handler)>::new()).await
+    }
+
+    /// [`Hub::start`] with request handlers, by listener name: every frame
+    /// of such a listener goes to its handler (not to a receiver or group
+    /// stream), which answers on the same connection.
+    ///
+    /// ```no_run
+    /// # async fn demo(config: framehub::HubConfig) -> Result<(), framehub::HubError> {
+    /// use framehub::{Handler, Hub};
+    /// let echo = Handler::new(|req| async move { Ok(vec![req.payload]) });
+    /// let hub = Hub::start_with(config, [("default", echo)]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_with<N: Into<String>>(
+        config: HubConfig,
+        handlers: impl IntoIterator<Item = (N, Handler)>,
+    ) -> Result<Hub, HubError> {
         config.validate()?;
+        let mut handlers: HashMap<String, Handler> =
+            handlers.into_iter().map(|(n, h)| (n.into(), h)).collect();
+        let listeners = config.listeners();
+        if let Some(name) = handlers
+            .keys()
+            .find(|name| !listeners.iter().any(|l| &l.name == *name))
+        {
+            return Err(HubError::Config(ConfigError {
+                key: "listener".into(),
+                message: format!("a handler is given for {name:?}, but no listener has that name"),
+            }));
+        }
+        let runtime = crate::runtime::build(&config.runtime)?;
+        // Everything the hub runs goes onto its own runtime, or the
+        // caller's.
+        let handle = runtime
+            .as_ref()
+            .map_or_else(Handle::current, |rt| rt.handle().clone());
         let router = Arc::new(Router::new(config.nodes.clone()));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        let registry = Arc::new(Registry::default());
-        let context = HubContext {
-            router: router.clone(),
-            events: events.clone(),
-            next_conn_id: Arc::new(AtomicU64::new(1)),
-            cancel: cancel.clone(),
-            registry: registry.clone(),
-        };
+        let next_conn_id = Arc::new(AtomicU64::new(1));
         let mut bound = Vec::new();
         let mut sockets = Vec::new();
-        for lc in config.listeners() {
+        for lc in listeners {
             let addr = lc.effective_bind();
             if !lc.auth.is_required() && lc.protocol == Protocol::Node && lc.bind.is_none() {
                 tracing::warn!(
@@ -163,38 +220,65 @@ impl Hub {
                     "no token configured: listening on loopback only; set a token to accept other hosts"
                 );
             }
-            let socket =
-                listener::bind(addr, &lc.socket)
-                    .await
-                    .map_err(|source| HubError::Bind {
-                        listener: lc.name.clone(),
-                        addr,
-                        source,
-                    })?;
-            let local_addr = socket.local_addr().map_err(|source| HubError::Bind {
+            let bind_error = |source| HubError::Bind {
                 listener: lc.name.clone(),
                 addr,
                 source,
-            })?;
-            tracing::info!(listener = %lc.name, %local_addr, framing = lc.framing.name(), protocol = ?lc.protocol, "listening");
-            let shared = Arc::new(ListenerShared::new(lc, &context));
-            sockets.push((socket, shared.clone()));
+            };
+            // A socket belongs to the runtime that registers it: bind on
+            // the one that will serve it.
+            let options = lc.socket.clone();
+            let socket = handle
+                .spawn(async move { listener::bind(addr, &options).await })
+                .await
+                .map_err(|e| bind_error(io::Error::other(e)))?
+                .map_err(bind_error)?;
+            let local_addr = socket.local_addr().map_err(bind_error)?;
+            tracing::info!(listener = %lc.name, %local_addr, framing = lc.framing.name(), protocol = ?lc.protocol, delivery = ?lc.delivery, "listening");
+            let handler = handlers.remove(&lc.name);
+            let mut shared = ListenerShared::new(
+                lc,
+                router.clone(),
+                events.clone(),
+                next_conn_id.clone(),
+                cancel.clone(),
+            );
+            shared.handler = handler;
+            let shared = Arc::new(shared);
+            sockets.push((socket, local_addr, shared.clone()));
             bound.push(Bound { shared, local_addr });
         }
+        let unrouted = Arc::new(ListenerCounters::default());
+        let (stats, _) = watch::channel(StatsSnapshot::default());
+        let sampler = Sampler::new(
+            bound.iter().map(|b| b.shared.clone()).collect(),
+            unrouted.clone(),
+            config.stats_interval,
+            stats.clone(),
+            cancel.clone(),
+        );
+        handle.spawn(sampler.run());
         // Accept only once every listener is bound, so a failing bind does
         // not leave half a hub serving.
-        for (socket, shared) in sockets {
-            tracker.spawn(listener::accept_loop(socket, shared, tracker.clone()));
+        for (socket, local_addr, shared) in sockets {
+            handle.spawn(tracker.track_future(listener::accept_loop(
+                socket,
+                local_addr,
+                shared,
+                tracker.clone(),
+            )));
         }
         Ok(Hub {
             inner: Arc::new(HubInner {
                 router,
-                registry,
                 listeners: bound,
                 cancel,
                 tracker,
                 events,
                 grace: config.shutdown_grace,
+                unrouted,
+                stats,
+                runtime,
             }),
         })
     }
@@ -229,6 +313,7 @@ impl Hub {
                     framing: b.shared.config.framing.clone(),
                     protocol: b.shared.config.protocol,
                     auth_required: b.shared.config.auth.is_required(),
+                    delivery: b.shared.config.delivery,
                     is_accepting,
                     accept_error,
                 }
@@ -239,7 +324,15 @@ impl Hub {
     /// Every open connection with its live counters (as of its last read),
     /// by id.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
-        self.inner.registry.snapshot()
+        let now = std::time::Instant::now();
+        let mut out = Vec::new();
+        for b in &self.inner.listeners {
+            b.shared
+                .peers
+                .for_each(|peer| out.push(registry::info(&b.shared.name, peer, now)));
+        }
+        out.sort_by_key(|c| c.id);
+        out
     }
 
     /// Registers a node (if new) and returns its receiver, with the default
@@ -257,11 +350,123 @@ impl Hub {
     /// The receiver of a `raw` listener: every frame it accepts.
     pub fn listener_receiver(&self, listener: &str) -> Option<Receiver> {
         self.inner
-            .listeners
-            .iter()
-            .find(|b| &*b.shared.name == listener)
-            .and_then(|b| b.shared.raw_queue.clone())
+            .listener(listener)
+            .and_then(|l| l.raw_queue.clone())
             .map(Receiver::new)
+    }
+
+    /// The group stream of a listener with `delivery = "groups"`: every
+    /// frame of every connection, in groups of up to `group_size`. `None`
+    /// for an unknown listener or one that delivers to receivers.
+    pub fn groups(&self, listener: &str) -> Option<Groups> {
+        self.inner
+            .listener(listener)
+            .and_then(|l| l.groups.clone())
+            .map(Groups::new)
+    }
+
+    /// Sends `msg` to every connection of every listener, framed in each
+    /// listener's framing. Returns how many clients took it into their
+    /// egress buffer (it is written to each as fast as that client reads).
+    ///
+    /// Never waits: a client whose buffer is full loses this message
+    /// (counted as `egress_full`) or is disconnected, by its listener's
+    /// `slow_client`; a listener with no client counts it as `no_client`.
+    /// An error means no listener could frame it, and nothing was sent.
+    ///
+    /// ```no_run
+    /// # fn demo(hub: framehub::Hub) -> Result<(), framehub::EgressError> {
+    /// let clients = hub.broadcast(b"set-rate 10")?;
+    /// println!("sent to {clients} clients");
+    /// # Ok(()) }
+    /// ```
+    pub fn broadcast(&self, msg: &[u8]) -> Result<usize, EgressError> {
+        let mut sent = 0;
+        let mut first_error = None;
+        let mut framed = false;
+        for b in &self.inner.listeners {
+            match egress::broadcast(&b.shared, msg) {
+                Ok(n) => {
+                    framed = true;
+                    sent += n;
+                }
+                Err(e) => {
+                    tracing::debug!(listener = %b.shared.name, error = %e, "broadcast skipped this listener");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if !framed => Err(e),
+            _ => Ok(sent),
+        }
+    }
+
+    /// Sends `msg` to every connection of one listener; see
+    /// [`Hub::broadcast`].
+    pub fn broadcast_on(&self, listener: &str, msg: &[u8]) -> Result<usize, EgressError> {
+        let shared = self
+            .inner
+            .listener(listener)
+            .ok_or_else(|| EgressError::UnknownListener(listener.to_owned()))?;
+        egress::broadcast(shared, msg)
+    }
+
+    /// Sends `msg` to one connection (its id is in every [`crate::Frame`]'s
+    /// source and in connection events). Returns 1 if its egress buffer
+    /// took it, 0 if it did not (full, or no such connection: counted).
+    pub fn send_to_connection(&self, conn: u64, msg: &[u8]) -> Result<usize, EgressError> {
+        for b in &self.inner.listeners {
+            if let Some(peer) = b.shared.peers.get(conn) {
+                let wire = egress::encode(&b.shared, msg)?;
+                return Ok(usize::from(egress::deliver(&b.shared, &peer, &wire)));
+            }
+        }
+        self.inner.unrouted.dropped(DropReason::NoClient, 1);
+        Ok(0)
+    }
+
+    /// Sends `msg` to every connection bound to `node` (node protocol).
+    /// Returns how many took it; 0 when the node is not connected
+    /// (counted).
+    pub fn send_to_node(&self, node: &str, msg: &[u8]) -> Result<usize, EgressError> {
+        let mut sent = 0;
+        let mut found = false;
+        for b in &self.inner.listeners {
+            let mut wire = None;
+            let mut result = Ok(());
+            b.shared.peers.for_each(|peer| {
+                if result.is_err() || peer.node.get().map(|n| &**n) != Some(node) {
+                    return;
+                }
+                found = true;
+                if wire.is_none() {
+                    match egress::encode(&b.shared, msg) {
+                        Ok(w) => wire = Some(w),
+                        Err(e) => {
+                            result = Err(e);
+                            return;
+                        }
+                    }
+                }
+                if let Some(wire) = &wire {
+                    sent += usize::from(egress::deliver(&b.shared, peer, wire));
+                }
+            });
+            result?;
+        }
+        if !found {
+            self.inner.unrouted.dropped(DropReason::NoClient, 1);
+        }
+        Ok(sent)
+    }
+
+    /// The traffic statistics, a new [`StatsSnapshot`] every
+    /// `stats_interval` (1 s): per listener and per connection, frames and
+    /// bytes in and out per second, mean and largest frame, open
+    /// connections, drops by reason.
+    pub fn stats(&self) -> watch::Receiver<StatsSnapshot> {
+        self.inner.stats.subscribe()
     }
 
     /// The stream of auto-provisioned nodes. Only the first call gets it.
@@ -274,9 +479,10 @@ impl Hub {
         self.inner.events.subscribe()
     }
 
-    /// Counters summed over every listener.
+    /// Counters summed over every listener (and egress drops that had no
+    /// listener: messages for a connection or node that was not there).
     pub fn counters(&self) -> Counters {
-        let mut sum = Counters::default();
+        let mut sum = self.inner.unrouted.snapshot();
         for b in &self.inner.listeners {
             sum.merge(&b.shared.counters.snapshot());
         }
@@ -285,11 +491,7 @@ impl Hub {
 
     /// One listener's counters.
     pub fn listener_counters(&self, listener: &str) -> Option<Counters> {
-        self.inner
-            .listeners
-            .iter()
-            .find(|b| &*b.shared.name == listener)
-            .map(|b| b.shared.counters.snapshot())
+        self.inner.listener(listener).map(|l| l.counters.snapshot())
     }
 
     /// Every known node with its health, queue counters and connections,

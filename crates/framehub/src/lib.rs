@@ -27,7 +27,8 @@
 //!
 //! # Layout
 //! The data flow reads top to bottom:
-//! socket -> codec -> protocol -> router -> receiver -> consumer.
+//! socket -> codec -> protocol -> router -> receiver or group -> consumer,
+//! and back: hub -> egress -> socket.
 //!
 //! - [`codec`]: framings, sans-IO (`lines`, `length`, `cobs`, `spacepacket`,
 //!   `chunk`).
@@ -38,19 +39,35 @@
 //!   limit.
 //! - `connection`: one task per connection: read, decode, dispatch.
 //! - `router`: node table, auto-provisioning, new-node stream.
-//! - `registry`: open connections with live counters.
+//! - `registry`: the per-connection view of `Hub::connections`.
 //! - [`receiver`]: bounded per-node queues with overflow policy and dedup.
-//! - [`stats`]: counters and drop reasons.
+//! - [`handler`]: request handlers: each frame answered on its own
+//!   connection, in order, with a timeout and a bound on requests in
+//!   flight; [`command`]: a router of handlers by key (JSON field, APID,
+//!   packet ID, prefix byte).
+//! - [`group`]: grouped delivery: one stream of groups of frames from
+//!   every connection of a listener.
+//! - [`egress`]: broadcast and unicast to clients (and server heartbeats)
+//!   through one writer and one bounded buffer per connection.
+//! - [`stats`]: counters and drop reasons; [`snapshot`]: 1 Hz statistics.
+//! - [`runtime`]: the hub's own I/O threads, CPU affinity and priority.
 //! - [`event`]: connection events and close reasons.
 //! - [`config`]: every setting with its default.
 //! - `hub`: the facade that ties them together.
+//! - [`client`]: the node side: a reconnecting client with heartbeats and
+//!   a bounded outbox.
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod codec;
+pub mod command;
 pub mod config;
 mod connection;
+pub mod egress;
 pub mod event;
+pub mod group;
+pub mod handler;
 mod hub;
 pub mod json;
 mod listener;
@@ -58,17 +75,28 @@ mod node;
 pub mod receiver;
 mod registry;
 mod router;
+pub mod runtime;
+pub mod snapshot;
 pub mod stats;
 
+pub use client::{
+    Client, ClientConfig, ClientCounters, ClientError, ClientEvent, ClientProtocol, ClientState,
+    DisconnectReason, NodeIdentity, OutboxPolicy,
+};
 pub use codec::FramingConfig;
 pub use config::{
-    AuthConfig, ByteSize, ConfigError, FieldsConfig, HubConfig, ListenerConfig, NodesConfig,
-    OverflowPolicy, Protocol, QueueConfig, SocketConfig,
+    AuthConfig, ByteSize, ConfigError, Delivery, FieldsConfig, HubConfig, ListenerConfig,
+    NodesConfig, OverflowPolicy, Protocol, QueueConfig, RuntimeConfig, SlowClientPolicy,
+    SocketConfig, ThreadPriority,
 };
-pub use event::{CloseReason, ConnectionCounts, ConnectionEvent};
+pub use egress::EgressError;
+pub use event::{CloseReason, ConnectionCounts, ConnectionEvent, Ending};
+pub use group::{Group, GroupStats, Groups};
+pub use handler::{Failure, Handler, HandlerError, Replies, Request};
 pub use hub::{ACCEPT_ERROR_MEMORY, Hub, HubError, ListenerInfo};
 pub use node::AuthFailure;
 pub use receiver::{Frame, QueueStats, Receiver, RecvTimeoutError, Source, TryRecvError};
 pub use registry::ConnectionInfo;
 pub use router::{NewNodes, NodeStatus};
+pub use snapshot::{ConnectionStats, ListenerStats, StatsSnapshot, Traffic};
 pub use stats::{Counters, DropReason};

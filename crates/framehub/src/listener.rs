@@ -1,5 +1,6 @@
-//! Binding a listening socket (options, retry while the address is in use)
-//! and the accept loop (connection limit, per-socket options, accept errors).
+//! Binding a listening socket (options, retry while the address is in use),
+//! the accept loop (connection limit, per-socket options, accept errors),
+//! and rebuilding a listening socket that failed.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpListener, TcpStream};
@@ -14,30 +16,20 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ListenerConfig, Protocol, SocketConfig};
+use crate::config::{Delivery, ListenerConfig, Protocol, SocketConfig};
+use crate::egress::Peers;
 use crate::event::ConnectionEvent;
+use crate::group::{GroupQueue, Inbox};
+use crate::handler::Handler;
 use crate::node::NodeProtocol;
 use crate::receiver::Queue;
-use crate::registry::Registry;
 use crate::router::Router;
 use crate::stats::{ListenerCounters, WarnLimiter};
 
 /// The longest wait between two bind attempts.
 const MAX_BIND_BACKOFF: Duration = Duration::from_secs(5);
-/// The first pause after a failed `accept()`.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 /// The longest pause after a failed `accept()`.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-
-/// What the listeners of one hub share.
-#[derive(Clone)]
-pub(crate) struct HubContext {
-    pub(crate) router: Arc<Router>,
-    pub(crate) events: broadcast::Sender<ConnectionEvent>,
-    pub(crate) next_conn_id: Arc<AtomicU64>,
-    pub(crate) cancel: CancellationToken,
-    pub(crate) registry: Arc<Registry>,
-}
 
 /// Where a listener's accept loop stands, for health checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +38,8 @@ pub(crate) enum AcceptState {
     Starting,
     /// Accepting; the last `accept()` succeeded (or none was tried yet).
     Accepting,
-    /// The last `accept()` failed (out of file descriptors, ...); the loop
+    /// `accept()` fails for want of resources (out of file descriptors,
+    /// ...), or the listening socket failed and is being rebuilt; the loop
     /// backs off and retries.
     Failing {
         /// The error.
@@ -65,67 +58,107 @@ pub(crate) struct ListenerShared {
     pub(crate) counters: ListenerCounters,
     /// The node protocol's prepared settings (`protocol = "node"`).
     pub(crate) node_protocol: Option<Arc<NodeProtocol>>,
-    /// Where frames of a `raw` listener go.
+    /// Where frames of a `raw` listener go (`delivery = "receivers"`).
     pub(crate) raw_queue: Option<Arc<Queue>>,
+    /// Where every frame of the listener goes with `delivery = "groups"`.
+    pub(crate) groups: Option<Arc<GroupQueue>>,
+    /// The open connections, for egress and the statistics.
+    pub(crate) peers: Peers,
+    /// The server heartbeat's wire bytes and period (`server_heartbeat`).
+    pub(crate) heartbeat: Option<(Bytes, Duration)>,
     pub(crate) router: Arc<Router>,
     pub(crate) events: broadcast::Sender<ConnectionEvent>,
     pub(crate) next_conn_id: Arc<AtomicU64>,
     pub(crate) cancel: CancellationToken,
-    /// Every open connection of the hub, with live counters.
-    pub(crate) registry: Arc<Registry>,
     /// Whether the accept loop runs and its last `accept()` succeeded.
     pub(crate) accept_state: Mutex<AcceptState>,
     /// Rate limit of warnings about rejected connections and auth failures.
     pub(crate) reject_warning: WarnLimiter,
     pub(crate) auth_warning: WarnLimiter,
+    /// Rate limit of warnings about clients whose egress buffer is full.
+    pub(crate) egress_warning: WarnLimiter,
     /// Rate limit of warnings about dropped frames and connections closed
     /// on an error, over all connections (each connection has its own too).
     pub(crate) drop_warning: WarnLimiter,
     pub(crate) close_warning: WarnLimiter,
+    /// The request handler: when set, every frame goes to it instead of
+    /// a receiver or group stream.
+    pub(crate) handler: Option<Handler>,
 }
 
 impl ListenerShared {
-    pub(crate) fn new(config: ListenerConfig, hub: &HubContext) -> ListenerShared {
-        let HubContext {
-            router,
-            events,
-            next_conn_id,
-            cancel,
-            registry,
-        } = hub.clone();
+    pub(crate) fn new(
+        config: ListenerConfig,
+        router: Arc<Router>,
+        events: broadcast::Sender<ConnectionEvent>,
+        next_conn_id: Arc<AtomicU64>,
+        cancel: CancellationToken,
+    ) -> ListenerShared {
         let name: Arc<str> = Arc::from(config.name.as_str());
-        let (node_protocol, raw_queue) = match config.protocol {
-            Protocol::Node => (
-                Some(Arc::new(NodeProtocol::new(
-                    &config.auth,
-                    &config.fields,
-                    config.max_json_depth,
-                ))),
-                None,
-            ),
-            Protocol::Raw => (None, Some(Queue::new(name.clone(), config.queue))),
+        let node_protocol = (config.protocol == Protocol::Node).then(|| {
+            Arc::new(NodeProtocol::new(
+                &config.auth,
+                &config.fields,
+                config.max_json_depth,
+            ))
+        });
+        let (raw_queue, groups) = match (config.delivery, config.protocol) {
+            (Delivery::Groups, _) => (None, Some(GroupQueue::new(name.clone(), &config))),
+            (Delivery::Receivers, Protocol::Raw) => {
+                (Some(Queue::new(name.clone(), config.queue)), None)
+            }
+            (Delivery::Receivers, Protocol::Node) => (None, None),
         };
+        // Validation refused framings without an empty frame, so `frame`
+        // only fails for a config that never reaches here.
+        let heartbeat = config.server_heartbeat.and_then(|every| {
+            crate::egress::heartbeat_frame(&config)
+                .ok()
+                .map(|f| (f, every))
+        });
         ListenerShared {
             name,
+            heartbeat,
             config,
             counters: ListenerCounters::default(),
             node_protocol,
             raw_queue,
+            groups,
+            peers: Peers::default(),
             router,
             events,
             next_conn_id,
             cancel,
-            registry,
-            accept_state: Mutex::new(AcceptState::Starting),
             reject_warning: WarnLimiter::new(Duration::from_secs(5)),
             auth_warning: WarnLimiter::new(Duration::from_secs(1)),
+            accept_state: Mutex::new(AcceptState::Starting),
+            egress_warning: WarnLimiter::new(Duration::from_secs(5)),
             drop_warning: WarnLimiter::new(Duration::from_millis(200)),
             close_warning: WarnLimiter::new(Duration::from_secs(1)),
+            handler: None,
         }
     }
 
+    /// Where this listener's frames go before any node is known: its group
+    /// stream, or the raw listener's receiver; `None` for per-node queues.
+    pub(crate) fn inbox(&self) -> Option<Inbox> {
+        match (&self.groups, &self.raw_queue) {
+            (Some(groups), _) => Some(Inbox::Groups(groups.clone())),
+            (None, Some(queue)) => Some(Inbox::Queue(queue.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// Records where the accept loop stands (for `Hub::listeners`).
     pub(crate) fn set_accept_state(&self, state: AcceptState) {
         *self.accept_state.lock() = state;
+    }
+
+    fn accept_failed(&self, error: &io::Error) {
+        self.set_accept_state(AcceptState::Failing {
+            error: error.to_string(),
+            at: std::time::Instant::now(),
+        });
     }
 
     /// Sends an event if anyone listens; events are advisory and never block.
@@ -189,15 +222,52 @@ fn configure_accepted(stream: &TcpStream, options: &SocketConfig) -> io::Result<
     Ok(())
 }
 
+/// What a failed `accept()` means for the listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptFailure {
+    /// A network error of the one connection being accepted: go on at once.
+    Connection,
+    /// Out of file descriptors, buffers or memory: pause, then go on.
+    Resources,
+    /// The listening socket itself is broken: rebuild it.
+    Socket,
+}
+
+fn classify(e: &io::Error) -> AcceptFailure {
+    use rustix::io::Errno;
+    match Errno::from_io_error(e) {
+        // accept(2): Linux reports pending network errors of the new
+        // connection here; they say nothing about the listening socket.
+        Some(
+            Errno::CONNABORTED
+            | Errno::PROTO
+            | Errno::PERM
+            | Errno::NETDOWN
+            | Errno::NOPROTOOPT
+            | Errno::HOSTDOWN
+            | Errno::NONET
+            | Errno::HOSTUNREACH
+            | Errno::OPNOTSUPP
+            | Errno::NETUNREACH
+            | Errno::INTR
+            | Errno::AGAIN,
+        ) => AcceptFailure::Connection,
+        Some(Errno::BADF | Errno::INVAL | Errno::NOTSOCK | Errno::FAULT) => AcceptFailure::Socket,
+        _ => AcceptFailure::Resources,
+    }
+}
+
 /// Accepts connections until cancelled, one task per connection, each
-/// holding a permit of the connection limit.
+/// holding a permit of the connection limit. A listening socket that fails
+/// is rebuilt on the same address.
 pub(crate) async fn accept_loop(
-    listener: TcpListener,
+    mut listener: TcpListener,
+    local_addr: SocketAddr,
     shared: Arc<ListenerShared>,
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(shared.config.max_connections));
-    let mut backoff = ACCEPT_BACKOFF;
+    let mut backoff = Duration::from_millis(5);
     let mut failing = false;
     shared.set_accept_state(AcceptState::Accepting);
     loop {
@@ -212,25 +282,44 @@ pub(crate) async fn accept_loop(
                     failing = false;
                     shared.set_accept_state(AcceptState::Accepting);
                 }
-                backoff = ACCEPT_BACKOFF;
+                backoff = Duration::from_millis(5);
                 pair
             }
             Err(e) => {
-                // Out of file descriptors and the like: pause so the loop
-                // does not spin, then go on serving.
                 ListenerCounters::add(&shared.counters.accept_errors, 1);
-                failing = true;
-                shared.set_accept_state(AcceptState::Failing {
-                    error: e.to_string(),
-                    at: std::time::Instant::now(),
-                });
-                tracing::warn!(listener = %shared.name, error = %e, retry_in = ?backoff, "accept failed");
-                tokio::select! {
-                    _ = shared.cancel.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                match classify(&e) {
+                    AcceptFailure::Connection => {
+                        tracing::debug!(listener = %shared.name, error = %e, "accept failed for one connection");
+                        continue;
+                    }
+                    AcceptFailure::Resources => {
+                        // Out of file descriptors and the like: pause so
+                        // the loop does not spin, then go on serving.
+                        failing = true;
+                        shared.accept_failed(&e);
+                        tracing::warn!(listener = %shared.name, error = %e, retry_in = ?backoff, "accept failed");
+                        tokio::select! {
+                            _ = shared.cancel.cancelled() => break,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                        continue;
+                    }
+                    AcceptFailure::Socket => {
+                        tracing::warn!(listener = %shared.name, %local_addr, error = %e, "listening socket failed; rebuilding it");
+                        // Close the broken socket before binding again.
+                        drop(listener);
+                        shared.accept_failed(&e);
+                        match rebuild(local_addr, &shared).await {
+                            Some(rebuilt) => {
+                                listener = rebuilt;
+                                shared.set_accept_state(AcceptState::Accepting);
+                                continue;
+                            }
+                            None => break,
+                        }
+                    }
                 }
-                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
-                continue;
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
@@ -264,4 +353,125 @@ pub(crate) async fn accept_loop(
     }
     shared.set_accept_state(AcceptState::Stopped);
     tracing::debug!(listener = %shared.name, "accept loop stopped");
+}
+
+/// Binds `addr` again, retrying with backoff for as long as it takes (as
+/// the robotics stage does), until the hub shuts down (`None`).
+/// Connections already open are not affected.
+async fn rebuild(addr: SocketAddr, shared: &ListenerShared) -> Option<TcpListener> {
+    // A zero `bind_backoff` must not turn this into a busy loop.
+    let mut delay = shared
+        .config
+        .socket
+        .bind_backoff
+        .max(Duration::from_millis(10));
+    let mut attempt: u64 = 1;
+    loop {
+        match bind_once(addr, &shared.config.socket) {
+            Ok(listener) => {
+                ListenerCounters::add(&shared.counters.listener_rebuilds, 1);
+                tracing::info!(listener = %shared.name, %addr, attempt, "listening socket rebuilt");
+                return Some(listener);
+            }
+            Err(e) => {
+                tracing::warn!(listener = %shared.name, %addr, attempt, error = %e, retry_in = ?delay, "cannot bind again yet");
+            }
+        }
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(MAX_BIND_BACKOFF);
+        attempt += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Shutdown;
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::config::NodesConfig;
+    use crate::receiver::Receiver;
+
+    #[test]
+    fn accept_errors_are_told_apart() {
+        let err = |e: rustix::io::Errno| io::Error::from(e);
+        use rustix::io::Errno;
+        assert_eq!(
+            classify(&err(Errno::CONNABORTED)),
+            AcceptFailure::Connection
+        );
+        assert_eq!(classify(&err(Errno::MFILE)), AcceptFailure::Resources);
+        assert_eq!(classify(&err(Errno::NFILE)), AcceptFailure::Resources);
+        assert_eq!(classify(&err(Errno::INVAL)), AcceptFailure::Socket);
+        assert_eq!(classify(&err(Errno::BADF)), AcceptFailure::Socket);
+    }
+
+    /// The listening socket fails under the accept loop (shut down through
+    /// a duplicate of its descriptor, which makes accept() fail with
+    /// EINVAL): the loop binds the same address again and serves on.
+    #[tokio::test]
+    async fn a_failed_listening_socket_is_rebuilt_on_the_same_address() {
+        let config = ListenerConfig {
+            bind: Some("127.0.0.1:0".parse().expect("addr")),
+            protocol: Protocol::Raw,
+            socket: SocketConfig {
+                bind_backoff: Duration::from_millis(10),
+                ..SocketConfig::default()
+            },
+            ..ListenerConfig::default()
+        };
+        let addr = config.effective_bind();
+        let cancel = CancellationToken::new();
+        let shared = Arc::new(ListenerShared::new(
+            config,
+            Arc::new(Router::new(NodesConfig::default())),
+            broadcast::channel(16).0,
+            Arc::new(AtomicU64::new(1)),
+            cancel.clone(),
+        ));
+        let receiver = Receiver::new(shared.raw_queue.clone().expect("raw queue"));
+        let listener = bind(addr, &shared.config.socket).await.expect("bind");
+        let local = listener.local_addr().expect("addr");
+        let dup = SockRef::from(&listener).try_clone().expect("dup");
+        let tracker = TaskTracker::new();
+        let task = tokio::spawn(accept_loop(
+            listener,
+            local,
+            shared.clone(),
+            tracker.clone(),
+        ));
+
+        let send = |line: &'static [u8]| async move {
+            let mut s = TcpStream::connect(local).await.expect("connect");
+            s.write_all(line).await.expect("write");
+            s
+        };
+        let _before = send(b"before\n").await;
+        let frame = tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+            .await
+            .expect("in time");
+        assert_eq!(frame.map(|f| f.payload), Some("before".into()));
+
+        dup.shutdown(Shutdown::Both).expect("shutdown");
+        drop(dup);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while shared.counters.snapshot().listener_rebuilds == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "not rebuilt");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(shared.counters.snapshot().accept_errors >= 1);
+
+        let _after = send(b"after\n").await;
+        let frame = tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+            .await
+            .expect("in time");
+        assert_eq!(frame.map(|f| f.payload), Some("after".into()));
+        cancel.cancel();
+        task.await.expect("accept loop ends");
+    }
 }

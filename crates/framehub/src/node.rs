@@ -149,12 +149,14 @@ impl NodeSession {
             }
             Err(e) => return Verdict::Skip(skip_reason(&e)),
         };
-        let node_id = envelope.node_id.and_then(|v| v.as_str());
+        // A non-string node_id counts as missing.
+        let node_id = envelope.node_id.filter(|v| v.is_string());
         if !self.authenticated {
             let Some(token) = envelope.token.and_then(|t| t.as_str()) else {
                 return Verdict::Reject(AuthFailure::MissingToken);
             };
-            if !protocol.token_matches(node_id.as_deref(), token.as_bytes()) {
+            let node = node_id.and_then(|v| v.as_str());
+            if !protocol.token_matches(node.as_deref(), token.as_bytes()) {
                 return Verdict::Reject(AuthFailure::WrongToken);
             }
             self.authenticated = true;
@@ -166,11 +168,17 @@ impl NodeSession {
             (_, None) if is_heartbeat => return Verdict::Heartbeat,
             (_, None) => return Verdict::Skip(DropReason::MissingNodeId),
             (None, Some(id)) => {
+                // Binding happens once per connection: only here is the
+                // name turned into a string.
+                let Some(id) = id.as_str() else {
+                    return Verdict::Skip(DropReason::MissingNodeId);
+                };
                 self.node = Some(Arc::from(id.as_ref()));
                 self.just_bound = true;
             }
+            // Every later frame: compare bytes, no string built.
             (Some(bound), Some(id)) => {
-                if **bound != *id {
+                if !id.str_eq(bound) {
                     return Verdict::Skip(DropReason::NodeMismatch);
                 }
             }
@@ -196,6 +204,56 @@ fn skip_reason(e: &JsonError) -> DropReason {
         JsonError::TooDeep { .. } => DropReason::TooDeep,
         _ => DropReason::InvalidJson,
     }
+}
+
+/// Appends `s` to `out` as a JSON string literal, quotes included.
+///
+/// Field names and node ids come from configuration and may hold any
+/// character; escaping them keeps every frame we write valid JSON.
+pub(crate) fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
+            }
+            c => {
+                let mut utf8 = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// A heartbeat payload (without the newline): `{"type":"heartbeat"}` with
+/// the configured names, preceded by `node_id` and `token` when given (what
+/// a node sends; the server's own heartbeat names no node).
+pub(crate) fn heartbeat_payload(
+    fields: &FieldsConfig,
+    node_id: Option<&str>,
+    token: Option<&str>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(b'{');
+    for (key, value) in [(&fields.node_id, node_id), (&fields.token, token)] {
+        if let Some(value) = value {
+            push_json_string(&mut out, key);
+            out.push(b':');
+            push_json_string(&mut out, value);
+            out.push(b',');
+        }
+    }
+    push_json_string(&mut out, &fields.msg_type);
+    out.push(b':');
+    push_json_string(&mut out, &fields.heartbeat);
+    out.push(b'}');
+    out
 }
 
 #[cfg(test)]
@@ -325,6 +383,26 @@ mod tests {
             s.handle(br#"{"node_id":"b"}"#),
             Verdict::Skip(DropReason::NodeMismatch)
         );
+    }
+
+    #[test]
+    fn heartbeat_payloads_are_json_the_protocol_accepts() {
+        let fields = FieldsConfig::default();
+        assert_eq!(
+            heartbeat_payload(&fields, None, None),
+            br#"{"type":"heartbeat"}"#
+        );
+        let node = heartbeat_payload(&fields, Some("r\"3\n"), Some("s"));
+        assert_eq!(
+            node,
+            br#"{"node_id":"r\"3\n","token":"s","type":"heartbeat"}"#
+        );
+        let mut s = session(Some("s"), &[]);
+        assert_eq!(s.handle(&node), Verdict::Heartbeat);
+        assert_eq!(s.take_just_bound().as_deref(), Some("r\"3\n"));
+        let mut odd = Vec::new();
+        push_json_string(&mut odd, "\u{1}é\t\\");
+        assert_eq!(odd, "\"\\u0001é\\t\\\\\"".as_bytes());
     }
 
     #[test]

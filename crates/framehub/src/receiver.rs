@@ -142,6 +142,8 @@ pub(crate) struct PushOutcome {
     pub(crate) dropped_closed: usize,
     /// The queue is at least half full after this push.
     pub(crate) filling: bool,
+    /// Groups this push published (group streams only).
+    pub(crate) groups_published: usize,
 }
 
 impl Queue {
@@ -198,17 +200,17 @@ impl Queue {
             self.fits_without_blocking(&state, batch)
         };
         for item in batch.drain(..limit) {
-            if self.config.dedup {
-                if let Some(ts) = &item.timestamp {
-                    let ts = &item.frame.payload[ts.clone()];
-                    if state.has_last_timestamp && state.last_timestamp == ts {
-                        out.duplicates += 1;
-                        continue;
-                    }
-                    state.last_timestamp.clear();
-                    state.last_timestamp.extend_from_slice(ts);
-                    state.has_last_timestamp = true;
+            if self.config.dedup
+                && let Some(ts) = &item.timestamp
+            {
+                let ts = &item.frame.payload[ts.clone()];
+                if state.has_last_timestamp && state.last_timestamp == ts {
+                    out.duplicates += 1;
+                    continue;
                 }
+                state.last_timestamp.clear();
+                state.last_timestamp.extend_from_slice(ts);
+                state.has_last_timestamp = true;
             }
             if state.frames.len() >= self.config.capacity {
                 if self.config.overflow == OverflowPolicy::DropNewest {

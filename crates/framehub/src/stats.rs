@@ -1,8 +1,9 @@
-//! Counters of every event that matters, per listener, and the limiter that
-//! keeps repeated warnings from flooding the log.
+//! Counters of every event that matters, per listener and per connection,
+//! and the limiter that keeps repeated warnings from flooding the log.
 //!
 //! Connection tasks add to these once per read, not once per frame, so
-//! many connections do not fight over the same cache line per frame.
+//! many connections do not fight over the same cache line per frame. The
+//! 1 Hz rates computed from them live in `snapshot`.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::event::CloseReason;
 
-/// Why a frame was not delivered. Every drop has a reason and a counter.
+/// Why a frame (or an egress message) was not delivered. Every drop has a
+/// reason and a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DropReason {
@@ -31,7 +33,8 @@ pub enum DropReason {
     UnknownNode,
     /// No receiver for the node and `max_nodes` is reached.
     MaxNodes,
-    /// The receiver's queue was full (`drop-oldest` or `drop-newest`).
+    /// The receiver's queue, or the listener's group stream, was full
+    /// (`drop-oldest` or `drop-newest`).
     QueueFull,
     /// The receiver was closed.
     ReceiverClosed,
@@ -43,11 +46,25 @@ pub enum DropReason {
     UnknownPacketId,
     /// The stream ended inside a frame.
     Truncated,
+    /// Egress: a message for a client whose egress buffer was full
+    /// (dropped for that client only).
+    EgressFull,
+    /// Egress: a message with no connected client to go to.
+    NoClient,
+    /// Egress: a message queued for a client whose connection closed
+    /// before it was written.
+    EgressUnsent,
+    /// A request handed to a handler whose connection ended before its
+    /// replies were sent (shutdown, error, or the handler still running).
+    Unanswered,
+    /// A reply the listener's framing cannot carry (dropped, the other
+    /// replies of the request still go out).
+    ReplyUnencodable,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the index into counter arrays).
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Oversize,
         DropReason::InvalidJson,
         DropReason::InvalidUtf8,
@@ -62,6 +79,11 @@ impl DropReason {
         DropReason::InvalidHeader,
         DropReason::UnknownPacketId,
         DropReason::Truncated,
+        DropReason::EgressFull,
+        DropReason::NoClient,
+        DropReason::EgressUnsent,
+        DropReason::Unanswered,
+        DropReason::ReplyUnencodable,
     ];
 
     /// A stable snake_case label for logs and metrics.
@@ -81,6 +103,11 @@ impl DropReason {
             DropReason::InvalidHeader => "invalid_header",
             DropReason::UnknownPacketId => "unknown_packet_id",
             DropReason::Truncated => "truncated",
+            DropReason::EgressFull => "egress_full",
+            DropReason::NoClient => "no_client",
+            DropReason::EgressUnsent => "egress_unsent",
+            DropReason::Unanswered => "unanswered",
+            DropReason::ReplyUnencodable => "reply_unencodable",
         }
     }
 
@@ -103,9 +130,26 @@ pub(crate) struct ListenerCounters {
     pub(crate) auth_failures: AtomicU64,
     pub(crate) frames_received: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
+    /// Payload bytes of the frames received (framing removed).
+    pub(crate) frame_bytes_received: AtomicU64,
+    /// Largest frame received since the stats last looked, from connections
+    /// that closed meanwhile (open ones keep their own).
+    pub(crate) max_frame_received: AtomicU64,
     pub(crate) frames_delivered: AtomicU64,
     pub(crate) heartbeats: AtomicU64,
     pub(crate) duplicates: AtomicU64,
+    pub(crate) frames_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    /// Largest egress message queued since the stats last looked.
+    pub(crate) max_frame_sent: AtomicU64,
+    pub(crate) groups_published: AtomicU64,
+    pub(crate) slow_clients_disconnected: AtomicU64,
+    pub(crate) listener_rebuilds: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) replies_sent: AtomicU64,
+    pub(crate) handler_errors: AtomicU64,
+    pub(crate) handler_timeouts: AtomicU64,
+    pub(crate) handler_panics: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -142,9 +186,20 @@ impl ListenerCounters {
             auth_failures: get(&self.auth_failures),
             frames_received: get(&self.frames_received),
             bytes_received: get(&self.bytes_received),
+            frame_bytes_received: get(&self.frame_bytes_received),
             frames_delivered: get(&self.frames_delivered),
             heartbeats: get(&self.heartbeats),
             duplicates: get(&self.duplicates),
+            frames_sent: get(&self.frames_sent),
+            bytes_sent: get(&self.bytes_sent),
+            groups_published: get(&self.groups_published),
+            slow_clients_disconnected: get(&self.slow_clients_disconnected),
+            listener_rebuilds: get(&self.listener_rebuilds),
+            requests: get(&self.requests),
+            replies_sent: get(&self.replies_sent),
+            handler_errors: get(&self.handler_errors),
+            handler_timeouts: get(&self.handler_timeouts),
+            handler_panics: get(&self.handler_panics),
             dropped: DropReason::ALL.map(|r| (r, get(&self.dropped[r.index()]))),
         }
     }
@@ -172,13 +227,36 @@ pub struct Counters {
     pub frames_received: u64,
     /// Bytes read from the sockets.
     pub bytes_received: u64,
+    /// Payload bytes of the frames received (framing removed).
+    pub frame_bytes_received: u64,
     /// Frames put into a receiver's queue.
     pub frames_delivered: u64,
     /// Heartbeats received (never delivered).
     pub heartbeats: u64,
     /// Frames skipped because their timestamp repeated (dedup).
     pub duplicates: u64,
-    /// Frames dropped, by reason.
+    /// Frames written to clients (egress messages and server heartbeats).
+    pub frames_sent: u64,
+    /// Bytes written to clients.
+    pub bytes_sent: u64,
+    /// Groups published to the group stream (`delivery = "groups"`).
+    pub groups_published: u64,
+    /// Clients disconnected because their egress buffer was full
+    /// (`slow_client = "disconnect"`).
+    pub slow_clients_disconnected: u64,
+    /// Times a failed listening socket was rebuilt.
+    pub listener_rebuilds: u64,
+    /// Frames handed to a request handler.
+    pub requests: u64,
+    /// Handler replies written to clients (also counted in `frames_sent`).
+    pub replies_sent: u64,
+    /// Requests whose handler returned an error (answered by the error reply).
+    pub handler_errors: u64,
+    /// Requests whose handler ran past the handler's timeout.
+    pub handler_timeouts: u64,
+    /// Requests whose handler panicked (the connection went on).
+    pub handler_panics: u64,
+    /// Frames (and egress messages) dropped, by reason.
     pub dropped: [(DropReason, u64); DropReason::ALL.len()],
 }
 
@@ -194,9 +272,20 @@ impl Default for Counters {
             auth_failures: 0,
             frames_received: 0,
             bytes_received: 0,
+            frame_bytes_received: 0,
             frames_delivered: 0,
             heartbeats: 0,
             duplicates: 0,
+            frames_sent: 0,
+            bytes_sent: 0,
+            groups_published: 0,
+            slow_clients_disconnected: 0,
+            listener_rebuilds: 0,
+            requests: 0,
+            replies_sent: 0,
+            handler_errors: 0,
+            handler_timeouts: 0,
+            handler_panics: 0,
             dropped: DropReason::ALL.map(|r| (r, 0)),
         }
     }
@@ -230,11 +319,47 @@ impl Counters {
         self.auth_failures += other.auth_failures;
         self.frames_received += other.frames_received;
         self.bytes_received += other.bytes_received;
+        self.frame_bytes_received += other.frame_bytes_received;
         self.frames_delivered += other.frames_delivered;
         self.heartbeats += other.heartbeats;
         self.duplicates += other.duplicates;
+        self.frames_sent += other.frames_sent;
+        self.bytes_sent += other.bytes_sent;
+        self.groups_published += other.groups_published;
+        self.slow_clients_disconnected += other.slow_clients_disconnected;
+        self.listener_rebuilds += other.listener_rebuilds;
+        self.requests += other.requests;
+        self.replies_sent += other.replies_sent;
+        self.handler_errors += other.handler_errors;
+        self.handler_timeouts += other.handler_timeouts;
+        self.handler_panics += other.handler_panics;
         for (mine, theirs) in self.dropped.iter_mut().zip(other.dropped.iter()) {
             mine.1 += theirs.1;
+        }
+    }
+}
+
+/// Live counters of one connection, for the per-connection stats. The
+/// connection adds to them once per read and the egress writer once per
+/// write; `max_*` hold the largest frame since the stats last took them.
+#[derive(Debug, Default)]
+pub(crate) struct LinkCounters {
+    pub(crate) frames_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) frame_bytes_in: AtomicU64,
+    pub(crate) max_frame_in: AtomicU64,
+    pub(crate) frames_out: AtomicU64,
+    /// Of `frames_out`, the handler's replies.
+    pub(crate) replies_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) max_frame_out: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+}
+
+impl LinkCounters {
+    pub(crate) fn raise_max(counter: &AtomicU64, n: u64) {
+        if n > counter.load(Ordering::Relaxed) {
+            counter.fetch_max(n, Ordering::Relaxed);
         }
     }
 }

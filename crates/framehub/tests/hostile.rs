@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use framehub::codec::{FramingConfig, LengthPrefix, SpacePacketConfig};
-use framehub::{
-    AuthFailure, CloseReason, ConnectionEvent, DropReason, ListenerConfig, Protocol, Receiver,
-};
+use framehub::{AuthFailure, CloseReason, DropReason, ListenerConfig, Protocol, Receiver};
 use spacepackets::{CcsdsPacketCreator, PacketId, PacketSequenceControl, SpHeader};
 use tokio::io::AsyncWriteExt;
 
@@ -82,20 +80,10 @@ async fn unauthenticated_first_message_over_64k_closes_the_connection() {
     expect_closed(&mut s).await;
     let c = counters_until(&hub, "auth failure", |c| c.auth_failures == 1).await;
     assert_eq!(c.frames_delivered, 0);
-    loop {
-        if let ConnectionEvent::Closed { reason, .. } =
-            tokio::time::timeout(PATIENCE, events.recv())
-                .await
-                .expect("event")
-                .expect("open")
-        {
-            assert_eq!(
-                reason,
-                CloseReason::AuthFailed(AuthFailure::FirstMessageTooLarge)
-            );
-            break;
-        }
-    }
+    assert_eq!(
+        next_close(&mut events).await.0,
+        CloseReason::AuthFailed(AuthFailure::FirstMessageTooLarge)
+    );
     // An authenticated connection may send frames that large.
     let r = hub.receiver("radar3");
     let mut ok = connect(&hub).await;

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use framehub::{AuthFailure, CloseReason, ConnectionEvent, Hub, HubConfig, HubError};
+use framehub::{AuthFailure, CloseReason, Hub, HubConfig, HubError};
 
 #[tokio::test]
 async fn port_zero_reports_the_bound_address() {
@@ -68,19 +68,7 @@ async fn idle_timeout_closes_a_silent_connection() {
     );
     assert!(still_open(&mut busy, Duration::from_millis(50)).await);
     assert_eq!(r.len(), 8);
-    loop {
-        match tokio::time::timeout(PATIENCE, events.recv())
-            .await
-            .expect("event")
-            .expect("open")
-        {
-            ConnectionEvent::Closed { reason, .. } => {
-                assert_eq!(reason, CloseReason::IdleTimeout);
-                break;
-            }
-            _ => continue,
-        }
-    }
+    assert_eq!(next_close(&mut events).await.0, CloseReason::IdleTimeout);
 }
 
 #[tokio::test]
@@ -101,19 +89,10 @@ async fn auth_timeout_closes_a_connection_that_never_authenticates() {
     counters_until(&hub, "auth failure", |c| c.auth_failures == 1).await;
     // An authenticated connection is not subject to the auth timeout.
     assert!(still_open(&mut authed, Duration::from_millis(500)).await);
-    loop {
-        match tokio::time::timeout(PATIENCE, events.recv())
-            .await
-            .expect("event")
-            .expect("open")
-        {
-            ConnectionEvent::Closed { reason, .. } => {
-                assert_eq!(reason, CloseReason::AuthFailed(AuthFailure::Timeout));
-                break;
-            }
-            _ => continue,
-        }
-    }
+    assert_eq!(
+        next_close(&mut events).await.0,
+        CloseReason::AuthFailed(AuthFailure::Timeout)
+    );
 }
 
 #[tokio::test]

@@ -114,15 +114,7 @@ async fn invalid_token_closes_socket_and_logs_a_warning() {
     counters_until(&hub, "auth failure counted", |c| c.auth_failures == 1).await;
     assert!(r.try_recv().is_err(), "nothing delivered");
 
-    let closed = loop {
-        match tokio::time::timeout(PATIENCE, events.recv()).await {
-            Ok(Ok(ConnectionEvent::Closed {
-                reason, peer: p, ..
-            })) => break (reason, p),
-            Ok(Ok(_)) => continue,
-            other => panic!("no close event: {other:?}"),
-        }
-    };
+    let closed = next_close(&mut events).await;
     assert_eq!(
         closed,
         (CloseReason::AuthFailed(AuthFailure::WrongToken), peer)

@@ -230,10 +230,8 @@ impl FileSink {
                     FsyncPolicy::Always | FsyncPolicy::Never => false,
                 }
         });
-        if due {
-            if let Err(e) = self.sync() {
-                self.failed(e, 0);
-            }
+        if due && let Err(e) = self.sync() {
+            self.failed(e, 0);
         }
     }
 }

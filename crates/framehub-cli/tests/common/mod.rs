@@ -37,10 +37,17 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(args: &[&str]) -> Daemon {
-        let mut child = framehub()
+        let mut command = framehub();
+        command
             .arg("serve")
             .args(["--log-format", "json", "--quiet", "--admin", "127.0.0.1:0"])
-            .args(args)
+            .args(args);
+        Daemon::spawn(command)
+    }
+
+    /// Starts `command` (a `framehub serve` with JSON logs, maybe wrapped).
+    pub fn spawn(mut command: Command) -> Daemon {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -101,6 +108,25 @@ impl Daemon {
             self.seen.push(v.clone());
             if v["fields"]["message"] == message && check(&v["fields"]) {
                 return v["fields"].clone();
+            }
+        }
+    }
+
+    /// Waits for a JSON line on stderr that satisfies `check`.
+    pub fn wait_line(&mut self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| check(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self
+                .logs
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {what}; saw {:?}", self.seen));
+            self.seen.push(v.clone());
+            if check(&v) {
+                return v;
             }
         }
     }

@@ -87,31 +87,14 @@ pub(super) fn encode(payload: &[u8], dst: &mut BytesMut) -> Result<(), CodecErro
 mod tests {
     use super::*;
     use crate::codec::{FrameDecoder, FrameEncoder, FramingConfig};
-    use tokio_util::codec::{Decoder, Encoder};
+    use tokio_util::codec::Encoder;
 
     fn decoder(max: usize) -> FrameDecoder {
         FrameDecoder::new(&FramingConfig::Lines, max)
     }
 
     /// Runs the connection's loop: every frame, and the reason of every non-fatal error.
-    fn drain(d: &mut FrameDecoder, buf: &mut BytesMut, eof: bool) -> Vec<Result<Bytes, String>> {
-        let mut out = Vec::new();
-        loop {
-            let step = if eof {
-                d.decode_eof(buf)
-            } else {
-                d.decode(buf)
-            };
-            match step {
-                Ok(Some(frame)) => out.push(Ok(frame)),
-                Ok(None) => return out,
-                Err(e) => {
-                    assert!(!e.is_fatal(), "{e}");
-                    out.push(Err(e.reason().to_owned()));
-                }
-            }
-        }
-    }
+    use crate::codec::test_support::drain;
 
     fn ok(s: &str) -> Result<Bytes, String> {
         Ok(Bytes::copy_from_slice(s.as_bytes()))

@@ -686,3 +686,36 @@ mod tests {
         }
     }
 }
+
+/// Helpers shared by the framings' unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use bytes::{Bytes, BytesMut};
+    use tokio_util::codec::Decoder;
+
+    use super::FrameDecoder;
+
+    /// Decodes everything `buf` holds; non-fatal errors become `Err(reason)`.
+    pub(crate) fn drain(
+        d: &mut FrameDecoder,
+        buf: &mut BytesMut,
+        eof: bool,
+    ) -> Vec<Result<Bytes, String>> {
+        let mut out = Vec::new();
+        loop {
+            let step = if eof {
+                d.decode_eof(buf)
+            } else {
+                d.decode(buf)
+            };
+            match step {
+                Ok(Some(frame)) => out.push(Ok(frame)),
+                Ok(None) => return out,
+                Err(e) => {
+                    assert!(!e.is_fatal(), "{e}");
+                    out.push(Err(e.reason().to_owned()));
+                }
+            }
+        }
+    }
+}

@@ -199,24 +199,7 @@ mod tests {
         )
     }
 
-    fn drain(d: &mut FrameDecoder, buf: &mut BytesMut, eof: bool) -> Vec<Result<Bytes, String>> {
-        let mut out = Vec::new();
-        loop {
-            let step = if eof {
-                d.decode_eof(buf)
-            } else {
-                d.decode(buf)
-            };
-            match step {
-                Ok(Some(frame)) => out.push(Ok(frame)),
-                Ok(None) => return out,
-                Err(e) => {
-                    assert!(!e.is_fatal(), "{e}");
-                    out.push(Err(e.reason().to_owned()));
-                }
-            }
-        }
-    }
+    use crate::codec::test_support::drain;
 
     fn ok(p: &[u8]) -> Result<Bytes, String> {
         Ok(Bytes::copy_from_slice(p))

@@ -6,7 +6,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use framehub::{AuthConfig, Counters, Hub, HubConfig, ListenerConfig};
+use framehub::{
+    AuthConfig, CloseReason, ConnectionEvent, Counters, Hub, HubConfig, ListenerConfig,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -122,5 +124,21 @@ pub async fn still_open(stream: &mut TcpStream, wait: Duration) -> bool {
         Err(_) => true,
         Ok(Ok(n)) => n > 0,
         Ok(Err(_)) => false,
+    }
+}
+
+/// The reason and peer of the next connection that closes.
+pub async fn next_close(
+    events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>,
+) -> (CloseReason, SocketAddr) {
+    loop {
+        match tokio::time::timeout(PATIENCE, events.recv())
+            .await
+            .expect("a close event in time")
+            .expect("event stream open")
+        {
+            ConnectionEvent::Closed { reason, peer, .. } => return (reason, peer),
+            _ => continue,
+        }
     }
 }

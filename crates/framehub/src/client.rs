@@ -1,0 +1,807 @@
+//! The reconnecting client: the node side of the wire. It frames messages
+//! in any framing, keeps one connection up through cuts, stalls, half-open
+//! links and server restarts, and holds messages in a bounded outbox while
+//! the link is down.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), framehub::ClientError> {
+//! use std::time::Duration;
+//! use framehub::{Client, ClientConfig, ClientProtocol, NodeIdentity};
+//!
+//! let client = Client::start(ClientConfig {
+//!     protocol: ClientProtocol::Node(NodeIdentity {
+//!         node_id: Some("radar3".into()),
+//!         token: Some("secret".into()),
+//!         ..NodeIdentity::default()
+//!     }),
+//!     ..ClientConfig::new("hub.example:30050")
+//! })?;
+//! // node_id is filled in; the token travels in the authenticating
+//! // heartbeat that opens every connection.
+//! client.send(&br#"{"timestamp":1768932172478,"delay":[40.46]}"#[..]).await?;
+//! client.close(Duration::from_secs(5)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # How it behaves
+//! - **Reconnects** with exponential backoff and jitter (`backoff_initial`
+//!   100 ms doubling up to `backoff_max` 5 s, each wait drawn from the upper
+//!   half of its step). The backoff starts over after a connection that
+//!   stayed up for `backoff_max`, so a server that accepts and drops at once
+//!   is not hammered.
+//! - **Outbox**: messages are framed when accepted (so an unframeable one is
+//!   refused at once) and wait in a queue of `outbox_capacity` messages.
+//!   `drop-oldest` evicts the oldest (counted); `block` makes `send` wait and
+//!   `try_send` fail with [`ClientError::Full`]. Queued messages are written
+//!   in order after every reconnect.
+//! - **What a cut loses**: a message counts as sent once the kernel took its
+//!   last byte. A message the kernel took only in part when the link broke
+//!   is written again, whole, on the next connection. Bytes the kernel had
+//!   accepted but the server had not read when the link died (the socket
+//!   buffers) are lost: delivery is at most once; acknowledgements are not
+//!   offered.
+//! - **Dead servers** are noticed by a failed write, by TCP keepalive, and,
+//!   once the server has sent anything on a connection (its
+//!   `server_heartbeat`), by `liveness_timeout` (3 s) without data.
+//! - **Heartbeats**: when nothing was written for `heartbeat_interval`, a
+//!   heartbeat frame is (node protocol: `{"node_id":..,"token":..,
+//!   "type":"heartbeat"}`; raw: [`ClientProtocol::Raw`]'s frame, if any).
+//! - **Node protocol**: every connection opens with an authenticating
+//!   heartbeat carrying `node_id` and `token`, so the connection is bound
+//!   and healthy before the first message, and the secret is not copied into
+//!   every stored message. A message that is a JSON object without the
+//!   `node_id` field gets it. `timestamp` is never added: the server
+//!   deduplicates on it, so it belongs to the application. Anything else is
+//!   sent as given.
+
+mod backoff;
+mod driver;
+mod outbox;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::sync::{broadcast, watch};
+use tokio_util::codec::Encoder;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{CodecError, FrameEncoder, FramingConfig};
+use crate::config::FieldsConfig;
+use crate::json::{self, EnvelopeKeys};
+use crate::node::{heartbeat_payload, push_json_string};
+
+use outbox::{Outbox, PushError, Pushed};
+
+/// Status events buffered per subscriber before the slowest one lags.
+const EVENT_CAPACITY: usize = 256;
+
+/// Settings of a [`Client`]. Start from [`ClientConfig::new`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The server, `host:port`; resolved again on every connect, so a
+    /// server that moves to another address is found.
+    pub addr: String,
+    /// How messages are framed on the wire (and the server's frames read).
+    pub framing: FramingConfig,
+    /// What the client adds to the stream: node envelope or nothing.
+    pub protocol: ClientProtocol,
+    /// Largest message accepted, framing excluded (1 MiB, the server's
+    /// default maximum).
+    pub max_frame_bytes: usize,
+    /// First wait before reconnecting (100 ms).
+    pub backoff_initial: Duration,
+    /// Longest wait between two connection attempts (5 s).
+    pub backoff_max: Duration,
+    /// Give up on one connection attempt after this long (5 s).
+    pub connect_timeout: Duration,
+    /// Send a heartbeat when nothing was written for this long (10 s;
+    /// `None`: never). The node protocol always has a heartbeat; a raw
+    /// client only with [`ClientProtocol::Raw`]'s `heartbeat` frame.
+    pub heartbeat_interval: Option<Duration>,
+    /// Reconnect when the server sent nothing for this long, once it has
+    /// sent something on the connection (3 s, as NinjaTCP; `None`: never).
+    pub liveness_timeout: Option<Duration>,
+    /// TCP keepalive idle time (10 s; `None`: off). Probes follow every
+    /// third of it, three times, so a vanished server on an idle link is
+    /// noticed after about twice this.
+    pub keepalive: Option<Duration>,
+    /// `TCP_NODELAY` (true): messages leave at once rather than wait to
+    /// fill a segment.
+    pub nodelay: bool,
+    /// `SO_SNDBUF` (unset: the kernel's, which autotunes up to megabytes).
+    /// Everything in it is lost if the server dies, so a small buffer
+    /// bounds the loss of a restart.
+    pub send_buffer_bytes: Option<usize>,
+    /// Messages the outbox holds at most (2000, the radar system's queue).
+    pub outbox_capacity: usize,
+    /// What a full outbox does (`drop-oldest`).
+    pub outbox_policy: OutboxPolicy,
+}
+
+impl ClientConfig {
+    /// Defaults for the server at `addr` (`host:port`): `lines` framing and
+    /// the node protocol without identity.
+    pub fn new(addr: impl Into<String>) -> ClientConfig {
+        ClientConfig {
+            addr: addr.into(),
+            framing: FramingConfig::Lines,
+            protocol: ClientProtocol::Node(NodeIdentity::default()),
+            max_frame_bytes: 1 << 20,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            heartbeat_interval: Some(Duration::from_secs(10)),
+            liveness_timeout: Some(Duration::from_secs(3)),
+            keepalive: Some(Duration::from_secs(10)),
+            nodelay: true,
+            send_buffer_bytes: None,
+            outbox_capacity: 2000,
+            outbox_policy: OutboxPolicy::DropOldest,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ClientError> {
+        let bad = |key: &'static str, message: String| ClientError::Config { key, message };
+        if self.addr.is_empty() {
+            return Err(bad("addr", "must not be empty".into()));
+        }
+        self.framing.validate().map_err(|m| bad("framing", m))?;
+        if self.max_frame_bytes == 0 {
+            return Err(bad("max_frame_bytes", "must be > 0".into()));
+        }
+        if self.outbox_capacity == 0 {
+            return Err(bad("outbox_capacity", "must be > 0".into()));
+        }
+        if self.backoff_initial.is_zero() {
+            return Err(bad("backoff_initial", "must be > 0".into()));
+        }
+        if self.backoff_max < self.backoff_initial {
+            return Err(bad(
+                "backoff_max",
+                "must be at least backoff_initial".into(),
+            ));
+        }
+        for (key, value) in [
+            ("connect_timeout", Some(self.connect_timeout)),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("liveness_timeout", self.liveness_timeout),
+            ("keepalive", self.keepalive),
+        ] {
+            if value.is_some_and(|d| d.is_zero()) {
+                return Err(bad(key, "must be > 0 (use None to turn it off)".into()));
+            }
+        }
+        if let ClientProtocol::Node(_) = self.protocol
+            && self.framing != FramingConfig::Lines
+        {
+            return Err(bad(
+                "protocol",
+                format!(
+                    "the node protocol needs framing \"lines\", not {:?}",
+                    self.framing.name()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a full outbox does with the next message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutboxPolicy {
+    /// Drop the oldest waiting message (counted): a sensor's newest reading
+    /// matters most.
+    #[default]
+    DropOldest,
+    /// `send` waits for room and `try_send` fails: nothing is dropped, the
+    /// producer slows down (a file being replayed).
+    Block,
+}
+
+/// What the client adds to the byte stream.
+#[derive(Debug, Clone)]
+pub enum ClientProtocol {
+    /// The node protocol: authenticating heartbeat on every connect,
+    /// heartbeats, `node_id` filled in.
+    Node(NodeIdentity),
+    /// Messages as given; an optional heartbeat payload (framed like any
+    /// message) for servers that expect one.
+    Raw {
+        /// The heartbeat payload, or `None` for no heartbeats.
+        heartbeat: Option<Bytes>,
+    },
+}
+
+/// Who a node-protocol client is.
+#[derive(Debug, Clone, Default)]
+pub struct NodeIdentity {
+    /// The node's id, filled into messages that lack one.
+    pub node_id: Option<String>,
+    /// The token that authenticates each connection.
+    pub token: Option<String>,
+    /// The server's field names (the radar system's by default).
+    pub fields: FieldsConfig,
+}
+
+/// Why a client could not start, send or close cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A setting that cannot work; `key` names it.
+    #[error("client config {key}: {message}")]
+    Config {
+        /// The field of [`ClientConfig`] at fault.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The message cannot be framed (too large, a newline in a `lines`
+    /// message, ...); nothing was queued.
+    #[error("message refused: {0}")]
+    Unframeable(#[source] CodecError),
+    /// `try_send` under the `block` policy with a full outbox.
+    #[error("outbox full")]
+    Full,
+    /// The client is closing or closed.
+    #[error("client closed")]
+    Closed,
+    /// `close` ran out of time; `unsent` messages were dropped (counted).
+    #[error("close timed out with {unsent} messages unsent")]
+    CloseTimeout {
+        /// Messages that never reached the socket.
+        unsent: u64,
+    },
+}
+
+/// The client's connection state, as [`Client::state`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientState {
+    /// Resolving and connecting.
+    Connecting,
+    /// Connected; messages flow.
+    Connected,
+    /// Waiting before the next attempt.
+    BackingOff,
+    /// Closed for good.
+    Closed,
+}
+
+/// Why a connection (or an attempt) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// Resolving or connecting failed or timed out.
+    ConnectFailed(String),
+    /// The server closed the connection.
+    PeerClosed,
+    /// Reading failed (e.g. connection reset, keepalive timeout).
+    ReadError(String),
+    /// Writing failed (e.g. broken pipe, connection reset).
+    WriteError(String),
+    /// The server, which had been sending, was silent for this long.
+    LivenessTimeout(Duration),
+    /// The server's byte stream did not follow the framing.
+    FramingLost(String),
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DisconnectReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+            DisconnectReason::PeerClosed => f.write_str("server closed the connection"),
+            DisconnectReason::ReadError(e) => write!(f, "read error: {e}"),
+            DisconnectReason::WriteError(e) => write!(f, "write error: {e}"),
+            DisconnectReason::LivenessTimeout(d) => {
+                write!(f, "nothing received for {d:?}: connection presumed dead")
+            }
+            DisconnectReason::FramingLost(e) => write!(f, "framing lost: {e}"),
+        }
+    }
+}
+
+/// What happened to the client's link. Subscribe with [`Client::events`]; a
+/// subscriber that falls behind loses the oldest events and is told how
+/// many (`RecvError::Lagged`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// An attempt to connect began (`attempt` counts since the last
+    /// connection, from 1).
+    Connecting {
+        /// The configured `host:port`.
+        addr: String,
+        /// Attempts since the last successful connection, this one included.
+        attempt: u32,
+    },
+    /// Connected.
+    Connected {
+        /// The server's address.
+        peer: SocketAddr,
+        /// The local end.
+        local: SocketAddr,
+    },
+    /// A connection or an attempt ended.
+    Disconnected {
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// Waiting this long before the next attempt.
+    BackingOff {
+        /// The wait.
+        delay: Duration,
+    },
+    /// The client stopped; `unsent` messages were dropped.
+    Closed {
+        /// Messages that never reached the socket.
+        unsent: u64,
+    },
+}
+
+/// A snapshot of a client's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCounters {
+    /// Messages accepted by `send`/`try_send`.
+    pub accepted: u64,
+    /// Messages whose last byte the kernel took.
+    pub sent: u64,
+    /// Bytes written, framing and heartbeats included.
+    pub bytes_sent: u64,
+    /// Heartbeats written (the authenticating ones included).
+    pub heartbeats_sent: u64,
+    /// Messages written again, whole, because a cut came while the kernel
+    /// had taken only part of them.
+    pub resent: u64,
+    /// Messages refused by `send`/`try_send` (unframeable, full, closed).
+    pub rejected: u64,
+    /// Messages dropped from a full outbox (`drop-oldest`).
+    pub dropped_outbox_full: u64,
+    /// Messages still unsent when the client closed or was dropped.
+    pub dropped_unsent: u64,
+    /// Messages waiting in the outbox now.
+    pub outbox_len: u64,
+    /// Connections established.
+    pub connects: u64,
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
+    /// Established connections that ended (not counting `close`).
+    pub disconnects: u64,
+    /// Of those, how many for [`DisconnectReason::LivenessTimeout`].
+    pub liveness_timeouts: u64,
+    /// Frames received from the server (its heartbeats included; they are
+    /// not delivered anywhere).
+    pub frames_received: u64,
+    /// Bytes received from the server.
+    pub bytes_received: u64,
+    /// Server frames that did not decode (dropped; the link goes on).
+    pub frames_received_invalid: u64,
+}
+
+/// The live counters behind [`ClientCounters`].
+#[derive(Debug, Default)]
+struct Stats {
+    accepted: AtomicU64,
+    sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    heartbeats_sent: AtomicU64,
+    resent: AtomicU64,
+    rejected: AtomicU64,
+    dropped_outbox_full: AtomicU64,
+    dropped_unsent: AtomicU64,
+    connects: AtomicU64,
+    connect_failures: AtomicU64,
+    disconnects: AtomicU64,
+    liveness_timeouts: AtomicU64,
+    frames_received: AtomicU64,
+    bytes_received: AtomicU64,
+    frames_received_invalid: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    if n > 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What the driver task and every handle share.
+struct Shared {
+    config: ClientConfig,
+    outbox: Outbox,
+    /// Frames messages at `send` time (stateless; the lock only satisfies
+    /// `Encoder`'s `&mut self`).
+    encoder: Mutex<FrameEncoder>,
+    /// The heartbeat on the wire, already framed; for the node protocol it
+    /// also authenticates, and opens every connection.
+    heartbeat: Option<Bytes>,
+    /// Whether `heartbeat` must open every connection.
+    heartbeat_authenticates: bool,
+    stats: Stats,
+    events: broadcast::Sender<ClientEvent>,
+    state: watch::Sender<ClientState>,
+    /// Stops the driver at once (close deadline passed, last handle gone).
+    shutdown: CancellationToken,
+    /// Cancelled by the driver when it has stopped.
+    done: CancellationToken,
+}
+
+impl Shared {
+    fn emit(&self, event: ClientEvent) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(event);
+        }
+    }
+
+    fn set_state(&self, state: ClientState) {
+        self.state.send_replace(state);
+    }
+
+    /// The node-protocol rewrite of one message: `node_id` added to a JSON
+    /// object that lacks it.
+    fn prepare(&self, message: Bytes) -> Bytes {
+        let ClientProtocol::Node(identity) = &self.config.protocol else {
+            return message;
+        };
+        let Some(node_id) = identity.node_id.as_deref() else {
+            return message;
+        };
+        let keys = EnvelopeKeys {
+            node_id: identity.fields.node_id.as_bytes(),
+            ..EnvelopeKeys::DEFAULT
+        };
+        match json::scan_envelope(&message, &keys, json::DEFAULT_MAX_DEPTH) {
+            Ok(envelope) if envelope.node_id.is_none() => {
+                insert_field(&message, &identity.fields.node_id, node_id)
+            }
+            // Has its own node_id, or is not a JSON object: the server
+            // judges it (and counts it if it must).
+            _ => message,
+        }
+    }
+
+    fn frame(&self, message: Bytes) -> Result<Bytes, ClientError> {
+        let message = self.prepare(message);
+        let mut wire = BytesMut::with_capacity(message.len() + 8);
+        self.encoder
+            .lock()
+            .encode(&message[..], &mut wire)
+            .map_err(ClientError::Unframeable)?;
+        Ok(wire.freeze())
+    }
+
+    fn accepted(&self, pushed: Pushed) {
+        add(&self.stats.accepted, 1);
+        if pushed == Pushed::DroppedOldest {
+            add(&self.stats.dropped_outbox_full, 1);
+        }
+    }
+
+    fn refused(&self, e: PushError) -> ClientError {
+        add(&self.stats.rejected, 1);
+        match e {
+            PushError::Full => ClientError::Full,
+            PushError::Closed => ClientError::Closed,
+        }
+    }
+}
+
+/// `{"key":"value",` + the rest of `object` (a JSON object, checked by the
+/// caller), so the new field comes first and the original bytes follow
+/// untouched.
+fn insert_field(object: &[u8], key: &str, value: &str) -> Bytes {
+    let open = object.iter().position(|&b| b == b'{').unwrap_or(0);
+    let rest = &object[open + 1..];
+    let is_empty = rest
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'}');
+    let mut out = Vec::with_capacity(object.len() + key.len() + value.len() + 8);
+    out.extend_from_slice(&object[..=open]);
+    push_json_string(&mut out, key);
+    out.push(b':');
+    push_json_string(&mut out, value);
+    if !is_empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Bytes::from(out)
+}
+
+/// Ends the driver when the last handle is dropped.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.outbox.close();
+        self.shared.shutdown.cancel();
+    }
+}
+
+/// A reconnecting client. Cheap to clone: every clone sends through the
+/// same connection and outbox; dropping the last one stops it at once
+/// (call [`Client::close`] to flush first).
+#[derive(Clone)]
+pub struct Client {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.shared().config.addr)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Validates `config` and starts connecting in the background; messages
+    /// can be sent at once and wait in the outbox until the link is up.
+    /// Must be called within a Tokio runtime.
+    pub fn start(config: ClientConfig) -> Result<Client, ClientError> {
+        config.validate()?;
+        let encoder = FrameEncoder::new(&config.framing, config.max_frame_bytes);
+        let (heartbeat, heartbeat_authenticates) = match &config.protocol {
+            ClientProtocol::Node(identity) => {
+                let payload = heartbeat_payload(
+                    &identity.fields,
+                    identity.node_id.as_deref(),
+                    identity.token.as_deref(),
+                );
+                let authenticates = identity.node_id.is_some() || identity.token.is_some();
+                (Some(Bytes::from(payload)), authenticates)
+            }
+            ClientProtocol::Raw { heartbeat } => (heartbeat.clone(), false),
+        };
+        let heartbeat = match heartbeat {
+            Some(payload) => {
+                let mut wire = BytesMut::new();
+                encoder
+                    .clone()
+                    .encode(&payload[..], &mut wire)
+                    .map_err(|e| ClientError::Config {
+                        key: "protocol",
+                        message: format!("heartbeat cannot be framed: {e}"),
+                    })?;
+                Some(wire.freeze())
+            }
+            None => None,
+        };
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let shared = Arc::new(Shared {
+            outbox: Outbox::new(config.outbox_capacity, config.outbox_policy),
+            encoder: Mutex::new(encoder),
+            heartbeat,
+            heartbeat_authenticates,
+            stats: Stats::default(),
+            events,
+            state: watch::Sender::new(ClientState::Connecting),
+            shutdown: CancellationToken::new(),
+            done: CancellationToken::new(),
+            config,
+        });
+        tokio::spawn(driver::run(shared.clone()));
+        Ok(Client {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// Frames `message` and queues it, waiting for room under the `block`
+    /// policy. Returns once queued, not once written.
+    pub async fn send(&self, message: impl Into<Bytes>) -> Result<(), ClientError> {
+        let shared = self.shared();
+        let wire = shared.frame(message.into()).inspect_err(|_| {
+            add(&shared.stats.rejected, 1);
+        })?;
+        match shared.outbox.push(wire).await {
+            Ok(pushed) => {
+                shared.accepted(pushed);
+                Ok(())
+            }
+            Err(e) => Err(shared.refused(e)),
+        }
+    }
+
+    /// Frames `message` and queues it without waiting: under the `block`
+    /// policy a full outbox is [`ClientError::Full`].
+    pub fn try_send(&self, message: impl Into<Bytes>) -> Result<(), ClientError> {
+        let shared = self.shared();
+        let wire = shared.frame(message.into()).inspect_err(|_| {
+            add(&shared.stats.rejected, 1);
+        })?;
+        match shared.outbox.try_push(wire) {
+            Ok(pushed) => {
+                shared.accepted(pushed);
+                Ok(())
+            }
+            Err(e) => Err(shared.refused(e)),
+        }
+    }
+
+    /// Stops accepting messages, writes everything queued (reconnecting if
+    /// need be), half-closes the connection and waits for the server to
+    /// close its side, all within `deadline`. Past it, whatever is left is
+    /// dropped, counted and reported as [`ClientError::CloseTimeout`].
+    /// Closing a closed client returns at once.
+    pub async fn close(&self, deadline: Duration) -> Result<(), ClientError> {
+        let shared = self.shared();
+        shared.outbox.close();
+        if tokio::time::timeout(deadline, shared.done.cancelled())
+            .await
+            .is_err()
+        {
+            shared.shutdown.cancel();
+            shared.done.cancelled().await;
+        }
+        match shared.stats.dropped_unsent.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            unsent => Err(ClientError::CloseTimeout { unsent }),
+        }
+    }
+
+    /// Subscribes to status events from now on.
+    pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
+        self.shared().events.subscribe()
+    }
+
+    /// The current state; `watch` it to wait for a change.
+    pub fn state(&self) -> ClientState {
+        *self.shared().state.borrow()
+    }
+
+    /// A receiver of state changes.
+    pub fn watch_state(&self) -> watch::Receiver<ClientState> {
+        self.shared().state.subscribe()
+    }
+
+    /// Whether the link is up now.
+    pub fn is_connected(&self) -> bool {
+        self.state() == ClientState::Connected
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> ClientCounters {
+        let s = &self.shared().stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ClientCounters {
+            accepted: get(&s.accepted),
+            sent: get(&s.sent),
+            bytes_sent: get(&s.bytes_sent),
+            heartbeats_sent: get(&s.heartbeats_sent),
+            resent: get(&s.resent),
+            rejected: get(&s.rejected),
+            dropped_outbox_full: get(&s.dropped_outbox_full),
+            dropped_unsent: get(&s.dropped_unsent),
+            outbox_len: self.shared().outbox.len() as u64,
+            connects: get(&s.connects),
+            connect_failures: get(&s.connect_failures),
+            disconnects: get(&s.disconnects),
+            liveness_timeouts: get(&s.liveness_timeouts),
+            frames_received: get(&s.frames_received),
+            bytes_received: get(&s.bytes_received),
+            frames_received_invalid: get(&s.frames_received_invalid),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn node_client_shared(node_id: &str) -> Shared {
+        let config = ClientConfig {
+            protocol: ClientProtocol::Node(NodeIdentity {
+                node_id: Some(node_id.into()),
+                token: Some("s".into()),
+                ..NodeIdentity::default()
+            }),
+            ..ClientConfig::new("127.0.0.1:1")
+        };
+        Shared {
+            outbox: Outbox::new(1, OutboxPolicy::Block),
+            encoder: Mutex::new(FrameEncoder::new(&config.framing, 1024)),
+            heartbeat: None,
+            heartbeat_authenticates: true,
+            stats: Stats::default(),
+            events: broadcast::channel(1).0,
+            state: watch::Sender::new(ClientState::Connecting),
+            shutdown: CancellationToken::new(),
+            done: CancellationToken::new(),
+            config,
+        }
+    }
+
+    #[test]
+    fn node_id_is_filled_in_only_when_missing() {
+        let shared = node_client_shared("radar\"3");
+        let filled = shared.prepare(Bytes::from_static(br#" { "timestamp":5,"delay":[1]}"#));
+        assert_eq!(
+            &filled[..],
+            br#" {"node_id":"radar\"3", "timestamp":5,"delay":[1]}"#
+        );
+        let v: serde_json::Value = serde_json::from_slice(&filled).unwrap();
+        assert_eq!(v["node_id"], "radar\"3");
+        assert_eq!(v["timestamp"], 5);
+        assert!(
+            v.get("token").is_none(),
+            "the token is not copied into data"
+        );
+        assert_eq!(
+            &shared.prepare(Bytes::from_static(b"{}"))[..],
+            br#"{"node_id":"radar\"3"}"#
+        );
+        for unchanged in [
+            &br#"{"node_id":"other","timestamp":1}"#[..],
+            b"not json",
+            b"[1,2]",
+            b"{\"truncated\":",
+        ] {
+            assert_eq!(
+                &shared.prepare(Bytes::copy_from_slice(unchanged))[..],
+                unchanged
+            );
+        }
+    }
+
+    #[test]
+    fn frames_are_refused_before_queueing() {
+        let shared = node_client_shared("a");
+        assert!(matches!(
+            shared.frame(Bytes::from_static(b"{\"a\":\n1}")),
+            Err(ClientError::Unframeable(_))
+        ));
+        assert!(matches!(
+            shared.frame(Bytes::from(vec![b' '; 2000])),
+            Err(ClientError::Unframeable(CodecError::Oversize { .. }))
+        ));
+        assert_eq!(
+            &shared.frame(Bytes::from_static(b"{}")).unwrap()[..],
+            b"{\"node_id\":\"a\"}\n"
+        );
+    }
+
+    #[test]
+    fn config_is_validated_naming_the_field() {
+        let key = |config: ClientConfig| match config.validate() {
+            Err(ClientError::Config { key, .. }) => key,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        assert!(ClientConfig::new("h:1").validate().is_ok());
+        assert_eq!(
+            key(ClientConfig {
+                outbox_capacity: 0,
+                ..ClientConfig::new("h:1")
+            }),
+            "outbox_capacity"
+        );
+        assert_eq!(
+            key(ClientConfig {
+                backoff_max: Duration::from_millis(1),
+                ..ClientConfig::new("h:1")
+            }),
+            "backoff_max"
+        );
+        assert_eq!(
+            key(ClientConfig {
+                framing: FramingConfig::Cobs,
+                ..ClientConfig::new("h:1")
+            }),
+            "protocol"
+        );
+        assert_eq!(
+            key(ClientConfig {
+                liveness_timeout: Some(Duration::ZERO),
+                ..ClientConfig::new("h:1")
+            }),
+            "liveness_timeout"
+        );
+    }
+}
