@@ -1,11 +1,12 @@
 //! The admin HTTP server (axum): `/healthz`, `/readyz`, `/metrics`,
-//! `/api/nodes`, `/api/connections`.
+//! `/api/nodes`, `/api/connections`, `/api/stats`, and `POST /api/send`
+//! when enabled.
 //!
-//! Handlers only read snapshots (the hub's counters, node table and
-//! connection registry, the sinks' statuses); nothing here is on the
-//! ingest path. [`router`] builds the probes and [`api_router`] the JSON
-//! API, so later endpoints (stage-mode stats, sending to clients) slot into
-//! the latter with one `.route()` each.
+//! Handlers only read snapshots (the hub's counters, node table, open
+//! connections and 1 Hz statistics, the sinks' statuses) or hand one
+//! message to the hub's egress; nothing here is on the ingest path.
+//! [`router`] builds the probes and [`api_router`] the JSON API, one
+//! `.route()` per endpoint.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,10 +16,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use framehub::{ConnectionInfo, Hub};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -48,6 +50,8 @@ pub struct AdminState {
     pub sink_queue: mpsc::WeakSender<Message>,
     /// Frames per second of every node, sampled once a second.
     pub rates: Mutex<HashMap<String, Rate>>,
+    /// Whether `POST /api/send` may write to clients (`[admin] send`).
+    pub allow_send: bool,
 }
 
 /// A node's delivery rate between the last two samples.
@@ -95,6 +99,8 @@ pub fn api_router() -> Router<Arc<AdminState>> {
     Router::new()
         .route("/nodes", get(nodes))
         .route("/connections", get(connections))
+        .route("/stats", get(stats))
+        .route("/send", post(send))
 }
 
 /// Serves until `shutdown` is cancelled, then finishes the requests in
@@ -382,4 +388,61 @@ async fn connections(
         connections,
     })
     .into_response()
+}
+
+/// The latest 1 Hz statistics snapshot (`seq` 0 before the first period
+/// ended), as `framehub serve --stats` prints them.
+async fn stats(State(state): State<Arc<AdminState>>) -> Response {
+    let snapshot = state.hub.stats().borrow().clone();
+    Json(snapshot).into_response()
+}
+
+/// `?conn=ID`, `?node=NAME`, `?listener=NAME`, or none of them.
+#[derive(Debug, Deserialize)]
+struct SendQuery {
+    conn: Option<u64>,
+    node: Option<String>,
+    listener: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SendResponse {
+    /// Clients whose egress buffer took the message.
+    sent: usize,
+}
+
+/// Writes the request body, as one message in the listener's framing, to
+/// one connection (`?conn=`), every connection of a node (`?node=`), every
+/// client of a listener (`?listener=`) or every client. A client whose
+/// buffer is full does not take it (counted, as for any egress).
+async fn send(
+    State(state): State<Arc<AdminState>>,
+    Query(query): Query<SendQuery>,
+    body: Bytes,
+) -> Response {
+    if !state.allow_send {
+        return (
+            StatusCode::FORBIDDEN,
+            "sending to clients is off; set [admin] send = true\n",
+        )
+            .into_response();
+    }
+    let hub = &state.hub;
+    let result = match (query.conn, query.node.as_deref(), query.listener.as_deref()) {
+        (Some(conn), None, None) => hub.send_to_connection(conn, &body),
+        (None, Some(node), None) => hub.send_to_node(node, &body),
+        (None, None, Some(listener)) => hub.broadcast_on(listener, &body),
+        (None, None, None) => hub.broadcast(&body),
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "give at most one of conn, node, listener\n",
+            )
+                .into_response();
+        }
+    };
+    match result {
+        Ok(sent) => Json(SendResponse { sent }).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
 }

@@ -47,6 +47,9 @@ pub struct AdminConfig {
     pub enabled: bool,
     /// Address to bind.
     pub bind: SocketAddr,
+    /// Allow `POST /api/send` to write to clients. Off by default: whoever
+    /// reaches the admin port could command every device.
+    pub send: bool,
 }
 
 impl Default for AdminConfig {
@@ -54,6 +57,7 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: true,
             bind: DEFAULT_ADMIN_BIND,
+            send: false,
         }
     }
 }

@@ -233,10 +233,52 @@ pub fn render(src: &MetricsSources<'_>) -> String {
         &listeners,
         |c| c.duplicates,
     );
+    m.per_listener(
+        "framehub_frames_sent_total",
+        "counter",
+        "Frames written to clients: egress messages, handler replies, server heartbeats.",
+        &listeners,
+        |c| c.frames_sent,
+    );
+    m.per_listener(
+        "framehub_bytes_sent_total",
+        "counter",
+        "Bytes written to clients, framing included.",
+        &listeners,
+        |c| c.bytes_sent,
+    );
+    m.per_listener(
+        "framehub_groups_published_total",
+        "counter",
+        "Groups published by a listener with delivery = \"groups\".",
+        &listeners,
+        |c| c.groups_published,
+    );
+    m.per_listener(
+        "framehub_requests_total",
+        "counter",
+        "Frames handed to the listener's request handler.",
+        &listeners,
+        |c| c.requests,
+    );
+    m.per_listener(
+        "framehub_slow_clients_disconnected_total",
+        "counter",
+        "Clients disconnected because their egress buffer was full (slow_client = \"disconnect\").",
+        &listeners,
+        |c| c.slow_clients_disconnected,
+    );
+    m.per_listener(
+        "framehub_listener_rebuilds_total",
+        "counter",
+        "Times the listening socket failed and was bound again.",
+        &listeners,
+        |c| c.listener_rebuilds,
+    );
     m.family(
         "framehub_frames_dropped_total",
         "counter",
-        "Frames not delivered, by reason.",
+        "Frames and egress messages not delivered, by reason.",
     );
     for (listener, c) in &listeners {
         for (reason, n) in c.dropped {

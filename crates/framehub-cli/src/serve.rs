@@ -204,6 +204,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         shutting_down: AtomicBool::new(false),
         sink_queue: tx.downgrade(),
         rates: Mutex::new(Default::default()),
+        allow_send: cfg.admin.send,
     });
     drop(tx);
     let admin_stop = CancellationToken::new();

@@ -688,3 +688,73 @@ fn warnings_about_misbehaving_peers_are_rate_limited() {
     );
     assert_eq!(daemon.terminate(), 0);
 }
+
+/// Reads one line from a client socket.
+fn read_line(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while s.read(&mut byte).expect("read") == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).expect("utf-8")
+}
+
+#[test]
+fn api_stats_and_send_use_the_hubs_statistics_and_egress() {
+    let dir = temp_dir("send");
+    let mut daemon = Daemon::with_config(
+        &dir,
+        "[admin]\nsend = true\n[[listener]]\nbind = \"127.0.0.1:0\"\n",
+        &["--out", "/dev/null"],
+    );
+    let addr = daemon.addr();
+    let admin = daemon.admin();
+    let mut a = TcpStream::connect(addr).expect("connect");
+    let mut b = TcpStream::connect(addr).expect("connect");
+    a.write_all(detection("radar1", None, 1).as_bytes())
+        .expect("write");
+    b.write_all(detection("radar2", None, 1).as_bytes())
+        .expect("write");
+    eventually("a stats snapshot with both frames", || {
+        get_json(admin, "/api/stats")["listeners"][0]["frames_in"].as_u64() == Some(2)
+    });
+    let stats = get_json(admin, "/api/stats");
+    assert_eq!(stats["listeners"][0]["listener"], "default");
+    assert_eq!(stats["listeners"][0]["connections_open"], 2);
+
+    let conns = get_json(admin, "/api/connections?sort=node");
+    let a_id = conns["connections"][0]["id"].as_u64().expect("id");
+    assert_eq!(conns["connections"][0]["node"], "radar1");
+    let (status, body) = http_request(admin, "POST", &format!("/api/send?conn={a_id}"), b"to-a");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["sent"],
+        1
+    );
+    assert_eq!(read_line(&mut a), "to-a");
+    let (status, body) = http_request(admin, "POST", "/api/send?node=radar2", b"to-b");
+    assert_eq!((status, body.contains("\"sent\":1")), (200, true), "{body}");
+    assert_eq!(read_line(&mut b), "to-b");
+    let (status, body) = http_request(admin, "POST", "/api/send", b"all");
+    assert_eq!((status, body.contains("\"sent\":2")), (200, true), "{body}");
+    assert_eq!(read_line(&mut a), "all");
+    assert_eq!(read_line(&mut b), "all");
+    // A message the framing cannot carry is refused, naming why.
+    let (status, body) = http_request(admin, "POST", "/api/send", b"two\nlines");
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = http_request(admin, "POST", "/api/send?conn=1&node=radar1", b"x");
+    assert_eq!(status, 400);
+    eventually("the writes are counted", || {
+        Metrics::scrape(admin).get("framehub_frames_sent_total", &[("listener", "default")]) == 4.0
+    });
+    assert_eq!(daemon.terminate(), 0);
+
+    // Off by default: whoever reaches the admin port cannot command devices.
+    let mut daemon = Daemon::start(&["--listen", "127.0.0.1:0", "--out", "/dev/null"]);
+    let admin = daemon.admin();
+    let (status, body) = http_request(admin, "POST", "/api/send", b"x");
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(daemon.terminate(), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -234,13 +234,20 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 /// One HTTP/1.1 GET: the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, b"")
+}
+
+/// One HTTP/1.1 request with a body: the status code and the body.
+pub fn http_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect to admin");
     s.set_read_timeout(Some(PATIENCE)).expect("timeout");
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
     )
     .expect("request");
+    s.write_all(body).expect("body");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("response");
     let text = String::from_utf8(raw).expect("utf-8 response");
