@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use framehub::config as units;
 use framehub::{ByteSize, HubConfig};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// The admin HTTP server's default address: next to the listener's 30050,
 /// loopback only, because it exposes per-connection detail.
@@ -26,7 +27,10 @@ pub struct ServeConfig {
     /// none).
     pub out: Option<PathBuf>,
     /// How often the status line is printed on stderr (`"5s"`).
-    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    #[serde(
+        deserialize_with = "units::duration",
+        serialize_with = "units::ser_duration"
+    )]
     pub status_interval: Duration,
 }
 
@@ -129,14 +133,23 @@ pub struct FileSinkConfig {
     pub fsync: FsyncPolicy,
     /// With `fsync = "interval"`: the longest time between a write and its
     /// sync.
-    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    #[serde(
+        deserialize_with = "units::duration",
+        serialize_with = "units::ser_duration"
+    )]
     pub fsync_interval: Duration,
     /// Rotate when the file would grow past this size (`"off"`: never).
-    #[serde(deserialize_with = "opt_bytes", serialize_with = "ser_opt_bytes")]
+    #[serde(
+        deserialize_with = "units::opt_byte_size",
+        serialize_with = "units::ser_opt_byte_size"
+    )]
     pub rotate_bytes: Option<ByteSize>,
     /// Rotate a non-empty file this long after it was opened (`"off"`:
     /// never).
-    #[serde(deserialize_with = "opt_duration", serialize_with = "ser_opt_duration")]
+    #[serde(
+        deserialize_with = "units::opt_duration",
+        serialize_with = "units::ser_opt_duration"
+    )]
     pub rotate_every: Option<Duration>,
 }
 
@@ -197,57 +210,6 @@ impl Default for TapSinkConfig {
             on_full: TapOverflow::Drop,
             max_subscribers: 16,
         }
-    }
-}
-
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    framehub::config::parse_duration(&text).map_err(serde::de::Error::custom)
-}
-
-fn opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(d)?;
-    if text == "off" {
-        return Ok(None);
-    }
-    framehub::config::parse_duration(&text)
-        .map(|d| (!d.is_zero()).then_some(d))
-        .map_err(serde::de::Error::custom)
-}
-
-fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Repr {
-        Int(u64),
-        Text(String),
-    }
-    match Repr::deserialize(d)? {
-        Repr::Text(t) if t == "off" => Ok(None),
-        Repr::Text(t) => ByteSize::parse(&t)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
-        Repr::Int(n) => usize::try_from(n)
-            .map(|n| Some(ByteSize(n)))
-            .map_err(serde::de::Error::custom),
-    }
-}
-
-fn ser_opt_bytes<S: Serializer>(b: &Option<ByteSize>, s: S) -> Result<S::Ok, S::Error> {
-    match b {
-        Some(b) => b.serialize(s),
-        None => s.serialize_str("off"),
-    }
-}
-
-fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&framehub::config::format_duration(*d))
-}
-
-fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => ser_duration(d, s),
-        None => s.serialize_str("off"),
     }
 }
 

@@ -723,16 +723,45 @@ impl Serialize for ByteSize {
     }
 }
 
+/// Serde: reads an optional size; `"off"` means unset.
+pub fn opt_byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Off(Off),
+        Size(ByteSize),
+    }
+    #[derive(Deserialize)]
+    enum Off {
+        #[serde(rename = "off")]
+        Off,
+    }
+    Ok(match Repr::deserialize(d)? {
+        Repr::Off(Off::Off) => None,
+        Repr::Size(size) => Some(size),
+    })
+}
+
+/// Serde: writes an optional size, `"off"` when unset.
+pub fn ser_opt_byte_size<S: Serializer>(b: &Option<ByteSize>, s: S) -> Result<S::Ok, S::Error> {
+    match b {
+        Some(b) => b.serialize(s),
+        None => s.serialize_str("off"),
+    }
+}
+
 /// Formats a duration the way the config writes it (`"5s"`, `"100ms"`).
 pub fn format_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+/// Serde: writes a duration as `"5s"` (for `serialize_with`).
+pub fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_duration(*d))
 }
 
-fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+/// Serde: writes an optional duration, `"off"` when unset.
+pub fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => ser_duration(d, s),
         None => s.serialize_str("off"),
@@ -745,12 +774,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is not a duration such as \"10s\": {e}"))
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// Serde: reads a duration written as `"10s"` (for `deserialize_with`).
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+/// Serde: reads an optional duration; `"off"`, `"none"` or zero mean unset.
+pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
     if text == "off" || text == "none" {
         return Ok(None);
