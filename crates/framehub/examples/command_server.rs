@@ -137,16 +137,13 @@ fn handler(timeout: Duration) -> Handler {
         })
 }
 
+#[path = "shared/logs.rs"]
+mod logs;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    logs::init();
     let hub = Hub::start_with(
         HubConfig {
             listener: vec![ListenerConfig {

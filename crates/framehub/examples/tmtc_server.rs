@@ -97,16 +97,13 @@ fn spacepacket_handler(apids: &[u16]) -> Handler {
     router.into_handler()
 }
 
+#[path = "shared/logs.rs"]
+mod logs;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    logs::init();
     // The allowlist is by packet ID: telecommands of each APID, with and
     // without a secondary header.
     let tc_ids = args
