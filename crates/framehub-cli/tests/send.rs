@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -13,16 +13,9 @@ use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn framehub() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_framehub"))
-}
+mod common;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("framehub-send-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
+use common::{framehub, line_count, temp_dir};
 
 /// A port nothing listens on now (the kernel picks it; we let it go).
 fn free_port() -> u16 {
@@ -168,26 +161,20 @@ fn records(path: &Path) -> Vec<Value> {
     }
 }
 
-fn count_lines(path: &Path) -> usize {
-    std::fs::read(path)
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-        .unwrap_or(0)
-}
-
 /// Waits until the file holds `n` records (serve writes them from its own
 /// thread, a moment after the counters move), then checks it stays there.
 fn wait_records(path: &Path, n: usize) {
     let deadline = Instant::now() + PATIENCE;
-    while count_lines(path) < n {
+    while line_count(path) < n {
         assert!(
             Instant::now() < deadline,
             "{} records, expected {n}",
-            count_lines(path)
+            line_count(path)
         );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(count_lines(path), n, "more records than expected");
+    assert_eq!(line_count(path), n, "more records than expected");
 }
 
 /// `key=value` from a summary or status line.
@@ -252,7 +239,7 @@ fn server_restart_mid_send_loses_at_most_the_socket_buffers() {
 
     // Restart once a fifth has gone through: SIGTERM, then the same port.
     let deadline = Instant::now() + PATIENCE;
-    while count_lines(&out1) < (LINES / 5) as usize {
+    while line_count(&out1) < (LINES / 5) as usize {
         assert!(Instant::now() < deadline, "serve got too little");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -408,11 +395,7 @@ fn simulation_fault_modes_show_up_on_the_server() {
     let s = status(&mut daemon);
     assert!(field(&s, "auth_failures") >= 3, "{s}");
     assert_eq!(field(&s, "healthy"), 0, "{s}");
-    assert_eq!(
-        count_lines(&out),
-        0,
-        "nothing from nodes with a wrong token"
-    );
+    assert_eq!(line_count(&out), 0, "nothing from nodes with a wrong token");
 
     // Malformed: every fifth frame is dropped by the server, counted.
     let summary = simulate(&addr, &["--malformed"]);
@@ -440,7 +423,7 @@ fn simulation_fault_modes_show_up_on_the_server() {
     );
     wait_records(&out, (delivered + field(&summary, "sent")) as usize);
 
-    let before = count_lines(&out);
+    let before = line_count(&out);
     let mut command = framehub();
     command.args([
         "send",
@@ -464,7 +447,7 @@ fn simulation_fault_modes_show_up_on_the_server() {
     let summary = hb.wait_line("summary", |l| l.starts_with("framehub send: simulated"));
     assert_eq!(field(&summary, "frames"), 0);
     assert!(field(&summary, "heartbeats") >= 8, "{summary}");
-    assert_eq!(count_lines(&out), before, "heartbeats are never delivered");
+    assert_eq!(line_count(&out), before, "heartbeats are never delivered");
 
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(), 0);
@@ -498,7 +481,7 @@ fn binary_framings_take_hex_lines() {
     drop(stdin);
     assert_eq!(sender.wait_exit(), 0);
     let deadline = Instant::now() + PATIENCE;
-    while count_lines(&out) < 3 {
+    while line_count(&out) < 3 {
         assert!(Instant::now() < deadline, "frames did not arrive");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -91,25 +91,11 @@ impl Daemon {
     /// Waits for a log line whose message is `message` and whose fields
     /// satisfy `check`.
     pub fn wait_log_where(&mut self, message: &str, check: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self
-            .seen
-            .iter()
-            .find(|v| v["fields"]["message"] == message && check(&v["fields"]))
-        {
-            return v["fields"].clone();
-        }
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let v = self
-                .logs
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no log line {message:?}; saw {:?}", self.seen));
-            self.seen.push(v.clone());
-            if v["fields"]["message"] == message && check(&v["fields"]) {
-                return v["fields"].clone();
-            }
-        }
+        let what = format!("log line {message:?}");
+        self.wait_line(&what, |v| {
+            v["fields"]["message"] == message && check(&v["fields"])
+        })["fields"]
+            .clone()
     }
 
     /// Waits for a JSON line on stderr that satisfies `check`.
