@@ -354,7 +354,7 @@ impl Queue {
 
     /// Takes up to `max` frames into `out`; `Err(())` once the queue is
     /// closed or finished and empty.
-    fn take(&self, out: &mut Vec<Frame>, max: usize) -> Result<usize, ()> {
+    fn take(&self, out: &mut impl Extend<Frame>, max: usize) -> Result<usize, ()> {
         let mut state = self.state.lock();
         let n = state.frames.len().min(max);
         if n == 0 {
@@ -376,7 +376,7 @@ impl Queue {
         Ok(n)
     }
 
-    async fn recv_many(&self, out: &mut Vec<Frame>, max: usize) -> usize {
+    async fn recv_many(&self, out: &mut impl Extend<Frame>, max: usize) -> usize {
         loop {
             let notified = self.readable.notified();
             tokio::pin!(notified);
@@ -386,6 +386,18 @@ impl Queue {
                 Ok(n) => return n,
                 Err(()) => return 0,
             }
+        }
+    }
+}
+
+/// Where a single-frame receive puts its frame: no `Vec` allocated per
+/// `recv()` call.
+struct One(Option<Frame>);
+
+impl Extend<Frame> for One {
+    fn extend<I: IntoIterator<Item = Frame>>(&mut self, frames: I) {
+        for frame in frames {
+            self.0 = Some(frame);
         }
     }
 }
@@ -449,9 +461,9 @@ impl Receiver {
 
     /// Waits for the next frame; `None` once closed or shut down and drained.
     pub async fn recv(&self) -> Option<Frame> {
-        let mut one = Vec::with_capacity(1);
+        let mut one = One(None);
         self.queue.recv_many(&mut one, 1).await;
-        one.pop()
+        one.0
     }
 
     /// Waits for frames and appends up to `max` of them to `out`, returning
@@ -472,9 +484,9 @@ impl Receiver {
 
     /// Takes the next frame if one is waiting.
     pub fn try_recv(&self) -> Result<Frame, TryRecvError> {
-        let mut one = Vec::with_capacity(1);
+        let mut one = One(None);
         match self.queue.take(&mut one, 1) {
-            Ok(_) => one.pop().ok_or(TryRecvError::Empty),
+            Ok(_) => one.0.ok_or(TryRecvError::Empty),
             Err(()) => Err(TryRecvError::Closed),
         }
     }
