@@ -332,14 +332,14 @@ impl Connection {
                 }
             }
         };
-        self.batch.push(Incoming {
-            frame: Frame {
+        self.batch.push(Incoming::new(
+            Frame {
                 payload,
                 received_at,
                 source: self.source.clone(),
             },
             timestamp,
-        });
+        ));
         Ok(())
     }
 

@@ -484,8 +484,8 @@ mod tests {
 
     fn incoming(conn: u64, payload: &'static str) -> Incoming {
         let peer: SocketAddr = format!("127.0.0.1:{}", 1000 + conn).parse().expect("addr");
-        Incoming {
-            frame: Frame {
+        Incoming::new(
+            Frame {
                 payload: Bytes::from_static(payload.as_bytes()),
                 received_at: SystemTime::now(),
                 source: Arc::new(Source {
@@ -496,8 +496,8 @@ mod tests {
                     protocol: Protocol::Raw,
                 }),
             },
-            timestamp: None,
-        }
+            None,
+        )
     }
 
     fn queue(size: usize, capacity: usize, overflow: OverflowPolicy) -> Arc<GroupQueue> {

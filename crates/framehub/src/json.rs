@@ -279,20 +279,28 @@ fn word(input: &[u8], i: usize) -> Option<u64> {
 /// a well-predicted branch beside it (measured: ~15% faster on short strings than one combined
 /// mask).
 #[inline(always)]
-fn scan_string(input: &[u8], i: usize, utf8: &mut Utf8) -> Result<(usize, bool), JsonError> {
-    if let Some(x) = word(input, i) {
+fn scan_string(input: &[u8], mut i: usize, utf8: &mut Utf8) -> Result<(usize, bool), JsonError> {
+    // Word by word while there is neither a quote nor a special byte: keys and values of
+    // telemetry (`"timestamp"`, a 19-digit id) are often longer than one word, and an
+    // out-of-line call per such string cost more than the loop.
+    while let Some(x) = word(input, i) {
         let q = x ^ splat(b'"');
         let quote = q.wrapping_sub(LO) & !q & HI;
+        let bs = x ^ splat(b'\\');
+        let bad = ((bs.wrapping_sub(LO) & !bs) | (x.wrapping_sub(splat(0x20)) & !x)) & HI
+            | (x & utf8.hi_mask);
         if quote != 0 {
-            let bs = x ^ splat(b'\\');
-            let bad = ((bs.wrapping_sub(LO) & !bs) | (x.wrapping_sub(splat(0x20)) & !x)) & HI
-                | (x & utf8.hi_mask);
             // Bits below the first quote's bit 7: the bytes before it (plus its low bits).
             let before = (quote & quote.wrapping_neg()) - 1;
             if bad & before == 0 {
                 return Ok((i + (quote.trailing_zeros() / 8) as usize + 1, false));
             }
+            break;
         }
+        if bad != 0 {
+            break;
+        }
+        i += 8;
     }
     scan_string_loop(input, i, utf8)
 }
@@ -470,15 +478,29 @@ fn scan_literal(input: &[u8], i: usize, lit: &[u8]) -> Result<usize, JsonError> 
 /// at several percent of a node frame's cost.
 #[inline(always)]
 pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
+    let n = a.len();
+    if n != b.len() {
         return false;
     }
-    let (a8, a_rest) = a.as_chunks::<8>();
-    let (b8, b_rest) = b.as_chunks::<8>();
-    a8.iter()
-        .zip(b8)
-        .all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y))
-        && a_rest == b_rest
+    match n {
+        0 => true,
+        // Bytes 0, n/2 and n-1 cover every byte of 1 to 3.
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        // Two overlapping 4-byte loads.
+        4..=7 => {
+            a.first_chunk::<4>() == b.first_chunk::<4>()
+                && a.last_chunk::<4>() == b.last_chunk::<4>()
+        }
+        // Whole words, then the last word (overlapping the one before).
+        _ => {
+            let (a8, _) = a.as_chunks::<8>();
+            let (b8, _) = b.as_chunks::<8>();
+            a8.iter()
+                .zip(b8)
+                .all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y))
+                && a.last_chunk::<8>() == b.last_chunk::<8>()
+        }
+    }
 }
 
 // Field bits, in `KeyMatcher::keys` order.
@@ -697,7 +719,8 @@ fn scan_value(
     utf8: &mut Utf8,
 ) -> Result<usize, JsonError> {
     match at(input, i) {
-        b'[' | b'{' => scan_container(input, i, depth, max_depth, utf8),
+        b'[' => scan_array(input, i, depth, max_depth, utf8),
+        b'{' => scan_container(input, i, depth, max_depth, utf8),
         c => scan_scalar(input, i, c, utf8),
     }
 }
@@ -732,27 +755,88 @@ impl Spill {
     }
 }
 
-/// Skips the array or object at `i`, which sits at depth `outer + 1`, with everything nested in
-/// it. Non-recursive: the kinds of the open containers form a bit stack in one register
-/// (innermost in bit 0, 1 = object, above them a sentinel 1 bit); 63 levels fit, deeper nesting
-/// moves full registers to a [`Spill`] stack (only reachable with `max_depth > 63`).
-#[inline(never)]
-fn scan_container(
+/// Skips the array at `i`, which sits at depth `outer + 1`. Arrays of scalars (lists of
+/// numbers, the usual shape of telemetry) are walked here without the container machinery; the
+/// first nested array or object hands the rest over to [`walk`], which goes on from there.
+/// Same checks, in the same order, as [`walk`] would make.
+#[inline(always)]
+fn scan_array(
     input: &[u8],
-    mut i: usize,
+    i: usize,
     outer: usize,
     max_depth: usize,
     utf8: &mut Utf8,
 ) -> Result<usize, JsonError> {
-    // How many levels may open here.
     let limit = max_depth.saturating_sub(outer);
+    if limit == 0 {
+        return Err(JsonError::TooDeep { max_depth });
+    }
+    let mut i = skip_ws(input, i + 1);
+    let mut c = at(input, i);
+    if c == b']' {
+        return Ok(i + 1);
+    }
+    loop {
+        if c == b'"' {
+            i = scan_string(input, i + 1, utf8)?.0;
+        } else if c.wrapping_sub(b'0') < 10 {
+            i = scan_number(input, i)?;
+        } else if c == b'[' || c == b'{' {
+            // One array open (bit 0 clear) above the sentinel.
+            return walk(input, i, c, 0b10, limit, max_depth, utf8);
+        } else {
+            i = scan_scalar(input, i, c, utf8)?;
+        }
+        c = at(input, i);
+        if is_ws(c) {
+            i = skip_ws(input, i);
+            c = at(input, i);
+        }
+        match c {
+            b',' => {
+                i = skip_ws(input, i + 1);
+                c = at(input, i);
+            }
+            b']' => return Ok(i + 1),
+            _ => return Err(syntax(i)),
+        }
+    }
+}
+
+/// Skips the array or object at `i`, which sits at depth `outer + 1`, with everything nested in
+/// it.
+#[inline(never)]
+fn scan_container(
+    input: &[u8],
+    i: usize,
+    outer: usize,
+    max_depth: usize,
+    utf8: &mut Utf8,
+) -> Result<usize, JsonError> {
+    let limit = max_depth.saturating_sub(outer);
+    walk(input, i, at(input, i), 1, limit, max_depth, utf8)
+}
+
+/// Skips values until the containers open in `stack` (and any opened meanwhile) are closed;
+/// `i` is at the first byte `c` of a value (whitespace skipped) and `limit` is how many levels
+/// may be open at once. Non-recursive: the kinds of the open containers form a bit stack in one
+/// register (innermost in bit 0, 1 = object, above them a sentinel 1 bit); 63 levels fit, deeper
+/// nesting moves full registers to a [`Spill`] stack (only reachable with `max_depth > 63`).
+#[inline(never)]
+fn walk(
+    input: &[u8],
+    mut i: usize,
+    mut c: u8,
+    mut stack: u64,
+    limit: usize,
+    max_depth: usize,
+    utf8: &mut Utf8,
+) -> Result<usize, JsonError> {
     let mut spill = Spill {
         inline: [0; 3],
         heap: Vec::new(),
         len: 0,
     };
-    let mut stack = 1u64;
-    let mut c = at(input, i);
 
     'value: loop {
         // `i` is at the first byte `c` of a value (whitespace skipped).
@@ -925,10 +1009,13 @@ fn unescape_each<'s>(content: &'s [u8], mut f: impl FnMut(Piece<'s>) -> bool) ->
 /// Whether the string body `content` (possibly escaped) unescapes to exactly `target`.
 #[inline]
 fn unescaped_eq(content: &[u8], target: &[u8]) -> bool {
-    if memchr::memchr(b'\\', content).is_none() {
-        return short_eq(content, target);
+    // Each escape is longer than what it stands for, so a body as long as the target equals it
+    // exactly when it has no escape and the same bytes (then the target has no backslash
+    // either); a shorter body never does. Only a longer body needs unescaping: no search for a
+    // backslash on the common path.
+    if content.len() == target.len() {
+        return short_eq(content, target) && !target.contains(&b'\\');
     }
-    // Unescaping never lengthens: each escape is at least as long as what it stands for.
     if target.len() > content.len() {
         return false;
     }
@@ -1488,5 +1575,32 @@ mod tests {
         }
         assert_eq!(unlimited, Err(JsonError::Syntax { offset: 500_000 }));
         assert!(elapsed < std::time::Duration::from_secs(1), "{elapsed:?}");
+    }
+
+    /// Runs `f` on `input` with a fresh UTF-8 state.
+    fn with_utf8<T>(input: &[u8], f: impl FnOnce(&[u8], &mut Utf8) -> T) -> T {
+        f(input, &mut Utf8 { hi_mask: HI })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// The flat-array path answers exactly as the general walk, error offsets included,
+        /// whatever the array holds (nested containers, broken syntax, odd depth limits).
+        #[test]
+        fn flat_array_path_matches_the_walk(
+            body in proptest::collection::vec(proptest::sample::select(vec![
+                "1", "-2.5", "40.46", "0", "01", "1e5", "-", "1.", "\"ab\"", "\"a\\nb\"", "\"\x01\"",
+                "\"\u{e9}\"", "\"\\q\"", "null", "true", "fals", ",", ",", ",", "[", "]", "]",
+                "{", "}", ":", " ", "\"k\":", "\n", "\\", "\u{e9}",
+            ]), 0..24),
+            outer in 0usize..3,
+            max_depth in 0usize..5,
+        ) {
+            let input = format!("[{}", body.concat()).into_bytes();
+            let flat = with_utf8(&input, |x, u| scan_array(x, 0, outer, max_depth, u));
+            let walked = with_utf8(&input, |x, u| scan_container(x, 0, outer, max_depth, u));
+            proptest::prop_assert_eq!(flat, walked, "{:?}", String::from_utf8_lossy(&input));
+        }
     }
 }

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::config::{OverflowPolicy, Protocol, QueueConfig};
+use crate::json::short_eq;
 use crate::stats::WarnLimiter;
 
 /// Where a frame came from: one per connection, shared by all its frames.
@@ -53,6 +54,39 @@ pub(crate) struct Incoming {
     pub(crate) frame: Frame,
     /// Byte range of the raw `timestamp` value inside the payload.
     pub(crate) timestamp: Option<Range<usize>>,
+    /// Set by [`mark_repeats`]: the timestamp equals the one of the
+    /// previous frame with a timestamp in the same batch.
+    pub(crate) repeats: bool,
+}
+
+impl Incoming {
+    pub(crate) fn new(frame: Frame, timestamp: Option<Range<usize>>) -> Incoming {
+        Incoming {
+            frame,
+            timestamp,
+            repeats: false,
+        }
+    }
+
+    fn key(&self) -> Option<&[u8]> {
+        self.timestamp.clone().map(|r| &self.frame.payload[r])
+    }
+}
+
+/// Compares each frame's dedup key with the previous keyed frame of the
+/// batch, before the queue's lock is taken: under the lock only a batch's
+/// first keyed frame is compared (with the queue's last key), and the key is
+/// stored once per batch instead of once per frame.
+fn mark_repeats(batch: &mut [Incoming]) {
+    let mut prev: Option<usize> = None;
+    for i in 0..batch.len() {
+        let Some(key) = batch[i].key() else { continue };
+        let repeats = prev
+            .and_then(|p| batch[p].key())
+            .is_some_and(|p| short_eq(p, key));
+        batch[i].repeats = repeats;
+        prev = Some(i);
+    }
 }
 
 /// Copies the payloads of a batch into one allocation of exactly their size.
@@ -194,23 +228,39 @@ impl Queue {
                 .fetch_add(out.dropped_closed as u64, Ordering::Relaxed);
             return out;
         }
+        let dedup = self.config.dedup;
+        if dedup {
+            mark_repeats(batch);
+        }
         let limit = if may_drop && self.config.overflow != OverflowPolicy::Block {
             batch.len()
         } else {
             self.fits_without_blocking(&state, batch)
         };
-        for item in batch.drain(..limit) {
-            if self.config.dedup
-                && let Some(ts) = &item.timestamp
-            {
-                let ts = &item.frame.payload[ts.clone()];
-                if state.has_last_timestamp && state.last_timestamp == ts {
+        // The key stored for the next batch: the last keyed frame's, copied
+        // once.
+        let last_keyed = if dedup {
+            batch[..limit].iter().rposition(|i| i.timestamp.is_some())
+        } else {
+            None
+        };
+        let mut first_keyed = true;
+        for (i, item) in batch.drain(..limit).enumerate() {
+            if let Some(key) = item.key().filter(|_| dedup) {
+                let duplicate = if std::mem::take(&mut first_keyed) {
+                    state.has_last_timestamp && short_eq(&state.last_timestamp, key)
+                } else {
+                    item.repeats
+                };
+                if Some(i) == last_keyed {
+                    state.last_timestamp.clear();
+                    state.last_timestamp.extend_from_slice(key);
+                    state.has_last_timestamp = true;
+                }
+                if duplicate {
                     out.duplicates += 1;
                     continue;
                 }
-                state.last_timestamp.clear();
-                state.last_timestamp.extend_from_slice(ts);
-                state.has_last_timestamp = true;
             }
             if state.frames.len() >= self.config.capacity {
                 if self.config.overflow == OverflowPolicy::DropNewest {
@@ -252,24 +302,22 @@ impl Queue {
     /// its capacity: duplicates take no room.
     fn fits_without_blocking(&self, state: &State, batch: &[Incoming]) -> usize {
         let mut free = self.config.capacity.saturating_sub(state.frames.len());
-        let mut last: Option<&[u8]> = state
-            .has_last_timestamp
-            .then_some(state.last_timestamp.as_slice());
+        let mut first_keyed = true;
         for (i, item) in batch.iter().enumerate() {
-            let ts = match (&item.timestamp, self.config.dedup) {
-                (Some(r), true) => Some(&item.frame.payload[r.clone()]),
-                _ => None,
-            };
-            if ts.is_some() && ts == last {
-                continue;
+            if let Some(key) = item.key().filter(|_| self.config.dedup) {
+                let duplicate = if std::mem::take(&mut first_keyed) {
+                    state.has_last_timestamp && short_eq(&state.last_timestamp, key)
+                } else {
+                    item.repeats
+                };
+                if duplicate {
+                    continue;
+                }
             }
             if free == 0 {
                 return i;
             }
             free -= 1;
-            if ts.is_some() {
-                last = ts;
-            }
         }
         batch.len()
     }
@@ -533,14 +581,14 @@ mod tests {
     }
 
     fn incoming(payload: &'static str, ts: Option<Range<usize>>) -> Incoming {
-        Incoming {
-            frame: Frame {
+        Incoming::new(
+            Frame {
                 payload: Bytes::from_static(payload.as_bytes()),
                 received_at: SystemTime::now(),
                 source: source(),
             },
-            timestamp: ts,
-        }
+            ts,
+        )
     }
 
     fn queue(capacity: usize, overflow: OverflowPolicy, dedup: bool) -> Arc<Queue> {
@@ -624,6 +672,55 @@ mod tests {
     }
 
     #[test]
+    fn dedup_carries_the_last_key_across_batches() {
+        let q = queue(10, OverflowPolicy::DropOldest, true);
+        let r = Receiver::new(q.clone());
+        // The batch ends with a duplicate: the key kept is still "2".
+        let out = q.push(
+            &mut vec![
+                incoming("t=1", Some(2..3)),
+                incoming("t=2a", Some(2..3)),
+                incoming("none", None),
+                incoming("t=2b", Some(2..3)),
+            ],
+            true,
+        );
+        assert_eq!(out.duplicates, 1);
+        let out = q.push(
+            &mut vec![
+                incoming("t=2c", Some(2..3)),
+                incoming("t=3", Some(2..3)),
+                incoming("t=3b", Some(2..3)),
+                incoming("t=1b", Some(2..3)),
+            ],
+            true,
+        );
+        assert_eq!(out.duplicates, 2);
+        assert_eq!(payloads(&r), ["t=1", "t=2a", "none", "t=3", "t=1b"]);
+    }
+
+    #[test]
+    fn dedup_of_a_remainder_compares_with_the_queue() {
+        // Block policy, room for 2: the rest of the batch waits; meanwhile
+        // another connection of the node pushes key "5".
+        let q = queue(2, OverflowPolicy::Block, true);
+        let r = Receiver::new(q.clone());
+        let mut batch = vec![
+            incoming("t=1", Some(2..3)),
+            incoming("t=2", Some(2..3)),
+            incoming("t=5", Some(2..3)),
+            incoming("t=5b", Some(2..3)),
+        ];
+        assert_eq!(q.push(&mut batch, false).enqueued, 2);
+        assert_eq!(batch.len(), 2);
+        assert_eq!(payloads(&r), ["t=1", "t=2"]);
+        q.push(&mut vec![incoming("t=5x", Some(2..3))], false);
+        let out = q.push(&mut batch, false);
+        assert_eq!((out.enqueued, out.duplicates), (0, 2));
+        assert_eq!(payloads(&r), ["t=5x"]);
+    }
+
+    #[test]
     fn close_drops_and_ends() {
         let q = queue(10, OverflowPolicy::DropOldest, false);
         let r = Receiver::new(q.clone());
@@ -639,13 +736,15 @@ mod tests {
     fn compact_copies_into_one_exact_allocation() {
         let big = Bytes::from(vec![7u8; 65536]);
         let mut batch: Vec<Incoming> = (0..3)
-            .map(|i| Incoming {
-                frame: Frame {
-                    payload: big.slice(i * 10..i * 10 + 5),
-                    received_at: SystemTime::now(),
-                    source: source(),
-                },
-                timestamp: None,
+            .map(|i| {
+                Incoming::new(
+                    Frame {
+                        payload: big.slice(i * 10..i * 10 + 5),
+                        received_at: SystemTime::now(),
+                        source: source(),
+                    },
+                    None,
+                )
             })
             .collect();
         compact(&mut batch);
