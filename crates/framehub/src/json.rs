@@ -214,6 +214,10 @@ fn is_ws(b: u8) -> bool {
 
 #[inline(always)]
 fn skip_ws(input: &[u8], mut i: usize) -> usize {
+    // Compact JSON has no whitespace: one comparison decides (every whitespace byte is <= ' ').
+    if at(input, i) > b' ' {
+        return i;
+    }
     while is_ws(at(input, i)) {
         i += 1;
     }
@@ -419,6 +423,16 @@ fn scan_number(input: &[u8], i: usize) -> Result<usize, JsonError> {
             ok &= ((x.wrapping_shr(8 * end) as u8) | 0x20) != b'e';
             if ok {
                 return Ok(i + end as usize);
+            }
+        } else if let Some(y) = word(input, i + 8) {
+            // 8 digits and more: an integer of 9 to 15 digits (a timestamp in ms or us) ends in
+            // the second word; a fraction, an exponent or a leading zero go to the slow path.
+            let t = y ^ splat(b'0');
+            let nondigit = ((t & splat(0x7f)).wrapping_add(splat(0x76)) | t) & HI;
+            let p = nondigit.trailing_zeros() / 8;
+            let c = y.wrapping_shr(8 * p) as u8;
+            if nondigit != 0 && x as u8 != b'0' && c != b'.' && c | 0x20 != b'e' {
+                return Ok(i + 8 + p as usize);
             }
         }
     }
@@ -1014,7 +1028,7 @@ fn unescaped_eq(content: &[u8], target: &[u8]) -> bool {
     // either); a shorter body never does. Only a longer body needs unescaping: no search for a
     // backslash on the common path.
     if content.len() == target.len() {
-        return short_eq(content, target) && !target.contains(&b'\\');
+        return short_eq(content, target) && target.iter().all(|&b| b != b'\\');
     }
     if target.len() > content.len() {
         return false;
@@ -1268,6 +1282,38 @@ mod tests {
         assert!(ok(" {} \n"));
         assert_eq!(syntax_at(b"{}\x0c"), Some(2)); // form feed is not JSON whitespace
         assert_eq!(syntax_at(b"\xc2\xa0{}"), Some(0)); // nor is NBSP
+    }
+
+    #[test]
+    fn long_integers_in_context() {
+        // 8 to 20 digits: the two-word fast path and its hand-over to the slow path, followed by
+        // every kind of terminator; serde_json says what is valid.
+        for n in [
+            "12345678",
+            "123456789",
+            "1768932172478",
+            "123456789012345",
+            "1234567890123456",
+            "12345678901234567890",
+            "01234567890",
+            "1234567890.",
+            "1234567890.5",
+            "12345678901e3",
+            "1234567890e",
+            "123456789012x",
+            "-1768932172478",
+        ] {
+            for text in [
+                format!("[{n},0]"),
+                format!("[{n}]"),
+                format!("{{\"a\":{n},\"b\":1}}"),
+                format!("{{\"a\":{n} }}"),
+                format!("[{n}        ]"),
+            ] {
+                let serde = serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok();
+                assert_eq!(ok(&text), serde, "{text}");
+            }
+        }
     }
 
     #[test]

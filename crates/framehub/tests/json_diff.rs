@@ -95,7 +95,7 @@ fn ws() -> impl Strategy<Value = &'static str> {
 
 fn number() -> impl Strategy<Value = String> {
     prop_oneof![
-        "-?(0|[1-9][0-9]{0,8})(\\.[0-9]{1,6})?([eE][+-]?[0-9]{1,3})?",
+        "-?(0|[1-9][0-9]{0,17})(\\.[0-9]{1,6})?([eE][+-]?[0-9]{1,3})?",
         Just("1768932172478".to_owned()),
         Just("-27.99".to_owned()),
         Just("1e400".to_owned()),
