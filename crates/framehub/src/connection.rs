@@ -7,6 +7,7 @@
 //! out of the read buffer so they do not pin it.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -18,7 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
-use crate::codec::{CodecError, FrameDecoder};
+use crate::codec::{CodecError, FrameDecoder, consume};
 use crate::config::OverflowPolicy;
 use crate::egress::{EgressWriter, Peer};
 use crate::event::{CloseReason, ConnectionCounts, ConnectionEvent};
@@ -26,7 +27,7 @@ use crate::group::Inbox;
 use crate::handler::Dispatcher;
 use crate::listener::ListenerShared;
 use crate::node::{AuthFailure, NodeSession, Verdict};
-use crate::receiver::{Frame, Incoming, Source, compact};
+use crate::receiver::{Frame, Incoming, Source, compact, pack, share_out};
 use crate::stats::{DropReason, LinkCounters, ListenerCounters, WarnLimiter};
 
 /// A deadline that never comes, for timers whose branch is off.
@@ -115,6 +116,8 @@ struct Connection {
     bound_to_node: bool,
     /// Frames of the current read, pushed together.
     batch: Vec<Incoming>,
+    /// Where the batch's frames lie in the read buffer (in-place decoding).
+    spans: Vec<Range<usize>>,
     counts: ConnectionCounts,
     /// Counts not yet added to the listener's counters.
     pending: Pending,
@@ -165,6 +168,7 @@ impl Connection {
             session,
             source,
             batch: Vec::new(),
+            spans: Vec::new(),
             counts: ConnectionCounts::default(),
             pending: Pending::default(),
             warning: WarnLimiter::new(Duration::from_secs(5)),
@@ -262,18 +266,39 @@ impl Connection {
     /// protocol, and pushes the read's frames to their queue.
     async fn process(&mut self, buf: &mut BytesMut, eof: bool) -> Result<(), CloseReason> {
         let received_at = SystemTime::now();
+        let result = if self.decoder.decodes_in_place() {
+            self.decode_in_place(buf, eof, received_at)
+        } else {
+            self.decode_and_cut(buf, eof, received_at)
+        };
+        let flushed = self.flush_batch().await;
+        self.publish_counts();
+        result.and(flushed)
+    }
+
+    /// The decode loop of framings whose frames are bytes of the read
+    /// (`lines`): frames are checked where they lie, and only those
+    /// delivered are copied, once, into one allocation of exactly their size.
+    /// The read buffer is never split, so no frame pins it and it is reused.
+    fn decode_in_place(
+        &mut self,
+        buf: &mut BytesMut,
+        eof: bool,
+        received_at: SystemTime,
+    ) -> Result<(), CloseReason> {
+        let first = self.batch.len();
+        self.spans.clear();
+        let mut pos = 0;
         let result = loop {
-            let decoded = if eof {
-                self.decoder.decode_eof(buf)
-            } else {
-                self.decoder.decode(buf)
-            };
-            match decoded {
-                Ok(Some(frame)) => {
-                    if let Err(reason) = self.handle_frame(frame, received_at) {
-                        break Err(reason);
+            match self.decoder.next_in(buf, &mut pos, eof) {
+                Ok(Some(span)) => match self.accept(&buf[span.clone()]) {
+                    Ok(Some(timestamp)) => {
+                        self.spans.push(span);
+                        self.push_frame(Bytes::new(), received_at, timestamp);
                     }
-                }
+                    Ok(None) => {}
+                    Err(reason) => break Err(reason),
+                },
                 Ok(None) => break Ok(()),
                 Err(e) => {
                     if let Err(reason) = self.handle_codec_error(e) {
@@ -282,9 +307,45 @@ impl Connection {
                 }
             }
         };
-        let flushed = self.flush_batch().await;
-        self.publish_counts();
-        result.and(flushed)
+        let spans = &self.spans;
+        let arena = pack(spans.iter().map(|span| &buf[span.clone()]));
+        share_out(&mut self.batch[first..], arena, |i, _| spans[i].len());
+        consume(buf, pos);
+        result
+    }
+
+    /// The decode loop of the other framings: each frame is cut out of the
+    /// buffer (COBS decodes in place), and the read's frames are then copied
+    /// into one allocation of their size.
+    fn decode_and_cut(
+        &mut self,
+        buf: &mut BytesMut,
+        eof: bool,
+        received_at: SystemTime,
+    ) -> Result<(), CloseReason> {
+        let first = self.batch.len();
+        let result = loop {
+            let decoded = if eof {
+                self.decoder.decode_eof(buf)
+            } else {
+                self.decoder.decode(buf)
+            };
+            match decoded {
+                Ok(Some(frame)) => match self.accept(&frame) {
+                    Ok(Some(timestamp)) => self.push_frame(frame, received_at, timestamp),
+                    Ok(None) => {}
+                    Err(reason) => break Err(reason),
+                },
+                Ok(None) => break Ok(()),
+                Err(e) => {
+                    if let Err(reason) = self.handle_codec_error(e) {
+                        break Err(reason);
+                    }
+                }
+            }
+        };
+        compact(&mut self.batch[first..]);
+        result
     }
 
     fn handle_codec_error(&mut self, e: CodecError) -> Result<(), CloseReason> {
@@ -305,33 +366,42 @@ impl Connection {
         Ok(())
     }
 
-    fn handle_frame(&mut self, payload: Bytes, received_at: SystemTime) -> Result<(), CloseReason> {
+    /// Counts a frame and runs it through the protocol. `Ok(Some(timestamp))`:
+    /// deliver it, with the span of its dedup key; `Ok(None)`: it was a
+    /// heartbeat or was skipped (and counted).
+    fn accept(&mut self, payload: &[u8]) -> Result<Option<Option<Range<usize>>>, CloseReason> {
         self.counts.frames_in += 1;
         self.pending.frames += 1;
         let len = payload.len() as u64;
         self.pending.frame_bytes += len;
         self.pending.max_frame = self.pending.max_frame.max(len);
-        let timestamp = match self.session.as_mut() {
-            None => None,
-            Some(session) => {
-                let verdict = session.handle(&payload);
-                if let Some(node) = session.take_just_bound() {
-                    self.bind(node);
-                }
-                match verdict {
-                    Verdict::Deliver { timestamp } => timestamp,
-                    Verdict::Heartbeat => {
-                        self.pending.heartbeats += 1;
-                        return Ok(());
-                    }
-                    Verdict::Skip(reason) => {
-                        self.drop_frames(reason, 1, &reason.as_str());
-                        return Ok(());
-                    }
-                    Verdict::Reject(failure) => return Err(CloseReason::AuthFailed(failure)),
-                }
-            }
+        let Some(session) = self.session.as_mut() else {
+            return Ok(Some(None));
         };
+        let verdict = session.handle(payload);
+        if let Some(node) = session.take_just_bound() {
+            self.bind(node);
+        }
+        match verdict {
+            Verdict::Deliver { timestamp } => Ok(Some(timestamp)),
+            Verdict::Heartbeat => {
+                self.pending.heartbeats += 1;
+                Ok(None)
+            }
+            Verdict::Skip(reason) => {
+                self.drop_frames(reason, 1, &reason.as_str());
+                Ok(None)
+            }
+            Verdict::Reject(failure) => Err(CloseReason::AuthFailed(failure)),
+        }
+    }
+
+    fn push_frame(
+        &mut self,
+        payload: Bytes,
+        received_at: SystemTime,
+        timestamp: Option<Range<usize>>,
+    ) {
         self.batch.push(Incoming::new(
             Frame {
                 payload,
@@ -340,7 +410,6 @@ impl Connection {
             },
             timestamp,
         ));
-        Ok(())
     }
 
     /// Binds the connection to its node: the frames' source names it, the
@@ -400,7 +469,6 @@ impl Connection {
             self.drop_frames(reason, n, &"no receiver for this node");
             return Ok(());
         };
-        compact(&mut self.batch);
         // A consumer that keeps up on average may just not have been
         // scheduled yet: until `full_grace` has passed, frames that do not
         // fit wait for room instead of being dropped.
@@ -467,9 +535,8 @@ impl Connection {
     /// Hands the read's frames to the request handler, in order, waiting
     /// while the connection has `max_in_flight` requests unanswered.
     async fn dispatch_batch(&mut self) -> Result<(), CloseReason> {
-        // A request may wait in the handler for a while: it must not pin
-        // the whole read buffer meanwhile.
-        compact(&mut self.batch);
+        // (The batch was compacted as it was decoded: a request waiting in
+        // the handler does not pin the read buffer.)
         let Some(dispatcher) = &self.dispatcher else {
             return Ok(());
         };

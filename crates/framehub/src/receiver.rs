@@ -96,18 +96,33 @@ fn mark_repeats(batch: &mut [Incoming]) {
 /// allocation per read keeps a waiting frame's cost near its own size and
 /// leaves the read buffer unshared, so it is reused for the next read.
 pub(crate) fn compact(batch: &mut [Incoming]) {
-    let total: usize = batch.iter().map(|i| i.frame.payload.len()).sum();
+    let arena = pack(batch.iter().map(|i| &i.frame.payload[..]));
+    share_out(batch, arena, |_, item| item.frame.payload.len());
+}
+
+/// Copies `pieces` one after the other into one allocation of exactly their total size.
+pub(crate) fn pack<'a>(pieces: impl Iterator<Item = &'a [u8]> + Clone) -> Bytes {
+    let total: usize = pieces.clone().map(<[u8]>::len).sum();
     if total == 0 {
-        return;
+        return Bytes::new();
     }
     let mut arena = BytesMut::with_capacity(total);
-    for item in batch.iter() {
-        arena.extend_from_slice(&item.frame.payload);
+    for piece in pieces {
+        arena.extend_from_slice(piece);
     }
-    let arena = arena.freeze();
+    arena.freeze()
+}
+
+/// Gives each frame of `batch` its slice of `arena`, which holds their payloads in order;
+/// `len_of(index, frame)` says how long each is.
+pub(crate) fn share_out(
+    batch: &mut [Incoming],
+    arena: Bytes,
+    len_of: impl Fn(usize, &Incoming) -> usize,
+) {
     let mut offset = 0;
-    for item in batch.iter_mut() {
-        let len = item.frame.payload.len();
+    for (i, item) in batch.iter_mut().enumerate() {
+        let len = len_of(i, item);
         item.frame.payload = arena.slice(offset..offset + len);
         offset += len;
     }

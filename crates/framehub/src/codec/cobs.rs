@@ -61,7 +61,8 @@ impl CobsDecoder {
         if let Some(frame) = self.decode(buf, max)? {
             return Ok(Some(frame));
         }
-        if self.scanner.finish(buf) || buf.is_empty() {
+        if self.scanner.finish() || buf.is_empty() {
+            buf.clear();
             return Ok(None);
         }
         let bytes = buf.len();

@@ -5,6 +5,8 @@
 //! over the limit is discarded up to its delimiter while consuming the buffer, so a peer that
 //! never sends the delimiter cannot make us hold more than the current read.
 
+use std::ops::Range;
+
 use bytes::{Buf, BytesMut};
 
 /// What one call to [`DelimitedScanner::scan`] found.
@@ -15,6 +17,17 @@ pub(super) enum Scanned {
     /// A frame longer than the limit began here; it is being discarded up to its delimiter.
     Oversize,
     /// No delimiter yet; call again after the next read.
+    Pending,
+}
+
+/// What one call to [`DelimitedScanner::scan_at`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Found {
+    /// The range of the bytes before the next delimiter.
+    Frame(Range<usize>),
+    /// As [`Scanned::Oversize`].
+    Oversize,
+    /// As [`Scanned::Pending`].
     Pending,
 }
 
@@ -38,55 +51,73 @@ impl DelimitedScanner {
 
     /// Cuts the next delimited frame of at most `limit` bytes out of `buf`.
     pub(super) fn scan(&mut self, buf: &mut BytesMut, limit: usize) -> Scanned {
-        if self.discarding {
-            // Everything scanned here belongs to the oversize frame, so the whole buffer can be
-            // searched and dropped: no window is needed to bound memory.
-            match memchr::memchr(self.delimiter, buf) {
-                Some(at) => {
-                    buf.advance(at + 1);
-                    self.discarding = false;
+        let mut pos = 0;
+        match self.scan_at(buf, &mut pos, limit) {
+            Found::Frame(frame) => {
+                let mut bytes = buf.split_to(pos);
+                bytes.advance(frame.start);
+                bytes.truncate(frame.len());
+                Scanned::Frame(bytes)
+            }
+            found => {
+                super::consume(buf, pos);
+                match found {
+                    Found::Oversize => Scanned::Oversize,
+                    _ => Scanned::Pending,
                 }
-                None => {
-                    buf.clear();
-                    return Scanned::Pending;
-                }
-            }
-        }
-        let read_to = limit.saturating_add(1).min(buf.len());
-        // `limit` may have been lowered since the last search.
-        let start = self.next_index.min(read_to);
-        match memchr::memchr(self.delimiter, &buf[start..read_to]) {
-            Some(offset) => {
-                let at = start + offset;
-                self.next_index = 0;
-                let mut frame = buf.split_to(at + 1);
-                frame.truncate(at);
-                Scanned::Frame(frame)
-            }
-            None if buf.len() > limit => {
-                // No delimiter within `limit + 1` bytes: the frame is too long whatever follows.
-                buf.advance(read_to);
-                self.next_index = 0;
-                self.discarding = true;
-                Scanned::Oversize
-            }
-            None => {
-                self.next_index = read_to;
-                Scanned::Pending
             }
         }
     }
 
-    /// At end of stream: forgets the search state and says whether the bytes left in the
-    /// buffer are the tail of an already reported oversize frame (and were dropped).
-    pub(super) fn finish(&mut self, buf: &mut BytesMut) -> bool {
-        self.next_index = 0;
-        if std::mem::take(&mut self.discarding) {
-            buf.clear();
-            true
-        } else {
-            false
+    /// [`Self::scan`] without cutting: looks at `buf[*pos..]`, moves `*pos` past what it
+    /// consumed (a frame and its delimiter, or discarded bytes) and returns the frame's range
+    /// in `buf`. The caller drops `buf[..*pos]` once it is done with the frames.
+    pub(super) fn scan_at(&mut self, buf: &[u8], pos: &mut usize, limit: usize) -> Found {
+        if self.discarding {
+            // Everything scanned here belongs to the oversize frame, so the whole buffer can be
+            // searched and dropped: no window is needed to bound memory.
+            match memchr::memchr(self.delimiter, &buf[*pos..]) {
+                Some(at) => {
+                    *pos += at + 1;
+                    self.discarding = false;
+                }
+                None => {
+                    *pos = buf.len();
+                    return Found::Pending;
+                }
+            }
         }
+        let rest = &buf[*pos..];
+        let read_to = limit.saturating_add(1).min(rest.len());
+        // `limit` may have been lowered since the last search.
+        let start = self.next_index.min(read_to);
+        match memchr::memchr(self.delimiter, &rest[start..read_to]) {
+            Some(offset) => {
+                let at = start + offset;
+                self.next_index = 0;
+                let frame = *pos..*pos + at;
+                *pos += at + 1;
+                Found::Frame(frame)
+            }
+            None if rest.len() > limit => {
+                // No delimiter within `limit + 1` bytes: the frame is too long whatever follows.
+                *pos += read_to;
+                self.next_index = 0;
+                self.discarding = true;
+                Found::Oversize
+            }
+            None => {
+                self.next_index = read_to;
+                Found::Pending
+            }
+        }
+    }
+
+    /// At end of stream: forgets the search state and says whether the bytes left are the tail
+    /// of an already reported oversize frame (which the caller then drops).
+    pub(super) fn finish(&mut self) -> bool {
+        self.next_index = 0;
+        std::mem::take(&mut self.discarding)
     }
 }
 

@@ -5,10 +5,12 @@
 //! is still a frame, as with tokio's `LinesCodec`: a sender that closes after
 //! `printf '{...}'` has said what it meant to.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::ops::Range;
 
-use super::CodecError;
-use super::delimited::{DelimitedScanner, Scanned};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::delimited::{DelimitedScanner, Found};
+use super::{CodecError, consume};
 
 #[derive(Debug)]
 pub(super) struct LinesDecoder {
@@ -29,12 +31,9 @@ impl LinesDecoder {
         buf: &mut BytesMut,
         max: usize,
     ) -> Result<Option<Bytes>, CodecError> {
-        // One more byte than the maximum, for the `\r` that is stripped afterwards.
-        match self.scanner.scan(buf, max.saturating_add(1)) {
-            Scanned::Frame(line) => finish_line(line, max).map(Some),
-            Scanned::Oversize => Err(CodecError::Oversize { max }),
-            Scanned::Pending => Ok(None),
-        }
+        let mut pos = 0;
+        let found = self.next_in(buf, &mut pos, max);
+        cut(buf, pos, found)
     }
 
     pub(super) fn decode_eof(
@@ -42,27 +41,74 @@ impl LinesDecoder {
         buf: &mut BytesMut,
         max: usize,
     ) -> Result<Option<Bytes>, CodecError> {
-        if let Some(frame) = self.decode(buf, max)? {
+        let mut pos = 0;
+        let found = self.next_in_eof(buf, &mut pos, max);
+        cut(buf, pos, found)
+    }
+
+    /// The in-place form of [`Self::decode`]: the next line of `buf[*pos..]` as a range of
+    /// `buf`, `*pos` moved past what was consumed (see [`DelimitedScanner::scan_at`]).
+    pub(super) fn next_in(
+        &mut self,
+        buf: &[u8],
+        pos: &mut usize,
+        max: usize,
+    ) -> Result<Option<Range<usize>>, CodecError> {
+        // One more byte than the maximum, for the `\r` that is stripped afterwards.
+        match self.scanner.scan_at(buf, pos, max.saturating_add(1)) {
+            Found::Frame(line) => finish_line(buf, line, max).map(Some),
+            Found::Oversize => Err(CodecError::Oversize { max }),
+            Found::Pending => Ok(None),
+        }
+    }
+
+    /// The in-place form of [`Self::decode_eof`].
+    pub(super) fn next_in_eof(
+        &mut self,
+        buf: &[u8],
+        pos: &mut usize,
+        max: usize,
+    ) -> Result<Option<Range<usize>>, CodecError> {
+        if let Some(frame) = self.next_in(buf, pos, max)? {
             return Ok(Some(frame));
         }
-        if self.scanner.finish(buf) || buf.is_empty() || &buf[..] == b"\r" {
-            buf.clear();
+        let rest = &buf[*pos..];
+        let line = *pos..buf.len();
+        *pos = buf.len();
+        if self.scanner.finish() || rest.is_empty() || rest == b"\r" {
             return Ok(None);
         }
-        // `decode` returned `Pending`, so at most `max + 1` bytes are left.
-        let line = buf.split();
-        finish_line(line, max).map(Some)
+        // `next_in` returned `Pending`, so at most `max + 1` bytes are left.
+        finish_line(buf, line, max).map(Some)
     }
 }
 
-fn finish_line(mut line: BytesMut, max: usize) -> Result<Bytes, CodecError> {
-    if line.last() == Some(&b'\r') {
-        line.truncate(line.len() - 1);
+/// Cuts the frame an in-place call found out of `buf`, and drops what that call consumed
+/// (`buf[..pos]`) whatever it found.
+fn cut(
+    buf: &mut BytesMut,
+    pos: usize,
+    found: Result<Option<Range<usize>>, CodecError>,
+) -> Result<Option<Bytes>, CodecError> {
+    let Ok(Some(frame)) = found else {
+        consume(buf, pos);
+        return found.map(|_| None);
+    };
+    let mut bytes = buf.split_to(pos);
+    bytes.advance(frame.start);
+    bytes.truncate(frame.len());
+    Ok(Some(bytes.freeze()))
+}
+
+/// Strips the `\r` of `\r\n` and checks the maximum.
+fn finish_line(buf: &[u8], mut line: Range<usize>, max: usize) -> Result<Range<usize>, CodecError> {
+    if line.end > line.start && buf[line.end - 1] == b'\r' {
+        line.end -= 1;
     }
     if line.len() > max {
         return Err(CodecError::Oversize { max });
     }
-    Ok(line.freeze())
+    Ok(line)
 }
 
 pub(super) fn encode(payload: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {

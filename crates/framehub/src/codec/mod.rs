@@ -362,6 +362,17 @@ impl CodecError {
     }
 }
 
+/// Drops the first `n` bytes of `buf`. All of it is a `clear`, which keeps the allocation's
+/// start: advancing to the end would leave the next read only the capacity behind the consumed
+/// bytes, and the buffer would be reallocated (and grow) instead of reused.
+pub fn consume(buf: &mut BytesMut, n: usize) {
+    if n >= buf.len() {
+        buf.clear();
+    } else {
+        bytes::Buf::advance(buf, n);
+    }
+}
+
 /// Decodes frames of any framing from a read buffer; see the [module docs](self) for the loop
 /// contract.
 ///
@@ -427,6 +438,32 @@ impl FrameDecoder {
     /// The maximum frame size in force.
     pub fn max_frame_bytes(&self) -> usize {
         self.max_frame_bytes
+    }
+
+    /// Whether [`Self::next_in`] serves this framing: its frames are bytes of the input, found
+    /// without cutting the buffer (`lines`).
+    pub(crate) fn decodes_in_place(&self) -> bool {
+        matches!(self.framing, FramingDecoder::Lines(_))
+    }
+
+    /// The in-place decode loop, for framings that [`Self::decodes_in_place`]: the next frame of
+    /// `buf[*pos..]` as a range of `buf`, with `*pos` moved past everything consumed (frames,
+    /// delimiters, dropped bytes). Same results, in the same order, as
+    /// [`Decoder::decode`] (or `decode_eof` when `eof`); the caller drops `buf[..*pos]` with
+    /// [`consume`] once it is done with the frames, so the read buffer is never split per frame.
+    /// Other framings find nothing here.
+    pub(crate) fn next_in(
+        &mut self,
+        buf: &[u8],
+        pos: &mut usize,
+        eof: bool,
+    ) -> Result<Option<std::ops::Range<usize>>, CodecError> {
+        let max = self.max_frame_bytes;
+        match &mut self.framing {
+            FramingDecoder::Lines(d) if eof => d.next_in_eof(buf, pos, max),
+            FramingDecoder::Lines(d) => d.next_in(buf, pos, max),
+            _ => Ok(None),
+        }
     }
 }
 
