@@ -317,6 +317,10 @@ impl Queue {
     /// its capacity: duplicates take no room.
     fn fits_without_blocking(&self, state: &State, batch: &[Incoming]) -> usize {
         let mut free = self.config.capacity.saturating_sub(state.frames.len());
+        if free >= batch.len() {
+            // Fits even if nothing is a duplicate: no need to look.
+            return batch.len();
+        }
         let mut first_keyed = true;
         for (i, item) in batch.iter().enumerate() {
             if let Some(key) = item.key().filter(|_| self.config.dedup) {

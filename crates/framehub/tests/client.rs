@@ -138,7 +138,7 @@ async fn reconnects_within_the_backoff_bound() {
     // Down for 3 s: attempts back off, each wait at most backoff_max, and
     // the waits grow.
     tokio::time::sleep(max + Duration::from_millis(300)).await;
-    proxy.down();
+    proxy.down().await;
     let down_for = Duration::from_secs(3);
     let mut delays = Vec::new();
     let until = Instant::now() + down_for;
@@ -207,7 +207,7 @@ async fn messages_accepted_while_disconnected_arrive_once_and_in_order() {
     assert_eq!(timestamps(&radar, 100).await, (0..100).collect::<Vec<_>>());
 
     // The link goes down; everything sent meanwhile waits in the outbox.
-    proxy.down();
+    proxy.down().await;
     wait_event(&mut events, PATIENCE, "disconnect", is_disconnected).await;
     let sent_before = client.counters().sent;
     for seq in 100..5100 {
@@ -247,7 +247,7 @@ async fn a_full_outbox_drops_the_oldest_and_counts_it() {
     let hub = hub_with(node_listener(None)).await;
     let radar = hub.receiver("radar1");
     let proxy = Proxy::start(hub.local_addr()).await;
-    proxy.down();
+    proxy.down().await;
     let client = Client::start(ClientConfig {
         outbox_capacity: 10,
         ..node_config(proxy.addr(), "radar1")
@@ -274,7 +274,7 @@ async fn block_policy_makes_senders_wait_instead_of_dropping() {
     let hub = hub_with(node_listener(None)).await;
     let radar = hub.receiver("radar1");
     let proxy = Proxy::start(hub.local_addr()).await;
-    proxy.down();
+    proxy.down().await;
     let client = Client::start(ClientConfig {
         outbox_capacity: 10,
         outbox_policy: OutboxPolicy::Block,
@@ -460,7 +460,7 @@ async fn close_flushes_the_outbox_within_its_deadline() {
     let hub = hub_with(node_listener(None)).await;
     let radar = hub.receiver("radar1");
     let proxy = Proxy::start(hub.local_addr()).await;
-    proxy.down();
+    proxy.down().await;
     let client = Client::start(node_config(proxy.addr(), "radar1")).expect("client");
     for seq in 0..500 {
         client.try_send(message(seq)).expect("queued");
@@ -482,7 +482,7 @@ async fn close_flushes_the_outbox_within_its_deadline() {
 
     // A server that never comes back: close gives up at its deadline and
     // counts what it dropped.
-    proxy.down();
+    proxy.down().await;
     let stuck = Client::start(node_config(proxy.addr(), "radar2")).expect("client");
     for seq in 0..7 {
         stuck.try_send(message(seq)).expect("queued");

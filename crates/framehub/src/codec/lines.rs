@@ -7,10 +7,10 @@
 
 use std::ops::Range;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::delimited::{DelimitedScanner, Found};
-use super::{CodecError, consume};
+use super::{CodecError, cut};
 
 #[derive(Debug)]
 pub(super) struct LinesDecoder {
@@ -81,23 +81,6 @@ impl LinesDecoder {
         // `next_in` returned `Pending`, so at most `max + 1` bytes are left.
         finish_line(buf, line, max).map(Some)
     }
-}
-
-/// Cuts the frame an in-place call found out of `buf`, and drops what that call consumed
-/// (`buf[..pos]`) whatever it found.
-fn cut(
-    buf: &mut BytesMut,
-    pos: usize,
-    found: Result<Option<Range<usize>>, CodecError>,
-) -> Result<Option<Bytes>, CodecError> {
-    let Ok(Some(frame)) = found else {
-        consume(buf, pos);
-        return found.map(|_| None);
-    };
-    let mut bytes = buf.split_to(pos);
-    bytes.advance(frame.start);
-    bytes.truncate(frame.len());
-    Ok(Some(bytes.freeze()))
 }
 
 /// Strips the `\r` of `\r\n` and checks the maximum.

@@ -373,6 +373,23 @@ pub fn consume(buf: &mut BytesMut, n: usize) {
     }
 }
 
+/// Cuts the frame an in-place call found out of `buf`, and drops what that call consumed
+/// (`buf[..pos]`) whatever it found.
+pub(super) fn cut(
+    buf: &mut BytesMut,
+    pos: usize,
+    found: Result<Option<std::ops::Range<usize>>, CodecError>,
+) -> Result<Option<Bytes>, CodecError> {
+    let Ok(Some(frame)) = found else {
+        consume(buf, pos);
+        return found.map(|_| None);
+    };
+    let mut bytes = buf.split_to(pos);
+    bytes::Buf::advance(&mut bytes, frame.start);
+    bytes.truncate(frame.len());
+    Ok(Some(bytes.freeze()))
+}
+
 /// Decodes frames of any framing from a read buffer; see the [module docs](self) for the loop
 /// contract.
 ///
@@ -441,9 +458,12 @@ impl FrameDecoder {
     }
 
     /// Whether [`Self::next_in`] serves this framing: its frames are bytes of the input, found
-    /// without cutting the buffer (`lines`).
+    /// without cutting the buffer (`lines`, `length`).
     pub(crate) fn decodes_in_place(&self) -> bool {
-        matches!(self.framing, FramingDecoder::Lines(_))
+        matches!(
+            self.framing,
+            FramingDecoder::Lines(_) | FramingDecoder::Length(_)
+        )
     }
 
     /// The in-place decode loop, for framings that [`Self::decodes_in_place`]: the next frame of
@@ -462,6 +482,8 @@ impl FrameDecoder {
         match &mut self.framing {
             FramingDecoder::Lines(d) if eof => d.next_in_eof(buf, pos, max),
             FramingDecoder::Lines(d) => d.next_in(buf, pos, max),
+            FramingDecoder::Length(d) if eof => d.next_in_eof(buf, pos, max),
+            FramingDecoder::Length(d) => d.next_in(buf, pos, max),
             _ => Ok(None),
         }
     }

@@ -97,10 +97,16 @@ impl Proxy {
         }
     }
 
-    /// Cuts every link and stops listening: connects are refused.
-    pub fn down(&self) {
-        if let Some(acceptor) = self.acceptor.lock().take() {
+    /// Cuts every link and stops listening: connects are refused from the
+    /// moment this returns.
+    pub async fn down(&self) {
+        let acceptor = self.acceptor.lock().take();
+        if let Some(acceptor) = acceptor {
             acceptor.abort();
+            // An aborted task is dropped, with its listener, only when the
+            // runtime gets to it; until then a connect could still be
+            // accepted and forwarded.
+            let _ = acceptor.await;
         }
         self.cut();
     }
@@ -129,7 +135,10 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.down();
+        if let Some(acceptor) = self.acceptor.lock().take() {
+            acceptor.abort();
+        }
+        self.cut();
     }
 }
 
