@@ -6,11 +6,9 @@
 //! (a `u32::MAX` prefix must not allocate 4 GiB); at most [`RESERVE_CAP`] bytes are reserved
 //! per call and the buffer otherwise grows with what actually arrives.
 
-use std::ops::Range;
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::{CodecError, Endian, LengthPrefix, cut};
+use super::{CodecError, Endian, LengthPrefix};
 
 /// Most bytes reserved ahead of a frame's data: enough for one large read, never the whole
 /// announced length.
@@ -45,47 +43,15 @@ impl LengthDecoder {
         buf: &mut BytesMut,
         max: usize,
     ) -> Result<Option<Bytes>, CodecError> {
-        let mut pos = 0;
-        let found = self.next_in(buf, &mut pos, max);
-        let frame = cut(buf, pos, found)?;
-        if frame.is_none()
-            && let DecodeState::Data(len) = self.state
-        {
-            buf.reserve(len.saturating_sub(buf.len()).min(RESERVE_CAP));
-        }
-        Ok(frame)
-    }
-
-    /// A partial frame at end of stream is dropped and reported once.
-    pub(super) fn decode_eof(
-        &mut self,
-        buf: &mut BytesMut,
-        max: usize,
-    ) -> Result<Option<Bytes>, CodecError> {
-        let mut pos = 0;
-        let found = self.next_in_eof(buf, &mut pos, max);
-        cut(buf, pos, found)
-    }
-
-    /// The in-place form of [`Self::decode`]: the next frame of `buf[*pos..]` as a range of
-    /// `buf`, `*pos` moved past its prefix and data (or past a prefix whose data is still to
-    /// come).
-    pub(super) fn next_in(
-        &mut self,
-        buf: &[u8],
-        pos: &mut usize,
-        max: usize,
-    ) -> Result<Option<Range<usize>>, CodecError> {
         let len = match self.state {
             DecodeState::Data(len) => len,
             DecodeState::Head => {
-                let Some(mut head) = buf[*pos..].get(..self.width) else {
+                if buf.len() < self.width {
                     return Ok(None);
-                };
-                *pos += self.width;
+                }
                 let announced = match self.endian {
-                    Endian::Big => head.get_uint(self.width),
-                    Endian::Little => head.get_uint_le(self.width),
+                    Endian::Big => buf.get_uint(self.width),
+                    Endian::Little => buf.get_uint_le(self.width),
                 };
                 let len = usize::try_from(announced)
                     .ok()
@@ -95,32 +61,30 @@ impl LengthDecoder {
                 len
             }
         };
-        if buf.len() - *pos < len {
+        if buf.len() < len {
+            buf.reserve((len - buf.len()).min(RESERVE_CAP));
             return Ok(None);
         }
         self.state = DecodeState::Head;
-        let frame = *pos..*pos + len;
-        *pos += len;
-        Ok(Some(frame))
+        Ok(Some(buf.split_to(len).freeze()))
     }
 
-    /// The in-place form of [`Self::decode_eof`].
-    pub(super) fn next_in_eof(
+    /// A partial frame at end of stream is dropped and reported once.
+    pub(super) fn decode_eof(
         &mut self,
-        buf: &[u8],
-        pos: &mut usize,
+        buf: &mut BytesMut,
         max: usize,
-    ) -> Result<Option<Range<usize>>, CodecError> {
-        if let Some(frame) = self.next_in(buf, pos, max)? {
+    ) -> Result<Option<Bytes>, CodecError> {
+        if let Some(frame) = self.decode(buf, max)? {
             return Ok(Some(frame));
         }
         let in_frame = self.state != DecodeState::Head;
         self.state = DecodeState::Head;
-        let bytes = buf.len() - *pos;
-        *pos = buf.len();
-        if bytes == 0 && !in_frame {
+        if buf.is_empty() && !in_frame {
             return Ok(None);
         }
+        let bytes = buf.len();
+        buf.clear();
         Err(CodecError::Truncated { bytes })
     }
 }

@@ -458,12 +458,10 @@ impl FrameDecoder {
     }
 
     /// Whether [`Self::next_in`] serves this framing: its frames are bytes of the input, found
-    /// without cutting the buffer (`lines`, `length`).
+    /// without cutting the buffer (`lines`). (Measured for `length` too: 7% slower
+    /// than cutting, so it is not used there.)
     pub(crate) fn decodes_in_place(&self) -> bool {
-        matches!(
-            self.framing,
-            FramingDecoder::Lines(_) | FramingDecoder::Length(_)
-        )
+        matches!(self.framing, FramingDecoder::Lines(_))
     }
 
     /// The in-place decode loop, for framings that [`Self::decodes_in_place`]: the next frame of
@@ -482,8 +480,6 @@ impl FrameDecoder {
         match &mut self.framing {
             FramingDecoder::Lines(d) if eof => d.next_in_eof(buf, pos, max),
             FramingDecoder::Lines(d) => d.next_in(buf, pos, max),
-            FramingDecoder::Length(d) if eof => d.next_in_eof(buf, pos, max),
-            FramingDecoder::Length(d) => d.next_in(buf, pos, max),
             _ => Ok(None),
         }
     }
