@@ -1107,6 +1107,27 @@ mod tests {
     }
 
     #[test]
+    fn configured_keys_of_every_length_match_exactly() {
+        let keys = EnvelopeKeys {
+            node_id: b"",
+            token: b"tok",
+            msg_type: b"12345678",
+            timestamp: b"timestamp_ns",
+        };
+        let frame = br#"{"to":1,"tok":2,"toke":3,"1234567":4,"12345679":5,"12345678":6,"timestamp_nt":7,"timestamp_ns":8,"timestamp_ns_":9,"":10}"#;
+        let env = scan_envelope(frame, &keys, DEFAULT_MAX_DEPTH).unwrap();
+        assert_eq!(raw(env.node_id), Some(&b"10"[..]));
+        assert_eq!(raw(env.token), Some(&b"2"[..]));
+        assert_eq!(raw(env.msg_type), Some(&b"6"[..]));
+        assert_eq!(raw(env.timestamp), Some(&b"8"[..]));
+        // The same key last in the frame, with fewer than 8 bytes after its start.
+        let env = scan_envelope(br#"{"tok":1}"#, &keys, DEFAULT_MAX_DEPTH).unwrap();
+        assert_eq!(raw(env.token), Some(&b"1"[..]));
+        let env = scan_envelope(br#"{"to":1}"#, &keys, DEFAULT_MAX_DEPTH).unwrap();
+        assert_eq!(env, Envelope::default());
+    }
+
+    #[test]
     fn missing_fields_and_empty_object() {
         let e = env(br#"{"delay":[1,2],"snr":{"node_id":"nested"}}"#).unwrap();
         assert!(e.node_id.is_none() && e.token.is_none());

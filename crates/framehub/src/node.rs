@@ -113,6 +113,10 @@ pub(crate) struct NodeSession {
     protocol: Arc<NodeProtocol>,
     authenticated: bool,
     node: Option<Arc<str>>,
+    /// The bound node's id as its first frame wrote it (quotes and escapes
+    /// included): later frames almost always write it the same way, and
+    /// equal raw bytes need no unescaping to compare.
+    node_raw: Vec<u8>,
     just_bound: bool,
 }
 
@@ -123,6 +127,7 @@ impl NodeSession {
             protocol,
             authenticated,
             node: None,
+            node_raw: Vec::new(),
             just_bound: false,
         }
     }
@@ -167,18 +172,19 @@ impl NodeSession {
         match (&self.node, node_id) {
             (_, None) if is_heartbeat => return Verdict::Heartbeat,
             (_, None) => return Verdict::Skip(DropReason::MissingNodeId),
-            (None, Some(id)) => {
+            (None, Some(id_raw)) => {
                 // Binding happens once per connection: only here is the
                 // name turned into a string.
-                let Some(id) = id.as_str() else {
+                let Some(id) = id_raw.as_str() else {
                     return Verdict::Skip(DropReason::MissingNodeId);
                 };
                 self.node = Some(Arc::from(id.as_ref()));
+                self.node_raw = id_raw.raw().to_vec();
                 self.just_bound = true;
             }
             // Every later frame: compare bytes, no string built.
             (Some(bound), Some(id)) => {
-                if !id.str_eq(bound) {
+                if !json::short_eq(id.raw(), &self.node_raw) && !id.str_eq(bound) {
                     return Verdict::Skip(DropReason::NodeMismatch);
                 }
             }
@@ -383,6 +389,32 @@ mod tests {
             s.handle(br#"{"node_id":"b"}"#),
             Verdict::Skip(DropReason::NodeMismatch)
         );
+    }
+
+    #[test]
+    fn the_bound_node_matches_however_its_id_is_escaped() {
+        // Bound with an escape; later frames write it plainly, escaped the
+        // same way, or escaped differently: all the same node.
+        let mut s = session(None, &[]);
+        assert!(matches!(
+            s.handle(br#"{"node_id":"radar\u0033"}"#),
+            Verdict::Deliver { .. }
+        ));
+        assert_eq!(s.take_just_bound().as_deref(), Some("radar3"));
+        for same in [
+            &br#"{"node_id":"radar3"}"#[..],
+            br#"{"node_id":"radar\u0033"}"#,
+            br#"{"node_id":"\u0072adar3"}"#,
+        ] {
+            assert!(matches!(s.handle(same), Verdict::Deliver { .. }));
+        }
+        for other in [
+            &br#"{"node_id":"radar4"}"#[..],
+            br#"{"node_id":"radar\u0034"}"#,
+            br#"{"node_id":"radar33"}"#,
+        ] {
+            assert_eq!(s.handle(other), Verdict::Skip(DropReason::NodeMismatch));
+        }
     }
 
     #[test]
