@@ -421,7 +421,7 @@ impl Queue {
 
     /// Takes up to `max` frames into `out`; `Err(())` once the queue is
     /// closed or finished and empty.
-    fn take(&self, out: &mut impl Extend<Frame>, max: usize) -> Result<usize, ()> {
+    fn take(&self, out: &mut impl Take, max: usize) -> Result<usize, ()> {
         let mut state = self.state.lock();
         let n = state.frames.len().min(max);
         if n == 0 {
@@ -431,7 +431,7 @@ impl Queue {
                 Ok(0)
             };
         }
-        out.extend(state.frames.drain(..n));
+        out.take_from(&mut state.frames, n);
         let more = !state.frames.is_empty();
         drop(state);
         if more {
@@ -443,7 +443,7 @@ impl Queue {
         Ok(n)
     }
 
-    async fn recv_many(&self, out: &mut impl Extend<Frame>, max: usize) -> usize {
+    async fn recv_many(&self, out: &mut impl Take, max: usize) -> usize {
         loop {
             let notified = self.readable.notified();
             tokio::pin!(notified);
@@ -457,9 +457,38 @@ impl Queue {
     }
 }
 
+/// Where frames taken from a queue go: a consumer's `Vec`, or the one slot
+/// of `recv()`.
+trait Take {
+    /// Moves the first `n` frames out of `frames` (under the queue's lock).
+    fn take_from(&mut self, frames: &mut VecDeque<Frame>, n: usize);
+}
+
+impl Take for Vec<Frame> {
+    fn take_from(&mut self, frames: &mut VecDeque<Frame>, n: usize) {
+        if self.is_empty() && n == frames.len() && self.capacity() >= n {
+            // All of them into an empty buffer that can hold them: swap the
+            // storage instead of moving every frame while producers wait for
+            // the lock. The consumer's empty buffer becomes the queue's, so
+            // no memory is added; producers push from its start, so the
+            // conversion back is O(1) unless drop-oldest wrapped the ring.
+            let spare = VecDeque::from(std::mem::take(self));
+            *self = Vec::from(std::mem::replace(frames, spare));
+        } else {
+            self.extend(frames.drain(..n));
+        }
+    }
+}
+
 /// Where a single-frame receive puts its frame: no `Vec` allocated per
 /// `recv()` call.
 struct One(Option<Frame>);
+
+impl Take for One {
+    fn take_from(&mut self, frames: &mut VecDeque<Frame>, n: usize) {
+        self.extend(frames.drain(..n));
+    }
+}
 
 impl Extend<Frame> for One {
     fn extend<I: IntoIterator<Item = Frame>>(&mut self, frames: I) {
@@ -771,6 +800,42 @@ mod tests {
         for item in &batch {
             assert_eq!(&item.frame.payload[..], &[7u8; 5]);
         }
+    }
+
+    #[tokio::test]
+    async fn recv_many_hands_over_whole_queues_and_keeps_order() {
+        let q = queue(8, OverflowPolicy::DropOldest, false);
+        let r = Receiver::new(q.clone());
+        let names = |v: &[Frame]| {
+            v.iter()
+                .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
+                .collect::<Vec<_>>()
+        };
+        // An empty buffer with room takes the queue's storage in one swap.
+        q.push(&mut vec![incoming("a", None), incoming("b", None)], true);
+        let mut out = Vec::with_capacity(16);
+        assert_eq!(r.recv_many(&mut out, 16).await, 2);
+        assert_eq!(names(&out), ["a", "b"]);
+        // The queue works on with the buffer it was handed, past a wrap of
+        // its ring (drop-oldest).
+        let many: Vec<Incoming> = ["c", "d", "e", "f", "g", "h", "i", "j", "k", "l"]
+            .into_iter()
+            .map(|p| incoming(p, None))
+            .collect();
+        q.push(&mut { many }, true);
+        out.clear();
+        assert_eq!(r.recv_many(&mut out, 16).await, 8);
+        assert_eq!(names(&out), ["e", "f", "g", "h", "i", "j", "k", "l"]);
+        // A buffer that already holds frames, or has no room, is appended to.
+        q.push(&mut vec![incoming("m", None), incoming("n", None)], true);
+        assert_eq!(r.recv_many(&mut out, 16).await, 2);
+        assert_eq!(names(&out[8..]), ["m", "n"]);
+        q.push(&mut vec![incoming("o", None), incoming("p", None)], true);
+        let mut small = Vec::new();
+        assert_eq!(r.recv_many(&mut small, 1).await, 1);
+        assert_eq!(r.recv_many(&mut small, 16).await, 1);
+        assert_eq!(names(&small), ["o", "p"]);
+        assert!(r.is_empty());
     }
 
     #[tokio::test]
