@@ -303,7 +303,9 @@ pub async fn run(args: ServeArgs) -> ExitCode {
 /// shut down and the receiver is drained.
 async fn drain(receiver: Receiver, tx: mpsc::Sender<Message>) {
     loop {
-        let mut batch: Vec<Frame> = Vec::with_capacity(DRAIN_BATCH);
+        // Allocated by `recv_many` once frames are there, at their number:
+        // an idle node holds no batch buffer.
+        let mut batch: Vec<Frame> = Vec::new();
         if receiver.recv_many(&mut batch, DRAIN_BATCH).await == 0 {
             return;
         }

@@ -201,7 +201,9 @@ impl Queue {
             name,
             config,
             state: Mutex::new(State {
-                frames: VecDeque::with_capacity(config.capacity.min(256)),
+                // Grows with use: a node that never sends (or only sends
+                // heartbeats) costs no frame storage.
+                frames: VecDeque::new(),
                 last_timestamp: Vec::new(),
                 has_last_timestamp: false,
                 last_frame_at: None,
