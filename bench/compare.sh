@@ -36,15 +36,16 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 load="--conns $CONNS --frames $FRAMES --json"
-# Each of the four main targets runs ROUNDS times and the round with the median delivered/s is
-# kept: a single run on 2 shared cores moves by 10-20% with what else the kernel schedules.
+# Every figure but latency runs ROUNDS times and the round with the median delivered/s (or
+# memory per connection) is kept: a single run on 2 shared cores moves by 10-20% with what else
+# the kernel schedules.
 export ROUNDS=${ROUNDS:-3}
 median() { # NAME: keeps $OUT/NAME.json = the median of $OUT/NAME.<round>.json
   python3 - "$OUT" "$1" "$ROUNDS" <<'PY'
 import json, os, shutil, sys
 out, name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 files = [os.path.join(out, f"{name}.{r}.json") for r in range(1, rounds + 1)]
-key = lambda f: json.load(open(f)).get("delivered_fps", 0)
+key = lambda f: json.load(open(f)).get(os.environ.get("MEDIAN_KEY", "delivered_fps"), 0)
 shutil.copy(sorted(files, key=key)[len(files) // 2], os.path.join(out, f"{name}.json"))
 PY
 }
@@ -107,20 +108,32 @@ done
 median serve
 
 echo "== binary framings, latency, idle connections" >&2
-$FH bench --inproc --framing length --size 256 $load 2>>"$OUT/bench.log" > "$OUT/length256.json"
-$FH bench ceiling --framing length --size 256 $load 2>>"$OUT/bench.log" > "$OUT/ceiling-length256.json"
-$FH bench --inproc --framing cobs --size 256 $load 2>>"$OUT/bench.log" > "$OUT/cobs256.json"
-$FH bench ceiling --framing cobs --size 256 $load 2>>"$OUT/bench.log" > "$OUT/ceiling-cobs256.json"
-$FH bench --inproc --framing length --size 1048576 --conns 8 --frames 200 --json 2>>"$OUT/bench.log" > "$OUT/length1m.json"
-$FH bench --inproc --framing cobs --size 1048576 --conns 8 --frames 100 --json 2>>"$OUT/bench.log" > "$OUT/cobs1m.json"
+# ROUNDS rounds of `framehub bench ARGS...` into $OUT/NAME.<round>.json; NAME.json is the median.
+rounds() {
+  local name=$1; shift
+  for r in $(seq "$ROUNDS"); do
+    $FH bench "$@" 2>>"$OUT/bench.log" > "$OUT/$name.$r.json"
+  done
+  median "$name"
+}
+rounds length256 --inproc --framing length --size 256 $load
+rounds ceiling-length256 ceiling --framing length --size 256 $load
+rounds cobs256 --inproc --framing cobs --size 256 $load
+rounds ceiling-cobs256 ceiling --framing cobs --size 256 $load
+rounds length1m --inproc --framing length --size 1048576 --conns 8 --frames 200 --json
+rounds cobs1m --inproc --framing cobs --size 1048576 --conns 8 --frames 100 --json
+# One round: it runs for 10 s at a fixed rate.
 $FH bench --inproc --token "$TOKEN" --conns 64 --rate 1563 --duration 10s --size "$SIZE" --json 2>>"$OUT/bench.log" > "$OUT/latency.json"
 
-IDLE_PORT=$(free_port)
-$FH serve --listen 127.0.0.1:"$IDLE_PORT" --token "$TOKEN" --out /dev/null --quiet 2>"$OUT/idle-serve.log" & IDLE=$!
-PIDS+=($IDLE)
-wait_port "$IDLE_PORT"
-$FH bench --to 127.0.0.1:"$IDLE_PORT" --token "$TOKEN" --idle-conns "${IDLE_CONNS:-10000}" --server-pid "$IDLE" --json 2>>"$OUT/bench.log" > "$OUT/idle.json"
-kill -TERM "$IDLE"; wait "$IDLE" || true
+for r in $(seq "$ROUNDS"); do
+  IDLE_PORT=$(free_port)
+  $FH serve --listen 127.0.0.1:"$IDLE_PORT" --token "$TOKEN" --out /dev/null --quiet 2>"$OUT/idle-serve.log" & IDLE=$!
+  PIDS+=($IDLE)
+  wait_port "$IDLE_PORT"
+  $FH bench --to 127.0.0.1:"$IDLE_PORT" --token "$TOKEN" --idle-conns "${IDLE_CONNS:-10000}" --server-pid "$IDLE" --json 2>>"$OUT/bench.log" > "$OUT/idle.$r.json"
+  kill -TERM "$IDLE"; wait "$IDLE" || true
+done
+MEDIAN_KEY=bytes_per_conn median idle
 
 python3 - "$OUT" <<'PY'
 import json, sys, os, platform
@@ -136,7 +149,7 @@ rows = [
 ]
 mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 print(f"# {os.cpu_count()} cores, {mem:.0f} GiB, {platform.platform()}")
-print(f"# {send['conns']} connections, {send['size']}-byte frames, {send['frames_sent']} frames; main targets: median of {os.environ.get('ROUNDS', 3)} rounds")
+print(f"# {send['conns']} connections, {send['size']}-byte frames, {send['frames_sent']} frames; every figure but latency: median of {os.environ.get('ROUNDS', 3)} rounds")
 print(f"{'target':<30} {'delivered/s':>12} {'drops':>8} {'vs nats':>8} {'vs ceiling':>10}")
 for name, fps, drops in rows:
     print(f"{name:<30} {fps:>12,.0f} {drops if drops is not None else '-':>8} {fps / nats['delivered_fps']:>7.2f}x {fps / ceiling['delivered_fps']:>9.0%}")
