@@ -20,6 +20,11 @@
 //! trailing partial frame is either yielded (a `lines` line without its newline, a `chunk`) or
 //! dropped with one non-fatal [`CodecError::Truncated`].
 //!
+//! For `lines` the connection runs the same loop in place (crate-internal `next_in`): each
+//! frame comes back as a range of the buffer, with the same results in the same order, and the
+//! buffer is advanced once per read instead of split per frame. `decode` is built on it, so the
+//! property tests of `decode` cover both.
+//!
 //! Memory stays bounded whatever the peer sends: no framing holds more than
 //! `max_frame_bytes` (plus its framing overhead) and the current read, and no framing reserves
 //! memory for a length the peer merely announced.
