@@ -276,9 +276,10 @@ impl Connection {
         result.and(flushed)
     }
 
-    /// The decode loop of framings whose frames are bytes of the read
-    /// (`lines`): frames are checked where they lie, and only those
-    /// delivered are copied, once, into one allocation of exactly their size.
+    /// The decode loop of framings whose frames are found where they lie in
+    /// the read (`lines`, `cobs`): each frame is checked in place (a COBS
+    /// frame first decoded straight into this read's arena), and only the
+    /// delivered ones end up, once, in one allocation of about their size.
     /// The read buffer is never split, so no frame pins it and it is reused.
     fn decode_in_place(
         &mut self,
@@ -288,27 +289,57 @@ impl Connection {
     ) -> Result<(), CloseReason> {
         let first = self.batch.len();
         self.spans.clear();
+        let encoded = self.decoder.finds_encoded();
+        // Decoded frames go here as they are found (a payload is never
+        // longer than its encoding); plain ones are copied once at the end.
+        let mut decoded = BytesMut::new();
         let mut pos = 0;
         let result = loop {
-            match self.decoder.next_in(buf, &mut pos, eof) {
-                Ok(Some(span)) => match self.accept(&buf[span.clone()]) {
-                    Ok(Some(timestamp)) => {
-                        self.spans.push(span);
-                        self.push_frame(Bytes::new(), received_at, timestamp);
-                    }
-                    Ok(None) => {}
+            let span = match self.decoder.next_in(buf, &mut pos, eof) {
+                Ok(Some(span)) => span,
+                Ok(None) => break Ok(()),
+                Err(e) => match self.handle_codec_error(e) {
+                    Ok(()) => continue,
                     Err(reason) => break Err(reason),
                 },
-                Ok(None) => break Ok(()),
-                Err(e) => {
-                    if let Err(reason) = self.handle_codec_error(e) {
-                        break Err(reason);
+            };
+            let (frame, span) = if encoded {
+                if decoded.capacity() == 0 {
+                    decoded.reserve(buf.len() - span.start);
+                }
+                let start = decoded.len();
+                if let Err(e) = self.decoder.decode_found(&buf[span], &mut decoded) {
+                    match self.handle_codec_error(e) {
+                        Ok(()) => continue,
+                        Err(reason) => break Err(reason),
                     }
                 }
+                (&decoded[start..], start..decoded.len())
+            } else {
+                (&buf[span.clone()], span)
+            };
+            match self.accept(frame) {
+                Ok(Some(timestamp)) => {
+                    self.spans.push(span);
+                    self.push_frame(Bytes::new(), received_at, timestamp);
+                }
+                Ok(None) if encoded => decoded.truncate(span.start),
+                Ok(None) => {}
+                Err(reason) => break Err(reason),
             }
         };
         let spans = &self.spans;
-        let arena = pack(spans.iter().map(|span| &buf[span.clone()]));
+        let arena = if encoded {
+            // Sized for the whole read: copied to an exact allocation when
+            // skipped or invalid frames left much of it unused.
+            if decoded.capacity() > 2 * decoded.len() + 4096 {
+                pack(std::iter::once(&decoded[..]))
+            } else {
+                decoded.freeze()
+            }
+        } else {
+            pack(spans.iter().map(|span| &buf[span.clone()]))
+        };
         share_out(&mut self.batch[first..], arena, |i, _| spans[i].len());
         consume(buf, pos);
         result

@@ -11,10 +11,12 @@
 //! `cobs` crate's byte-by-byte loop (a test checks both agree on any input); encoding uses the
 //! crate.
 
+use std::ops::Range;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::CodecError;
-use super::delimited::{DelimitedScanner, Scanned};
+use super::delimited::{DelimitedScanner, Found};
+use super::{CodecError, cut};
 
 #[derive(Debug)]
 pub(super) struct CobsDecoder {
@@ -40,14 +42,11 @@ impl CobsDecoder {
         buf: &mut BytesMut,
         max: usize,
     ) -> Result<Option<Bytes>, CodecError> {
-        let limit = max_encoded_len(max);
-        loop {
-            match self.scanner.scan(buf, limit) {
-                Scanned::Frame(encoded) if encoded.is_empty() => continue,
-                Scanned::Frame(encoded) => return decode_frame(encoded, max).map(Some),
-                Scanned::Oversize => return Err(CodecError::Oversize { max }),
-                Scanned::Pending => return Ok(None),
-            }
+        let mut pos = 0;
+        let found = self.next_in(buf, &mut pos, max);
+        match cut(buf, pos, found)? {
+            Some(encoded) => decode_frame(encoded, max).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -58,17 +57,82 @@ impl CobsDecoder {
         buf: &mut BytesMut,
         max: usize,
     ) -> Result<Option<Bytes>, CodecError> {
-        if let Some(frame) = self.decode(buf, max)? {
+        let mut pos = 0;
+        let found = self.next_in_eof(buf, &mut pos, max);
+        match cut(buf, pos, found)? {
+            Some(encoded) => decode_frame(encoded, max).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The next non-empty *encoded* frame of `buf[*pos..]` (without delimiters) as a range of
+    /// `buf`, `*pos` moved past it and its delimiter; see [`decode_into`] for the decoding.
+    pub(super) fn next_in(
+        &mut self,
+        buf: &[u8],
+        pos: &mut usize,
+        max: usize,
+    ) -> Result<Option<Range<usize>>, CodecError> {
+        let limit = max_encoded_len(max);
+        loop {
+            match self.scanner.scan_at(buf, pos, limit) {
+                Found::Frame(encoded) if encoded.is_empty() => continue,
+                Found::Frame(encoded) => return Ok(Some(encoded)),
+                Found::Oversize => return Err(CodecError::Oversize { max }),
+                Found::Pending => return Ok(None),
+            }
+        }
+    }
+
+    /// The in-place form of [`Self::decode_eof`].
+    pub(super) fn next_in_eof(
+        &mut self,
+        buf: &[u8],
+        pos: &mut usize,
+        max: usize,
+    ) -> Result<Option<Range<usize>>, CodecError> {
+        if let Some(frame) = self.next_in(buf, pos, max)? {
             return Ok(Some(frame));
         }
-        if self.scanner.finish() || buf.is_empty() {
-            buf.clear();
+        let bytes = buf.len() - *pos;
+        *pos = buf.len();
+        if self.scanner.finish() || bytes == 0 {
             return Ok(None);
         }
-        let bytes = buf.len();
-        buf.clear();
         Err(CodecError::Truncated { bytes })
     }
+}
+
+/// Decodes one encoded frame (as [`CobsDecoder::next_in`] finds them) onto the end of `out`.
+/// On an invalid or oversize frame `out` is left as it was.
+pub(crate) fn decode_into(
+    encoded: &[u8],
+    out: &mut BytesMut,
+    max: usize,
+) -> Result<(), CodecError> {
+    let start = out.len();
+    let mut read = 0;
+    while read < encoded.len() {
+        let code = usize::from(encoded[read]);
+        let end = read + code;
+        // A zero code cannot occur between delimiters; refusing it also rules out a loop.
+        if code == 0 || end > encoded.len() {
+            out.truncate(start);
+            return Err(CodecError::InvalidCobs);
+        }
+        out.extend_from_slice(&encoded[read + 1..end]);
+        read = end;
+        // Every run but a full one (0xFF) and the last stands for a zero byte.
+        if code != 0xFF && read < encoded.len() {
+            out.put_u8(0);
+        }
+    }
+    // The encoded bound lets through frames whose zeros cost no overhead, up to a few bytes over.
+    if out.len() - start > max {
+        out.truncate(start);
+        return Err(CodecError::Oversize { max });
+    }
+    Ok(())
 }
 
 fn decode_frame(mut encoded: BytesMut, max: usize) -> Result<Bytes, CodecError> {
@@ -237,6 +301,30 @@ mod tests {
                 }
                 (None, Err(_)) => {}
                 (a, b) => proptest::prop_assert!(false, "ours {:?}, cobs crate {:?}", a, b),
+            }
+        }
+
+        /// Decoding onto the end of an arena (the connection's in-place path) gives the same
+        /// payload or error as decoding a cut-out frame, and leaves the arena as it was on an
+        /// error.
+        #[test]
+        fn decode_into_matches_decoding_a_cut_frame(
+            frame in proptest::collection::vec(
+                proptest::prop_oneof![1u8..=8, 250u8..=255, 1u8..=255],
+                1..700,
+            ),
+            max in 0usize..700,
+        ) {
+            let mut arena = BytesMut::from(&b"before"[..]);
+            let into = decode_into(&frame, &mut arena, max);
+            let cut = decode_frame(BytesMut::from(&frame[..]), max);
+            match (into, cut) {
+                (Ok(()), Ok(payload)) => proptest::prop_assert_eq!(&arena[6..], &payload[..]),
+                (Err(a), Err(b)) => {
+                    proptest::prop_assert_eq!(a.to_string(), b.to_string());
+                    proptest::prop_assert_eq!(&arena[..], b"before");
+                }
+                (a, b) => proptest::prop_assert!(false, "into {:?}, cut {:?}", a, b),
             }
         }
     }

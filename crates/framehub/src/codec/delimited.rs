@@ -7,27 +7,17 @@
 
 use std::ops::Range;
 
-use bytes::{Buf, BytesMut};
-
-/// What one call to [`DelimitedScanner::scan`] found.
-#[derive(Debug)]
-pub(super) enum Scanned {
-    /// The bytes before the next delimiter (the delimiter is consumed and not included).
-    Frame(BytesMut),
-    /// A frame longer than the limit began here; it is being discarded up to its delimiter.
-    Oversize,
-    /// No delimiter yet; call again after the next read.
-    Pending,
-}
+#[cfg(test)]
+use bytes::BytesMut;
 
 /// What one call to [`DelimitedScanner::scan_at`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Found {
-    /// The range of the bytes before the next delimiter.
+    /// The range of the bytes before the next delimiter (the delimiter is consumed).
     Frame(Range<usize>),
-    /// As [`Scanned::Oversize`].
+    /// A frame longer than the limit began here; it is being discarded up to its delimiter.
     Oversize,
-    /// As [`Scanned::Pending`].
+    /// No delimiter yet; call again after the next read.
     Pending,
 }
 
@@ -49,29 +39,10 @@ impl DelimitedScanner {
         }
     }
 
-    /// Cuts the next delimited frame of at most `limit` bytes out of `buf`.
-    pub(super) fn scan(&mut self, buf: &mut BytesMut, limit: usize) -> Scanned {
-        let mut pos = 0;
-        match self.scan_at(buf, &mut pos, limit) {
-            Found::Frame(frame) => {
-                let mut bytes = buf.split_to(pos);
-                bytes.advance(frame.start);
-                bytes.truncate(frame.len());
-                Scanned::Frame(bytes)
-            }
-            found => {
-                super::consume(buf, pos);
-                match found {
-                    Found::Oversize => Scanned::Oversize,
-                    _ => Scanned::Pending,
-                }
-            }
-        }
-    }
-
-    /// [`Self::scan`] without cutting: looks at `buf[*pos..]`, moves `*pos` past what it
-    /// consumed (a frame and its delimiter, or discarded bytes) and returns the frame's range
-    /// in `buf`. The caller drops `buf[..*pos]` once it is done with the frames.
+    /// Finds the next delimited frame of at most `limit` bytes in `buf[*pos..]`: moves `*pos`
+    /// past what it consumed (a frame and its delimiter, or discarded bytes) and returns the
+    /// frame's range in `buf`. The caller drops `buf[..*pos]` once it is done with the frames
+    /// (and may cut the frame out first).
     pub(super) fn scan_at(&mut self, buf: &[u8], pos: &mut usize, limit: usize) -> Found {
         if self.discarding {
             // Everything scanned here belongs to the oversize frame, so the whole buffer can be
@@ -126,17 +97,32 @@ impl DelimitedScanner {
 mod tests {
     use super::*;
 
+    /// Runs `scan_at` on `buf` and drops what it consumed, as the decoders do.
+    fn scan(scanner: &mut DelimitedScanner, buf: &mut BytesMut, limit: usize) -> Found {
+        let mut pos = 0;
+        let found = scanner.scan_at(buf, &mut pos, limit);
+        if let Found::Frame(r) = &found {
+            // Frames are returned as the bytes they were, then consumed.
+            assert!(r.end < pos);
+        }
+        crate::codec::consume(buf, pos);
+        found
+    }
+
     #[test]
     fn search_resumes_where_it_stopped() {
         let mut scanner = DelimitedScanner::new(b'\n');
         let mut buf = BytesMut::new();
         for i in 1..=1000 {
             buf.extend_from_slice(b"0123456789");
-            assert!(matches!(scanner.scan(&mut buf, 1 << 20), Scanned::Pending));
+            assert_eq!(scan(&mut scanner, &mut buf, 1 << 20), Found::Pending);
             assert_eq!(scanner.next_index, i * 10);
         }
         buf.extend_from_slice(b"\n");
-        assert!(matches!(scanner.scan(&mut buf, 1 << 20), Scanned::Frame(f) if f.len() == 10_000));
+        assert_eq!(
+            scan(&mut scanner, &mut buf, 1 << 20),
+            Found::Frame(0..10_000)
+        );
         assert_eq!(scanner.next_index, 0);
     }
 
@@ -144,13 +130,16 @@ mod tests {
     fn frame_of_exactly_the_limit() {
         let mut scanner = DelimitedScanner::new(0);
         let mut buf = BytesMut::from(&b"abcd"[..]);
-        assert!(matches!(scanner.scan(&mut buf, 4), Scanned::Pending));
+        assert_eq!(scan(&mut scanner, &mut buf, 4), Found::Pending);
         buf.extend_from_slice(b"\0abcde");
-        assert!(matches!(scanner.scan(&mut buf, 4), Scanned::Frame(f) if &f[..] == b"abcd"));
-        assert!(matches!(scanner.scan(&mut buf, 4), Scanned::Oversize));
+        let mut pos = 0;
+        assert_eq!(scanner.scan_at(&buf, &mut pos, 4), Found::Frame(0..4));
+        assert_eq!(&buf[0..4], b"abcd");
+        crate::codec::consume(&mut buf, pos);
+        assert_eq!(scan(&mut scanner, &mut buf, 4), Found::Oversize);
         assert!(buf.is_empty());
         buf.extend_from_slice(b"f\0\0");
-        assert!(matches!(scanner.scan(&mut buf, 4), Scanned::Frame(f) if f.is_empty()));
+        assert_eq!(scan(&mut scanner, &mut buf, 4), Found::Frame(2..2));
         assert!(buf.is_empty());
     }
 }

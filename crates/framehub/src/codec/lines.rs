@@ -33,7 +33,7 @@ impl LinesDecoder {
     ) -> Result<Option<Bytes>, CodecError> {
         let mut pos = 0;
         let found = self.next_in(buf, &mut pos, max);
-        cut(buf, pos, found)
+        Ok(cut(buf, pos, found)?.map(BytesMut::freeze))
     }
 
     pub(super) fn decode_eof(
@@ -43,7 +43,7 @@ impl LinesDecoder {
     ) -> Result<Option<Bytes>, CodecError> {
         let mut pos = 0;
         let found = self.next_in_eof(buf, &mut pos, max);
-        cut(buf, pos, found)
+        Ok(cut(buf, pos, found)?.map(BytesMut::freeze))
     }
 
     /// The in-place form of [`Self::decode`]: the next line of `buf[*pos..]` as a range of
