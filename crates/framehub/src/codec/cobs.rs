@@ -2,8 +2,10 @@
 //! before and after each frame).
 //!
 //! Nothing between two delimiters is not a frame and is skipped, which absorbs sat-rs's doubled
-//! delimiters; the encoding of an empty payload (`0x01`) is an empty frame. A frame is decoded in
-//! place in the read buffer, so it is handed on without a copy. The maximum applies to the
+//! delimiters; the encoding of an empty payload (`0x01`) is an empty frame. `Decoder::decode`
+//! decodes a frame in place in the read buffer; the connection instead finds frames in place
+//! ([`CobsDecoder::next_in`]) and decodes each straight into its read's arena
+//! ([`decode_into`]), one copy in all. The maximum applies to the
 //! decoded frame; an encoded frame longer than any frame of that size could encode to is
 //! discarded up to its delimiter without being buffered.
 //!
