@@ -118,6 +118,9 @@ struct Connection {
     batch: Vec<Incoming>,
     /// Where the batch's frames lie in the read buffer (in-place decoding).
     spans: Vec<Range<usize>>,
+    /// The size of the read buffer's allocation: what a frame handed out
+    /// without a copy keeps alive.
+    read_alloc: usize,
     counts: ConnectionCounts,
     /// Counts not yet added to the listener's counters.
     pending: Pending,
@@ -169,6 +172,7 @@ impl Connection {
             source,
             batch: Vec::new(),
             spans: Vec::new(),
+            read_alloc: 0,
             counts: ConnectionCounts::default(),
             pending: Pending::default(),
             warning: WarnLimiter::new(Duration::from_secs(5)),
@@ -209,6 +213,7 @@ impl Connection {
         let cancel = self.link.cancel.clone();
         let read_size = self.shared.config.read_buffer_bytes.0;
         let mut buf = BytesMut::with_capacity(read_size);
+        self.read_alloc = buf.capacity();
         let accepted = Instant::now();
         let mut last_read = accepted;
         // A far-away placeholder when no timer applies; the branch is off.
@@ -219,6 +224,9 @@ impl Connection {
         loop {
             if buf.capacity() - buf.len() < read_size / 2 {
                 buf.reserve(read_size);
+                // Called only when it must act, so the buffer now starts at
+                // the start of its allocation (moved or new).
+                self.read_alloc = buf.capacity();
             }
             tokio::select! {
                 biased;
@@ -329,6 +337,19 @@ impl Connection {
             }
         };
         let spans = &self.spans;
+        let delivered: usize = spans.iter().map(|span| span.len()).sum();
+        if !encoded && delivered * 4 >= self.read_alloc * 3 {
+            // This read's delivered frames fill three quarters of the read
+            // buffer's allocation: hand out slices of it instead of copying
+            // them. What they keep alive is at most a third more than their
+            // own size; the next reads go to what is left of it, then to a
+            // fresh buffer.
+            let read = buf.split_to(pos).freeze();
+            for (item, span) in self.batch[first..].iter_mut().zip(spans) {
+                item.frame.payload = read.slice(span.clone());
+            }
+            return result;
+        }
         let arena = if encoded {
             // Sized for the whole read: copied to an exact allocation when
             // skipped or invalid frames left much of it unused.
