@@ -3,8 +3,10 @@
 //! one push. Writing to the client is the egress writer's job.
 //!
 //! Memory per connection is bounded by one read plus `max_frame_bytes`:
-//! the decoders never keep more, and frames that wait in a queue are copied
-//! out of the read buffer so they do not pin it.
+//! the decoders never keep more. Frames that wait in a queue never pin much
+//! more than their own size: they are copied out of the read buffer, unless
+//! the delivered frames of a read fill at least three quarters of the
+//! buffer's allocation, in which case they share it.
 
 use std::net::SocketAddr;
 use std::ops::Range;
