@@ -288,9 +288,10 @@ impl Connection {
 
     /// The decode loop of framings whose frames are found where they lie in
     /// the read (`lines`, `cobs`): each frame is checked in place (a COBS
-    /// frame first decoded straight into this read's arena), and only the
-    /// delivered ones end up, once, in one allocation of about their size.
-    /// The read buffer is never split, so no frame pins it and it is reused.
+    /// frame first decoded straight into this read's arena). The delivered
+    /// ones either share the read buffer, when they fill most of its
+    /// allocation, or are copied once into an allocation of about their
+    /// size; the buffer is never split per frame.
     fn decode_in_place(
         &mut self,
         buf: &mut BytesMut,
@@ -368,9 +369,9 @@ impl Connection {
         result
     }
 
-    /// The decode loop of the other framings: each frame is cut out of the
-    /// buffer (COBS decodes in place), and the read's frames are then copied
-    /// into one allocation of their size.
+    /// The decode loop of the other framings (`length`, `spacepacket`,
+    /// `chunk`): each frame is cut out of the buffer, and the read's frames
+    /// are then copied into one allocation of their size.
     fn decode_and_cut(
         &mut self,
         buf: &mut BytesMut,

@@ -168,6 +168,19 @@ struct State {
     finished: bool,
 }
 
+impl State {
+    /// Whether a batch's keyed frame repeats the key before it: for the
+    /// batch's first keyed frame the queue's last key, after that the
+    /// previous keyed frame's (as [`mark_repeats`] found).
+    fn repeats(&self, item: &Incoming, key: &[u8], first_keyed: &mut bool) -> bool {
+        if std::mem::take(first_keyed) {
+            self.has_last_timestamp && short_eq(&self.last_timestamp, key)
+        } else {
+            item.repeats
+        }
+    }
+}
+
 /// The shared state behind a [`Receiver`].
 pub(crate) struct Queue {
     name: Arc<str>,
@@ -264,11 +277,7 @@ impl Queue {
         let mut first_keyed = true;
         for (i, item) in batch.drain(..limit).enumerate() {
             if let Some(key) = item.key().filter(|_| dedup) {
-                let duplicate = if std::mem::take(&mut first_keyed) {
-                    state.has_last_timestamp && short_eq(&state.last_timestamp, key)
-                } else {
-                    item.repeats
-                };
+                let duplicate = state.repeats(&item, key, &mut first_keyed);
                 if Some(i) == last_keyed {
                     state.last_timestamp.clear();
                     state.last_timestamp.extend_from_slice(key);
@@ -326,11 +335,7 @@ impl Queue {
         let mut first_keyed = true;
         for (i, item) in batch.iter().enumerate() {
             if let Some(key) = item.key().filter(|_| self.config.dedup) {
-                let duplicate = if std::mem::take(&mut first_keyed) {
-                    state.has_last_timestamp && short_eq(&state.last_timestamp, key)
-                } else {
-                    item.repeats
-                };
+                let duplicate = state.repeats(item, key, &mut first_keyed);
                 if duplicate {
                     continue;
                 }
