@@ -27,35 +27,13 @@ use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{CodecError, FrameEncoder};
-use crate::config::{ListenerConfig, Protocol, SlowClientPolicy};
-use crate::listener::ListenerShared;
-use crate::node::heartbeat_payload;
+use crate::config::SlowClientPolicy;
+use crate::context::ListenerShared;
 use crate::stats::{DropReason, LinkCounters, ListenerCounters};
 
 /// A writer keeps its drained buffer for the next batch only up to this
 /// capacity, so an idle client does not hold on to a burst's worth.
 const KEEP_BUFFER: usize = 64 << 10;
-
-/// The bytes of one heartbeat on the wire for this listener.
-///
-/// Node protocol: `{"type":"heartbeat"}` + `\n` with the configured field
-/// names, which the client's node protocol treats as a heartbeat. Any other
-/// protocol: an empty frame in the listener's framing (`\n`, a zero length
-/// prefix, an empty COBS frame): an empty frame carries nothing an
-/// application could mistake for data. `chunk` and `spacepacket` cannot
-/// carry one (config validation refuses them).
-pub(crate) fn heartbeat_frame(config: &ListenerConfig) -> Result<Bytes, CodecError> {
-    let payload = match config.protocol {
-        Protocol::Node => heartbeat_payload(&config.fields, None, None),
-        Protocol::Raw => Vec::new(),
-    };
-    let mut wire = BytesMut::new();
-    FrameEncoder::new(&config.framing, usize::MAX).encode(&payload[..], &mut wire)?;
-    if wire.is_empty() {
-        return Err(CodecError::Unencodable("this framing has no empty frame"));
-    }
-    Ok(wire.freeze())
-}
 
 /// Why an egress message could not be sent to anyone.
 #[derive(Debug, thiserror::Error)]
@@ -512,45 +490,6 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{FramingConfig, LengthPrefix};
-
-    #[test]
-    fn heartbeat_frames_per_framing() {
-        let node = ListenerConfig::default();
-        assert_eq!(
-            heartbeat_frame(&node).ok().as_deref(),
-            Some(&b"{\"type\":\"heartbeat\"}\n"[..])
-        );
-        let mut renamed = ListenerConfig::default();
-        renamed.fields.msg_type = "kind".into();
-        renamed.fields.heartbeat = "ping".into();
-        assert_eq!(
-            heartbeat_frame(&renamed).ok().as_deref(),
-            Some(&b"{\"kind\":\"ping\"}\n"[..])
-        );
-        let raw = |framing| ListenerConfig {
-            framing,
-            protocol: Protocol::Raw,
-            ..ListenerConfig::default()
-        };
-        assert_eq!(
-            heartbeat_frame(&raw(FramingConfig::Lines)).ok().as_deref(),
-            Some(&b"\n"[..])
-        );
-        assert_eq!(
-            heartbeat_frame(&raw(FramingConfig::Length(LengthPrefix::default())))
-                .ok()
-                .as_deref(),
-            Some(&b"\0\0\0\0"[..])
-        );
-        assert_eq!(
-            heartbeat_frame(&raw(FramingConfig::Cobs)).ok().as_deref(),
-            Some(&b"\0\x01\0"[..])
-        );
-        assert!(heartbeat_frame(&raw(FramingConfig::Chunk)).is_err());
-        assert!(heartbeat_frame(&raw(FramingConfig::SpacePacket(Default::default()))).is_err());
-    }
-
     fn peer(limit: usize) -> Peer {
         Peer::new(
             1,

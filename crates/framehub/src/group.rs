@@ -20,7 +20,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{ListenerConfig, OverflowPolicy};
-use crate::receiver::{Frame, Incoming, PushOutcome, Queue, RecvTimeoutError, TryRecvError};
+use crate::frame::{Frame, Incoming};
+use crate::receiver::{PushOutcome, Queue, RecvTimeoutError, TryRecvError};
 use crate::stats::WarnLimiter;
 
 /// Frames from any connection of one listener, published together.
@@ -480,7 +481,7 @@ mod tests {
 
     use super::*;
     use crate::config::{Protocol, QueueConfig};
-    use crate::receiver::Source;
+    use crate::frame::Source;
 
     fn incoming(conn: u64, payload: &'static str) -> Incoming {
         let peer: SocketAddr = format!("127.0.0.1:{}", 1000 + conn).parse().expect("addr");

@@ -4,7 +4,6 @@
 //! statistics and shutdown.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,11 +17,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::codec::FramingConfig;
 use crate::config::{ConfigError, Delivery, HubConfig, Protocol, QueueConfig};
+use crate::context::{AcceptState, HubContext, ListenerShared};
 use crate::egress::{self, EgressError};
 use crate::event::ConnectionEvent;
 use crate::group::Groups;
 use crate::handler::Handler;
-use crate::listener::{self, AcceptState, ListenerShared};
+use crate::listener;
 use crate::receiver::Receiver;
 use crate::registry::{self, ConnectionInfo};
 use crate::router::{NewNodes, NodeStatus, Router};
@@ -208,7 +208,12 @@ impl Hub {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        let next_conn_id = Arc::new(AtomicU64::new(1));
+        let context = HubContext {
+            router: router.clone(),
+            events: events.clone(),
+            next_conn_id: Arc::new(AtomicU64::new(1)),
+            cancel: cancel.clone(),
+        };
         let mut bound = Vec::new();
         let mut sockets = Vec::new();
         for lc in listeners {
@@ -236,15 +241,7 @@ impl Hub {
             let local_addr = socket.local_addr().map_err(bind_error)?;
             tracing::info!(listener = %lc.name, %local_addr, framing = lc.framing.name(), protocol = ?lc.protocol, delivery = ?lc.delivery, "listening");
             let handler = handlers.remove(&lc.name);
-            let mut shared = ListenerShared::new(
-                lc,
-                router.clone(),
-                events.clone(),
-                next_conn_id.clone(),
-                cancel.clone(),
-            );
-            shared.handler = handler;
-            let shared = Arc::new(shared);
+            let shared = Arc::new(ListenerShared::new(lc, handler, &context));
             sockets.push((socket, local_addr, shared.clone()));
             bound.push(Bound { shared, local_addr });
         }
@@ -520,12 +517,6 @@ impl Hub {
         nodes
     }
 
-    /// The token that stops the hub when cancelled (then call
-    /// [`Hub::shutdown`] to wait for it).
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.inner.cancel.clone()
-    }
-
     /// Stops accepting, closes every connection, waits for their tasks (at
     /// most `shutdown_grace`), then lets consumers drain what was queued:
     /// receivers return the remaining frames and then `None`.
@@ -540,14 +531,5 @@ impl Hub {
             tracing::warn!(grace = ?inner.grace, "connections still open after the shutdown grace period");
         }
         inner.finish_queues();
-    }
-
-    /// Serves until `signal` completes, then shuts down.
-    pub async fn run_until(&self, signal: impl Future<Output = ()>) {
-        tokio::select! {
-            _ = signal => {}
-            _ = self.inner.cancel.cancelled() => {}
-        }
-        self.shutdown().await;
     }
 }

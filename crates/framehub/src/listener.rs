@@ -5,169 +5,22 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use bytes::Bytes;
-use parking_lot::Mutex;
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, broadcast};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Delivery, ListenerConfig, Protocol, SocketConfig};
-use crate::egress::Peers;
+use crate::config::SocketConfig;
+use crate::context::{AcceptState, ListenerShared};
 use crate::event::ConnectionEvent;
-use crate::group::{GroupQueue, Inbox};
-use crate::handler::Handler;
-use crate::node::NodeProtocol;
-use crate::receiver::Queue;
-use crate::router::Router;
-use crate::stats::{ListenerCounters, WarnLimiter};
+use crate::stats::ListenerCounters;
 
 /// The longest wait between two bind attempts.
 const MAX_BIND_BACKOFF: Duration = Duration::from_secs(5);
 /// The longest pause after a failed `accept()`.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-
-/// Where a listener's accept loop stands, for health checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum AcceptState {
-    /// Bound; the loop has not started yet.
-    Starting,
-    /// Accepting; the last `accept()` succeeded (or none was tried yet).
-    Accepting,
-    /// `accept()` fails for want of resources (out of file descriptors,
-    /// ...), or the listening socket failed and is being rebuilt; the loop
-    /// backs off and retries.
-    Failing {
-        /// The error.
-        error: String,
-        /// When it happened.
-        at: std::time::Instant,
-    },
-    /// The loop ended (the hub shut down).
-    Stopped,
-}
-
-/// What every connection of one listener shares.
-pub(crate) struct ListenerShared {
-    pub(crate) name: Arc<str>,
-    pub(crate) config: ListenerConfig,
-    pub(crate) counters: ListenerCounters,
-    /// The node protocol's prepared settings (`protocol = "node"`).
-    pub(crate) node_protocol: Option<Arc<NodeProtocol>>,
-    /// Where frames of a `raw` listener go (`delivery = "receivers"`).
-    pub(crate) raw_queue: Option<Arc<Queue>>,
-    /// Where every frame of the listener goes with `delivery = "groups"`.
-    pub(crate) groups: Option<Arc<GroupQueue>>,
-    /// The open connections, for egress and the statistics.
-    pub(crate) peers: Peers,
-    /// The server heartbeat's wire bytes and period (`server_heartbeat`).
-    pub(crate) heartbeat: Option<(Bytes, Duration)>,
-    pub(crate) router: Arc<Router>,
-    pub(crate) events: broadcast::Sender<ConnectionEvent>,
-    pub(crate) next_conn_id: Arc<AtomicU64>,
-    pub(crate) cancel: CancellationToken,
-    /// Whether the accept loop runs and its last `accept()` succeeded.
-    pub(crate) accept_state: Mutex<AcceptState>,
-    /// Rate limit of warnings about rejected connections and auth failures.
-    pub(crate) reject_warning: WarnLimiter,
-    pub(crate) auth_warning: WarnLimiter,
-    /// Rate limit of warnings about clients whose egress buffer is full.
-    pub(crate) egress_warning: WarnLimiter,
-    /// Rate limit of warnings about dropped frames and connections closed
-    /// on an error, over all connections (each connection has its own too).
-    pub(crate) drop_warning: WarnLimiter,
-    pub(crate) close_warning: WarnLimiter,
-    /// The request handler: when set, every frame goes to it instead of
-    /// a receiver or group stream.
-    pub(crate) handler: Option<Handler>,
-}
-
-impl ListenerShared {
-    pub(crate) fn new(
-        config: ListenerConfig,
-        router: Arc<Router>,
-        events: broadcast::Sender<ConnectionEvent>,
-        next_conn_id: Arc<AtomicU64>,
-        cancel: CancellationToken,
-    ) -> ListenerShared {
-        let name: Arc<str> = Arc::from(config.name.as_str());
-        let node_protocol = (config.protocol == Protocol::Node).then(|| {
-            Arc::new(NodeProtocol::new(
-                &config.auth,
-                &config.fields,
-                config.max_json_depth,
-            ))
-        });
-        let (raw_queue, groups) = match (config.delivery, config.protocol) {
-            (Delivery::Groups, _) => (None, Some(GroupQueue::new(name.clone(), &config))),
-            (Delivery::Receivers, Protocol::Raw) => {
-                (Some(Queue::new(name.clone(), config.queue)), None)
-            }
-            (Delivery::Receivers, Protocol::Node) => (None, None),
-        };
-        // Validation refused framings without an empty frame, so `frame`
-        // only fails for a config that never reaches here.
-        let heartbeat = config.server_heartbeat.and_then(|every| {
-            crate::egress::heartbeat_frame(&config)
-                .ok()
-                .map(|f| (f, every))
-        });
-        ListenerShared {
-            name,
-            heartbeat,
-            config,
-            counters: ListenerCounters::default(),
-            node_protocol,
-            raw_queue,
-            groups,
-            peers: Peers::default(),
-            router,
-            events,
-            next_conn_id,
-            cancel,
-            reject_warning: WarnLimiter::new(Duration::from_secs(5)),
-            auth_warning: WarnLimiter::new(Duration::from_secs(1)),
-            accept_state: Mutex::new(AcceptState::Starting),
-            egress_warning: WarnLimiter::new(Duration::from_secs(5)),
-            drop_warning: WarnLimiter::new(Duration::from_millis(200)),
-            close_warning: WarnLimiter::new(Duration::from_secs(1)),
-            handler: None,
-        }
-    }
-
-    /// Where this listener's frames go before any node is known: its group
-    /// stream, or the raw listener's receiver; `None` for per-node queues.
-    pub(crate) fn inbox(&self) -> Option<Inbox> {
-        match (&self.groups, &self.raw_queue) {
-            (Some(groups), _) => Some(Inbox::Groups(groups.clone())),
-            (None, Some(queue)) => Some(Inbox::Queue(queue.clone())),
-            (None, None) => None,
-        }
-    }
-
-    /// Records where the accept loop stands (for `Hub::listeners`).
-    pub(crate) fn set_accept_state(&self, state: AcceptState) {
-        *self.accept_state.lock() = state;
-    }
-
-    fn accept_failed(&self, error: &io::Error) {
-        self.set_accept_state(AcceptState::Failing {
-            error: error.to_string(),
-            at: std::time::Instant::now(),
-        });
-    }
-
-    /// Sends an event if anyone listens; events are advisory and never block.
-    pub(crate) fn emit(&self, event: ConnectionEvent) {
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(event);
-        }
-    }
-}
 
 /// Binds `addr`, retrying with doubling backoff while it is in use.
 pub(crate) async fn bind(addr: SocketAddr, socket: &SocketConfig) -> io::Result<TcpListener> {
@@ -393,9 +246,16 @@ mod tests {
 
     use tokio::io::AsyncWriteExt;
 
+    use std::sync::atomic::AtomicU64;
+
+    use tokio::sync::broadcast;
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
-    use crate::config::NodesConfig;
+    use crate::config::{ListenerConfig, NodesConfig, Protocol};
+    use crate::context::HubContext;
     use crate::receiver::Receiver;
+    use crate::router::Router;
 
     #[test]
     fn accept_errors_are_told_apart() {
@@ -427,13 +287,13 @@ mod tests {
         };
         let addr = config.effective_bind();
         let cancel = CancellationToken::new();
-        let shared = Arc::new(ListenerShared::new(
-            config,
-            Arc::new(Router::new(NodesConfig::default())),
-            broadcast::channel(16).0,
-            Arc::new(AtomicU64::new(1)),
-            cancel.clone(),
-        ));
+        let hub = HubContext {
+            router: Arc::new(Router::new(NodesConfig::default())),
+            events: broadcast::channel(16).0,
+            next_conn_id: Arc::new(AtomicU64::new(1)),
+            cancel: cancel.clone(),
+        };
+        let shared = Arc::new(ListenerShared::new(config, None, &hub));
         let receiver = Receiver::new(shared.raw_queue.clone().expect("raw queue"));
         let listener = bind(addr, &shared.config.socket).await.expect("bind");
         let local = listener.local_addr().expect("addr");

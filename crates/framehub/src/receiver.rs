@@ -6,72 +6,18 @@
 //! configured capacity.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::config::{OverflowPolicy, Protocol, QueueConfig};
+use crate::config::{OverflowPolicy, QueueConfig};
+use crate::frame::Incoming;
+pub use crate::frame::{Frame, Source};
 use crate::json::short_eq;
 use crate::stats::WarnLimiter;
-
-/// Where a frame came from: one per connection, shared by all its frames.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
-    /// The connection's id, unique within the process.
-    pub conn: u64,
-    /// The peer's address.
-    pub peer: SocketAddr,
-    /// The name of the listener that accepted the connection.
-    pub listener: Arc<str>,
-    /// The node the connection is bound to (node protocol), if any.
-    pub node: Option<Arc<str>>,
-    /// The listener's protocol: `Node` frames are validated single-line
-    /// JSON objects.
-    pub protocol: Protocol,
-}
-
-/// One frame as delivered to a consumer.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    /// The frame's bytes exactly as received (framing removed). For the
-    /// node protocol this is the original JSON, never re-serialised.
-    pub payload: Bytes,
-    /// When the read that carried this frame completed.
-    pub received_at: SystemTime,
-    /// The connection it came from.
-    pub source: Arc<Source>,
-}
-
-/// A frame on its way into a queue, with the span of its dedup key.
-#[derive(Debug)]
-pub(crate) struct Incoming {
-    pub(crate) frame: Frame,
-    /// Byte range of the raw `timestamp` value inside the payload.
-    pub(crate) timestamp: Option<Range<usize>>,
-    /// Set by [`mark_repeats`]: the timestamp equals the one of the
-    /// previous frame with a timestamp in the same batch.
-    pub(crate) repeats: bool,
-}
-
-impl Incoming {
-    pub(crate) fn new(frame: Frame, timestamp: Option<Range<usize>>) -> Incoming {
-        Incoming {
-            frame,
-            timestamp,
-            repeats: false,
-        }
-    }
-
-    fn key(&self) -> Option<&[u8]> {
-        self.timestamp.clone().map(|r| &self.frame.payload[r])
-    }
-}
 
 /// Compares each frame's dedup key with the previous keyed frame of the
 /// batch, before the queue's lock is taken: under the lock only a batch's
@@ -86,45 +32,6 @@ fn mark_repeats(batch: &mut [Incoming]) {
             .is_some_and(|p| short_eq(p, key));
         batch[i].repeats = repeats;
         prev = Some(i);
-    }
-}
-
-/// Copies the payloads of a batch into one allocation of exactly their size.
-///
-/// Frames cut from a read buffer share its allocation: a queue of 2000 small
-/// frames would otherwise pin up to 2000 whole read buffers. One copy and one
-/// allocation per read keeps a waiting frame's cost near its own size and
-/// leaves the read buffer unshared, so it is reused for the next read.
-pub(crate) fn compact(batch: &mut [Incoming]) {
-    let arena = pack(batch.iter().map(|i| &i.frame.payload[..]));
-    share_out(batch, arena, |_, item| item.frame.payload.len());
-}
-
-/// Copies `pieces` one after the other into one allocation of exactly their total size.
-pub(crate) fn pack<'a>(pieces: impl Iterator<Item = &'a [u8]> + Clone) -> Bytes {
-    let total: usize = pieces.clone().map(<[u8]>::len).sum();
-    if total == 0 {
-        return Bytes::new();
-    }
-    let mut arena = BytesMut::with_capacity(total);
-    for piece in pieces {
-        arena.extend_from_slice(piece);
-    }
-    arena.freeze()
-}
-
-/// Gives each frame of `batch` its slice of `arena`, which holds their payloads in order;
-/// `len_of(index, frame)` says how long each is.
-pub(crate) fn share_out(
-    batch: &mut [Incoming],
-    arena: Bytes,
-    len_of: impl Fn(usize, &Incoming) -> usize,
-) {
-    let mut offset = 0;
-    for (i, item) in batch.iter_mut().enumerate() {
-        let len = len_of(i, item);
-        item.frame.payload = arena.slice(offset..offset + len);
-        offset += len;
     }
 }
 
@@ -623,7 +530,12 @@ impl Receiver {
 
 #[cfg(test)]
 mod tests {
+    use std::ops::Range;
+
+    use bytes::Bytes;
+
     use super::*;
+    use crate::config::Protocol;
 
     fn source() -> Arc<Source> {
         Arc::new(Source {
@@ -785,28 +697,6 @@ mod tests {
         let out = q.push(&mut vec![incoming("b", None)], true);
         assert_eq!(out.dropped_closed, 1);
         assert_eq!(r.stats().dropped_closed, 2);
-    }
-
-    #[test]
-    fn compact_copies_into_one_exact_allocation() {
-        let big = Bytes::from(vec![7u8; 65536]);
-        let mut batch: Vec<Incoming> = (0..3)
-            .map(|i| {
-                Incoming::new(
-                    Frame {
-                        payload: big.slice(i * 10..i * 10 + 5),
-                        received_at: SystemTime::now(),
-                        source: source(),
-                    },
-                    None,
-                )
-            })
-            .collect();
-        compact(&mut batch);
-        drop(big);
-        for item in &batch {
-            assert_eq!(&item.frame.payload[..], &[7u8; 5]);
-        }
     }
 
     #[tokio::test]

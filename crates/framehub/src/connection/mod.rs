@@ -1,0 +1,443 @@
+//! One task per connection: the async driver around the connection's
+//! protocol core. It reads into one buffer, hands each read to the core
+//! ([`proto`]), pushes the read's frames to their queue or group stream (or
+//! the request handler, [`dispatch`]) in one push, and sleeps until the
+//! core's next deadline. Writing to the client is the egress writer's job.
+//!
+//! Memory per connection is bounded by one read plus `max_frame_bytes`:
+//! the decoders never keep more. Frames that wait in a queue never pin much
+//! more than their own size ([`arena`]).
+
+mod arena;
+mod dispatch;
+mod proto;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use self::dispatch::Dispatcher;
+use self::proto::Core;
+use crate::config::OverflowPolicy;
+use crate::context::ListenerShared;
+use crate::egress::{EgressWriter, Peer};
+use crate::event::{CloseReason, ConnectionEvent};
+use crate::frame::Source;
+use crate::group::Inbox;
+use crate::stats::{DropReason, LinkCounters, ListenerCounters};
+
+/// A deadline that never comes, for timers whose branch is off.
+const FAR_FUTURE: Duration = Duration::from_secs(86400 * 365);
+
+/// Serves one accepted connection until it ends; the permit of the
+/// connection limit is released when this returns.
+pub(crate) async fn serve(
+    shared: Arc<ListenerShared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
+    let conn = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(%peer, conn, listener = %shared.name, "connection accepted");
+    shared.emit(ConnectionEvent::Connected {
+        conn,
+        peer,
+        listener: shared.name.clone(),
+    });
+    let link = Arc::new(Peer::new(
+        conn,
+        peer,
+        shared.cancel.child_token(),
+        shared.config.egress_buffer_bytes.0,
+    ));
+    shared.peers.insert(link.clone());
+    // The writer task owns the write half, so a client that does not read
+    // can never hold up this read loop.
+    let (reader, writer) = stream.into_split();
+    let egress = EgressWriter::spawn(writer, link.clone(), shared.clone());
+    let mut driver = Driver::new(shared.clone(), link.clone());
+    let reason = driver.run(reader).await;
+    shared.peers.remove(conn);
+    if let Some(dispatcher) = driver.dispatcher.take() {
+        // A peer that half-closed after its last request still gets the
+        // replies to all of them; any other end abandons them.
+        let answer = reason == CloseReason::PeerClosed;
+        let grace = shared
+            .handler
+            .as_ref()
+            .map_or(Duration::ZERO, |h| h.timeout_of());
+        let totals = dispatcher.finish(answer).await;
+        if answer {
+            // A shutdown meanwhile does not wait for a client that reads
+            // slowly.
+            tokio::select! {
+                _ = link.wait_drained(Instant::now() + grace) => {}
+                _ = link.cancel.cancelled() => {}
+            }
+        }
+        let counts = &mut driver.core.counts;
+        counts.handler_errors = totals.errors;
+        counts.handler_timeouts = totals.timeouts;
+        counts.handler_panics = totals.panics;
+    }
+    egress.stop().await;
+    let out = &link.counters;
+    let counts = &mut driver.core.counts;
+    counts.frames_out += out.frames_out.load(Ordering::Relaxed);
+    counts.bytes_out += out.bytes_out.load(Ordering::Relaxed);
+    counts.replies = out.replies_out.load(Ordering::Relaxed);
+    counts.telemetry = counts.frames_out - counts.replies;
+    driver.finish(reason);
+}
+
+/// The connection task's state around its core: where frames go, and the
+/// shared counters it publishes to.
+struct Driver {
+    shared: Arc<ListenerShared>,
+    /// What egress and the statistics share with this task.
+    link: Arc<Peer>,
+    core: Core,
+    /// The queue or group stream this connection's frames go to, once
+    /// known.
+    queue: Option<Inbox>,
+    /// Why frames are dropped while there is no queue.
+    no_queue: DropReason,
+    /// Whether this connection counts towards its node's health.
+    bound_to_node: bool,
+    /// The listener's request handler, if it has one: every frame goes to
+    /// it instead of a queue.
+    dispatcher: Option<Dispatcher>,
+}
+
+impl Driver {
+    fn new(shared: Arc<ListenerShared>, link: Arc<Peer>) -> Driver {
+        let source = Source {
+            conn: link.conn,
+            peer: link.addr,
+            listener: shared.name.clone(),
+            node: None,
+            protocol: shared.config.protocol,
+        };
+        let core = Core::new(
+            &shared.config,
+            shared.node_protocol.clone(),
+            source,
+            shared.drop_warning.clone(),
+            Instant::now(),
+        );
+        let dispatcher = shared
+            .handler
+            .clone()
+            .map(|h| Dispatcher::start(h, shared.clone(), link.clone()));
+        Driver {
+            queue: shared.inbox(),
+            no_queue: DropReason::MissingNodeId,
+            bound_to_node: false,
+            core,
+            dispatcher,
+            shared,
+            link,
+        }
+    }
+
+    /// Why the connection's token was cancelled: the hub is shutting down,
+    /// or egress found this client too slow.
+    fn cancel_reason(&self) -> CloseReason {
+        if self.link.is_slow() && !self.shared.cancel.is_cancelled() {
+            CloseReason::SlowClient
+        } else {
+            CloseReason::Shutdown
+        }
+    }
+
+    async fn run(&mut self, mut stream: impl AsyncRead + Unpin) -> CloseReason {
+        let cancel = self.link.cancel.clone();
+        let read_size = self.shared.config.read_buffer_bytes.0;
+        let mut buf = BytesMut::with_capacity(read_size);
+        self.core.read_buffer_allocated(buf.capacity());
+        let far = Instant::now() + FAR_FUTURE;
+        // The timer is armed at the core's deadline and re-armed only when
+        // it fires, not on every read: a deadline that moved (a read, the
+        // peer authenticated) just makes it fire early once.
+        let mut deadline = self.core.poll_timeout();
+        let timer = tokio::time::sleep_until(deadline.unwrap_or(far));
+        tokio::pin!(timer);
+        loop {
+            if buf.capacity() - buf.len() < read_size / 2 {
+                buf.reserve(read_size);
+                // Called only when it must act, so the buffer now starts at
+                // the start of its allocation (moved or new).
+                self.core.read_buffer_allocated(buf.capacity());
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return self.cancel_reason(),
+                _ = &mut timer, if deadline.is_some() => {
+                    if let Err(reason) = self.core.handle_timeout(Instant::now()) {
+                        return reason;
+                    }
+                    deadline = self.core.poll_timeout();
+                    timer.as_mut().reset(deadline.unwrap_or(far));
+                }
+                read = stream.read_buf(&mut buf) => match read {
+                    Ok(n) => {
+                        if let Err(reason) = self.process(&mut buf, n).await {
+                            return reason;
+                        }
+                        if n == 0 {
+                            return CloseReason::PeerClosed;
+                        }
+                    }
+                    Err(e) => return CloseReason::ReadError(e.to_string()),
+                },
+            }
+        }
+    }
+
+    /// Hands one read (`n == 0`: the end of the stream) to the core, then
+    /// its frames to their queue.
+    async fn process(&mut self, buf: &mut BytesMut, n: usize) -> Result<(), CloseReason> {
+        let decoded = self
+            .core
+            .handle_read(buf, n, Instant::now(), SystemTime::now());
+        if let Some(node) = self.core.take_bound() {
+            self.bind(node);
+        }
+        let flushed = self.flush_batch().await;
+        self.publish_counts();
+        decoded.and(flushed)
+    }
+
+    /// Binds the connection to its node: the node's queue is looked up
+    /// once, and the node becomes healthy.
+    fn bind(&mut self, node: Arc<str>) {
+        let _ = self.link.node.set(node.clone());
+        tracing::debug!(peer = %self.link.addr, conn = self.link.conn, node = %node, "connection bound to node");
+        self.shared.emit(ConnectionEvent::Authenticated {
+            conn: self.link.conn,
+            peer: self.link.addr,
+            node,
+        });
+        self.resolve_queue();
+    }
+
+    fn resolve_queue(&mut self) {
+        let Some(node) = self.core.node() else {
+            return;
+        };
+        if self.shared.groups.is_some() {
+            // Grouped delivery: every frame goes to the listener's stream.
+            return;
+        }
+        match self.shared.router.resolve(node, self.shared.config.queue) {
+            Ok(queue) => {
+                queue.connection_bound();
+                self.bound_to_node = true;
+                self.queue = Some(Inbox::Queue(queue));
+            }
+            Err(reason) => self.no_queue = reason,
+        }
+    }
+
+    /// Drops what is left of the batch for `reason`: counted, and the
+    /// batch cleared.
+    fn drop_batch(&mut self, reason: DropReason) -> u64 {
+        let n = self.core.batch().len() as u64;
+        self.core.batch().clear();
+        self.core.dropped(reason, n);
+        n
+    }
+
+    async fn flush_batch(&mut self) -> Result<(), CloseReason> {
+        if self.core.batch().is_empty() {
+            return Ok(());
+        }
+        if self.dispatcher.is_some() {
+            return self.dispatch_batch().await;
+        }
+        if self.queue.is_none() {
+            // The node was unknown at bind time; it may have been
+            // registered since. One lookup per read, not per frame.
+            self.resolve_queue();
+        }
+        let Some(queue) = self.queue.clone() else {
+            let reason = self.no_queue;
+            let n = self.drop_batch(reason);
+            self.core.warn_drop(reason, n, &"no receiver for this node");
+            return Ok(());
+        };
+        // A consumer that keeps up on average may just not have been
+        // scheduled yet: until `full_grace` has passed, frames that do not
+        // fit wait for room instead of being dropped.
+        let grace = match queue.policy() {
+            OverflowPolicy::Block => None,
+            _ => Some(Instant::now() + queue.full_grace()),
+        };
+        loop {
+            let may_drop = grace.is_some_and(|deadline| Instant::now() >= deadline);
+            let out = queue.push(self.core.batch(), may_drop);
+            let counters = &self.shared.counters;
+            self.core.counts.delivered += out.enqueued as u64;
+            ListenerCounters::add(&counters.frames_delivered, out.enqueued as u64);
+            ListenerCounters::add(&counters.duplicates, out.duplicates as u64);
+            ListenerCounters::add(&counters.groups_published, out.groups_published as u64);
+            self.core
+                .dropped(DropReason::QueueFull, out.dropped_full as u64);
+            self.core
+                .dropped(DropReason::ReceiverClosed, out.dropped_closed as u64);
+            if out.dropped_full > 0
+                && let Some(suppressed) = queue.full_warning().check()
+            {
+                tracing::warn!(
+                    node = %queue.name(),
+                    peer = %self.link.addr,
+                    conn = self.link.conn,
+                    policy = ?queue.policy(),
+                    suppressed,
+                    "receiver queue full; dropping frames"
+                );
+            }
+            if self.core.batch().is_empty() {
+                if out.filling {
+                    // A busy socket would otherwise be read again and again
+                    // (tokio's budget allows 128 reads) before the consumer
+                    // gets a turn: let it drain before the queue overflows.
+                    tokio::task::yield_now().await;
+                }
+                return Ok(());
+            }
+            // Stop reading this socket until the consumer makes room (for
+            // good with `block`, so TCP pushes back on the sender; until the
+            // grace ends otherwise).
+            let deadline = grace.unwrap_or(Instant::now() + FAR_FUTURE);
+            let rest = self.core.batch().len();
+            tokio::select! {
+                biased;
+                _ = self.link.cancel.cancelled() => {
+                    self.drop_batch(DropReason::QueueFull);
+                    return Err(self.cancel_reason());
+                }
+                // Room for the whole rest (or a full queue's worth): waking
+                // for a handful of slots would push a few frames per wakeup.
+                _ = queue.has_room(rest) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// Hands the read's frames to the request handler, in order, waiting
+    /// while the connection has `max_in_flight` requests unanswered.
+    async fn dispatch_batch(&mut self) -> Result<(), CloseReason> {
+        // (The batch was compacted as it was decoded: a request waiting in
+        // the handler does not pin the read buffer.)
+        let Some(dispatcher) = &self.dispatcher else {
+            return Ok(());
+        };
+        let cancel = &self.link.cancel;
+        let mut dispatched = 0;
+        let mut refused = 0;
+        // Drained in place: the batch keeps its allocation for the next
+        // read.
+        let mut items = self.core.batch().drain(..);
+        for item in items.by_ref() {
+            if dispatcher
+                .dispatch(item.frame.payload, item.frame.source, cancel)
+                .await
+                .is_err()
+            {
+                // The one refused plus the rest of the read.
+                refused = 1 + items.len() as u64;
+                break;
+            }
+            dispatched += 1;
+        }
+        drop(items);
+        self.core.counts.requests += dispatched;
+        if refused > 0 {
+            self.core.dropped(DropReason::Unanswered, refused);
+            return Err(self.cancel_reason());
+        }
+        Ok(())
+    }
+
+    /// Adds what the core counted since the last read to the listener's
+    /// and the connection's shared counters: once per read.
+    fn publish_counts(&mut self) {
+        let c = &self.shared.counters;
+        let p = self.core.take_pending();
+        ListenerCounters::add(&c.frames_received, p.frames);
+        ListenerCounters::add(&c.bytes_received, p.bytes);
+        ListenerCounters::add(&c.frame_bytes_received, p.frame_bytes);
+        ListenerCounters::add(&c.heartbeats, p.heartbeats);
+        for &(reason, n) in &p.drops {
+            c.dropped(reason, n);
+        }
+        let link = &self.link.counters;
+        ListenerCounters::add(&link.frames_in, p.frames);
+        ListenerCounters::add(&link.bytes_in, p.bytes);
+        ListenerCounters::add(&link.frame_bytes_in, p.frame_bytes);
+        ListenerCounters::add(&link.dropped, p.dropped());
+        LinkCounters::raise_max(&link.max_frame_in, p.max_frame);
+        self.link.touch_read();
+    }
+
+    fn finish(mut self, reason: CloseReason) {
+        self.publish_counts();
+        if self.bound_to_node
+            && let Some(Inbox::Queue(queue)) = &self.queue
+        {
+            queue.connection_unbound();
+        }
+        let shared = &self.shared;
+        let (conn, peer) = (self.link.conn, self.link.addr);
+        // The statistics no longer see this connection: its largest frame
+        // of the current interval is kept on the listener.
+        let link = &self.link.counters;
+        LinkCounters::raise_max(
+            &shared.counters.max_frame_received,
+            link.max_frame_in.load(Ordering::Relaxed),
+        );
+        LinkCounters::raise_max(
+            &shared.counters.max_frame_sent,
+            link.max_frame_out.load(Ordering::Relaxed),
+        );
+        shared.counters.closed(&reason);
+        let node = self.core.node().cloned();
+        match &reason {
+            CloseReason::AuthFailed(failure) => {
+                ListenerCounters::add(&shared.counters.auth_failures, 1);
+                if let Some(suppressed) = shared.auth_warning.check() {
+                    tracing::warn!(
+                        %peer,
+                        conn,
+                        listener = %shared.name,
+                        suppressed,
+                        "authentication failed, closing connection: {failure}"
+                    );
+                }
+            }
+            CloseReason::FramingLost(_) | CloseReason::ReadError(_) | CloseReason::SlowClient => {
+                if let Some(suppressed) = shared.close_warning.check() {
+                    tracing::warn!(%peer, conn, node = node.as_deref().unwrap_or("-"), suppressed, "connection closed: {reason}");
+                }
+            }
+            _ => {
+                tracing::debug!(%peer, conn, node = node.as_deref().unwrap_or("-"), "connection closed: {reason}");
+            }
+        }
+        shared.emit(ConnectionEvent::Closed {
+            conn,
+            peer,
+            node,
+            reason,
+            counts: self.core.counts,
+        });
+    }
+}

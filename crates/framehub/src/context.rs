@@ -1,0 +1,241 @@
+//! What every connection of one listener shares ([`ListenerShared`]), and
+//! what every listener of a hub shares ([`HubContext`]).
+//!
+//! A leaf of the crate's layers: the accept loop, the connection task,
+//! egress, the request dispatcher and the statistics all take these from
+//! here, and this module imports none of them.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+use tokio_util::codec::Encoder;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{CodecError, FrameEncoder};
+use crate::config::{Delivery, ListenerConfig, Protocol};
+use crate::egress::Peers;
+use crate::event::ConnectionEvent;
+use crate::group::{GroupQueue, Inbox};
+use crate::handler::Handler;
+use crate::node::{NodeProtocol, heartbeat_payload};
+use crate::receiver::Queue;
+use crate::router::Router;
+use crate::stats::{ListenerCounters, WarnLimiter};
+
+/// Where a listener's accept loop stands, for health checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AcceptState {
+    /// Bound; the loop has not started yet.
+    Starting,
+    /// Accepting; the last `accept()` succeeded (or none was tried yet).
+    Accepting,
+    /// `accept()` fails for want of resources (out of file descriptors,
+    /// ...), or the listening socket failed and is being rebuilt; the loop
+    /// backs off and retries.
+    Failing {
+        /// The error.
+        error: String,
+        /// When it happened.
+        at: Instant,
+    },
+    /// The loop ended (the hub shut down).
+    Stopped,
+}
+
+/// What every listener of one hub shares: passed down at construction,
+/// never reached back for.
+#[derive(Clone)]
+pub(crate) struct HubContext {
+    pub(crate) router: Arc<Router>,
+    pub(crate) events: broadcast::Sender<ConnectionEvent>,
+    /// Connection ids, unique within the hub.
+    pub(crate) next_conn_id: Arc<AtomicU64>,
+    /// Cancelled when the hub shuts down.
+    pub(crate) cancel: CancellationToken,
+}
+
+/// What every connection of one listener shares.
+pub(crate) struct ListenerShared {
+    pub(crate) name: Arc<str>,
+    pub(crate) config: ListenerConfig,
+    /// Shared with the requests a handler sees
+    /// ([`crate::Request::listener_counters`]).
+    pub(crate) counters: Arc<ListenerCounters>,
+    /// The node protocol's prepared settings (`protocol = "node"`).
+    pub(crate) node_protocol: Option<Arc<NodeProtocol>>,
+    /// Where frames of a `raw` listener go (`delivery = "receivers"`).
+    pub(crate) raw_queue: Option<Arc<Queue>>,
+    /// Where every frame of the listener goes with `delivery = "groups"`.
+    pub(crate) groups: Option<Arc<GroupQueue>>,
+    /// The open connections, for egress and the statistics.
+    pub(crate) peers: Peers,
+    /// The server heartbeat's wire bytes and period (`server_heartbeat`).
+    pub(crate) heartbeat: Option<(Bytes, Duration)>,
+    pub(crate) router: Arc<Router>,
+    pub(crate) events: broadcast::Sender<ConnectionEvent>,
+    pub(crate) next_conn_id: Arc<AtomicU64>,
+    pub(crate) cancel: CancellationToken,
+    /// Whether the accept loop runs and its last `accept()` succeeded.
+    pub(crate) accept_state: Mutex<AcceptState>,
+    /// Rate limit of warnings about rejected connections and auth failures.
+    pub(crate) reject_warning: WarnLimiter,
+    pub(crate) auth_warning: WarnLimiter,
+    /// Rate limit of warnings about clients whose egress buffer is full.
+    pub(crate) egress_warning: WarnLimiter,
+    /// Rate limit of warnings about dropped frames and connections closed
+    /// on an error, over all connections (each connection has its own too).
+    pub(crate) drop_warning: Arc<WarnLimiter>,
+    pub(crate) close_warning: WarnLimiter,
+    /// The request handler: when set, every frame goes to it instead of
+    /// a receiver or group stream.
+    pub(crate) handler: Option<Handler>,
+}
+
+impl ListenerShared {
+    pub(crate) fn new(
+        config: ListenerConfig,
+        handler: Option<Handler>,
+        hub: &HubContext,
+    ) -> ListenerShared {
+        let name: Arc<str> = Arc::from(config.name.as_str());
+        let node_protocol = (config.protocol == Protocol::Node).then(|| {
+            Arc::new(NodeProtocol::new(
+                &config.auth,
+                &config.fields,
+                config.max_json_depth,
+            ))
+        });
+        let (raw_queue, groups) = match (config.delivery, config.protocol) {
+            (Delivery::Groups, _) => (None, Some(GroupQueue::new(name.clone(), &config))),
+            (Delivery::Receivers, Protocol::Raw) => {
+                (Some(Queue::new(name.clone(), config.queue)), None)
+            }
+            (Delivery::Receivers, Protocol::Node) => (None, None),
+        };
+        // Validation refused framings without an empty frame, so `frame`
+        // only fails for a config that never reaches here.
+        let heartbeat = config
+            .server_heartbeat
+            .and_then(|every| heartbeat_frame(&config).ok().map(|f| (f, every)));
+        ListenerShared {
+            name,
+            heartbeat,
+            config,
+            counters: Arc::default(),
+            node_protocol,
+            raw_queue,
+            groups,
+            peers: Peers::default(),
+            router: hub.router.clone(),
+            events: hub.events.clone(),
+            next_conn_id: hub.next_conn_id.clone(),
+            cancel: hub.cancel.clone(),
+            reject_warning: WarnLimiter::new(Duration::from_secs(5)),
+            auth_warning: WarnLimiter::new(Duration::from_secs(1)),
+            accept_state: Mutex::new(AcceptState::Starting),
+            egress_warning: WarnLimiter::new(Duration::from_secs(5)),
+            drop_warning: Arc::new(WarnLimiter::new(Duration::from_millis(200))),
+            close_warning: WarnLimiter::new(Duration::from_secs(1)),
+            handler,
+        }
+    }
+
+    /// Where this listener's frames go before any node is known: its group
+    /// stream, or the raw listener's receiver; `None` for per-node queues.
+    pub(crate) fn inbox(&self) -> Option<Inbox> {
+        match (&self.groups, &self.raw_queue) {
+            (Some(groups), _) => Some(Inbox::Groups(groups.clone())),
+            (None, Some(queue)) => Some(Inbox::Queue(queue.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// Records where the accept loop stands (for `Hub::listeners`).
+    pub(crate) fn set_accept_state(&self, state: AcceptState) {
+        *self.accept_state.lock() = state;
+    }
+
+    /// Records a failed `accept()` (for `Hub::listeners`).
+    pub(crate) fn accept_failed(&self, error: &io::Error) {
+        self.set_accept_state(AcceptState::Failing {
+            error: error.to_string(),
+            at: Instant::now(),
+        });
+    }
+
+    /// Sends an event if anyone listens; events are advisory and never block.
+    pub(crate) fn emit(&self, event: ConnectionEvent) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(event);
+        }
+    }
+}
+
+/// The bytes of one heartbeat on the wire for this listener.
+///
+/// Node protocol: `{"type":"heartbeat"}` + `\n` with the configured field
+/// names, which the client's node protocol treats as a heartbeat. Any other
+/// protocol: an empty frame in the listener's framing (`\n`, a zero length
+/// prefix, an empty COBS frame): an empty frame carries nothing an
+/// application could mistake for data. `chunk` and `spacepacket` cannot
+/// carry one (config validation refuses them).
+pub(crate) fn heartbeat_frame(config: &ListenerConfig) -> Result<Bytes, CodecError> {
+    let payload = match config.protocol {
+        Protocol::Node => heartbeat_payload(&config.fields, None, None),
+        Protocol::Raw => Vec::new(),
+    };
+    let mut wire = BytesMut::new();
+    FrameEncoder::new(&config.framing, usize::MAX).encode(&payload[..], &mut wire)?;
+    if wire.is_empty() {
+        return Err(CodecError::Unencodable("this framing has no empty frame"));
+    }
+    Ok(wire.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{FramingConfig, LengthPrefix};
+
+    #[test]
+    fn heartbeat_frames_per_framing() {
+        let node = ListenerConfig::default();
+        assert_eq!(
+            heartbeat_frame(&node).ok().as_deref(),
+            Some(&b"{\"type\":\"heartbeat\"}\n"[..])
+        );
+        let mut renamed = ListenerConfig::default();
+        renamed.fields.msg_type = "kind".into();
+        renamed.fields.heartbeat = "ping".into();
+        assert_eq!(
+            heartbeat_frame(&renamed).ok().as_deref(),
+            Some(&b"{\"kind\":\"ping\"}\n"[..])
+        );
+        let raw = |framing| ListenerConfig {
+            framing,
+            protocol: Protocol::Raw,
+            ..ListenerConfig::default()
+        };
+        assert_eq!(
+            heartbeat_frame(&raw(FramingConfig::Lines)).ok().as_deref(),
+            Some(&b"\n"[..])
+        );
+        assert_eq!(
+            heartbeat_frame(&raw(FramingConfig::Length(LengthPrefix::default())))
+                .ok()
+                .as_deref(),
+            Some(&b"\0\0\0\0"[..])
+        );
+        assert_eq!(
+            heartbeat_frame(&raw(FramingConfig::Cobs)).ok().as_deref(),
+            Some(&b"\0\x01\0"[..])
+        );
+        assert!(heartbeat_frame(&raw(FramingConfig::Chunk)).is_err());
+        assert!(heartbeat_frame(&raw(FramingConfig::SpacePacket(Default::default()))).is_err());
+    }
+}

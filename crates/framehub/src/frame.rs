@@ -1,0 +1,66 @@
+//! What a consumer receives: a [`Frame`] (the bytes of one frame, when it
+//! came, and its [`Source`]), and the crate's wrapper for a frame on its way
+//! into a queue.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::config::Protocol;
+
+/// Where a frame came from: one per connection, shared by all its frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The connection's id, unique within the process.
+    pub conn: u64,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The name of the listener that accepted the connection.
+    pub listener: Arc<str>,
+    /// The node the connection is bound to (node protocol), if any.
+    pub node: Option<Arc<str>>,
+    /// The listener's protocol: `Node` frames are validated single-line
+    /// JSON objects.
+    pub protocol: Protocol,
+}
+
+/// One frame as delivered to a consumer.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The frame's bytes exactly as received (framing removed). For the
+    /// node protocol this is the original JSON, never re-serialised.
+    pub payload: Bytes,
+    /// When the read that carried this frame completed.
+    pub received_at: SystemTime,
+    /// The connection it came from.
+    pub source: Arc<Source>,
+}
+
+/// A frame on its way into a queue, with the span of its dedup key.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub(crate) frame: Frame,
+    /// Byte range of the raw `timestamp` value inside the payload.
+    pub(crate) timestamp: Option<Range<usize>>,
+    /// Set by [`mark_repeats`]: the timestamp equals the one of the
+    /// previous frame with a timestamp in the same batch.
+    pub(crate) repeats: bool,
+}
+
+impl Incoming {
+    pub(crate) fn new(frame: Frame, timestamp: Option<Range<usize>>) -> Incoming {
+        Incoming {
+            frame,
+            timestamp,
+            repeats: false,
+        }
+    }
+
+    /// The raw bytes of the frame's dedup key, if it has one.
+    pub(crate) fn key(&self) -> Option<&[u8]> {
+        self.timestamp.clone().map(|r| &self.frame.payload[r])
+    }
+}
