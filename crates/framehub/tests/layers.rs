@@ -207,9 +207,8 @@ fn the_cycle_finder_finds_cycles() {
     let cycle = find_cycle(&graph).expect("a cycle");
     assert_eq!(cycle.first(), cycle.last());
     assert_eq!(cycle.len(), 4);
-    let paths = crate_paths(
-        "use crate::{a, b::{C, D}, e};\nlet x = crate::c::f(); $crate::d; crate::Hub;",
-    );
+    let paths =
+        crate_paths("use crate::{a, b::{C, D}, e};\nlet x = crate::c::f(); $crate::d; crate::Hub;");
     assert_eq!(
         paths,
         ["a", "b", "c", "e"].into_iter().map(String::from).collect()

@@ -9,6 +9,7 @@
 //! more than their own size ([`arena`]).
 
 mod arena;
+mod deliver;
 mod dispatch;
 mod proto;
 
@@ -23,15 +24,13 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use self::dispatch::Dispatcher;
+use self::deliver::Delivery;
 use self::proto::Core;
-use crate::config::OverflowPolicy;
 use crate::context::ListenerShared;
 use crate::egress::{EgressWriter, Peer};
 use crate::event::{CloseReason, ConnectionEvent};
 use crate::frame::Source;
-use crate::group::Inbox;
-use crate::stats::{DropReason, LinkCounters, ListenerCounters};
+use crate::stats::{LinkCounters, ListenerCounters};
 
 /// A deadline that never comes, for timers whose branch is off.
 const FAR_FUTURE: Duration = Duration::from_secs(86400 * 365);
@@ -65,7 +64,7 @@ pub(crate) async fn serve(
     let mut driver = Driver::new(shared.clone(), link.clone());
     let reason = driver.run(reader).await;
     shared.peers.remove(conn);
-    if let Some(dispatcher) = driver.dispatcher.take() {
+    if let Some(dispatcher) = driver.delivery.take_dispatcher() {
         // A peer that half-closed after its last request still gets the
         // replies to all of them; any other end abandons them.
         let answer = reason == CloseReason::PeerClosed;
@@ -97,6 +96,16 @@ pub(crate) async fn serve(
     driver.finish(reason);
 }
 
+/// Why the connection's token was cancelled: the hub is shutting down, or
+/// egress found this client too slow.
+fn cancel_reason(shared: &ListenerShared, link: &Peer) -> CloseReason {
+    if link.is_slow() && !shared.cancel.is_cancelled() {
+        CloseReason::SlowClient
+    } else {
+        CloseReason::Shutdown
+    }
+}
+
 /// The connection task's state around its core: where frames go, and the
 /// shared counters it publishes to.
 struct Driver {
@@ -104,16 +113,8 @@ struct Driver {
     /// What egress and the statistics share with this task.
     link: Arc<Peer>,
     core: Core,
-    /// The queue or group stream this connection's frames go to, once
-    /// known.
-    queue: Option<Inbox>,
-    /// Why frames are dropped while there is no queue.
-    no_queue: DropReason,
-    /// Whether this connection counts towards its node's health.
-    bound_to_node: bool,
-    /// The listener's request handler, if it has one: every frame goes to
-    /// it instead of a queue.
-    dispatcher: Option<Dispatcher>,
+    /// Where the frames go.
+    delivery: Delivery,
 }
 
 impl Driver {
@@ -132,28 +133,11 @@ impl Driver {
             shared.drop_warning.clone(),
             Instant::now(),
         );
-        let dispatcher = shared
-            .handler
-            .clone()
-            .map(|h| Dispatcher::start(h, shared.clone(), link.clone()));
         Driver {
-            queue: shared.inbox(),
-            no_queue: DropReason::MissingNodeId,
-            bound_to_node: false,
+            delivery: Delivery::new(&shared, &link),
             core,
-            dispatcher,
             shared,
             link,
-        }
-    }
-
-    /// Why the connection's token was cancelled: the hub is shutting down,
-    /// or egress found this client too slow.
-    fn cancel_reason(&self) -> CloseReason {
-        if self.link.is_slow() && !self.shared.cancel.is_cancelled() {
-            CloseReason::SlowClient
-        } else {
-            CloseReason::Shutdown
         }
     }
 
@@ -178,7 +162,7 @@ impl Driver {
             }
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return self.cancel_reason(),
+                _ = cancel.cancelled() => return cancel_reason(&self.shared, &self.link),
                 _ = &mut timer, if deadline.is_some() => {
                     if let Err(reason) = self.core.handle_timeout(Instant::now()) {
                         return reason;
@@ -210,7 +194,10 @@ impl Driver {
         if let Some(node) = self.core.take_bound() {
             self.bind(node);
         }
-        let flushed = self.flush_batch().await;
+        let flushed = self
+            .delivery
+            .deliver(&mut self.core, &self.shared, &self.link)
+            .await;
         self.publish_counts();
         decoded.and(flushed)
     }
@@ -225,146 +212,7 @@ impl Driver {
             peer: self.link.addr,
             node,
         });
-        self.resolve_queue();
-    }
-
-    fn resolve_queue(&mut self) {
-        let Some(node) = self.core.node() else {
-            return;
-        };
-        if self.shared.groups.is_some() {
-            // Grouped delivery: every frame goes to the listener's stream.
-            return;
-        }
-        match self.shared.router.resolve(node, self.shared.config.queue) {
-            Ok(queue) => {
-                queue.connection_bound();
-                self.bound_to_node = true;
-                self.queue = Some(Inbox::Queue(queue));
-            }
-            Err(reason) => self.no_queue = reason,
-        }
-    }
-
-    /// Drops what is left of the batch for `reason`: counted, and the
-    /// batch cleared.
-    fn drop_batch(&mut self, reason: DropReason) -> u64 {
-        let n = self.core.batch().len() as u64;
-        self.core.batch().clear();
-        self.core.dropped(reason, n);
-        n
-    }
-
-    async fn flush_batch(&mut self) -> Result<(), CloseReason> {
-        if self.core.batch().is_empty() {
-            return Ok(());
-        }
-        if self.dispatcher.is_some() {
-            return self.dispatch_batch().await;
-        }
-        if self.queue.is_none() {
-            // The node was unknown at bind time; it may have been
-            // registered since. One lookup per read, not per frame.
-            self.resolve_queue();
-        }
-        let Some(queue) = self.queue.clone() else {
-            let reason = self.no_queue;
-            let n = self.drop_batch(reason);
-            self.core.warn_drop(reason, n, &"no receiver for this node");
-            return Ok(());
-        };
-        // A consumer that keeps up on average may just not have been
-        // scheduled yet: until `full_grace` has passed, frames that do not
-        // fit wait for room instead of being dropped.
-        let grace = match queue.policy() {
-            OverflowPolicy::Block => None,
-            _ => Some(Instant::now() + queue.full_grace()),
-        };
-        loop {
-            let may_drop = grace.is_some_and(|deadline| Instant::now() >= deadline);
-            let out = queue.push(self.core.batch(), may_drop);
-            let counters = &self.shared.counters;
-            self.core.counts.delivered += out.enqueued as u64;
-            ListenerCounters::add(&counters.frames_delivered, out.enqueued as u64);
-            ListenerCounters::add(&counters.duplicates, out.duplicates as u64);
-            ListenerCounters::add(&counters.groups_published, out.groups_published as u64);
-            self.core
-                .dropped(DropReason::QueueFull, out.dropped_full as u64);
-            self.core
-                .dropped(DropReason::ReceiverClosed, out.dropped_closed as u64);
-            if out.dropped_full > 0
-                && let Some(suppressed) = queue.full_warning().check()
-            {
-                tracing::warn!(
-                    node = %queue.name(),
-                    peer = %self.link.addr,
-                    conn = self.link.conn,
-                    policy = ?queue.policy(),
-                    suppressed,
-                    "receiver queue full; dropping frames"
-                );
-            }
-            if self.core.batch().is_empty() {
-                if out.filling {
-                    // A busy socket would otherwise be read again and again
-                    // (tokio's budget allows 128 reads) before the consumer
-                    // gets a turn: let it drain before the queue overflows.
-                    tokio::task::yield_now().await;
-                }
-                return Ok(());
-            }
-            // Stop reading this socket until the consumer makes room (for
-            // good with `block`, so TCP pushes back on the sender; until the
-            // grace ends otherwise).
-            let deadline = grace.unwrap_or(Instant::now() + FAR_FUTURE);
-            let rest = self.core.batch().len();
-            tokio::select! {
-                biased;
-                _ = self.link.cancel.cancelled() => {
-                    self.drop_batch(DropReason::QueueFull);
-                    return Err(self.cancel_reason());
-                }
-                // Room for the whole rest (or a full queue's worth): waking
-                // for a handful of slots would push a few frames per wakeup.
-                _ = queue.has_room(rest) => {}
-                _ = tokio::time::sleep_until(deadline) => {}
-            }
-        }
-    }
-
-    /// Hands the read's frames to the request handler, in order, waiting
-    /// while the connection has `max_in_flight` requests unanswered.
-    async fn dispatch_batch(&mut self) -> Result<(), CloseReason> {
-        // (The batch was compacted as it was decoded: a request waiting in
-        // the handler does not pin the read buffer.)
-        let Some(dispatcher) = &self.dispatcher else {
-            return Ok(());
-        };
-        let cancel = &self.link.cancel;
-        let mut dispatched = 0;
-        let mut refused = 0;
-        // Drained in place: the batch keeps its allocation for the next
-        // read.
-        let mut items = self.core.batch().drain(..);
-        for item in items.by_ref() {
-            if dispatcher
-                .dispatch(item.frame.payload, item.frame.source, cancel)
-                .await
-                .is_err()
-            {
-                // The one refused plus the rest of the read.
-                refused = 1 + items.len() as u64;
-                break;
-            }
-            dispatched += 1;
-        }
-        drop(items);
-        self.core.counts.requests += dispatched;
-        if refused > 0 {
-            self.core.dropped(DropReason::Unanswered, refused);
-            return Err(self.cancel_reason());
-        }
-        Ok(())
+        self.delivery.resolve_queue(self.core.node(), &self.shared);
     }
 
     /// Adds what the core counted since the last read to the listener's
@@ -390,11 +238,7 @@ impl Driver {
 
     fn finish(mut self, reason: CloseReason) {
         self.publish_counts();
-        if self.bound_to_node
-            && let Some(Inbox::Queue(queue)) = &self.queue
-        {
-            queue.connection_unbound();
-        }
+        self.delivery.close();
         let shared = &self.shared;
         let (conn, peer) = (self.link.conn, self.link.addr);
         // The statistics no longer see this connection: its largest frame
