@@ -536,18 +536,21 @@ mod tests {
         assert_eq!(cfg.hub.listeners().len(), 1);
     }
 
-    /// The README's reference block.
-    fn readme_block() -> &'static str {
-        let readme = include_str!("../../../README.md");
-        let start = readme.find("```toml\n").expect("toml block in README") + "```toml\n".len();
-        &readme[start..start + readme[start..].find("```").expect("block end")]
+    /// The reference block of `docs/configuration.md` (its first toml block).
+    fn reference_block() -> &'static str {
+        let doc = include_str!("../../../docs/configuration.md");
+        let start = doc
+            .find("```toml\n")
+            .expect("toml block in docs/configuration.md")
+            + "```toml\n".len();
+        &doc[start..start + doc[start..].find("```").expect("block end")]
     }
 
-    /// The README's reference block lists every key with its default: it
-    /// must parse, and give the same settings as an empty file.
+    /// The reference block lists every key with its default: it must
+    /// parse, and give the same settings as an empty file.
     #[test]
-    fn readme_config_reference_parses_to_the_defaults() {
-        let documented = parse(readme_block()).expect("README config parses");
+    fn config_reference_parses_to_the_defaults() {
+        let documented = parse(reference_block()).expect("docs/configuration.md config parses");
         let defaults = parse("").expect("empty config");
         assert_eq!(
             format!("{:?}", documented.hub.listeners()),
@@ -569,7 +572,7 @@ mod tests {
             format!("{:?}", defaults.admin)
         );
         // One sink of each type, each with its type's defaults; a file
-        // sink's path has no default, so the README's example is taken.
+        // sink's path has no default, so the reference's example is taken.
         let mut kinds = Vec::new();
         for s in &documented.sink {
             kinds.push(s.kind());
@@ -581,7 +584,10 @@ mod tests {
                 SinkConfig::Stdout(_) => SinkConfig::Stdout(StdoutSinkConfig::default()),
                 SinkConfig::Tap(_) => SinkConfig::Tap(TapSinkConfig::default()),
             };
-            assert_eq!(*s, expected, "README sink differs from the defaults");
+            assert_eq!(
+                *s, expected,
+                "docs/configuration.md sink differs from the defaults"
+            );
         }
         assert_eq!(kinds, ["file", "stdout", "tap"]);
     }
@@ -674,7 +680,7 @@ mod tests {
         }
     }
 
-    /// Key paths the README's block documents: `key = ...` lines, commented
+    /// Key paths the reference block documents: `key = ...` lines, commented
     /// out or not, under the table header they follow, and the headers.
     fn documented_paths(block: &str) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
@@ -703,13 +709,13 @@ mod tests {
         out
     }
 
-    /// Every key of every config struct must appear in the README's block,
+    /// Every key of every config struct must appear in the reference block,
     /// and every key the block mentions must exist: the defaults are
     /// serialized (JSON keeps unset options as `null`, so they count too)
     /// with one listener and one sink of each type, and their key paths
     /// compared with the block's.
     #[test]
-    fn readme_config_reference_lists_every_key() {
+    fn config_reference_lists_every_key() {
         // Adding a sink type breaks this match until the list below has it.
         fn every_sink_type(s: &SinkConfig) {
             match s {
@@ -739,11 +745,11 @@ mod tests {
         map.insert("sink".into(), serde_json::to_value(&sinks).expect("sinks"));
         let mut keys = BTreeSet::new();
         key_paths(&hub, "", &mut keys);
-        let documented = documented_paths(readme_block());
+        let documented = documented_paths(reference_block());
         let missing: Vec<_> = keys.difference(&documented).collect();
         assert!(
             missing.is_empty(),
-            "config keys missing from the README's reference block: {missing:?}"
+            "config keys missing from the reference block of docs/configuration.md: {missing:?}"
         );
         // Entries of maps keyed by the user (node names) are examples.
         let stale: Vec<_> = documented
@@ -752,7 +758,7 @@ mod tests {
             .collect();
         assert!(
             stale.is_empty(),
-            "the README documents keys that do not exist: {stale:?}"
+            "docs/configuration.md documents keys that do not exist: {stale:?}"
         );
     }
 }

@@ -60,7 +60,7 @@ pub enum LogFormat {
 /// Arguments of `framehub serve`; flags override the config file.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// TOML config file (see README "Configuration").
+    /// TOML config file (see docs/configuration.md).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Address of the first listener, e.g. 0.0.0.0:30050 (port 0 picks one).

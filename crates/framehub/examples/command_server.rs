@@ -6,14 +6,14 @@
 //! cargo run -p framehub --example command_server -- --listen 127.0.0.1:30070
 //! # stdout: listening lines 127.0.0.1:30070
 //! printf '{"cmd":1,"request_data":null}\n' | nc -q1 127.0.0.1 30070
-//! # {"cmd":2,"response_data":"pong","request_data":null}
+//! # {"cmd":2,"request_data":null,"response_data":"pong"}
 //! ```
 //!
 //! Commands: 1 ping (-> 2, `"pong"`), 3 echo (-> 4, the request's
 //! `request_data`), 5 stats (-> 6, the listener's counters), 7 sleep
 //! `request_data` milliseconds (-> 8; try it past `--timeout`), 9 panic
 //! (the connection survives). Errors are
-//! `{"cmd":null,"response_data":[{"error_code":N}],"request_data":null}`
+//! `{"cmd":null,"request_data":null,"response_data":[{"error_code":N}]}`
 //! with LinuxIT's codes: 1 invalid message (not JSON, no `cmd`, bad
 //! `request_data`), 2 resource not found, 3 unknown command, 4 timeout;
 //! 5 (internal error: the handler panicked) is this example's own.

@@ -56,6 +56,7 @@
 //! - `hub`: the facade that ties them together.
 //! - [`client`]: the node side: a reconnecting client with heartbeats and
 //!   a bounded outbox.
+//! - [`guide`]: the library guide (`docs/library.md`), its examples doctests.
 
 #![forbid(unsafe_code)]
 
@@ -69,6 +70,7 @@ pub mod egress;
 pub mod event;
 mod frame;
 pub mod group;
+pub mod guide;
 pub mod handler;
 mod hub;
 pub mod json;
