@@ -16,7 +16,6 @@ use framehub::{
 };
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
-use tokio_util::codec::Decoder;
 
 use crate::{EXIT_BAD_CONFIG, LogFormat};
 
@@ -286,11 +285,7 @@ async fn pump_stdin(
         }
         let eof = stdin.read_buf(&mut buf).await? == 0;
         loop {
-            let decoded = if eof {
-                decoder.decode_eof(&mut buf)
-            } else {
-                decoder.decode(&mut buf)
-            };
+            let decoded = decoder.decode_next(&mut buf, eof);
             let line = match decoded {
                 Ok(Some(line)) => line,
                 Ok(None) => break,

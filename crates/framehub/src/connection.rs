@@ -19,7 +19,6 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tokio_util::codec::Decoder;
 
 use crate::codec::{CodecError, FrameDecoder, consume};
 use crate::config::OverflowPolicy;
@@ -381,9 +380,9 @@ impl Connection {
         let first = self.batch.len();
         let result = loop {
             let decoded = if eof {
-                self.decoder.decode_eof(buf)
+                self.decoder.decode_next(buf, true)
             } else {
-                self.decoder.decode(buf)
+                self.decoder.decode_next(buf, false)
             };
             match decoded {
                 Ok(Some(frame)) => match self.accept(&frame) {
