@@ -4,7 +4,7 @@
 //! `tokio_util::codec::{FramedRead, FramedWrite, Framed}` as tokio-util's `LinesCodec` is:
 //! [`LinesCodec`], [`LengthCodec`], [`CobsCodec`], [`SpacePacketCodec`], [`ChunkCodec`].
 //! This module owns what they share: the [`FramingConfig`] a listener is configured with
-//! (in `config`), the [`FrameDecoder`] and [`FrameEncoder`] that dispatch to the framing a
+//! (with its serde code, in `codec/config.rs`), the [`FrameDecoder`] and [`FrameEncoder`] that dispatch to the framing a
 //! config names (an enum, so the hot path has no virtual call), [`CodecError`] and the
 //! [`Skipped`] tally.
 //!
@@ -28,8 +28,8 @@
 //!   counted under `e.reason()`; call again on the same buffer and the stream goes on.
 //! - `Err(e)` with `e.is_fatal()`: the framing is lost; close the connection.
 //!
-//! `decode` is that loop with the skips counted instead of returned; it adds nothing to
-//! `decode_next`'s work per frame. At end of stream (`eof`, or `decode_eof`) no bytes are left
+//! `decode` is that loop with the skips counted instead of returned (one more match per
+//! call, which the connection does not pay). At end of stream (`eof`, or `decode_eof`) no bytes are left
 //! behind: a trailing partial frame is either yielded (a `lines` line without its newline, a
 //! `chunk`) or dropped with one non-fatal [`CodecError::Truncated`].
 //!
@@ -657,10 +657,8 @@ mod tests {
             endian: Endian::Little,
         };
         let packet = &b"\x18\x01\xc0\0\0\0\xbb"[..];
-        let cases: [(
-            FramingConfig,
-            Box<dyn FnMut(&[u8], &mut BytesMut) -> Result<(), CodecError>>,
-        ); 5] = [
+        type Encode = Box<dyn FnMut(&[u8], &mut BytesMut) -> Result<(), CodecError>>;
+        let cases: [(FramingConfig, Encode); 5] = [
             (
                 FramingConfig::Lines,
                 Box::new(|p, dst| LinesCodec::new(8).encode(p, dst)),
