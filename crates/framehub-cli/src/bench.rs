@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use framehub::FramingConfig;
+use framehub::units::parse_duration;
 use framehub_bench::load::Load;
 use framehub_bench::targets::{BenchConfig, Target};
 use serde::Deserialize;
@@ -70,10 +71,6 @@ pub struct BenchArgs {
     /// The server's PID, to read its memory from /proc (with --idle-conns).
     #[arg(long)]
     pub server_pid: Option<u32>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    framehub::config::parse_duration(s)
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use framehub::config as units;
+use framehub::units;
 use framehub::{ByteSize, HubConfig};
 use serde::{Deserialize, Serialize};
 

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use framehub::codec::{FrameDecoder, FramingConfig};
+use framehub::units::{parse_duration, parse_opt_duration};
 use framehub::{
     ByteSize, Client, ClientConfig, ClientCounters, ClientError, ClientProtocol, NodeIdentity,
     OutboxPolicy,
 };
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
-use tokio_util::codec::Decoder;
 
 use crate::{EXIT_BAD_CONFIG, LogFormat};
 
@@ -99,17 +99,6 @@ pub struct SendArgs {
     /// Log format on stderr; filter with RUST_LOG (default info).
     #[arg(long, value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    framehub::config::parse_duration(text)
-}
-
-fn parse_opt_duration(text: &str) -> Result<Option<Duration>, String> {
-    if text == "off" || text == "none" {
-        return Ok(None);
-    }
-    parse_duration(text).map(|d| (!d.is_zero()).then_some(d))
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
@@ -286,11 +275,7 @@ async fn pump_stdin(
         }
         let eof = stdin.read_buf(&mut buf).await? == 0;
         loop {
-            let decoded = if eof {
-                decoder.decode_eof(&mut buf)
-            } else {
-                decoder.decode(&mut buf)
-            };
+            let decoded = decoder.decode_next(&mut buf, eof);
             let line = match decoded {
                 Ok(Some(line)) => line,
                 Ok(None) => break,

@@ -59,7 +59,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--listen" => args.listen = value()?.parse().context("--listen ADDR")?,
             "--timeout" => {
                 args.timeout =
-                    framehub::config::parse_duration(&value()?).map_err(anyhow::Error::msg)?;
+                    framehub::units::parse_duration(&value()?).map_err(anyhow::Error::msg)?;
             }
             other => {
                 bail!(

@@ -39,7 +39,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--group-size" => args.group_size = value()?.parse().context("--group-size N")?,
             "--group-max-delay" => {
                 args.group_max_delay =
-                    framehub::config::parse_duration(&value()?).map_err(anyhow::Error::msg)?;
+                    framehub::units::parse_duration(&value()?).map_err(anyhow::Error::msg)?;
             }
             other => bail!(
                 "unknown argument {other:?}; usage: stage --listen ADDR [--group-size N] [--group-max-delay 5ms]"

@@ -4,16 +4,21 @@
 //! equally usable from code: each has a `Default` that matches the radar
 //! system framehub replaces (port 30050, `lines` + `node`, queue 2000, 1 MiB
 //! frames). [`HubConfig::validate`] runs before any port is bound and names
-//! the offending key.
+//! the offending key. Sizes and durations are parsed by [`crate::units`]
+//! (re-exported here, where they used to live).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::FramingConfig;
+use crate::json::EnvelopeKeys;
+pub use crate::units::{
+    ByteSize, duration, opt_byte_size, opt_duration, parse_duration, parse_opt_duration,
+    ser_duration, ser_opt_byte_size, ser_opt_duration,
+};
 
 /// The port the radar system's nodes connect to, kept as framehub's default.
 pub const DEFAULT_PORT: u16 = 30050;
@@ -373,13 +378,16 @@ pub struct FieldsConfig {
 }
 
 impl Default for FieldsConfig {
+    /// The scanner's [`EnvelopeKeys::DEFAULT`], and `heartbeat`.
     fn default() -> Self {
+        let keys = EnvelopeKeys::DEFAULT;
+        let name = |key: &[u8]| String::from_utf8_lossy(key).into_owned();
         FieldsConfig {
-            node_id: "node_id".to_owned(),
-            token: "token".to_owned(),
-            msg_type: "type".to_owned(),
+            node_id: name(keys.node_id),
+            token: name(keys.token),
+            msg_type: name(keys.msg_type),
             heartbeat: "heartbeat".to_owned(),
-            timestamp: "timestamp".to_owned(),
+            timestamp: name(keys.timestamp),
         }
     }
 }
@@ -647,163 +655,9 @@ impl RuntimeConfig {
     }
 }
 
-/// A size in bytes, written in TOML as an integer or a string with a unit:
-/// `65536`, `"64KiB"`, `"1MiB"`, `"10MB"`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct ByteSize(pub usize);
-
-impl fmt::Debug for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}B", self.0)
-    }
-}
-
-impl ByteSize {
-    /// Parses `"64KiB"`-style text: an integer and an optional unit among
-    /// B, KB, KiB, MB, MiB, GB, GiB (case-insensitive).
-    pub fn parse(text: &str) -> Result<ByteSize, String> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (digits, unit) = text.split_at(split);
-        let n: usize = digits
-            .parse()
-            .map_err(|_| format!("{text:?} is not a size such as \"64KiB\""))?;
-        let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "kb" => 1000,
-            "kib" | "k" => 1 << 10,
-            "mb" => 1_000_000,
-            "mib" | "m" => 1 << 20,
-            "gb" => 1_000_000_000,
-            "gib" | "g" => 1 << 30,
-            other => return Err(format!("unknown size unit {other:?} in {text:?}")),
-        };
-        n.checked_mul(mult)
-            .map(ByteSize)
-            .ok_or_else(|| format!("{text:?} is too large"))
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Int(u64),
-            Text(String),
-        }
-        match Repr::deserialize(d)? {
-            Repr::Int(n) => usize::try_from(n)
-                .map(ByteSize)
-                .map_err(serde::de::Error::custom),
-            Repr::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-impl fmt::Display for ByteSize {
-    /// The largest binary unit that divides the size exactly: `64KiB`,
-    /// `1MiB`, `1000B`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0;
-        for (unit, size) in [("GiB", 1usize << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if n >= size && n.is_multiple_of(size) {
-                return write!(f, "{}{unit}", n / size);
-            }
-        }
-        write!(f, "{n}B")
-    }
-}
-
-impl Serialize for ByteSize {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// Serde: reads an optional size; `"off"` means unset.
-pub fn opt_byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Repr {
-        Off(Off),
-        Size(ByteSize),
-    }
-    #[derive(Deserialize)]
-    enum Off {
-        #[serde(rename = "off")]
-        Off,
-    }
-    Ok(match Repr::deserialize(d)? {
-        Repr::Off(Off::Off) => None,
-        Repr::Size(size) => Some(size),
-    })
-}
-
-/// Serde: writes an optional size, `"off"` when unset.
-pub fn ser_opt_byte_size<S: Serializer>(b: &Option<ByteSize>, s: S) -> Result<S::Ok, S::Error> {
-    match b {
-        Some(b) => b.serialize(s),
-        None => s.serialize_str("off"),
-    }
-}
-
-/// Formats a duration the way the config writes it (`"5s"`, `"100ms"`).
-pub fn format_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
-
-/// Serde: writes a duration as `"5s"` (for `serialize_with`).
-pub fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_duration(*d))
-}
-
-/// Serde: writes an optional duration, `"off"` when unset.
-pub fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => ser_duration(d, s),
-        None => s.serialize_str("off"),
-    }
-}
-
-/// Parses a duration written as `"10s"`, `"250ms"`, `"1m 30s"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{text:?} is not a duration such as \"10s\": {e}"))
-}
-
-/// Serde: reads a duration written as `"10s"` (for `deserialize_with`).
-pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_duration(&text).map_err(serde::de::Error::custom)
-}
-
-/// Serde: reads an optional duration; `"off"`, `"none"` or zero mean unset.
-pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(d)?;
-    if text == "off" || text == "none" {
-        return Ok(None);
-    }
-    parse_duration(&text)
-        .map(|d| (!d.is_zero()).then_some(d))
-        .map_err(serde::de::Error::custom)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn byte_sizes_parse_with_units() {
-        assert_eq!(ByteSize::parse("65536"), Ok(ByteSize(65536)));
-        assert_eq!(ByteSize::parse("64KiB"), Ok(ByteSize(65536)));
-        assert_eq!(ByteSize::parse("1MiB"), Ok(ByteSize(1 << 20)));
-        assert_eq!(ByteSize::parse("10 MB"), Ok(ByteSize(10_000_000)));
-        assert!(ByteSize::parse("ten").is_err());
-        assert!(ByteSize::parse("1XB").is_err());
-    }
 
     #[test]
     fn toml_config_parses_and_defaults_fill_in() {
@@ -876,22 +730,6 @@ mod tests {
             cfg.validate().expect_err("chunk has no empty frame").key,
             "listener[0].server_heartbeat"
         );
-    }
-
-    #[test]
-    fn byte_sizes_and_durations_print_as_they_parse() {
-        for n in [1 << 20, 64 << 10, 1000, 0, 3 << 30] {
-            let text = ByteSize(n).to_string();
-            assert_eq!(ByteSize::parse(&text), Ok(ByteSize(n)), "{text}");
-        }
-        assert_eq!(ByteSize(1 << 20).to_string(), "1MiB");
-        for d in [
-            Duration::from_secs(5),
-            Duration::from_millis(100),
-            Duration::from_secs(90),
-        ] {
-            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
-        }
     }
 
     #[test]

@@ -12,12 +12,16 @@
 //! its deadline and is never published later than it.
 
 use std::collections::{HashSet, VecDeque};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use futures_core::Stream;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::sync::ReusableBoxFuture;
 
 use crate::config::{ListenerConfig, OverflowPolicy};
 use crate::frame::{Frame, Incoming};
@@ -348,7 +352,8 @@ pub struct GroupStats {
 
 /// The consumer's end of a listener's group stream
 /// ([`crate::Hub::groups`]). Clones share the stream: each group goes to
-/// one of them.
+/// one of them. `Groups` is also a [`Stream`] of groups that ends where
+/// [`Groups::recv`] returns `None`.
 ///
 /// ```no_run
 /// # async fn demo(hub: framehub::Hub) {
@@ -359,9 +364,23 @@ pub struct GroupStats {
 /// }
 /// # }
 /// ```
-#[derive(Clone)]
+///
+/// ```no_run
+/// use futures_util::StreamExt;
+///
+/// # async fn demo(hub: framehub::Hub) {
+/// let groups = hub.groups("stage").expect("a listener with delivery = \"groups\"");
+/// let mut sizes = groups.map(|group| group.frames.len());
+/// while let Some(frames) = sizes.next().await {
+///     println!("{frames} frames");
+/// }
+/// # }
+/// ```
 pub struct Groups {
     queue: Arc<GroupQueue>,
+    /// The `Stream` impl's receive in progress, kept across polls and reused for every group.
+    /// The lock only keeps `Groups` `Sync`: `poll_next` has `&mut self` and never takes it.
+    next: Mutex<Option<ReusableBoxFuture<'static, Option<Group>>>>,
 }
 
 impl std::fmt::Debug for Groups {
@@ -374,7 +393,10 @@ impl std::fmt::Debug for Groups {
 
 impl Groups {
     pub(crate) fn new(queue: Arc<GroupQueue>) -> Groups {
-        Groups { queue }
+        Groups {
+            queue,
+            next: Mutex::new(None),
+        }
     }
 
     /// The listener this stream belongs to.
@@ -417,6 +439,37 @@ impl Groups {
     pub fn close(&self) {
         self.queue.close();
     }
+}
+
+/// Another consumer of the same stream, with no receive in progress.
+impl Clone for Groups {
+    fn clone(&self) -> Groups {
+        Groups::new(self.queue.clone())
+    }
+}
+
+/// [`Groups::recv`] as a stream: the same groups, published at the same times, ending once
+/// the stream is closed or the hub shut down and the last groups are handed out. The pending
+/// receive is one allocation, made at the first poll and reused for every group after it.
+impl Stream for Groups {
+    type Item = Group;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Group>> {
+        let this = self.get_mut();
+        let queue = &this.queue;
+        let next = this
+            .next
+            .get_mut()
+            .get_or_insert_with(|| ReusableBoxFuture::new(recv_owned(queue.clone())));
+        let group = ready!(next.poll(cx));
+        next.set(recv_owned(queue.clone()));
+        Poll::Ready(group)
+    }
+}
+
+/// [`Groups::recv`] on a queue the future owns, so that it can be kept across polls.
+async fn recv_owned(queue: Arc<GroupQueue>) -> Option<Group> {
+    queue.recv().await
 }
 
 /// Where a connection's frames go: a receiver's queue or a group stream.

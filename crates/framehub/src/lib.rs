@@ -31,7 +31,7 @@
 //! and back: hub -> egress -> socket.
 //!
 //! - [`codec`]: framings, sans-IO (`lines`, `length`, `cobs`, `spacepacket`,
-//!   `chunk`).
+//!   `chunk`), each a tokio-util codec that `FramedRead` can drive.
 //! - [`json`]: the one-pass JSON validator and envelope scanner.
 //! - `node`: the node protocol (token, binding, heartbeats) as a state
 //!   machine.
@@ -52,7 +52,8 @@
 //! - [`stats`]: counters and drop reasons; [`snapshot`]: 1 Hz statistics.
 //! - [`runtime`]: the hub's own I/O threads, CPU affinity and priority.
 //! - [`event`]: connection events and close reasons.
-//! - [`config`]: every setting with its default.
+//! - [`config`]: every setting with its default; [`units`]: the one parser
+//!   of sizes and durations (`"64KiB"`, `"10s"`) for config and CLI.
 //! - `hub`: the facade that ties them together.
 //! - [`client`]: the node side: a reconnecting client with heartbeats and
 //!   a bounded outbox.
@@ -82,6 +83,7 @@ mod router;
 pub mod runtime;
 pub mod snapshot;
 pub mod stats;
+pub mod units;
 
 pub use client::{
     Client, ClientConfig, ClientCounters, ClientError, ClientEvent, ClientProtocol, ClientState,
@@ -89,9 +91,9 @@ pub use client::{
 };
 pub use codec::FramingConfig;
 pub use config::{
-    AuthConfig, ByteSize, ConfigError, Delivery, FieldsConfig, HubConfig, ListenerConfig,
-    NodesConfig, OverflowPolicy, Protocol, QueueConfig, RuntimeConfig, SlowClientPolicy,
-    SocketConfig, ThreadPriority,
+    AuthConfig, ConfigError, Delivery, FieldsConfig, HubConfig, ListenerConfig, NodesConfig,
+    OverflowPolicy, Protocol, QueueConfig, RuntimeConfig, SlowClientPolicy, SocketConfig,
+    ThreadPriority,
 };
 pub use egress::EgressError;
 pub use event::{CloseReason, ConnectionCounts, ConnectionEvent, Ending};
@@ -105,3 +107,4 @@ pub use registry::ConnectionInfo;
 pub use router::{NewNodes, NodeStatus};
 pub use snapshot::{ConnectionStats, ListenerStats, StatsSnapshot, Traffic};
 pub use stats::{Counters, DropReason};
+pub use units::ByteSize;

@@ -6,12 +6,16 @@
 //! configured capacity.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
+use futures_core::Stream;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio_util::sync::ReusableBoxFuture;
 
 use crate::config::{OverflowPolicy, QueueConfig};
 use crate::frame::Incoming;
@@ -436,7 +440,8 @@ pub enum RecvTimeoutError {
 
 /// The consumer's end of one source's queue (a node, or a raw listener).
 ///
-/// Clones share the queue: each frame goes to one of them.
+/// Clones share the queue: each frame goes to one of them. A `Receiver` is also a
+/// [`Stream`] of frames that ends where [`Receiver::recv`] returns `None`.
 ///
 /// ```no_run
 /// # async fn demo(hub: framehub::Hub) {
@@ -446,9 +451,22 @@ pub enum RecvTimeoutError {
 /// }
 /// # }
 /// ```
-#[derive(Clone)]
+///
+/// ```no_run
+/// use futures_util::StreamExt;
+///
+/// # async fn demo(hub: framehub::Hub) {
+/// let mut big = hub.receiver("radar3").filter(|f| std::future::ready(f.payload.len() > 1000));
+/// while let Some(frame) = big.next().await {
+///     println!("{} bytes", frame.payload.len());
+/// }
+/// # }
+/// ```
 pub struct Receiver {
     queue: Arc<Queue>,
+    /// The `Stream` impl's receive in progress, kept across polls and reused for every frame.
+    /// The lock only keeps `Receiver` `Sync`: `poll_next` has `&mut self` and never takes it.
+    next: Mutex<Option<ReusableBoxFuture<'static, Option<Frame>>>>,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -461,7 +479,10 @@ impl std::fmt::Debug for Receiver {
 
 impl Receiver {
     pub(crate) fn new(queue: Arc<Queue>) -> Receiver {
-        Receiver { queue }
+        Receiver {
+            queue,
+            next: Mutex::new(None),
+        }
     }
 
     /// The node (or listener) this receiver belongs to.
@@ -526,6 +547,39 @@ impl Receiver {
     pub fn close(&self) {
         self.queue.close();
     }
+}
+
+/// Another consumer of the same queue, with no receive in progress.
+impl Clone for Receiver {
+    fn clone(&self) -> Receiver {
+        Receiver::new(self.queue.clone())
+    }
+}
+
+/// [`Receiver::recv`] as a stream: the same frames, ending once the receiver is closed or the
+/// hub shut down and the queue is drained. The pending receive is one allocation, made at the
+/// first poll and reused for every frame after it.
+impl Stream for Receiver {
+    type Item = Frame;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        let this = self.get_mut();
+        let queue = &this.queue;
+        let next = this
+            .next
+            .get_mut()
+            .get_or_insert_with(|| ReusableBoxFuture::new(recv_owned(queue.clone())));
+        let frame = ready!(next.poll(cx));
+        next.set(recv_owned(queue.clone()));
+        Poll::Ready(frame)
+    }
+}
+
+/// [`Receiver::recv`] on a queue the future owns, so that it can be kept across polls.
+async fn recv_owned(queue: Arc<Queue>) -> Option<Frame> {
+    let mut one = One(None);
+    queue.recv_many(&mut one, 1).await;
+    one.0
 }
 
 #[cfg(test)]

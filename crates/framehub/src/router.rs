@@ -6,9 +6,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
+use futures_core::Stream;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
@@ -17,7 +20,8 @@ use crate::receiver::{Queue, QueueStats, Receiver};
 use crate::stats::DropReason;
 
 /// Nodes the hub auto-provisioned, one [`Receiver`] each, in the order they
-/// first sent a frame. Taken once with [`crate::Hub::new_nodes`].
+/// first sent a frame. Taken once with [`crate::Hub::new_nodes`]. Also a
+/// [`Stream`] of receivers that ends where [`NewNodes::recv`] returns `None`.
 ///
 /// The channel holds at most `max_nodes` entries, which is also the most
 /// nodes auto-provisioning can ever create, so it never drops one.
@@ -35,6 +39,15 @@ impl NewNodes {
     /// The next auto-provisioned node if one is waiting.
     pub fn try_recv(&mut self) -> Option<Receiver> {
         self.rx.try_recv().ok()
+    }
+}
+
+/// [`NewNodes::recv`] as a stream: ends once the hub shut down.
+impl Stream for NewNodes {
+    type Item = Receiver;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Receiver>> {
+        self.rx.poll_recv(cx)
     }
 }
 

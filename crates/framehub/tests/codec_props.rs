@@ -2,12 +2,15 @@
 //! yields the same frames and the same errors. Streams are built with encoders independent of
 //! ours where one exists (the `cobs` crate, the `spacepackets` crate, a hand-written NinjaTCP
 //! prefix, a plain `\n` join); `FrameEncoder` is then checked against our own decoder.
+//! Every stream is also decoded as `FramedRead` does (`Decoder::decode`, by `FrameDecoder` and
+//! by the framing's own codec): the same frames, with the skipped ones counted by reason.
 
 #![allow(clippy::unwrap_used)]
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use framehub::codec::{
-    Endian, FrameDecoder, FrameEncoder, FramingConfig, LengthPrefix, SpacePacketConfig,
+    ChunkCodec, CobsCodec, CodecError, Endian, FrameDecoder, FrameEncoder, FramingConfig,
+    LengthCodec, LengthPrefix, LinesCodec, Skipped, SpacePacketCodec, SpacePacketConfig,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -31,17 +34,14 @@ fn decode_split(framing: &FramingConfig, max: usize, stream: &[u8], cuts: &[Inde
     }
     drain(&mut decoder, &mut buf, true, &mut out);
     assert!(buf.is_empty(), "decode_eof left {} bytes", buf.len());
+    check_framed(framing, max, stream, cuts, &out);
     out
 }
 
 /// Runs the decode loop until more bytes are needed; false after a fatal error.
 fn drain(decoder: &mut FrameDecoder, buf: &mut BytesMut, eof: bool, out: &mut Vec<Out>) -> bool {
     loop {
-        let step = if eof {
-            decoder.decode_eof(buf)
-        } else {
-            decoder.decode(buf)
-        };
+        let step = decoder.decode_next(buf, eof);
         match step {
             Ok(Some(frame)) => out.push(Ok(frame.to_vec())),
             Ok(None) => return true,
@@ -50,6 +50,114 @@ fn drain(decoder: &mut FrameDecoder, buf: &mut BytesMut, eof: bool, out: &mut Ve
                 return false;
             }
             Err(e) => out.push(Err(e.reason().to_owned())),
+        }
+    }
+}
+
+/// A decoder as `FramedRead` uses it, with its tally of skipped frames.
+trait Counting: Decoder<Item = Bytes, Error = CodecError> {
+    fn tally(&self) -> Skipped;
+}
+
+macro_rules! counting {
+    ($($codec:ty),*) => {
+        $(impl Counting for $codec {
+            fn tally(&self) -> Skipped {
+                *self.skipped()
+            }
+        })*
+    };
+}
+
+counting!(
+    FrameDecoder,
+    LinesCodec,
+    LengthCodec,
+    CobsCodec,
+    SpacePacketCodec,
+    ChunkCodec
+);
+
+/// The framing's own codec.
+fn codec_for(framing: &FramingConfig, max: usize) -> Box<dyn Counting> {
+    match framing {
+        FramingConfig::Lines => Box::new(LinesCodec::new(max)),
+        FramingConfig::Length(prefix) => Box::new(LengthCodec::new(*prefix, max)),
+        FramingConfig::Cobs => Box::new(CobsCodec::new(max)),
+        FramingConfig::SpacePacket(config) => Box::new(SpacePacketCodec::new(config, max)),
+        FramingConfig::Chunk => Box::new(ChunkCodec::new(max)),
+    }
+}
+
+/// Checks that `FramedRead`'s loop over the same reads, with `FrameDecoder` and with the
+/// framing's own codec, gives the frames and the fatal error of `reported` (what `decode_next`
+/// reported) and counts its skipped frames by reason instead of returning them.
+fn check_framed(
+    framing: &FramingConfig,
+    max: usize,
+    stream: &[u8],
+    cuts: &[Index],
+    reported: &[Out],
+) {
+    let mut skips = Skipped::default();
+    let mut delivered = Vec::new();
+    for out in reported {
+        let counter = match out {
+            Err(reason) if !reason.ends_with('!') => match reason.as_str() {
+                "oversize" => &mut skips.oversize,
+                "invalid_cobs" => &mut skips.invalid_cobs,
+                "invalid_header" => &mut skips.invalid_header,
+                "unknown_packet_id" => &mut skips.unknown_packet_id,
+                "truncated" => &mut skips.truncated,
+                other => panic!("unexpected skip reason {other}"),
+            },
+            _ => {
+                delivered.push(out.clone());
+                continue;
+            }
+        };
+        *counter += 1;
+    }
+    let decoders: [Box<dyn Counting>; 2] = [
+        Box::new(FrameDecoder::new(framing, max)),
+        codec_for(framing, max),
+    ];
+    for mut decoder in decoders {
+        assert_eq!(
+            framed_split(&mut *decoder, stream, cuts),
+            delivered,
+            "{framing:?}"
+        );
+        assert_eq!(decoder.tally(), skips, "{framing:?}");
+    }
+}
+
+/// Decodes `stream` read by read as `FramedRead` does: `decode` after each read, then
+/// `decode_eof` until it has nothing more; the first error ends the stream.
+fn framed_split(decoder: &mut dyn Counting, stream: &[u8], cuts: &[Index]) -> Vec<Out> {
+    let mut out = Vec::new();
+    let mut buf = BytesMut::new();
+    let mut reads = split(stream, cuts).into_iter();
+    loop {
+        let read = reads.next();
+        if let Some(read) = read {
+            buf.extend_from_slice(read);
+        }
+        loop {
+            let step = match read {
+                Some(_) => decoder.decode(&mut buf),
+                None => decoder.decode_eof(&mut buf),
+            };
+            match step {
+                Ok(Some(frame)) => out.push(Ok(frame.to_vec())),
+                Ok(None) if read.is_some() => break,
+                Ok(None) => return out,
+                Err(e) => {
+                    assert!(e.is_fatal(), "a skip reached FramedRead: {e}");
+                    out.push(Err(format!("{}!", e.reason())));
+                    return out;
+                }
+            }
         }
     }
 }

@@ -13,7 +13,6 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, sleep, sleep_until};
-use tokio_util::codec::Decoder;
 
 use super::backoff::Backoff;
 use super::{ClientConfig, ClientEvent, ClientState, DisconnectReason, Shared, add};
@@ -270,7 +269,7 @@ fn count_frames(
     received: &mut BytesMut,
 ) -> Result<(), DisconnectReason> {
     loop {
-        match decoder.decode(received) {
+        match decoder.decode_next(received, false) {
             Ok(Some(_)) => add(&shared.stats.frames_received, 1),
             Ok(None) => return Ok(()),
             Err(e) if e.is_fatal() => return Err(DisconnectReason::FramingLost(e.to_string())),

@@ -9,19 +9,87 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::CodecError;
+use super::{CodecError, Skipped, decoder_methods, encoder_impls};
 
-/// Also serves as `decode_eof`: a read is complete as soon as it is buffered.
-pub(super) fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, CodecError> {
-    if buf.is_empty() {
-        return Ok(None);
+/// The `chunk` framing's codec: each read is a frame of at most `max_frame_bytes` (a longer
+/// read is split), and a payload is written as is.
+///
+/// With `FramedRead`, a frame is whatever the socket read returned, so this suits protocols
+/// that are one message per `write` on a quiet link (as the Ark stage's are) and nothing else.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use framehub::codec::ChunkCodec;
+/// use tokio_util::codec::{Decoder, Encoder};
+///
+/// let mut codec = ChunkCodec::new(4);
+/// let mut buf = BytesMut::new();
+/// codec.encode(&b"abcdef"[..], &mut buf).unwrap_err(); // over the maximum: refused
+/// codec.encode(&b"abc"[..], &mut buf)?;
+/// assert_eq!(codec.decode(&mut buf)?.as_deref(), Some(&b"abc"[..]));
+/// buf.extend_from_slice(b"012345");
+/// assert_eq!(codec.decode(&mut buf)?.as_deref(), Some(&b"0123"[..]));
+/// assert_eq!(codec.decode(&mut buf)?.as_deref(), Some(&b"45"[..]));
+/// # Ok::<(), framehub::codec::CodecError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ChunkCodec {
+    decoder: ChunkDecoder,
+    max_frame_bytes: usize,
+    skipped: Skipped,
+}
+
+impl ChunkCodec {
+    /// A codec whose frames hold at most `max_frame_bytes`.
+    pub fn new(max_frame_bytes: usize) -> Self {
+        Self {
+            decoder: ChunkDecoder,
+            max_frame_bytes,
+            skipped: Skipped::default(),
+        }
     }
-    if max == 0 {
-        buf.clear();
-        return Err(CodecError::Oversize { max });
+
+    fn encode_payload(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+        encode(payload, dst)
     }
-    let len = buf.len().min(max);
-    Ok(Some(buf.split_to(len).freeze()))
+}
+
+decoder_methods!(ChunkCodec);
+encoder_impls!(ChunkCodec);
+
+/// No state: a read is complete as soon as it is buffered.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ChunkDecoder;
+
+impl ChunkDecoder {
+    pub(super) fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<Option<Bytes>, CodecError> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        if max == 0 {
+            buf.clear();
+            return Err(CodecError::Oversize { max });
+        }
+        let len = buf.len().min(max);
+        Ok(Some(buf.split_to(len).freeze()))
+    }
+
+    pub(super) fn decode_eof(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<Option<Bytes>, CodecError> {
+        self.decode(buf, max)
+    }
+}
+
+pub(super) fn encode(payload: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+    dst.extend_from_slice(payload);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -72,9 +140,9 @@ mod tests {
         let mut d = FrameDecoder::new(&FramingConfig::Chunk, 0);
         let mut buf = BytesMut::from(&b"abc"[..]);
         assert!(matches!(
-            d.decode(&mut buf),
+            d.decode_next(&mut buf, false),
             Err(CodecError::Oversize { max: 0 })
         ));
-        assert_eq!(d.decode(&mut buf).unwrap(), None);
+        assert_eq!(d.decode_next(&mut buf, false).unwrap(), None);
     }
 }

@@ -18,9 +18,54 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::delimited::{DelimitedScanner, Found};
-use super::{CodecError, cut};
+use super::{CodecError, Skipped, cut, decoder_methods, encoder_impls};
 
-#[derive(Debug)]
+/// The `cobs` framing's codec: COBS-encoded frames between `0x00` delimiters, as sat-rs sends
+/// them. A frame that does not decode, or decodes to more than `max_frame_bytes`, is skipped
+/// and counted in [`skipped`](Self::skipped), and decoding goes on at the next delimiter.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use framehub::codec::CobsCodec;
+/// use tokio_util::codec::{Decoder, Encoder};
+///
+/// let mut codec = CobsCodec::new(1024);
+/// let mut wire = BytesMut::new();
+/// codec.encode(&b"a\0b"[..], &mut wire)?;
+/// assert_eq!(&wire[..], b"\0\x02a\x02b\0");
+/// wire.extend_from_slice(b"\x05a\0"); // invalid: 0x05 announces four more bytes
+/// codec.encode(&b"c"[..], &mut wire)?;
+/// assert_eq!(codec.decode(&mut wire)?.as_deref(), Some(&b"a\0b"[..]));
+/// assert_eq!(codec.decode(&mut wire)?.as_deref(), Some(&b"c"[..]));
+/// assert_eq!(codec.skipped().invalid_cobs, 1);
+/// # Ok::<(), framehub::codec::CodecError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct CobsCodec {
+    decoder: CobsDecoder,
+    max_frame_bytes: usize,
+    skipped: Skipped,
+}
+
+impl CobsCodec {
+    /// A codec for frames of at most `max_frame_bytes` once decoded.
+    pub fn new(max_frame_bytes: usize) -> Self {
+        Self {
+            decoder: CobsDecoder::default(),
+            max_frame_bytes,
+            skipped: Skipped::default(),
+        }
+    }
+
+    fn encode_payload(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+        encode(payload, dst)
+    }
+}
+
+decoder_methods!(CobsCodec);
+encoder_impls!(CobsCodec);
+
+#[derive(Debug, Clone)]
 pub(super) struct CobsDecoder {
     scanner: DelimitedScanner,
 }

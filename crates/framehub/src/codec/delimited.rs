@@ -21,7 +21,7 @@ pub(super) enum Found {
     Pending,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct DelimitedScanner {
     delimiter: u8,
     /// Offset up to which the buffer has already been searched without finding the delimiter.

@@ -8,7 +8,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::{CodecError, Endian, LengthPrefix};
+use super::{CodecError, Endian, LengthPrefix, Skipped, decoder_methods, encoder_impls};
 
 /// Most bytes reserved ahead of a frame's data: enough for one large read, never the whole
 /// announced length.
@@ -22,7 +22,56 @@ enum DecodeState {
     Data(usize),
 }
 
-#[derive(Debug)]
+/// The `length` framing's codec: each frame is preceded by its length in 1, 2, 4 or 8 bytes,
+/// big or little endian. Nothing is ever skipped: a prefix over `max_frame_bytes` loses the
+/// framing, so it is an `Err` ([`CodecError::LengthOversize`]) and a `FramedRead` ends there.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use framehub::codec::{Endian, LengthCodec, LengthPrefix};
+/// use tokio_util::codec::{Decoder, Encoder};
+///
+/// // NinjaTCP: 4 bytes, big endian.
+/// let mut codec = LengthCodec::new(LengthPrefix::default(), 1024);
+/// let mut wire = BytesMut::new();
+/// codec.encode(&b"hello"[..], &mut wire)?;
+/// assert_eq!(&wire[..], b"\0\0\0\x05hello");
+/// assert_eq!(codec.decode(&mut wire)?.as_deref(), Some(&b"hello"[..]));
+///
+/// let mut small = LengthCodec::new(LengthPrefix { bytes: 2, endian: Endian::Little }, 4);
+/// let mut wire = BytesMut::from(&b"\x05\0hello"[..]);
+/// assert!(small.decode(&mut wire).unwrap_err().is_fatal());
+/// # Ok::<(), framehub::codec::CodecError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct LengthCodec {
+    decoder: LengthDecoder,
+    prefix: LengthPrefix,
+    max_frame_bytes: usize,
+    skipped: Skipped,
+}
+
+impl LengthCodec {
+    /// A codec for frames of at most `max_frame_bytes` behind a `prefix`. A prefix width
+    /// outside 1..=8 (which [`crate::codec::FramingConfig::validate`] refuses) is clamped.
+    pub fn new(prefix: LengthPrefix, max_frame_bytes: usize) -> Self {
+        Self {
+            decoder: LengthDecoder::new(prefix),
+            prefix,
+            max_frame_bytes,
+            skipped: Skipped::default(),
+        }
+    }
+
+    fn encode_payload(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+        encode(self.prefix, payload, dst)
+    }
+}
+
+decoder_methods!(LengthCodec);
+encoder_impls!(LengthCodec);
+
+#[derive(Debug, Clone)]
 pub(super) struct LengthDecoder {
     width: usize,
     endian: Endian,
@@ -228,18 +277,18 @@ mod tests {
         let mut d = ninja(64);
         let mut buf = BytesMut::from(&b"\0\0\0\x05hel"[..]);
         assert!(matches!(
-            d.decode_eof(&mut buf),
+            d.decode_next(&mut buf, true),
             Err(CodecError::Truncated { bytes: 3 })
         ));
         assert!(buf.is_empty());
-        assert_eq!(d.decode_eof(&mut buf).unwrap(), None);
+        assert_eq!(d.decode_next(&mut buf, true).unwrap(), None);
         // A partial prefix too.
         buf.extend_from_slice(b"\0\0");
         assert!(matches!(
-            d.decode_eof(&mut buf),
+            d.decode_next(&mut buf, true),
             Err(CodecError::Truncated { bytes: 2 })
         ));
-        assert_eq!(d.decode_eof(&mut buf).unwrap(), None);
+        assert_eq!(d.decode_next(&mut buf, true).unwrap(), None);
     }
 
     #[test]

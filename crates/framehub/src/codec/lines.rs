@@ -10,9 +10,56 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::delimited::{DelimitedScanner, Found};
-use super::{CodecError, cut};
+use super::{CodecError, Skipped, cut, decoder_methods, encoder_impls};
 
-#[derive(Debug)]
+/// The `lines` framing's codec: frames end at `\n`, a trailing `\r` is stripped, and a line
+/// over `max_frame_bytes` is discarded up to its newline, counted in
+/// [`skipped`](Self::skipped), while decoding goes on (as tokio-util's `LinesCodec` with a
+/// maximum does). Frames are bytes, not checked for UTF-8.
+///
+/// ```
+/// use framehub::codec::LinesCodec;
+/// use futures_util::StreamExt;
+/// use tokio_util::codec::FramedRead;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let input = &b"one\nthis line is far too long\ntwo\r\nthree"[..];
+/// let mut lines = FramedRead::new(input, LinesCodec::new(8));
+/// let mut frames = Vec::new();
+/// while let Some(line) = lines.next().await {
+///     frames.push(line.expect("only a lost framing is an error"));
+/// }
+/// assert_eq!(frames, ["one", "two", "three"]);
+/// assert_eq!(lines.decoder().skipped().oversize, 1);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LinesCodec {
+    decoder: LinesDecoder,
+    max_frame_bytes: usize,
+    skipped: Skipped,
+}
+
+impl LinesCodec {
+    /// A codec for lines of at most `max_frame_bytes` (without `\r\n`).
+    pub fn new(max_frame_bytes: usize) -> Self {
+        Self {
+            decoder: LinesDecoder::default(),
+            max_frame_bytes,
+            skipped: Skipped::default(),
+        }
+    }
+
+    fn encode_payload(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+        encode(payload, dst)
+    }
+}
+
+decoder_methods!(LinesCodec);
+encoder_impls!(LinesCodec);
+
+#[derive(Debug, Clone)]
 pub(super) struct LinesDecoder {
     scanner: DelimitedScanner,
 }

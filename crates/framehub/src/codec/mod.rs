@@ -1,29 +1,42 @@
 //! Framings: cutting a TCP byte stream into frames and framing payloads for the wire, sans-IO.
 //!
-//! Each framing lives in its own module (`lines`, `length`, `cobs`, `spacepacket`, `chunk`);
-//! this module owns what they share: the [`FramingConfig`] a listener is configured with, the
-//! [`FrameDecoder`] and [`FrameEncoder`] that dispatch to the framing (an enum, so the hot path
-//! has no virtual call), and [`CodecError`].
+//! Each framing lives in its own module and has its own public codec, usable alone with
+//! `tokio_util::codec::{FramedRead, FramedWrite, Framed}` as tokio-util's `LinesCodec` is:
+//! [`LinesCodec`], [`LengthCodec`], [`CobsCodec`], [`SpacePacketCodec`], [`ChunkCodec`].
+//! This module owns what they share: the [`FramingConfig`] a listener is configured with
+//! (with its serde code, in `codec/config.rs`), the [`FrameDecoder`] and [`FrameEncoder`] that dispatch to the framing a
+//! config names (an enum, so the hot path has no virtual call), [`CodecError`] and the
+//! [`Skipped`] tally.
 //!
-//! # The decode loop contract
+//! # Two decode loops
 //!
-//! The connection appends each socket read to one `BytesMut` and calls
-//! [`Decoder::decode`] until it returns `Ok(None)`:
+//! [`Decoder::decode`] and [`Decoder::decode_eof`] behave as tokio-util's codecs do under
+//! `FramedRead`: a frame the framing can skip (an oversize line discarded up to its newline,
+//! an invalid COBS frame, a space packet with an unknown ID, a run of bytes that cannot start a
+//! packet, a partial frame at end of stream) is counted in [`Skipped`] (read it with
+//! `skipped()`, e.g. through `FramedRead::decoder()`) and decoding goes on, so the stream does
+//! not end there. Only a lost framing ([`CodecError::is_fatal`], e.g. a `length` prefix over
+//! the maximum) is an `Err`, after which `FramedRead` ends the stream.
+//!
+//! The hub's connections count each skipped frame by reason themselves, so they call
+//! `decode_next(buf, eof)` (on [`FrameDecoder::decode_next`] or any codec), which reports every
+//! skip as it happens, until it returns `Ok(None)`:
 //!
 //! - `Ok(Some(frame))`: one frame, cut out of the buffer without copying.
 //! - `Ok(None)`: more bytes are needed.
-//! - `Err(e)` with `!e.is_fatal()`: exactly one frame (or one run of garbage) was dropped and
-//!   counted under `e.reason()`; call `decode` again on the same buffer and the stream goes on.
+//! - `Err(e)` with `!e.is_fatal()`: exactly one frame (or one run of garbage) was dropped, to be
+//!   counted under `e.reason()`; call again on the same buffer and the stream goes on.
 //! - `Err(e)` with `e.is_fatal()`: the framing is lost; close the connection.
 //!
-//! At end of stream the same loop runs with `decode_eof`, which never leaves bytes behind: a
-//! trailing partial frame is either yielded (a `lines` line without its newline, a `chunk`) or
-//! dropped with one non-fatal [`CodecError::Truncated`].
+//! `decode` is that loop with the skips counted instead of returned (one more match per
+//! call, which the connection does not pay). At end of stream (`eof`, or `decode_eof`) no bytes are left
+//! behind: a trailing partial frame is either yielded (a `lines` line without its newline, a
+//! `chunk`) or dropped with one non-fatal [`CodecError::Truncated`].
 //!
-//! For `lines` the connection runs the same loop in place (crate-internal `next_in`): each
-//! frame comes back as a range of the buffer, with the same results in the same order, and the
-//! buffer is advanced once per read instead of split per frame. `decode` is built on it, so the
-//! property tests of `decode` cover both.
+//! For `lines` and `cobs` the connection runs the same loop in place (crate-internal
+//! `next_in`): each frame comes back as a range of the buffer, with the same results in the
+//! same order, and the buffer is advanced once per read instead of split per frame.
+//! `decode_next` is built on it, so the property tests cover both.
 //!
 //! Memory stays bounded whatever the peer sends: no framing holds more than
 //! `max_frame_bytes` (plus its framing overhead) and the current read, and no framing reserves
@@ -42,261 +55,49 @@
 //! assert_eq!(decoder.decode_eof(&mut buf)?.as_deref(), Some(&b"partial"[..]));
 //! # Ok::<(), framehub::codec::CodecError>(())
 //! ```
+//!
+//! A skipped frame, seen by each loop:
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use framehub::codec::{CodecError, FrameDecoder, FramingConfig};
+//! use tokio_util::codec::Decoder;
+//!
+//! let mut decoder = FrameDecoder::new(&FramingConfig::Lines, 8);
+//! let mut buf = BytesMut::from(&b"ok\nfar too long\npartial"[..]);
+//! // The connection's loop: every skipped frame is reported.
+//! assert_eq!(decoder.decode_next(&mut buf, false)?.as_deref(), Some(&b"ok"[..]));
+//! let skipped = decoder.decode_next(&mut buf, false).unwrap_err();
+//! assert!(matches!(skipped, CodecError::Oversize { max: 8 }) && !skipped.is_fatal());
+//! assert_eq!(decoder.decode_next(&mut buf, false)?, None);
+//! // tokio-util's loop: skipped frames are counted, not returned.
+//! buf.extend_from_slice(b"\nthis one is too long\nlast");
+//! assert_eq!(decoder.decode(&mut buf)?.as_deref(), Some(&b"partial"[..]));
+//! assert_eq!(decoder.decode(&mut buf)?, None);
+//! assert_eq!(decoder.skipped().oversize, 1);
+//! assert_eq!(decoder.decode_eof(&mut buf)?.as_deref(), Some(&b"last"[..]));
+//! # Ok::<(), CodecError>(())
+//! ```
 
 mod chunk;
 mod cobs;
+mod config;
 mod delimited;
 mod length;
 mod lines;
 mod spacepacket;
 
-use std::fmt;
-
 use bytes::{Bytes, BytesMut};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Unexpected, Visitor};
-use tokio_util::codec::{Decoder, Encoder};
+#[cfg(doc)]
+use tokio_util::codec::Decoder;
 
-/// Which framing a listener speaks.
-///
-/// In TOML, either a plain string that takes the defaults for every parameter, or a table with a
-/// `method` key and that method's parameters; unknown keys are rejected by name:
-///
-/// ```toml
-/// framing = "lines"                 # or "length", "cobs", "spacepacket", "chunk"
-/// framing = { method = "length", prefix_bytes = 2, endian = "little" }
-/// framing = { method = "spacepacket", allowed_packet_ids = [0x1801, 0x0802] }
-/// ```
-///
-/// ```
-/// use framehub::codec::{Endian, FramingConfig, LengthPrefix};
-///
-/// #[derive(serde::Deserialize)]
-/// struct Listener { framing: FramingConfig }
-///
-/// let l: Listener = toml::from_str(r#"framing = { method = "length", prefix_bytes = 2 }"#)?;
-/// assert_eq!(l.framing, FramingConfig::Length(LengthPrefix { bytes: 2, endian: Endian::Big }));
-/// # Ok::<(), toml::de::Error>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum FramingConfig {
-    /// Frames end at `\n`; a trailing `\r` is stripped (newline-delimited JSON from radar nodes).
-    #[default]
-    Lines,
-    /// Each frame is preceded by its length (NinjaTCP: 4 bytes, big endian).
-    Length(LengthPrefix),
-    /// COBS-encoded frames delimited by `0x00` (sat-rs).
-    Cobs,
-    /// CCSDS space packets, optionally filtered by packet ID (sat-rs).
-    SpacePacket(SpacePacketConfig),
-    /// Each socket read is one frame (the Ark TCP server stage).
-    Chunk,
-}
-
-/// The length prefix of the `length` framing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LengthPrefix {
-    /// Width of the prefix in bytes: 1, 2, 4 or 8 (TOML key `prefix_bytes`).
-    pub bytes: u8,
-    /// Byte order of the prefix (TOML key `endian`: `"big"` or `"little"`).
-    pub endian: Endian,
-}
-
-impl Default for LengthPrefix {
-    /// 4 bytes, big endian, as NinjaTCP sends.
-    fn default() -> Self {
-        Self {
-            bytes: 4,
-            endian: Endian::Big,
-        }
-    }
-}
-
-/// Byte order of a length prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Endian {
-    /// Most significant byte first (network order).
-    #[default]
-    Big,
-    /// Least significant byte first.
-    Little,
-}
-
-/// Parameters of the `spacepacket` framing.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SpacePacketConfig {
-    /// Packet IDs to accept; `None` accepts every packet.
-    ///
-    /// A packet ID is the first 16 bits of the primary header without the 3 version bits, i.e.
-    /// packet type (1 bit), secondary header flag (1 bit) and APID (11 bits): sat-rs's
-    /// `PacketId::raw()`. A TC with a secondary header for APID 1 is `0x1801`.
-    pub allowed_packet_ids: Option<Vec<u16>>,
-}
-
-/// Largest packet ID: 13 bits (type, secondary header flag, APID).
-const MAX_PACKET_ID: u16 = 0x1FFF;
-
-const METHODS: &[&str] = &["lines", "length", "cobs", "spacepacket", "chunk"];
-
-impl FramingConfig {
-    /// The method name as written in the config (`"lines"`, `"length"`, ...).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Lines => "lines",
-            Self::Length(_) => "length",
-            Self::Cobs => "cobs",
-            Self::SpacePacket(_) => "spacepacket",
-            Self::Chunk => "chunk",
-        }
-    }
-
-    /// Checks parameters that the types alone cannot: the prefix width and the packet IDs.
-    /// The error names the offending key.
-    pub fn validate(&self) -> Result<(), String> {
-        match self {
-            Self::Length(prefix) if !matches!(prefix.bytes, 1 | 2 | 4 | 8) => Err(format!(
-                "framing.prefix_bytes = {}: must be 1, 2, 4 or 8",
-                prefix.bytes
-            )),
-            Self::SpacePacket(SpacePacketConfig {
-                allowed_packet_ids: Some(ids),
-            }) => {
-                if ids.is_empty() {
-                    return Err(
-                        "framing.allowed_packet_ids is empty: every packet would be \
-                                dropped (omit the key to accept all packets)"
-                            .to_owned(),
-                    );
-                }
-                match ids.iter().find(|&&id| id > MAX_PACKET_ID) {
-                    Some(id) => Err(format!(
-                        "framing.allowed_packet_ids: {id:#06x} is not a packet ID (13 bits: \
-                         type, secondary header flag, APID; at most {MAX_PACKET_ID:#06x})"
-                    )),
-                    None => Ok(()),
-                }
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Keys a table may hold for this method, for "unknown field" errors.
-    fn keys(&self) -> &'static [&'static str] {
-        match self {
-            Self::Length(_) => &["method", "prefix_bytes", "endian"],
-            Self::SpacePacket(_) => &["method", "allowed_packet_ids"],
-            Self::Lines | Self::Cobs | Self::Chunk => &["method"],
-        }
-    }
-
-    fn from_method<E: de::Error>(method: &str) -> Result<Self, E> {
-        Ok(match method {
-            "lines" => Self::Lines,
-            "length" => Self::Length(LengthPrefix::default()),
-            "cobs" => Self::Cobs,
-            "spacepacket" => Self::SpacePacket(SpacePacketConfig::default()),
-            "chunk" => Self::Chunk,
-            other => return Err(E::unknown_variant(other, METHODS)),
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for FramingConfig {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(FramingVisitor)
-    }
-}
-
-/// The inverse of the parser: a plain method name when every parameter has
-/// its default, else a table with `method` and the parameters.
-impl serde::Serialize for FramingConfig {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        match self {
-            Self::Length(prefix) => {
-                let mut map = serializer.serialize_map(Some(3))?;
-                map.serialize_entry("method", self.name())?;
-                map.serialize_entry("prefix_bytes", &prefix.bytes)?;
-                map.serialize_entry("endian", &prefix.endian)?;
-                map.end()
-            }
-            Self::SpacePacket(SpacePacketConfig {
-                allowed_packet_ids: Some(ids),
-            }) => {
-                let mut map = serializer.serialize_map(Some(2))?;
-                map.serialize_entry("method", self.name())?;
-                map.serialize_entry("allowed_packet_ids", ids)?;
-                map.end()
-            }
-            _ => serializer.serialize_str(self.name()),
-        }
-    }
-}
-
-/// Hand-written so that a string and a table are both accepted while errors still name the
-/// method or key at fault (`#[serde(untagged)]` would only say "did not match any variant").
-struct FramingVisitor;
-
-impl<'de> Visitor<'de> for FramingVisitor {
-    type Value = FramingConfig;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a framing method name or a table with a `method` key")
-    }
-
-    fn visit_str<E: de::Error>(self, method: &str) -> Result<FramingConfig, E> {
-        FramingConfig::from_method(method)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FramingConfig, A::Error> {
-        const ALL_KEYS: &[&str] = &["method", "prefix_bytes", "endian", "allowed_packet_ids"];
-        let mut method: Option<String> = None;
-        let mut prefix_bytes: Option<u8> = None;
-        let mut endian: Option<Endian> = None;
-        let mut allowed_packet_ids: Option<Vec<u16>> = None;
-        // Keys arrive in any order, so which keys the method allows is checked after the loop.
-        let mut seen: Vec<&'static str> = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let Some(&known) = ALL_KEYS.iter().find(|k| **k == key) else {
-                return Err(de::Error::unknown_field(&key, ALL_KEYS));
-            };
-            if seen.contains(&known) {
-                return Err(de::Error::duplicate_field(known));
-            }
-            seen.push(known);
-            match known {
-                "method" => method = Some(map.next_value()?),
-                "prefix_bytes" => {
-                    let bytes: u8 = map.next_value()?;
-                    if !matches!(bytes, 1 | 2 | 4 | 8) {
-                        return Err(de::Error::invalid_value(
-                            Unexpected::Unsigned(bytes.into()),
-                            &"prefix_bytes = 1, 2, 4 or 8",
-                        ));
-                    }
-                    prefix_bytes = Some(bytes);
-                }
-                "endian" => endian = Some(map.next_value()?),
-                _ => allowed_packet_ids = Some(map.next_value()?),
-            }
-        }
-        let method = method.ok_or_else(|| de::Error::missing_field("method"))?;
-        let mut config = FramingConfig::from_method::<A::Error>(&method)?;
-        if let Some(extra) = seen.iter().find(|k| !config.keys().contains(k)) {
-            return Err(de::Error::unknown_field(extra, config.keys()));
-        }
-        match &mut config {
-            FramingConfig::Length(prefix) => {
-                prefix.bytes = prefix_bytes.unwrap_or(prefix.bytes);
-                prefix.endian = endian.unwrap_or(prefix.endian);
-            }
-            FramingConfig::SpacePacket(sp) => sp.allowed_packet_ids = allowed_packet_ids,
-            FramingConfig::Lines | FramingConfig::Cobs | FramingConfig::Chunk => {}
-        }
-        config.validate().map_err(de::Error::custom)?;
-        Ok(config)
-    }
-}
+pub use self::chunk::ChunkCodec;
+pub use self::cobs::CobsCodec;
+use self::config::MAX_PACKET_ID;
+pub use self::config::{Endian, FramingConfig, LengthPrefix, SpacePacketConfig};
+pub use self::length::LengthCodec;
+pub use self::lines::LinesCodec;
+pub use self::spacepacket::SpacePacketCodec;
 
 /// Why a frame could not be decoded or encoded.
 #[derive(Debug, thiserror::Error)]
@@ -395,8 +196,186 @@ pub(super) fn cut(
     Ok(Some(bytes))
 }
 
-/// Decodes frames of any framing from a read buffer; see the [module docs](self) for the loop
-/// contract.
+/// Frames a decoder skipped while [`Decoder::decode`] and [`Decoder::decode_eof`] went on
+/// decoding, by reason (the labels of [`CodecError::reason`]). `decode_next` reports each skip
+/// as an error instead and does not count it here.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use framehub::codec::CobsCodec;
+/// use tokio_util::codec::Decoder;
+///
+/// let mut codec = CobsCodec::new(64);
+/// // An invalid frame (0x05 announces four more bytes), then a valid one.
+/// let mut buf = BytesMut::from(&b"\0\x05a\0\x02b\0"[..]);
+/// assert_eq!(codec.decode(&mut buf)?.as_deref(), Some(&b"b"[..]));
+/// assert_eq!(codec.skipped().invalid_cobs, 1);
+/// assert_eq!(codec.skipped().total(), 1);
+/// # Ok::<(), framehub::codec::CodecError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Skipped {
+    /// Frames over the maximum, discarded up to their end ([`CodecError::Oversize`]).
+    pub oversize: u64,
+    /// COBS frames that did not decode ([`CodecError::InvalidCobs`]).
+    pub invalid_cobs: u64,
+    /// Runs of bytes that cannot start a space packet ([`CodecError::InvalidHeader`]).
+    pub invalid_header: u64,
+    /// Space packets whose ID is not allowed ([`CodecError::UnknownPacketId`]).
+    pub unknown_packet_id: u64,
+    /// Partial frames dropped at end of stream ([`CodecError::Truncated`]).
+    pub truncated: u64,
+}
+
+impl Skipped {
+    /// Frames skipped for any reason.
+    pub fn total(&self) -> u64 {
+        self.oversize
+            + self.invalid_cobs
+            + self.invalid_header
+            + self.unknown_packet_id
+            + self.truncated
+    }
+
+    /// Counts `e` if it is a skipped frame; false for the errors that must reach the caller.
+    fn count(&mut self, e: &CodecError) -> bool {
+        let counter = match e {
+            CodecError::Oversize { .. } => &mut self.oversize,
+            CodecError::InvalidCobs => &mut self.invalid_cobs,
+            CodecError::InvalidHeader => &mut self.invalid_header,
+            CodecError::UnknownPacketId { .. } => &mut self.unknown_packet_id,
+            CodecError::Truncated { .. } => &mut self.truncated,
+            CodecError::LengthOversize { .. } | CodecError::Unencodable(_) | CodecError::Io(_) => {
+                return false;
+            }
+        };
+        *counter += 1;
+        true
+    }
+}
+
+/// Runs `next` until it gives a frame, needs more bytes or fails fatally, counting the frames
+/// it skips on the way: `decode_next`'s loop as `FramedRead` wants it.
+fn skipping(
+    skipped: &mut Skipped,
+    mut next: impl FnMut() -> Result<Option<Bytes>, CodecError>,
+) -> Result<Option<Bytes>, CodecError> {
+    loop {
+        match next() {
+            Err(e) if skipped.count(&e) => {}
+            step => return step,
+        }
+    }
+}
+
+/// The decoding side every codec shares, for a type with fields `decoder` (whose
+/// `decode`/`decode_eof` take the buffer and the maximum), `max_frame_bytes` and `skipped`.
+macro_rules! decoder_methods {
+    ($codec:ty) => {
+        impl $codec {
+            /// The maximum frame size in force (payload bytes, without delimiter, prefix or
+            /// COBS overhead).
+            pub fn max_frame_bytes(&self) -> usize {
+                self.max_frame_bytes
+            }
+
+            /// Changes the maximum from the next frame on (the hub lowers it until a peer
+            /// authenticates). A `length` frame whose prefix was already read keeps the limit
+            /// it was checked against.
+            pub fn set_max_frame_bytes(&mut self, max: usize) {
+                self.max_frame_bytes = max;
+            }
+
+            /// Frames that `Decoder::decode` and `decode_eof` skipped so far, by reason.
+            pub fn skipped(&self) -> &$crate::codec::Skipped {
+                &self.skipped
+            }
+
+            /// The next frame of `buf` (at end of stream when `eof`), reporting a skipped frame
+            /// as a non-fatal `Err` rather than counting it: the loop contract of the
+            /// [module docs](crate::codec). `Decoder::decode` is this loop with the skips
+            /// counted in [`Self::skipped`].
+            #[inline]
+            pub fn decode_next(
+                &mut self,
+                buf: &mut ::bytes::BytesMut,
+                eof: bool,
+            ) -> Result<Option<::bytes::Bytes>, $crate::codec::CodecError> {
+                if eof {
+                    self.decoder.decode_eof(buf, self.max_frame_bytes)
+                } else {
+                    self.decoder.decode(buf, self.max_frame_bytes)
+                }
+            }
+        }
+
+        /// Skipped frames are counted in `skipped()` and decoding goes on; only a lost
+        /// framing is an `Err`, so a `FramedRead` ends its stream only there.
+        impl tokio_util::codec::Decoder for $codec {
+            type Item = ::bytes::Bytes;
+            type Error = $crate::codec::CodecError;
+
+            fn decode(
+                &mut self,
+                buf: &mut ::bytes::BytesMut,
+            ) -> Result<Option<::bytes::Bytes>, $crate::codec::CodecError> {
+                let max = self.max_frame_bytes;
+                $crate::codec::skipping(&mut self.skipped, || self.decoder.decode(buf, max))
+            }
+
+            fn decode_eof(
+                &mut self,
+                buf: &mut ::bytes::BytesMut,
+            ) -> Result<Option<::bytes::Bytes>, $crate::codec::CodecError> {
+                let max = self.max_frame_bytes;
+                $crate::codec::skipping(&mut self.skipped, || self.decoder.decode_eof(buf, max))
+            }
+        }
+    };
+}
+
+/// The encoding side every codec shares, for a type with a field `max_frame_bytes` and a
+/// method `encode_payload` that frames a payload of at most that size.
+macro_rules! encoder_impls {
+    ($codec:ty) => {
+        /// A payload over the maximum, or one the framing cannot carry, is refused with an
+        /// error and nothing is written.
+        impl tokio_util::codec::Encoder<&[u8]> for $codec {
+            type Error = $crate::codec::CodecError;
+
+            fn encode(
+                &mut self,
+                payload: &[u8],
+                dst: &mut ::bytes::BytesMut,
+            ) -> Result<(), $crate::codec::CodecError> {
+                let max = self.max_frame_bytes;
+                if payload.len() > max {
+                    return Err($crate::codec::CodecError::Oversize { max });
+                }
+                self.encode_payload(payload, dst)
+            }
+        }
+
+        impl tokio_util::codec::Encoder<::bytes::Bytes> for $codec {
+            type Error = $crate::codec::CodecError;
+
+            fn encode(
+                &mut self,
+                payload: ::bytes::Bytes,
+                dst: &mut ::bytes::BytesMut,
+            ) -> Result<(), $crate::codec::CodecError> {
+                tokio_util::codec::Encoder::encode(self, &payload[..], dst)
+            }
+        }
+    };
+}
+
+pub(crate) use {decoder_methods, encoder_impls};
+
+/// Decodes frames of the framing a [`FramingConfig`] names, from a read buffer; see the
+/// [module docs](self) for the two decode loops. With `FramedRead` it behaves as the
+/// framing's own codec ([`LinesCodec`], ...) does.
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -410,10 +389,27 @@ pub(super) fn cut(
 /// assert!(matches!(err, CodecError::LengthOversize { .. }) && err.is_fatal());
 /// # Ok::<(), CodecError>(())
 /// ```
+///
+/// Over a socket, with the framing chosen at run time:
+///
+/// ```no_run
+/// use framehub::codec::{FrameDecoder, FramingConfig};
+/// use futures_util::StreamExt;
+/// use tokio_util::codec::FramedRead;
+///
+/// # async fn demo(socket: tokio::net::TcpStream) -> Result<(), framehub::codec::CodecError> {
+/// let mut frames = FramedRead::new(socket, FrameDecoder::new(&FramingConfig::Cobs, 4096));
+/// while let Some(frame) = frames.next().await {
+///     println!("{} bytes", frame?.len());
+/// }
+/// println!("{} frames skipped", frames.decoder().skipped().total());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct FrameDecoder {
-    framing: FramingDecoder,
+    decoder: FramingDecoder,
     max_frame_bytes: usize,
+    skipped: Skipped,
 }
 
 #[derive(Debug)]
@@ -422,7 +418,31 @@ enum FramingDecoder {
     Length(length::LengthDecoder),
     Cobs(cobs::CobsDecoder),
     SpacePacket(spacepacket::SpacePacketDecoder),
-    Chunk,
+    Chunk(chunk::ChunkDecoder),
+}
+
+impl FramingDecoder {
+    #[inline]
+    fn decode(&mut self, buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, CodecError> {
+        match self {
+            Self::Lines(d) => d.decode(buf, max),
+            Self::Length(d) => d.decode(buf, max),
+            Self::Cobs(d) => d.decode(buf, max),
+            Self::SpacePacket(d) => d.decode(buf, max),
+            Self::Chunk(d) => d.decode(buf, max),
+        }
+    }
+
+    #[inline]
+    fn decode_eof(&mut self, buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, CodecError> {
+        match self {
+            Self::Lines(d) => d.decode_eof(buf, max),
+            Self::Length(d) => d.decode_eof(buf, max),
+            Self::Cobs(d) => d.decode_eof(buf, max),
+            Self::SpacePacket(d) => d.decode_eof(buf, max),
+            Self::Chunk(d) => d.decode_eof(buf, max),
+        }
+    }
 }
 
 impl FrameDecoder {
@@ -433,7 +453,7 @@ impl FrameDecoder {
     /// invalid one, a prefix width outside 1..=8 is clamped and packet IDs over 13 bits never
     /// match.
     pub fn new(framing: &FramingConfig, max_frame_bytes: usize) -> Self {
-        let framing = match framing {
+        let decoder = match framing {
             FramingConfig::Lines => FramingDecoder::Lines(lines::LinesDecoder::default()),
             FramingConfig::Length(prefix) => {
                 FramingDecoder::Length(length::LengthDecoder::new(*prefix))
@@ -442,24 +462,13 @@ impl FrameDecoder {
             FramingConfig::SpacePacket(config) => {
                 FramingDecoder::SpacePacket(spacepacket::SpacePacketDecoder::new(config))
             }
-            FramingConfig::Chunk => FramingDecoder::Chunk,
+            FramingConfig::Chunk => FramingDecoder::Chunk(chunk::ChunkDecoder),
         };
         Self {
-            framing,
+            decoder,
             max_frame_bytes,
+            skipped: Skipped::default(),
         }
-    }
-
-    /// Changes the maximum from the next frame on: the connection lowers it to
-    /// `max_auth_frame_bytes` until the peer authenticates, then raises it. A `length` frame
-    /// whose prefix was already read keeps the limit it was checked against.
-    pub fn set_max_frame_bytes(&mut self, max: usize) {
-        self.max_frame_bytes = max;
-    }
-
-    /// The maximum frame size in force.
-    pub fn max_frame_bytes(&self) -> usize {
-        self.max_frame_bytes
     }
 
     /// Whether [`Self::next_in`] serves this framing: its frames are bytes of the input, found
@@ -468,7 +477,7 @@ impl FrameDecoder {
     /// not used there.)
     pub(crate) fn decodes_in_place(&self) -> bool {
         matches!(
-            self.framing,
+            self.decoder,
             FramingDecoder::Lines(_) | FramingDecoder::Cobs(_)
         )
     }
@@ -476,11 +485,11 @@ impl FrameDecoder {
     /// Whether the ranges [`Self::next_in`] finds are encoded frames that
     /// [`Self::decode_found`] turns into payloads (`cobs`), rather than the payloads themselves.
     pub(crate) fn finds_encoded(&self) -> bool {
-        matches!(self.framing, FramingDecoder::Cobs(_))
+        matches!(self.decoder, FramingDecoder::Cobs(_))
     }
 
     /// Decodes an encoded frame found by [`Self::next_in`] onto the end of `out` (left as it
-    /// was on an error): the same payload, or the same error, as [`Decoder::decode`] gives.
+    /// was on an error): the same payload, or the same error, as [`Self::decode_next`] gives.
     pub(crate) fn decode_found(
         &self,
         encoded: &[u8],
@@ -491,10 +500,9 @@ impl FrameDecoder {
 
     /// The in-place decode loop, for framings that [`Self::decodes_in_place`]: the next frame of
     /// `buf[*pos..]` as a range of `buf`, with `*pos` moved past everything consumed (frames,
-    /// delimiters, dropped bytes). Same results, in the same order, as
-    /// [`Decoder::decode`] (or `decode_eof` when `eof`); the caller drops `buf[..*pos]` with
-    /// [`consume`] once it is done with the frames, so the read buffer is never split per frame.
-    /// Other framings find nothing here.
+    /// delimiters, dropped bytes). Same results, in the same order, as [`Self::decode_next`];
+    /// the caller drops `buf[..*pos]` with [`consume`] once it is done with the frames, so the
+    /// read buffer is never split per frame. Other framings find nothing here.
     pub(crate) fn next_in(
         &mut self,
         buf: &[u8],
@@ -502,7 +510,7 @@ impl FrameDecoder {
         eof: bool,
     ) -> Result<Option<std::ops::Range<usize>>, CodecError> {
         let max = self.max_frame_bytes;
-        match &mut self.framing {
+        match &mut self.decoder {
             FramingDecoder::Lines(d) if eof => d.next_in_eof(buf, pos, max),
             FramingDecoder::Lines(d) => d.next_in(buf, pos, max),
             FramingDecoder::Cobs(d) if eof => d.next_in_eof(buf, pos, max),
@@ -512,34 +520,10 @@ impl FrameDecoder {
     }
 }
 
-impl Decoder for FrameDecoder {
-    type Item = Bytes;
-    type Error = CodecError;
+decoder_methods!(FrameDecoder);
 
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
-        let max = self.max_frame_bytes;
-        match &mut self.framing {
-            FramingDecoder::Lines(d) => d.decode(buf, max),
-            FramingDecoder::Length(d) => d.decode(buf, max),
-            FramingDecoder::Cobs(d) => d.decode(buf, max),
-            FramingDecoder::SpacePacket(d) => d.decode(buf, max),
-            FramingDecoder::Chunk => chunk::decode(buf, max),
-        }
-    }
-
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
-        let max = self.max_frame_bytes;
-        match &mut self.framing {
-            FramingDecoder::Lines(d) => d.decode_eof(buf, max),
-            FramingDecoder::Length(d) => d.decode_eof(buf, max),
-            FramingDecoder::Cobs(d) => d.decode_eof(buf, max),
-            FramingDecoder::SpacePacket(d) => d.decode_eof(buf, max),
-            FramingDecoder::Chunk => chunk::decode(buf, max),
-        }
-    }
-}
-
-/// Frames payloads for the wire in any framing (egress, clients, tests).
+/// Frames payloads for the wire in the framing a [`FramingConfig`] names (egress, clients,
+/// tests); with `FramedWrite` it behaves as the framing's own codec does.
 ///
 /// A payload the framing cannot carry is refused with an error and nothing is written.
 /// For `spacepacket` the payload must already be one whole space packet, checked but written
@@ -572,146 +556,25 @@ impl FrameEncoder {
             max_frame_bytes,
         }
     }
-}
 
-impl Encoder<&[u8]> for FrameEncoder {
-    type Error = CodecError;
-
-    fn encode(&mut self, payload: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
-        let max = self.max_frame_bytes;
-        if payload.len() > max {
-            return Err(CodecError::Oversize { max });
-        }
+    fn encode_payload(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
         match &self.framing {
             FramingConfig::Lines => lines::encode(payload, dst),
             FramingConfig::Length(prefix) => length::encode(*prefix, payload, dst),
             FramingConfig::Cobs => cobs::encode(payload, dst),
             FramingConfig::SpacePacket(_) => spacepacket::encode(payload, dst),
-            FramingConfig::Chunk => {
-                dst.extend_from_slice(payload);
-                Ok(())
-            }
+            FramingConfig::Chunk => chunk::encode(payload, dst),
         }
     }
 }
 
-impl Encoder<Bytes> for FrameEncoder {
-    type Error = CodecError;
-
-    fn encode(&mut self, payload: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
-        self.encode(&payload[..], dst)
-    }
-}
+encoder_impls!(FrameEncoder);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Listener {
-        framing: FramingConfig,
-    }
-
-    fn parse(text: &str) -> Result<FramingConfig, String> {
-        toml::from_str::<Listener>(text)
-            .map(|l| l.framing)
-            .map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn plain_strings_take_defaults() {
-        assert_eq!(parse(r#"framing = "lines""#), Ok(FramingConfig::Lines));
-        assert_eq!(
-            parse(r#"framing = "length""#),
-            Ok(FramingConfig::Length(LengthPrefix {
-                bytes: 4,
-                endian: Endian::Big
-            }))
-        );
-        assert_eq!(parse(r#"framing = "cobs""#), Ok(FramingConfig::Cobs));
-        assert_eq!(
-            parse(r#"framing = "spacepacket""#),
-            Ok(FramingConfig::SpacePacket(SpacePacketConfig {
-                allowed_packet_ids: None
-            }))
-        );
-        assert_eq!(parse(r#"framing = "chunk""#), Ok(FramingConfig::Chunk));
-    }
-
-    #[test]
-    fn tables_carry_parameters() {
-        assert_eq!(
-            parse(r#"framing = { method = "length", prefix_bytes = 2, endian = "little" }"#),
-            Ok(FramingConfig::Length(LengthPrefix {
-                bytes: 2,
-                endian: Endian::Little
-            }))
-        );
-        assert_eq!(
-            parse(r#"framing = { endian = "little", method = "length" }"#),
-            Ok(FramingConfig::Length(LengthPrefix {
-                bytes: 4,
-                endian: Endian::Little
-            }))
-        );
-        assert_eq!(
-            parse(r#"framing = { method = "spacepacket", allowed_packet_ids = [0x1801, 0x0802] }"#),
-            Ok(FramingConfig::SpacePacket(SpacePacketConfig {
-                allowed_packet_ids: Some(vec![0x1801, 0x0802])
-            }))
-        );
-        assert_eq!(
-            parse("[framing]\nmethod = \"cobs\"\n"),
-            Ok(FramingConfig::Cobs)
-        );
-    }
-
-    #[test]
-    fn errors_name_the_key_or_method() {
-        let err = parse(r#"framing = { method = "length", prefix_byte = 2 }"#).unwrap_err();
-        assert!(err.contains("unknown field `prefix_byte`"), "{err}");
-        // A key that exists, but for another method.
-        let err = parse(r#"framing = { method = "lines", endian = "big" }"#).unwrap_err();
-        assert!(err.contains("unknown field `endian`"), "{err}");
-        let err = parse(r#"framing = "json""#).unwrap_err();
-        assert!(err.contains("unknown variant `json`"), "{err}");
-        let err = parse(r#"framing = { prefix_bytes = 2 }"#).unwrap_err();
-        assert!(err.contains("missing field `method`"), "{err}");
-        let err = parse(r#"framing = { method = "length", prefix_bytes = 3 }"#).unwrap_err();
-        assert!(err.contains("prefix_bytes"), "{err}");
-        let err = parse(r#"framing = { method = "length", endian = "middle" }"#).unwrap_err();
-        assert!(err.contains("middle"), "{err}");
-        let err = parse(r#"framing = { method = "spacepacket", allowed_packet_ids = [0x2000] }"#)
-            .unwrap_err();
-        assert!(err.contains("allowed_packet_ids"), "{err}");
-        let err =
-            parse(r#"framing = { method = "spacepacket", allowed_packet_ids = [] }"#).unwrap_err();
-        assert!(err.contains("allowed_packet_ids"), "{err}");
-    }
-
-    #[test]
-    fn validate_and_name() {
-        for (config, name) in [
-            (FramingConfig::Lines, "lines"),
-            (FramingConfig::Length(LengthPrefix::default()), "length"),
-            (FramingConfig::Cobs, "cobs"),
-            (
-                FramingConfig::SpacePacket(SpacePacketConfig::default()),
-                "spacepacket",
-            ),
-            (FramingConfig::Chunk, "chunk"),
-        ] {
-            assert_eq!(config.name(), name);
-            assert_eq!(config.validate(), Ok(()));
-        }
-        let bad = FramingConfig::Length(LengthPrefix {
-            bytes: 0,
-            endian: Endian::Big,
-        });
-        assert!(bad.validate().is_err_and(|e| e.contains("prefix_bytes")));
-    }
+    use tokio_util::codec::{Decoder, Encoder};
 
     #[test]
     fn error_classification() {
@@ -737,15 +600,106 @@ mod tests {
         assert_eq!(decoder.max_frame_bytes(), 4);
         let mut buf = BytesMut::from(&b"123456\n123456\n"[..]);
         assert!(matches!(
-            decoder.decode(&mut buf),
+            decoder.decode_next(&mut buf, false),
             Err(CodecError::Oversize { max: 4 })
         ));
         decoder.set_max_frame_bytes(8);
         assert_eq!(decoder.max_frame_bytes(), 8);
         assert_eq!(
-            decoder.decode(&mut buf).ok().flatten().as_deref(),
+            decoder
+                .decode_next(&mut buf, false)
+                .ok()
+                .flatten()
+                .as_deref(),
             Some(&b"123456"[..])
         );
+    }
+
+    #[test]
+    fn decode_counts_skipped_frames_and_goes_on() {
+        let mut decoder = FrameDecoder::new(&FramingConfig::Cobs, 4);
+        // Oversize, invalid, valid, then a frame cut off by the end of the stream.
+        let mut buf = BytesMut::from(&b"\0\x0612345\0\x05a\0\x02b\0\x02c"[..]);
+        assert_eq!(
+            decoder.decode(&mut buf).unwrap().as_deref(),
+            Some(&b"b"[..])
+        );
+        assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+        assert_eq!(decoder.decode_eof(&mut buf).unwrap(), None);
+        let skipped = *decoder.skipped();
+        assert_eq!(
+            (skipped.oversize, skipped.invalid_cobs, skipped.truncated),
+            (1, 1, 1)
+        );
+        assert_eq!(skipped.total(), 3);
+        // `decode_next` reports skips instead of counting them.
+        let mut buf = BytesMut::from(&b"\0\x05a\0"[..]);
+        assert!(matches!(
+            decoder.decode_next(&mut buf, false),
+            Err(CodecError::InvalidCobs)
+        ));
+        assert_eq!(decoder.skipped(), &skipped);
+    }
+
+    #[test]
+    fn decode_returns_a_lost_framing() {
+        let mut codec = LengthCodec::new(LengthPrefix::default(), 2);
+        let mut buf = BytesMut::from(&b"\0\0\0\x01a\0\0\0\x03abc"[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap().as_deref(), Some(&b"a"[..]));
+        assert!(codec.decode(&mut buf).is_err_and(|e| e.is_fatal()));
+        assert_eq!(codec.skipped().total(), 0);
+    }
+
+    #[test]
+    fn framing_codecs_encode_as_frame_encoder_does() {
+        let prefix = LengthPrefix {
+            bytes: 2,
+            endian: Endian::Little,
+        };
+        let packet = &b"\x18\x01\xc0\0\0\0\xbb"[..];
+        type Encode = Box<dyn FnMut(&[u8], &mut BytesMut) -> Result<(), CodecError>>;
+        let cases: [(FramingConfig, Encode); 5] = [
+            (
+                FramingConfig::Lines,
+                Box::new(|p, dst| LinesCodec::new(8).encode(p, dst)),
+            ),
+            (
+                FramingConfig::Length(prefix),
+                Box::new(move |p, dst| LengthCodec::new(prefix, 8).encode(p, dst)),
+            ),
+            (
+                FramingConfig::Cobs,
+                Box::new(|p, dst| CobsCodec::new(8).encode(p, dst)),
+            ),
+            (
+                FramingConfig::SpacePacket(SpacePacketConfig::default()),
+                Box::new(|p, dst| {
+                    SpacePacketCodec::new(&SpacePacketConfig::default(), 8).encode(p, dst)
+                }),
+            ),
+            (
+                FramingConfig::Chunk,
+                Box::new(|p, dst| ChunkCodec::new(8).encode(p, dst)),
+            ),
+        ];
+        for (framing, mut encode) in cases {
+            let mut ours = BytesMut::new();
+            let mut theirs = BytesMut::new();
+            let payload = if matches!(framing, FramingConfig::SpacePacket(_)) {
+                packet
+            } else {
+                &b"a\0b"[..]
+            };
+            encode(payload, &mut ours).unwrap();
+            FrameEncoder::new(&framing, 8)
+                .encode(payload, &mut theirs)
+                .unwrap();
+            assert_eq!(ours, theirs, "{framing:?}");
+            assert!(matches!(
+                encode(&b"123456789"[..], &mut ours),
+                Err(CodecError::Oversize { max: 8 })
+            ));
+        }
     }
 
     #[test]
@@ -773,7 +727,6 @@ mod tests {
 #[cfg(test)]
 pub(crate) mod test_support {
     use bytes::{Bytes, BytesMut};
-    use tokio_util::codec::Decoder;
 
     use super::FrameDecoder;
 
@@ -785,11 +738,7 @@ pub(crate) mod test_support {
     ) -> Vec<Result<Bytes, String>> {
         let mut out = Vec::new();
         loop {
-            let step = if eof {
-                d.decode_eof(buf)
-            } else {
-                d.decode(buf)
-            };
+            let step = d.decode_next(buf, eof);
             match step {
                 Ok(Some(frame)) => out.push(Ok(frame)),
                 Ok(None) => return out,

@@ -12,7 +12,9 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{CodecError, MAX_PACKET_ID, SpacePacketConfig};
+use super::{
+    CodecError, MAX_PACKET_ID, Skipped, SpacePacketConfig, decoder_methods, encoder_impls,
+};
 
 /// Length of the CCSDS primary header.
 const HEADER_LEN: usize = 6;
@@ -29,7 +31,52 @@ enum DecodeState {
     Skip(usize),
 }
 
-#[derive(Debug)]
+/// The `spacepacket` framing's codec: CCSDS space packets back to back, optionally filtered
+/// by packet ID. A packet whose ID is not allowed or that is longer than `max_frame_bytes` is
+/// skipped whole, and each run of bytes that cannot start a packet is skipped to resync; both
+/// are counted in [`skipped`](Self::skipped) and decoding goes on. A payload to encode must be
+/// one whole packet, written as is.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use framehub::codec::{SpacePacketCodec, SpacePacketConfig};
+/// use tokio_util::codec::Decoder;
+///
+/// let config = SpacePacketConfig { allowed_packet_ids: Some(vec![0x1801]) };
+/// let mut codec = SpacePacketCodec::new(&config, 1024);
+/// // A TC for APID 2 (not allowed), then one for APID 1, each with one byte of data.
+/// let mut buf = BytesMut::from(&b"\x18\x02\xc0\0\0\0\xaa\x18\x01\xc0\0\0\0\xbb"[..]);
+/// assert_eq!(codec.decode(&mut buf)?.as_deref(), Some(&b"\x18\x01\xc0\0\0\0\xbb"[..]));
+/// assert_eq!(codec.skipped().unknown_packet_id, 1);
+/// # Ok::<(), framehub::codec::CodecError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SpacePacketCodec {
+    decoder: SpacePacketDecoder,
+    max_frame_bytes: usize,
+    skipped: Skipped,
+}
+
+impl SpacePacketCodec {
+    /// A codec for packets of at most `max_frame_bytes` (header included) whose ID `config`
+    /// allows; IDs over 13 bits (which validation refuses) never match.
+    pub fn new(config: &SpacePacketConfig, max_frame_bytes: usize) -> Self {
+        Self {
+            decoder: SpacePacketDecoder::new(config),
+            max_frame_bytes,
+            skipped: Skipped::default(),
+        }
+    }
+
+    fn encode_payload(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+        encode(payload, dst)
+    }
+}
+
+decoder_methods!(SpacePacketCodec);
+encoder_impls!(SpacePacketCodec);
+
+#[derive(Debug, Clone)]
 pub(super) struct SpacePacketDecoder {
     /// `None` accepts every packet ID.
     allowed: Option<PacketIdSet>,
@@ -177,7 +224,7 @@ pub(super) fn encode(packet: &[u8], dst: &mut BytesMut) -> Result<(), CodecError
 mod tests {
     use super::*;
     use crate::codec::{FrameDecoder, FrameEncoder, FramingConfig};
-    use tokio_util::codec::{Decoder, Encoder};
+    use tokio_util::codec::Encoder;
 
     /// A packet with this 13-bit packet ID and `data_len` bytes of data.
     fn packet(packet_id: u16, data_len: usize) -> Vec<u8> {
@@ -256,7 +303,7 @@ mod tests {
         let mut d = decoder(Some(vec![0x1801]), 1024);
         let mut buf = BytesMut::from(&packet(0x0802, 3)[..]);
         assert!(matches!(
-            d.decode(&mut buf),
+            d.decode_next(&mut buf, false),
             Err(CodecError::UnknownPacketId { packet_id: 0x0802 })
         ));
     }

@@ -14,7 +14,6 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
-use tokio_util::codec::Decoder;
 
 use super::arena::{compact, pack, share_out};
 use crate::codec::{CodecError, FrameDecoder, consume};
@@ -331,11 +330,7 @@ impl Core {
     ) -> Result<(), CloseReason> {
         let first = self.batch.len();
         let result = loop {
-            let decoded = if eof {
-                self.decoder.decode_eof(buf)
-            } else {
-                self.decoder.decode(buf)
-            };
+            let decoded = self.decoder.decode_next(buf, eof);
             match decoded {
                 Ok(Some(frame)) => match self.accept(&frame) {
                     Ok(Fate::Deliver(timestamp)) => self.push_frame(frame, received_at, timestamp),
