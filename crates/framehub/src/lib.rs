@@ -102,5 +102,5 @@ pub use reason::{AuthFailure, CloseReason, DropReason, Ending};
 pub use receiver::{Frame, QueueStats, Receiver, RecvTimeoutError, Source, TryRecvError};
 pub use registry::ConnectionInfo;
 pub use router::{NewNodes, NodeStatus};
-pub use snapshot::{ConnectionStats, ListenerStats, StatsSnapshot, Traffic};
+pub use snapshot::{ConnectionStats, ListenerStats, NodeStats, StatsSnapshot, Traffic};
 pub use stats::Counters;
