@@ -9,6 +9,7 @@ pub use crate::reason::{CloseReason, Ending};
 /// Per-connection totals, reported when it closes (with its peer address
 /// and [`CloseReason`] in [`ConnectionEvent::Closed`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionCounts {
     /// Frames cut from the stream.
     pub frames_in: u64,
