@@ -8,11 +8,10 @@
 //! [`router`] builds the probes and [`api_router`] the JSON API, one
 //! `.route()` per endpoint.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use axum::Json;
 use axum::Router;
@@ -22,7 +21,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use framehub::{ConnectionInfo, Hub};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -48,18 +46,8 @@ pub struct AdminState {
     /// The sink thread's queue, to report its depth; weak, so it never
     /// keeps the sink thread waiting at shutdown.
     pub sink_queue: mpsc::WeakSender<Message>,
-    /// Frames per second of every node, sampled once a second.
-    pub rates: Mutex<HashMap<String, Rate>>,
     /// Whether `POST /api/send` may write to clients (`[admin] send`).
     pub allow_send: bool,
-}
-
-/// A node's delivery rate between the last two samples.
-#[derive(Debug, Clone, Copy)]
-pub struct Rate {
-    frames: u64,
-    at: Instant,
-    per_second: f64,
 }
 
 impl AdminState {
@@ -113,44 +101,6 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-}
-
-/// Samples every node's delivered-frame count once a second, for
-/// `frames_per_second` in `/api/nodes`.
-pub async fn sample_rates(state: Arc<AdminState>, stop: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_secs(1));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        let now = Instant::now();
-        let nodes = state.hub.nodes();
-        let mut rates = state.rates.lock();
-        let mut next = HashMap::with_capacity(nodes.len());
-        for n in nodes {
-            let frames = n.queue.enqueued;
-            let per_second = match rates.get(&n.name) {
-                Some(prev) => {
-                    let secs = now.duration_since(prev.at).as_secs_f64().max(1e-3);
-                    frames.saturating_sub(prev.frames) as f64 / secs
-                }
-                None => 0.0,
-            };
-            next.insert(
-                n.name,
-                Rate {
-                    frames,
-                    at: now,
-                    per_second,
-                },
-            );
-        }
-        // Rebuilt from the node table each time, so it holds exactly the
-        // known nodes.
-        *rates = next;
-    }
 }
 
 #[derive(Serialize)]
@@ -251,14 +201,17 @@ struct NodesResponse {
     nodes: Vec<NodeView>,
 }
 
+/// Every node with its rate over the latest statistics period (0 before
+/// the first one ended).
 async fn nodes(State(state): State<Arc<AdminState>>) -> Json<NodesResponse> {
-    let rates = state.rates.lock().clone();
-    let nodes = state
-        .hub
-        .nodes()
+    let nodes = state.hub.nodes();
+    let stats = state.hub.stats();
+    // Held only while the views are built: the sampler waits for it.
+    let stats = stats.borrow();
+    let nodes = nodes
         .into_iter()
         .map(|n| NodeView {
-            frames_per_second: rates.get(&n.name).map_or(0.0, |r| r.per_second),
+            frames_per_second: stats.node(&n.name).map_or(0.0, |r| r.frames_per_sec),
             connected: n.healthy,
             connections: n.connections,
             peer: n.peer,

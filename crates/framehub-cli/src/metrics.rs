@@ -1,6 +1,10 @@
 //! `/metrics`: the hub's and the sinks' counters in the Prometheus text
 //! format, rendered from snapshots at scrape time.
 //!
+//! The listeners' families are not listed here: the library declares them
+//! once ([`Counters::METRICS`]) and this walks the declaration. The sinks'
+//! families are declared once in [`SINK_FAMILIES`].
+//!
 //! Every family has HELP and TYPE lines and its unit in its name
 //! (`_bytes`, `_frames`, `_seconds`, `_total` for counters). Labels are the
 //! listener, the reason and the sink only, all bounded by the config or
@@ -10,7 +14,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use framehub::{Counters, Hub};
@@ -57,37 +61,108 @@ impl Exposition {
         let _ = writeln!(self.out, " {value}");
     }
 
-    /// A family with one sample per listener.
-    fn per_listener(
-        &mut self,
-        name: &str,
-        kind: &str,
-        help: &str,
-        listeners: &[(String, Counters)],
-        value: impl Fn(&Counters) -> u64,
-    ) {
-        self.family(name, kind, help);
-        for (listener, c) in listeners {
-            self.sample(name, &[("listener", listener)], value(c));
+    /// Every family the library declares for listeners, in declaration
+    /// order, one sample per listener (and per reason).
+    fn listener_families(&mut self, listeners: &[(String, Counters)]) {
+        let values: Vec<_> = listeners.iter().map(|(_, c)| c.metric_values()).collect();
+        for (i, info) in Counters::METRICS.iter().enumerate() {
+            let Some(name) = info.prometheus else {
+                continue;
+            };
+            self.family(name, info.kind.as_str(), info.help);
+            for ((listener, _), values) in listeners.iter().zip(&values) {
+                values[i].for_each(|label, n| match (info.label, label) {
+                    (Some(key), Some(value)) => {
+                        self.sample(name, &[("listener", listener), (key, value)], n)
+                    }
+                    _ => self.sample(name, &[("listener", listener)], n),
+                });
+            }
         }
     }
 
-    /// A family with one sample per sink of the given type (all if `None`).
-    fn per_sink(
-        &mut self,
-        name: &str,
-        kind: &str,
-        help: &str,
-        sinks: &[Arc<SinkStatus>],
-        of_type: Option<&str>,
-        value: impl Fn(&SinkStatus) -> u64,
-    ) {
-        self.family(name, kind, help);
-        for s in sinks.iter().filter(|s| of_type.is_none_or(|t| s.kind == t)) {
-            self.sample(name, &[("sink", &s.name)], value(s));
+    /// A family with one sample per sink of its type.
+    fn sink_family(&mut self, family: &SinkFamily, sinks: &[Arc<SinkStatus>]) {
+        self.family(family.name, family.kind, family.help);
+        for s in sinks
+            .iter()
+            .filter(|s| family.of_type.is_none_or(|t| s.kind == t))
+        {
+            let value = (family.value)(s).load(Ordering::Relaxed);
+            self.sample(family.name, &[("sink", &s.name)], value);
         }
     }
 }
+
+/// A sink counter as `/metrics` shows it.
+struct SinkFamily {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    /// The sink type that has it; `None`: every sink.
+    of_type: Option<&'static str>,
+    value: fn(&SinkStatus) -> &AtomicU64,
+}
+
+/// The sinks' counters, in the order `/metrics` shows them.
+const SINK_FAMILIES: &[SinkFamily] = &[
+    SinkFamily {
+        name: "framehub_sink_records_written_total",
+        kind: "counter",
+        help: "Records written by the sink (a tap: handed to its subscribers).",
+        of_type: None,
+        value: |s| &s.records_written,
+    },
+    SinkFamily {
+        name: "framehub_sink_bytes_written_total",
+        kind: "counter",
+        help: "Bytes written by the sink.",
+        of_type: None,
+        value: |s| &s.bytes_written,
+    },
+    SinkFamily {
+        name: "framehub_sink_records_failed_total",
+        kind: "counter",
+        help: "Records the sink could not write (disk full, permission, closed pipe).",
+        of_type: None,
+        value: |s| &s.records_failed,
+    },
+    SinkFamily {
+        name: "framehub_sink_file_rotations_total",
+        kind: "counter",
+        help: "Files rotated by a file sink.",
+        of_type: Some("file"),
+        value: |s| &s.rotations,
+    },
+    SinkFamily {
+        name: "framehub_tap_subscribers",
+        kind: "gauge",
+        help: "Subscribers connected to a tap.",
+        of_type: Some("tap"),
+        value: |s| &s.subscribers,
+    },
+    SinkFamily {
+        name: "framehub_tap_records_dropped_total",
+        kind: "counter",
+        help: "Records a tap subscriber missed because its buffer was full, summed over subscribers.",
+        of_type: Some("tap"),
+        value: |s| &s.records_lost,
+    },
+    SinkFamily {
+        name: "framehub_tap_subscribers_cut_total",
+        kind: "counter",
+        help: "Tap subscribers disconnected because their buffer was full.",
+        of_type: Some("tap"),
+        value: |s| &s.subscribers_cut,
+    },
+    SinkFamily {
+        name: "framehub_tap_subscribers_rejected_total",
+        kind: "counter",
+        help: "Tap subscribers refused because max_subscribers were connected.",
+        of_type: Some("tap"),
+        value: |s| &s.subscribers_rejected,
+    },
+];
 
 /// Label values are escaped as the text format requires.
 fn escape_label(out: &mut String, value: &str) {
@@ -149,146 +224,7 @@ pub fn render(src: &MetricsSources<'_>) -> String {
             u8::from(l.is_accepting),
         );
     }
-    m.per_listener(
-        "framehub_connections_open",
-        "gauge",
-        "Connections open now.",
-        &listeners,
-        |c| c.connections_open,
-    );
-    m.per_listener(
-        "framehub_connections_accepted_total",
-        "counter",
-        "Connections accepted and served.",
-        &listeners,
-        |c| c.connections_accepted,
-    );
-    m.per_listener(
-        "framehub_connections_rejected_total",
-        "counter",
-        "Connections accepted and closed at once because max_connections were open.",
-        &listeners,
-        |c| c.connections_rejected,
-    );
-    m.family(
-        "framehub_connections_closed_total",
-        "counter",
-        "Served connections that ended, by reason.",
-    );
-    for (listener, c) in &listeners {
-        for (reason, n) in c.connections_closed_by {
-            m.sample(
-                "framehub_connections_closed_total",
-                &[("listener", listener), ("reason", reason)],
-                n,
-            );
-        }
-    }
-    m.per_listener(
-        "framehub_accept_errors_total",
-        "counter",
-        "Errors from accept() (out of file descriptors, ...); the listener backs off and retries.",
-        &listeners,
-        |c| c.accept_errors,
-    );
-    m.per_listener(
-        "framehub_auth_failures_total",
-        "counter",
-        "Connections closed for a wrong or missing token, or an oversized or missing first message.",
-        &listeners,
-        |c| c.auth_failures,
-    );
-    m.per_listener(
-        "framehub_bytes_received_total",
-        "counter",
-        "Bytes read from the sockets.",
-        &listeners,
-        |c| c.bytes_received,
-    );
-    m.per_listener(
-        "framehub_frames_received_total",
-        "counter",
-        "Frames cut from the streams, before any protocol check.",
-        &listeners,
-        |c| c.frames_received,
-    );
-    m.per_listener(
-        "framehub_frames_delivered_total",
-        "counter",
-        "Frames put into a receiver queue.",
-        &listeners,
-        |c| c.frames_delivered,
-    );
-    m.per_listener(
-        "framehub_heartbeats_received_total",
-        "counter",
-        "Heartbeat frames received (never delivered).",
-        &listeners,
-        |c| c.heartbeats,
-    );
-    m.per_listener(
-        "framehub_frames_duplicate_total",
-        "counter",
-        "Frames skipped because their timestamp repeated the previous one's (dedup).",
-        &listeners,
-        |c| c.duplicates,
-    );
-    m.per_listener(
-        "framehub_frames_sent_total",
-        "counter",
-        "Frames written to clients: egress messages, handler replies, server heartbeats.",
-        &listeners,
-        |c| c.frames_sent,
-    );
-    m.per_listener(
-        "framehub_bytes_sent_total",
-        "counter",
-        "Bytes written to clients, framing included.",
-        &listeners,
-        |c| c.bytes_sent,
-    );
-    m.per_listener(
-        "framehub_groups_published_total",
-        "counter",
-        "Groups published by a listener with delivery = \"groups\".",
-        &listeners,
-        |c| c.groups_published,
-    );
-    m.per_listener(
-        "framehub_requests_total",
-        "counter",
-        "Frames handed to the listener's request handler.",
-        &listeners,
-        |c| c.requests,
-    );
-    m.per_listener(
-        "framehub_slow_clients_disconnected_total",
-        "counter",
-        "Clients disconnected because their egress buffer was full (slow_client = \"disconnect\").",
-        &listeners,
-        |c| c.slow_clients_disconnected,
-    );
-    m.per_listener(
-        "framehub_listener_rebuilds_total",
-        "counter",
-        "Times the listening socket failed and was bound again.",
-        &listeners,
-        |c| c.listener_rebuilds,
-    );
-    m.family(
-        "framehub_frames_dropped_total",
-        "counter",
-        "Frames and egress messages not delivered, by reason.",
-    );
-    for (listener, c) in &listeners {
-        for (reason, n) in c.dropped {
-            m.sample(
-                "framehub_frames_dropped_total",
-                &[("listener", listener), ("reason", reason.as_str())],
-                n,
-            );
-        }
-    }
+    m.listener_families(&listeners);
 
     let nodes = hub.nodes();
     let mut depths: Vec<usize> = nodes.iter().map(|n| n.queue.depth).collect();
@@ -356,73 +292,9 @@ pub fn render(src: &MetricsSources<'_>) -> String {
             u8::from(s.error().is_none()),
         );
     }
-    let get = |f: fn(&SinkStatus) -> &std::sync::atomic::AtomicU64| {
-        move |s: &SinkStatus| f(s).load(Ordering::Relaxed)
-    };
-    m.per_sink(
-        "framehub_sink_records_written_total",
-        "counter",
-        "Records written by the sink (a tap: handed to its subscribers).",
-        src.sinks,
-        None,
-        get(|s| &s.records_written),
-    );
-    m.per_sink(
-        "framehub_sink_bytes_written_total",
-        "counter",
-        "Bytes written by the sink.",
-        src.sinks,
-        None,
-        get(|s| &s.bytes_written),
-    );
-    m.per_sink(
-        "framehub_sink_records_failed_total",
-        "counter",
-        "Records the sink could not write (disk full, permission, closed pipe).",
-        src.sinks,
-        None,
-        get(|s| &s.records_failed),
-    );
-    m.per_sink(
-        "framehub_sink_file_rotations_total",
-        "counter",
-        "Files rotated by a file sink.",
-        src.sinks,
-        Some("file"),
-        get(|s| &s.rotations),
-    );
-    m.per_sink(
-        "framehub_tap_subscribers",
-        "gauge",
-        "Subscribers connected to a tap.",
-        src.sinks,
-        Some("tap"),
-        get(|s| &s.subscribers),
-    );
-    m.per_sink(
-        "framehub_tap_records_dropped_total",
-        "counter",
-        "Records a tap subscriber missed because its buffer was full, summed over subscribers.",
-        src.sinks,
-        Some("tap"),
-        get(|s| &s.records_lost),
-    );
-    m.per_sink(
-        "framehub_tap_subscribers_cut_total",
-        "counter",
-        "Tap subscribers disconnected because their buffer was full.",
-        src.sinks,
-        Some("tap"),
-        get(|s| &s.subscribers_cut),
-    );
-    m.per_sink(
-        "framehub_tap_subscribers_rejected_total",
-        "counter",
-        "Tap subscribers refused because max_subscribers were connected.",
-        src.sinks,
-        Some("tap"),
-        get(|s| &s.subscribers_rejected),
-    );
+    for family in SINK_FAMILIES {
+        m.sink_family(family, src.sinks);
+    }
     m.out
 }
 
@@ -435,5 +307,54 @@ mod tests {
         let mut m = Exposition { out: String::new() };
         m.sample("x_total", &[("listener", "a\"b\\c\nd")], 3);
         assert_eq!(m.out, "x_total{listener=\"a\\\"b\\\\c\\nd\"} 3\n");
+    }
+
+    #[test]
+    fn every_declared_family_appears_once_with_help_and_type() {
+        let listeners = vec![
+            ("radar".to_owned(), Counters::default()),
+            ("ground".to_owned(), Counters::default()),
+        ];
+        let mut m = Exposition { out: String::new() };
+        m.listener_families(&listeners);
+        let mut exported = 0;
+        for info in Counters::METRICS {
+            let Some(name) = info.prometheus else {
+                continue;
+            };
+            exported += 1;
+            let help = format!("# HELP {name} {}\n", info.help);
+            let kind = format!("# TYPE {name} {}\n", info.kind.as_str());
+            assert_eq!(m.out.matches(&help).count(), 1, "{name}");
+            assert_eq!(m.out.matches(&kind).count(), 1, "{name}");
+            let samples: Vec<&str> = m
+                .out
+                .lines()
+                .filter(|l| l.starts_with(&format!("{name}{{")))
+                .collect();
+            let per_listener = match info.label {
+                Some(_) => samples.len() / 2,
+                None => 1,
+            };
+            assert_eq!(samples.len(), 2 * per_listener, "{name}");
+            assert!(samples[0].starts_with(&format!("{name}{{listener=\"radar\"")));
+            assert!(samples[per_listener].starts_with(&format!("{name}{{listener=\"ground\"")));
+        }
+        // Nothing else: figures without a family stay out.
+        assert_eq!(m.out.matches("# HELP ").count(), exported);
+    }
+
+    #[test]
+    fn sink_families_are_declared_once() {
+        let mut names = std::collections::HashSet::new();
+        for f in SINK_FAMILIES {
+            assert!(names.insert(f.name), "{} twice", f.name);
+            assert_eq!(
+                f.name.ends_with("_total"),
+                f.kind == "counter",
+                "{}",
+                f.name
+            );
+        }
     }
 }

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use framehub::{Frame, FramingConfig, Groups, Hub, Protocol, Receiver};
-use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -203,7 +202,6 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         started,
         shutting_down: AtomicBool::new(false),
         sink_queue: tx.downgrade(),
-        rates: Mutex::new(Default::default()),
         allow_send: cfg.admin.send,
     });
     drop(tx);
@@ -212,7 +210,6 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         if let Ok(local_addr) = listener.local_addr() {
             tracing::info!(%local_addr, "admin listening");
         }
-        tokio::spawn(admin::sample_rates(admin_state.clone(), admin_stop.clone()));
         tokio::spawn(admin::serve(
             listener,
             admin_state.clone(),

@@ -1,105 +1,15 @@
-//! Connection lifecycle events the application can subscribe to, and why a
-//! connection closed.
+//! Connection lifecycle events the application can subscribe to. Why a
+//! connection closed lives in `reason`, re-exported here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::node::AuthFailure;
-
-/// Why a connection ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// The peer closed its side.
-    PeerClosed,
-    /// The hub shut down.
-    Shutdown,
-    /// Nothing was received for `idle_timeout`.
-    IdleTimeout,
-    /// Authentication failed (the socket was closed on purpose).
-    AuthFailed(AuthFailure),
-    /// The framing lost sync (e.g. a length prefix over the maximum).
-    FramingLost(String),
-    /// Reading from the socket failed.
-    ReadError(String),
-    /// The client's egress buffer was full and the listener disconnects
-    /// slow clients (`slow_client = "disconnect"`).
-    SlowClient,
-}
-
-/// Who ended a connection, in the three classes sat-rs reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    /// The hub shut down.
-    Shutdown,
-    /// The peer closed its side.
-    Peer,
-    /// Anything else: a read error, lost framing, a failed
-    /// authentication, an idle or slow client.
-    Error,
-}
-
-impl CloseReason {
-    /// Every label [`CloseReason::as_str`] returns, in a fixed order (the
-    /// index into counter arrays).
-    pub const LABELS: [&'static str; 8] = [
-        "peer_closed",
-        "shutdown",
-        "idle_timeout",
-        "auth_timeout",
-        "auth_failed",
-        "framing_lost",
-        "read_error",
-        "slow_client",
-    ];
-
-    pub(crate) fn index(&self) -> usize {
-        let label = self.as_str();
-        CloseReason::LABELS
-            .iter()
-            .position(|l| *l == label)
-            .unwrap_or_default()
-    }
-
-    /// Whether the connection ended by shutdown, by the peer, or by an
-    /// error.
-    pub fn ending(&self) -> Ending {
-        match self {
-            CloseReason::Shutdown => Ending::Shutdown,
-            CloseReason::PeerClosed => Ending::Peer,
-            _ => Ending::Error,
-        }
-    }
-
-    /// A stable snake_case label for logs and metrics.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            CloseReason::PeerClosed => "peer_closed",
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::AuthFailed(AuthFailure::Timeout) => "auth_timeout",
-            CloseReason::AuthFailed(_) => "auth_failed",
-            CloseReason::FramingLost(_) => "framing_lost",
-            CloseReason::ReadError(_) => "read_error",
-            CloseReason::SlowClient => "slow_client",
-        }
-    }
-}
-
-impl std::fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CloseReason::AuthFailed(why) => write!(f, "authentication failed: {why}"),
-            CloseReason::FramingLost(why) => write!(f, "framing lost: {why}"),
-            CloseReason::ReadError(why) => write!(f, "read error: {why}"),
-            other => f.write_str(other.as_str()),
-        }
-    }
-}
+pub use crate::reason::{CloseReason, Ending};
 
 /// Per-connection totals, reported when it closes (with its peer address
 /// and [`CloseReason`] in [`ConnectionEvent::Closed`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionCounts {
     /// Frames cut from the stream.
     pub frames_in: u64,

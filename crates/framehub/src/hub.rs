@@ -26,7 +26,7 @@ use crate::listener;
 use crate::receiver::Receiver;
 use crate::registry::{self, ConnectionInfo};
 use crate::router::{NewNodes, NodeStatus, Router};
-use crate::snapshot::{Sampler, StatsSnapshot};
+use crate::snapshot::{Sampler, Sources, StatsSnapshot};
 use crate::stats::{Counters, DropReason, ListenerCounters};
 
 /// Events buffered per subscriber before the slowest one starts to lag.
@@ -248,8 +248,11 @@ impl Hub {
         let unrouted = Arc::new(ListenerCounters::default());
         let (stats, _) = watch::channel(StatsSnapshot::default());
         let sampler = Sampler::new(
-            bound.iter().map(|b| b.shared.clone()).collect(),
-            unrouted.clone(),
+            Sources {
+                listeners: bound.iter().map(|b| b.shared.clone()).collect(),
+                unrouted: unrouted.clone(),
+                router: router.clone(),
+            },
             config.stats_interval,
             stats.clone(),
             cancel.clone(),
@@ -461,7 +464,8 @@ impl Hub {
     /// The traffic statistics, a new [`StatsSnapshot`] every
     /// `stats_interval` (1 s): per listener and per connection, frames and
     /// bytes in and out per second, mean and largest frame, open
-    /// connections, drops by reason.
+    /// connections, drops by reason; per node, frames delivered and their
+    /// rate.
     pub fn stats(&self) -> watch::Receiver<StatsSnapshot> {
         self.inner.stats.subscribe()
     }

@@ -49,9 +49,12 @@
 //!   every connection of a listener.
 //! - [`egress`]: broadcast and unicast to clients (and server heartbeats)
 //!   through one writer and one bounded buffer per connection.
-//! - [`stats`]: counters and drop reasons; [`snapshot`]: 1 Hz statistics.
+//! - [`stats`]: every counter, declared once, and the views derived from
+//!   the declaration; [`snapshot`]: 1 Hz statistics.
 //! - [`runtime`]: the hub's own I/O threads, CPU affinity and priority.
-//! - [`event`]: connection events and close reasons.
+//! - [`event`]: connection events.
+//! - [`reason`]: why a connection closed, authentication failed or a
+//!   frame was dropped (a leaf: every layer names them).
 //! - [`config`]: every setting with its default; [`units`]: the one parser
 //!   of sizes and durations (`"64KiB"`, `"10s"`) for config and CLI.
 //! - `hub`: the facade that ties them together.
@@ -77,6 +80,7 @@ mod hub;
 pub mod json;
 mod listener;
 mod node;
+pub mod reason;
 pub mod receiver;
 mod registry;
 mod router;
@@ -96,15 +100,15 @@ pub use config::{
     ThreadPriority,
 };
 pub use egress::EgressError;
-pub use event::{CloseReason, ConnectionCounts, ConnectionEvent, Ending};
+pub use event::{ConnectionCounts, ConnectionEvent};
 pub use frame::{Frame, Source};
 pub use group::{Group, GroupStats, Groups};
 pub use handler::{Failure, Handler, HandlerError, Replies, Request};
 pub use hub::{ACCEPT_ERROR_MEMORY, Hub, HubError, ListenerInfo};
-pub use node::AuthFailure;
+pub use reason::{AuthFailure, CloseReason, DropReason, Ending};
 pub use receiver::{QueueStats, Receiver, RecvTimeoutError, TryRecvError};
 pub use registry::ConnectionInfo;
 pub use router::{NewNodes, NodeStatus};
-pub use snapshot::{ConnectionStats, ListenerStats, StatsSnapshot, Traffic};
-pub use stats::{Counters, DropReason};
+pub use snapshot::{ConnectionStats, ListenerStats, NodeStats, StatsSnapshot, Traffic};
+pub use stats::Counters;
 pub use units::ByteSize;

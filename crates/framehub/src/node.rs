@@ -13,27 +13,8 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{AuthConfig, FieldsConfig};
 use crate::json::{self, EnvelopeKeys, JsonError, RawValue};
-use crate::stats::DropReason;
-
-/// Why a connection failed to authenticate (it is then closed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthFailure {
-    /// The first message was not a JSON object.
-    #[error("first message is not a JSON object")]
-    InvalidFirstMessage,
-    /// The first message had no token.
-    #[error("first message has no token")]
-    MissingToken,
-    /// The token did not match.
-    #[error("wrong token")]
-    WrongToken,
-    /// The first message was larger than `auth.max_frame_bytes`.
-    #[error("first message too large")]
-    FirstMessageTooLarge,
-    /// No valid first message within `auth.timeout`.
-    #[error("no valid first message in time")]
-    Timeout,
-}
+pub use crate::reason::AuthFailure;
+use crate::reason::DropReason;
 
 /// The protocol's settings, prepared once per listener.
 #[derive(Debug)]

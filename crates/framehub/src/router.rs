@@ -16,8 +16,8 @@ use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
 use crate::config::{NodesConfig, QueueConfig};
+use crate::reason::DropReason;
 use crate::receiver::{Queue, QueueStats, Receiver};
-use crate::stats::DropReason;
 
 /// Nodes the hub auto-provisioned, one [`Receiver`] each, in the order they
 /// first sent a frame. Taken once with [`crate::Hub::new_nodes`]. Also a

@@ -4,14 +4,14 @@
 //! per hub computes them from the live counters and publishes each
 //! [`StatsSnapshot`] on a watch channel ([`crate::Hub::stats`]).
 //!
-//! The counters are cumulative; a snapshot holds what changed during its
-//! interval, so a consumer that looks late still sees exact per-interval
-//! figures for the latest one.
+//! The counters are cumulative (declared in `stats`); a snapshot holds
+//! what changed during its interval (their `since`), so a consumer that
+//! looks late still sees exact per-interval figures for the latest one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -21,10 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::ListenerShared;
 use crate::egress::Peer;
-use crate::stats::{Counters, DropReason, LinkCounters, ListenerCounters};
+use crate::router::Router;
+use crate::stats::{Counters, LinkTotals, ListenerCounters};
 
 /// One period's statistics of a whole hub.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct StatsSnapshot {
     /// The snapshot's number, from 1; 0 before the first period ended.
     pub seq: u64,
@@ -37,10 +39,40 @@ pub struct StatsSnapshot {
     /// Egress messages for a connection or node that was not connected
     /// (no listener to count them on), by reason, during the period.
     pub unrouted_dropped: BTreeMap<&'static str, u64>,
+    /// Each known node, by name: frames delivered into its queue during
+    /// the period and their rate (left out of the JSON form, which
+    /// `framehub serve --stats` and `/api/stats` print; `/api/nodes` shows
+    /// the rate).
+    #[serde(skip)]
+    pub nodes: Vec<NodeStats>,
+}
+
+impl StatsSnapshot {
+    /// The period's figures of one node, if it was known at the end of it.
+    pub fn node(&self, name: &str) -> Option<&NodeStats> {
+        self.nodes
+            .binary_search_by(|n| n.node.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i])
+    }
+}
+
+/// One node's deliveries over one period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// The node's name.
+    pub node: String,
+    /// Frames put into its queue during the period (from its creation, if
+    /// it appeared during the period).
+    pub frames_delivered: u64,
+    /// `frames_delivered` per second.
+    pub frames_per_sec: f64,
 }
 
 /// One listener's statistics over one period.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ListenerStats {
     /// The listener's name.
     pub listener: String,
@@ -59,6 +91,7 @@ pub struct ListenerStats {
 
 /// One connection's statistics over one period.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ConnectionStats {
     /// The connection's id.
     pub conn: u64,
@@ -78,6 +111,7 @@ pub struct ConnectionStats {
 /// bytes read (framing included), frame sizes without framing. Out: egress
 /// messages and heartbeats written, sizes as written (framing included).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Traffic {
     /// Frames received.
     pub frames_in: u64,
@@ -105,99 +139,78 @@ pub struct Traffic {
     pub max_frame_bytes_out: u64,
 }
 
-/// Cumulative totals behind [`Traffic`], to subtract the previous ones.
-#[derive(Debug, Clone, Copy, Default)]
-struct Totals {
-    frames_in: u64,
-    bytes_in: u64,
-    frame_bytes_in: u64,
-    frames_out: u64,
-    bytes_out: u64,
-    dropped: u64,
-}
-
-impl Totals {
-    fn of_link(c: &LinkCounters) -> Totals {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Totals {
-            frames_in: get(&c.frames_in),
-            bytes_in: get(&c.bytes_in),
-            frame_bytes_in: get(&c.frame_bytes_in),
-            frames_out: get(&c.frames_out),
-            bytes_out: get(&c.bytes_out),
-            dropped: get(&c.dropped),
-        }
-    }
-
-    fn of_listener(c: &Counters) -> Totals {
-        Totals {
-            frames_in: c.frames_received,
-            bytes_in: c.bytes_received,
-            frame_bytes_in: c.frame_bytes_received,
-            frames_out: c.frames_sent,
-            bytes_out: c.bytes_sent,
-            dropped: c.dropped_total(),
-        }
-    }
-
-    fn since(self, before: Totals) -> Totals {
-        Totals {
-            frames_in: self.frames_in.saturating_sub(before.frames_in),
-            bytes_in: self.bytes_in.saturating_sub(before.bytes_in),
-            frame_bytes_in: self.frame_bytes_in.saturating_sub(before.frame_bytes_in),
-            frames_out: self.frames_out.saturating_sub(before.frames_out),
-            bytes_out: self.bytes_out.saturating_sub(before.bytes_out),
-            dropped: self.dropped.saturating_sub(before.dropped),
-        }
-    }
-
-    fn traffic(self, secs: f64, max_in: u64, max_out: u64) -> Traffic {
-        let mean = |bytes: u64, frames: u64| {
-            if frames == 0 {
-                0.0
-            } else {
-                bytes as f64 / frames as f64
-            }
-        };
-        Traffic {
-            frames_in: self.frames_in,
-            bytes_in: self.bytes_in,
-            frames_out: self.frames_out,
-            bytes_out: self.bytes_out,
-            frames_in_per_sec: self.frames_in as f64 / secs,
-            bytes_in_per_sec: self.bytes_in as f64 / secs,
-            frames_out_per_sec: self.frames_out as f64 / secs,
-            bytes_out_per_sec: self.bytes_out as f64 / secs,
-            mean_frame_bytes_in: mean(self.frame_bytes_in, self.frames_in),
-            max_frame_bytes_in: max_in,
-            mean_frame_bytes_out: mean(self.bytes_out, self.frames_out),
-            max_frame_bytes_out: max_out,
-        }
+/// A listener's counters as the totals of a connection, to compute the
+/// same [`Traffic`] from them.
+fn listener_totals(c: &Counters) -> LinkTotals {
+    LinkTotals {
+        frames_in: c.frames_received,
+        bytes_in: c.bytes_received,
+        frame_bytes_in: c.frame_bytes_received,
+        frames_out: c.frames_sent,
+        replies_out: c.replies_sent,
+        bytes_out: c.bytes_sent,
+        dropped: c.dropped_total(),
     }
 }
 
-fn drops_since(now: &Counters, before: &Counters) -> BTreeMap<&'static str, u64> {
-    DropReason::ALL
+/// One period's traffic from its totals (differences of the counters).
+fn traffic(t: &LinkTotals, secs: f64, max_in: u64, max_out: u64) -> Traffic {
+    let mean = |bytes: u64, frames: u64| {
+        if frames == 0 {
+            0.0
+        } else {
+            bytes as f64 / frames as f64
+        }
+    };
+    Traffic {
+        frames_in: t.frames_in,
+        bytes_in: t.bytes_in,
+        frames_out: t.frames_out,
+        bytes_out: t.bytes_out,
+        frames_in_per_sec: t.frames_in as f64 / secs,
+        bytes_in_per_sec: t.bytes_in as f64 / secs,
+        frames_out_per_sec: t.frames_out as f64 / secs,
+        bytes_out_per_sec: t.bytes_out as f64 / secs,
+        mean_frame_bytes_in: mean(t.frame_bytes_in, t.frames_in),
+        max_frame_bytes_in: max_in,
+        mean_frame_bytes_out: mean(t.bytes_out, t.frames_out),
+        max_frame_bytes_out: max_out,
+    }
+}
+
+/// A period's drops by reason, leaving out reasons with none.
+fn drops(delta: &Counters) -> BTreeMap<&'static str, u64> {
+    delta
+        .dropped
         .iter()
-        .filter_map(|r| {
-            let n = now.dropped(*r).saturating_sub(before.dropped(*r));
-            (n > 0).then_some((r.as_str(), n))
-        })
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| (r.as_str(), *n))
         .collect()
+}
+
+/// What the sampling task reads.
+pub(crate) struct Sources {
+    /// Every listener, in configuration order.
+    pub(crate) listeners: Vec<Arc<ListenerShared>>,
+    /// Egress drops that had no listener to count them on.
+    pub(crate) unrouted: Arc<ListenerCounters>,
+    /// The node table, for the per-node rates.
+    pub(crate) router: Arc<Router>,
 }
 
 /// The sampling task's state: what it reads, and the totals of the
 /// previous period to subtract.
 pub(crate) struct Sampler {
-    listeners: Vec<Arc<ListenerShared>>,
-    unrouted: Arc<ListenerCounters>,
+    sources: Sources,
     every: Duration,
     tx: watch::Sender<StatsSnapshot>,
     cancel: CancellationToken,
     last_at: Instant,
     last: Vec<Counters>,
     last_unrouted: Counters,
-    last_links: HashMap<u64, Totals>,
+    last_links: HashMap<u64, LinkTotals>,
+    /// Frames each node had delivered at the end of the previous period.
+    last_nodes: HashMap<String, u64>,
 }
 
 impl Sampler {
@@ -205,17 +218,20 @@ impl Sampler {
     /// first period counts everything from the start whenever the task
     /// first runs.
     pub(crate) fn new(
-        listeners: Vec<Arc<ListenerShared>>,
-        unrouted: Arc<ListenerCounters>,
+        sources: Sources,
         every: Duration,
         tx: watch::Sender<StatsSnapshot>,
         cancel: CancellationToken,
     ) -> Sampler {
-        let last = listeners.iter().map(|l| l.counters.snapshot()).collect();
-        let last_unrouted = unrouted.snapshot();
+        let last = sources
+            .listeners
+            .iter()
+            .map(|l| l.counters.snapshot())
+            .collect();
+        let last_unrouted = sources.unrouted.snapshot();
+        let last_nodes = node_totals(&sources.router);
         Sampler {
-            listeners,
-            unrouted,
+            sources,
             every,
             tx,
             cancel,
@@ -223,6 +239,7 @@ impl Sampler {
             last,
             last_unrouted,
             last_links: HashMap::new(),
+            last_nodes,
         }
     }
 
@@ -249,8 +266,8 @@ impl Sampler {
         let secs = (now - self.last_at).as_secs_f64().max(1e-6);
         self.last_at = now;
         let mut links = HashMap::with_capacity(self.last_links.len());
-        let mut listeners = Vec::with_capacity(self.listeners.len());
-        for (shared, before) in self.listeners.iter().zip(self.last.iter_mut()) {
+        let mut listeners = Vec::with_capacity(self.sources.listeners.len());
+        for (shared, before) in self.sources.listeners.iter().zip(self.last.iter_mut()) {
             let counters = shared.counters.snapshot();
             let stats = listener_stats(
                 shared,
@@ -264,9 +281,12 @@ impl Sampler {
             listeners.push(stats);
         }
         self.last_links = links;
-        let unrouted = self.unrouted.snapshot();
+        let unrouted = self.sources.unrouted.snapshot();
         let unrouted_dropped = drops_since(&unrouted, &self.last_unrouted);
         self.last_unrouted = unrouted;
+        let nodes = node_totals(&self.sources.router);
+        let node_stats = node_stats(&nodes, &self.last_nodes, secs);
+        self.last_nodes = nodes;
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -276,19 +296,56 @@ impl Sampler {
             interval_secs: secs,
             listeners,
             unrouted_dropped,
+            nodes: node_stats,
         }
     }
 }
 
-/// One listener's period: its totals' differences, and each open
+/// Frames each known node has had delivered into its queue.
+fn node_totals(router: &Router) -> HashMap<String, u64> {
+    router
+        .nodes()
+        .into_iter()
+        .map(|n| (n.name, n.queue.enqueued))
+        .collect()
+}
+
+/// Each node's deliveries over the period, by name; a node that appeared
+/// during it counts from zero.
+fn node_stats(
+    now: &HashMap<String, u64>,
+    before: &HashMap<String, u64>,
+    secs: f64,
+) -> Vec<NodeStats> {
+    let mut nodes: Vec<NodeStats> = now
+        .iter()
+        .map(|(name, &frames)| {
+            let delivered = frames.saturating_sub(before.get(name).copied().unwrap_or(0));
+            NodeStats {
+                node: name.clone(),
+                frames_delivered: delivered,
+                frames_per_sec: delivered as f64 / secs,
+            }
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    nodes
+}
+
+/// A period's drops by reason from the counters now and before.
+fn drops_since(now: &Counters, before: &Counters) -> BTreeMap<&'static str, u64> {
+    drops(&now.since(before))
+}
+
+/// One listener's period: its counters' differences, and each open
 /// connection's (whose totals are recorded in `links` for next time).
 fn listener_stats(
     shared: &ListenerShared,
     counters: &Counters,
     before: &Counters,
     secs: f64,
-    last_links: &HashMap<u64, Totals>,
-    links: &mut HashMap<u64, Totals>,
+    last_links: &HashMap<u64, LinkTotals>,
+    links: &mut HashMap<u64, LinkTotals>,
 ) -> ListenerStats {
     // Closed connections left their largest frames on the listener.
     let mut max_in = shared
@@ -303,24 +360,24 @@ fn listener_stats(
         let conn_max_out = c.max_frame_out.swap(0, Ordering::Relaxed);
         max_in = max_in.max(conn_max_in);
         max_out = max_out.max(conn_max_out);
-        let totals = Totals::of_link(c);
-        let delta = totals.since(last_links.get(&peer.conn).copied().unwrap_or_default());
+        let totals = c.snapshot();
+        let delta = totals.since(&last_links.get(&peer.conn).copied().unwrap_or_default());
         links.insert(peer.conn, totals);
         connections.push(ConnectionStats {
             conn: peer.conn,
             peer: peer.addr,
             node: peer.node.get().map(|n| n.to_string()),
-            traffic: delta.traffic(secs, conn_max_in, conn_max_out),
+            traffic: traffic(&delta, secs, conn_max_in, conn_max_out),
             dropped: delta.dropped,
         });
     });
     connections.sort_by_key(|c| c.conn);
-    let delta = Totals::of_listener(counters).since(Totals::of_listener(before));
+    let delta = counters.since(before);
     ListenerStats {
         listener: shared.name.to_string(),
         connections_open: counters.connections_open,
-        traffic: delta.traffic(secs, max_in, max_out),
-        dropped: drops_since(counters, before),
+        traffic: traffic(&listener_totals(&delta), secs, max_in, max_out),
+        dropped: drops(&delta),
         connections,
     }
 }
@@ -328,18 +385,21 @@ fn listener_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reason::DropReason;
 
     #[test]
     fn traffic_divides_by_the_period_and_never_by_zero_frames() {
-        let t = Totals {
-            frames_in: 100,
-            bytes_in: 2_100,
-            frame_bytes_in: 2_000,
-            frames_out: 0,
-            bytes_out: 0,
-            dropped: 0,
-        }
-        .traffic(2.0, 30, 0);
+        let t = traffic(
+            &LinkTotals {
+                frames_in: 100,
+                bytes_in: 2_100,
+                frame_bytes_in: 2_000,
+                ..LinkTotals::default()
+            },
+            2.0,
+            30,
+            0,
+        );
         assert_eq!(t.frames_in_per_sec, 50.0);
         assert_eq!(t.bytes_in_per_sec, 1_050.0);
         assert_eq!(t.mean_frame_bytes_in, 20.0);
@@ -359,5 +419,26 @@ mod tests {
             d.into_iter().collect::<Vec<_>>(),
             [("egress_full", 1), ("oversize", 3)]
         );
+    }
+
+    #[test]
+    fn node_rates_count_new_nodes_from_zero_and_forget_gone_ones() {
+        let before = HashMap::from([("a".to_owned(), 10), ("gone".to_owned(), 5)]);
+        let now = HashMap::from([("b".to_owned(), 4), ("a".to_owned(), 30)]);
+        let stats = node_stats(&now, &before, 2.0);
+        let snapshot = StatsSnapshot {
+            nodes: stats,
+            ..StatsSnapshot::default()
+        };
+        let names: Vec<&str> = snapshot.nodes.iter().map(|n| n.node.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let a = snapshot.node("a").expect("a");
+        assert_eq!((a.frames_delivered, a.frames_per_sec), (20, 10.0));
+        let b = snapshot.node("b").expect("b");
+        assert_eq!((b.frames_delivered, b.frames_per_sec), (4, 2.0));
+        assert!(snapshot.node("gone").is_none());
+        // The JSON form (`--stats`, `/api/stats`) stays as it was.
+        let json = serde_json::to_value(&snapshot).expect("json");
+        assert!(json.get("nodes").is_none(), "{json}");
     }
 }

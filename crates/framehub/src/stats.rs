@@ -1,156 +1,317 @@
-//! Counters of every event that matters, per listener and per connection,
-//! and the limiter that keeps repeated warnings from flooding the log.
+//! Every counter of the hub, declared once, and the limiter that keeps
+//! repeated warnings from flooding the log.
 //!
-//! Connection tasks add to these once per read, not once per frame, so
-//! many connections do not fight over the same cache line per frame. The
-//! 1 Hz rates computed from them live in `snapshot`.
+//! `counter_set!` declares a set of counters once, each with its name,
+//! Prometheus family (unit in the name), help text and kind, and derives
+//! from that one table: the live atomics the connection tasks add to, the
+//! plain snapshot ([`Counters`]), summing (`merge`), the difference of two
+//! snapshots (`since`, what the 1 Hz statistics in `snapshot` report), and
+//! the list of (name, help, kind, value) that `/metrics` walks
+//! ([`Counters::METRICS`], [`Counters::metric_values`]).
+//!
+//! Connection tasks add to the atomics once per read, not once per frame,
+//! so many connections do not fight over the same cache line per frame.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::event::CloseReason;
+use crate::reason::CloseReason;
+pub use crate::reason::DropReason;
 
-/// Why a frame (or an egress message) was not delivered. Every drop has a
-/// reason and a counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How a declared figure behaves over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum DropReason {
-    /// Larger than `max_frame_bytes`.
-    Oversize,
-    /// Not valid JSON (node protocol), including empty lines.
-    InvalidJson,
-    /// Not valid UTF-8 (node protocol).
-    InvalidUtf8,
-    /// JSON nested deeper than `max_json_depth`.
-    TooDeep,
-    /// A node frame without a string `node_id`.
-    MissingNodeId,
-    /// A node frame whose `node_id` differs from the one the connection is
-    /// bound to.
-    NodeMismatch,
-    /// No receiver for the node and auto-provisioning is off.
-    UnknownNode,
-    /// No receiver for the node and `max_nodes` is reached.
-    MaxNodes,
-    /// The receiver's queue, or the listener's group stream, was full
-    /// (`drop-oldest` or `drop-newest`).
-    QueueFull,
-    /// The receiver was closed.
-    ReceiverClosed,
-    /// A COBS frame that did not decode.
-    InvalidCobs,
-    /// A space packet with an invalid header.
-    InvalidHeader,
-    /// A space packet whose ID is not allowed.
-    UnknownPacketId,
-    /// The stream ended inside a frame.
-    Truncated,
-    /// Egress: a message for a client whose egress buffer was full
-    /// (dropped for that client only).
-    EgressFull,
-    /// Egress: a message with no connected client to go to.
-    NoClient,
-    /// Egress: a message queued for a client whose connection closed
-    /// before it was written.
-    EgressUnsent,
-    /// A request handed to a handler whose connection ended before its
-    /// replies were sent (shutdown, error, or the handler still running).
-    Unanswered,
-    /// A reply the listener's framing cannot carry (dropped, the other
-    /// replies of the request still go out).
-    ReplyUnencodable,
+pub enum MetricKind {
+    /// Only goes up; a period's figure is the difference of two snapshots.
+    Counter,
+    /// A level now; a period's figure is its latest value.
+    Gauge,
 }
 
-impl DropReason {
-    /// Every reason, in a fixed order (the index into counter arrays).
-    pub const ALL: [DropReason; 19] = [
-        DropReason::Oversize,
-        DropReason::InvalidJson,
-        DropReason::InvalidUtf8,
-        DropReason::TooDeep,
-        DropReason::MissingNodeId,
-        DropReason::NodeMismatch,
-        DropReason::UnknownNode,
-        DropReason::MaxNodes,
-        DropReason::QueueFull,
-        DropReason::ReceiverClosed,
-        DropReason::InvalidCobs,
-        DropReason::InvalidHeader,
-        DropReason::UnknownPacketId,
-        DropReason::Truncated,
-        DropReason::EgressFull,
-        DropReason::NoClient,
-        DropReason::EgressUnsent,
-        DropReason::Unanswered,
-        DropReason::ReplyUnencodable,
-    ];
-
-    /// A stable snake_case label for logs and metrics.
+impl MetricKind {
+    /// The Prometheus `# TYPE`.
     pub fn as_str(self) -> &'static str {
         match self {
-            DropReason::Oversize => "oversize",
-            DropReason::InvalidJson => "invalid_json",
-            DropReason::InvalidUtf8 => "invalid_utf8",
-            DropReason::TooDeep => "too_deep",
-            DropReason::MissingNodeId => "missing_node_id",
-            DropReason::NodeMismatch => "node_mismatch",
-            DropReason::UnknownNode => "unknown_node",
-            DropReason::MaxNodes => "max_nodes",
-            DropReason::QueueFull => "queue_full",
-            DropReason::ReceiverClosed => "receiver_closed",
-            DropReason::InvalidCobs => "invalid_cobs",
-            DropReason::InvalidHeader => "invalid_header",
-            DropReason::UnknownPacketId => "unknown_packet_id",
-            DropReason::Truncated => "truncated",
-            DropReason::EgressFull => "egress_full",
-            DropReason::NoClient => "no_client",
-            DropReason::EgressUnsent => "egress_unsent",
-            DropReason::Unanswered => "unanswered",
-            DropReason::ReplyUnencodable => "reply_unencodable",
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
         }
-    }
-
-    fn index(self) -> usize {
-        DropReason::ALL
-            .iter()
-            .position(|r| *r == self)
-            .unwrap_or_default()
     }
 }
 
-/// Live counters of one listener.
-#[derive(Debug, Default)]
-pub(crate) struct ListenerCounters {
-    pub(crate) connections_accepted: AtomicU64,
-    pub(crate) connections_rejected: AtomicU64,
-    pub(crate) connections_closed: AtomicU64,
-    closed_by: [AtomicU64; CloseReason::LABELS.len()],
-    pub(crate) accept_errors: AtomicU64,
-    pub(crate) auth_failures: AtomicU64,
-    pub(crate) frames_received: AtomicU64,
-    pub(crate) bytes_received: AtomicU64,
-    /// Payload bytes of the frames received (framing removed).
-    pub(crate) frame_bytes_received: AtomicU64,
-    /// Largest frame received since the stats last looked, from connections
-    /// that closed meanwhile (open ones keep their own).
-    pub(crate) max_frame_received: AtomicU64,
-    pub(crate) frames_delivered: AtomicU64,
-    pub(crate) heartbeats: AtomicU64,
-    pub(crate) duplicates: AtomicU64,
-    pub(crate) frames_sent: AtomicU64,
-    pub(crate) bytes_sent: AtomicU64,
-    /// Largest egress message queued since the stats last looked.
-    pub(crate) max_frame_sent: AtomicU64,
-    pub(crate) groups_published: AtomicU64,
-    pub(crate) slow_clients_disconnected: AtomicU64,
-    pub(crate) listener_rebuilds: AtomicU64,
-    pub(crate) requests: AtomicU64,
-    pub(crate) replies_sent: AtomicU64,
-    pub(crate) handler_errors: AtomicU64,
-    pub(crate) handler_timeouts: AtomicU64,
-    pub(crate) handler_panics: AtomicU64,
-    dropped: [AtomicU64; DropReason::ALL.len()],
+/// One declared figure of a [`Counters`] snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MetricInfo {
+    /// The field of the snapshot that holds it.
+    pub field: &'static str,
+    /// Its Prometheus family, unit in the name; `None` when `/metrics`
+    /// leaves it out.
+    pub prometheus: Option<&'static str>,
+    /// What it counts (the field's doc and the `# HELP` text).
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: MetricKind,
+    /// The label that tells its samples apart when it has one per reason.
+    pub label: Option<&'static str>,
+}
+
+/// A declared figure's value in one snapshot: one number, or one per
+/// reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetricValue<'a> {
+    /// One number.
+    One(u64),
+    /// One number per [`CloseReason`] label.
+    ByCloseReason(&'a [(&'static str, u64)]),
+    /// One number per [`DropReason`].
+    ByDropReason(&'a [(DropReason, u64)]),
+}
+
+impl MetricValue<'_> {
+    /// Calls `f` with each sample: the reason label (`None` for a single
+    /// number) and the value, in the declared order of the reasons.
+    pub fn for_each(&self, mut f: impl FnMut(Option<&'static str>, u64)) {
+        match *self {
+            MetricValue::One(n) => f(None, n),
+            MetricValue::ByCloseReason(v) => v.iter().for_each(|&(r, n)| f(Some(r), n)),
+            MetricValue::ByDropReason(v) => v.iter().for_each(|&(r, n)| f(Some(r.as_str()), n)),
+        }
+    }
+}
+
+/// What each shape of counter is, live and in a snapshot, and how it is
+/// loaded, summed, differenced and shown: `count` is one number,
+/// `by_close` and `by_drop` one per reason.
+macro_rules! cell {
+    (live count) => { AtomicU64 };
+    (live by_close) => { [AtomicU64; CloseReason::LABELS.len()] };
+    (live by_drop) => { [AtomicU64; DropReason::ALL.len()] };
+    (value count) => { u64 };
+    (value by_close) => { [(&'static str, u64); CloseReason::LABELS.len()] };
+    (value by_drop) => { [(DropReason, u64); DropReason::ALL.len()] };
+    (zero count) => { 0 };
+    (zero by_close) => { CloseReason::LABELS.map(|l| (l, 0)) };
+    (zero by_drop) => { DropReason::ALL.map(|r| (r, 0)) };
+    (load count, $a:expr) => { $a.load(Ordering::Relaxed) };
+    (load by_close, $a:expr) => {
+        std::array::from_fn(|i| (CloseReason::LABELS[i], $a[i].load(Ordering::Relaxed)))
+    };
+    (load by_drop, $a:expr) => {
+        DropReason::ALL.map(|r| (r, $a[r.index()].load(Ordering::Relaxed)))
+    };
+    (add count, $mine:expr, $theirs:expr) => { $mine += $theirs };
+    (add $by:ident, $mine:expr, $theirs:expr) => {
+        for (m, t) in $mine.iter_mut().zip($theirs.iter()) {
+            m.1 += t.1;
+        }
+    };
+    (sub count, $now:expr, $before:expr) => { $now.saturating_sub($before) };
+    (sub $by:ident, $now:expr, $before:expr) => {{
+        let mut d = $now;
+        for (n, b) in d.iter_mut().zip($before.iter()) {
+            n.1 = n.1.saturating_sub(b.1);
+        }
+        d
+    }};
+    (show count, $v:expr) => { MetricValue::One($v) };
+    (show by_close, $v:expr) => { MetricValue::ByCloseReason(&$v) };
+    (show by_drop, $v:expr) => { MetricValue::ByDropReason(&$v) };
+    (label count) => { None };
+    (label $by:ident) => { Some("reason") };
+}
+
+/// `Some` of the Prometheus name when a row has one.
+macro_rules! prometheus_name {
+    () => {
+        None
+    };
+    ($name:literal) => {
+        Some($name)
+    };
+}
+
+/// Declares a set of counters once and derives the rest:
+/// - `live`: the atomics, one per `counters` row and per `maxima` row
+///   (`pub(crate)` fields named as the rows);
+/// - `view`: the snapshot, one field per `derived` and `counters` row,
+///   with `Default` (all zero), `merge` (sum), `since` (difference;
+///   derived gauges keep the newer value), `METRICS` and `metric_values`
+///   (the same rows, in order, for `/metrics`);
+/// - `live.snapshot()`: the view, derived rows computed from the others.
+///
+/// Rows read `field: shape [as "prometheus_name"], "help";` (see `cell!`
+/// for the shapes); `maxima` are largest-value atomics that the 1 Hz
+/// statistics take and reset, never summed or rendered.
+macro_rules! counter_set {
+    (
+        $(#[$live_meta:meta])*
+        live $Live:ident;
+        $(#[$view_meta:meta])*
+        view $vis:vis $View:ident;
+        derived {
+            $( $dfield:ident: gauge $(as $dprom:literal)?, $dhelp:literal = |$dc:ident| $dexpr:expr; )*
+        }
+        counters {
+            $( $field:ident: $shape:ident $(as $prom:literal)?, $help:literal; )*
+        }
+        maxima {
+            $( $mfield:ident: max, $mhelp:literal; )*
+        }
+    ) => {
+        $(#[$live_meta])*
+        pub(crate) struct $Live {
+            $( #[doc = $help] pub(crate) $field: cell!(live $shape), )*
+            $( #[doc = $mhelp] pub(crate) $mfield: AtomicU64, )*
+        }
+
+        $(#[$view_meta])*
+        $vis struct $View {
+            $( #[doc = $dhelp] $vis $dfield: u64, )*
+            $( #[doc = $help] $vis $field: cell!(value $shape), )*
+        }
+
+        impl Default for $View {
+            fn default() -> Self {
+                $View {
+                    $( $dfield: 0, )*
+                    $( $field: cell!(zero $shape), )*
+                }
+            }
+        }
+
+        impl $Live {
+            /// The counters now (each loaded on its own, `Relaxed`).
+            pub(crate) fn snapshot(&self) -> $View {
+                #[allow(unused_mut)]
+                let mut view = $View {
+                    $( $dfield: 0, )*
+                    $( $field: cell!(load $shape, self.$field), )*
+                };
+                $( view.$dfield = { let $dc = &view; $dexpr }; )*
+                view
+            }
+        }
+
+        // Not every set is summed or rendered (a connection's is neither).
+        #[allow(dead_code)]
+        impl $View {
+            /// How many figures [`Self::METRICS`] declares.
+            const LEN: usize = [$(stringify!($dfield),)* $(stringify!($field),)*].len();
+
+            /// Every figure of the snapshot, in declaration order (the
+            /// order of `/metrics`).
+            pub const METRICS: [MetricInfo; Self::LEN] = [
+                $( MetricInfo {
+                    field: stringify!($dfield),
+                    prometheus: prometheus_name!($($dprom)?),
+                    help: $dhelp,
+                    kind: MetricKind::Gauge,
+                    label: None,
+                }, )*
+                $( MetricInfo {
+                    field: stringify!($field),
+                    prometheus: prometheus_name!($($prom)?),
+                    help: $help,
+                    kind: MetricKind::Counter,
+                    label: cell!(label $shape),
+                }, )*
+            ];
+
+            /// The value of each of [`Self::METRICS`], in the same order.
+            pub fn metric_values(&self) -> [MetricValue<'_>; Self::LEN] {
+                [
+                    $( MetricValue::One(self.$dfield), )*
+                    $( cell!(show $shape, self.$field), )*
+                ]
+            }
+
+            /// Adds another snapshot into this one.
+            pub fn merge(&mut self, other: &$View) {
+                $( self.$dfield += other.$dfield; )*
+                $( cell!(add $shape, self.$field, other.$field); )*
+            }
+
+            /// What changed from `before` to this snapshot: counters'
+            /// differences, gauges' values now.
+            pub fn since(&self, before: &$View) -> $View {
+                $View {
+                    $( $dfield: self.$dfield, )*
+                    $( $field: cell!(sub $shape, self.$field, before.$field), )*
+                }
+            }
+        }
+    };
+}
+
+counter_set! {
+    /// Live counters of one listener.
+    #[derive(Debug, Default)]
+    live ListenerCounters;
+    /// A snapshot of a listener's counters (or their sum over listeners).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    #[non_exhaustive]
+    view pub Counters;
+    derived {
+        connections_open: gauge as "framehub_connections_open",
+            "Connections open now."
+            = |c| c.connections_accepted.saturating_sub(c.connections_closed);
+    }
+    counters {
+        connections_accepted: count as "framehub_connections_accepted_total",
+            "Connections accepted and served.";
+        connections_rejected: count as "framehub_connections_rejected_total",
+            "Connections accepted and closed at once because max_connections were open.";
+        connections_closed: count,
+            "Served connections that ended.";
+        connections_closed_by: by_close as "framehub_connections_closed_total",
+            "Served connections that ended, by reason.";
+        accept_errors: count as "framehub_accept_errors_total",
+            "Errors from accept() (out of file descriptors, ...); the listener backs off and retries.";
+        auth_failures: count as "framehub_auth_failures_total",
+            "Connections closed for a wrong or missing token, or an oversized or missing first message.";
+        bytes_received: count as "framehub_bytes_received_total",
+            "Bytes read from the sockets.";
+        frames_received: count as "framehub_frames_received_total",
+            "Frames cut from the streams, before any protocol check.";
+        frame_bytes_received: count,
+            "Payload bytes of the frames received (framing removed).";
+        frames_delivered: count as "framehub_frames_delivered_total",
+            "Frames put into a receiver queue.";
+        heartbeats: count as "framehub_heartbeats_received_total",
+            "Heartbeat frames received (never delivered).";
+        duplicates: count as "framehub_frames_duplicate_total",
+            "Frames skipped because their timestamp repeated the previous one's (dedup).";
+        frames_sent: count as "framehub_frames_sent_total",
+            "Frames written to clients: egress messages, handler replies, server heartbeats.";
+        bytes_sent: count as "framehub_bytes_sent_total",
+            "Bytes written to clients, framing included.";
+        groups_published: count as "framehub_groups_published_total",
+            "Groups published by a listener with delivery = \"groups\".";
+        requests: count as "framehub_requests_total",
+            "Frames handed to the listener's request handler.";
+        replies_sent: count,
+            "Handler replies written to clients (also counted in frames_sent).";
+        handler_errors: count,
+            "Requests whose handler returned an error (answered by the error reply).";
+        handler_timeouts: count,
+            "Requests whose handler ran past the handler's timeout.";
+        handler_panics: count,
+            "Requests whose handler panicked (the connection went on).";
+        slow_clients_disconnected: count as "framehub_slow_clients_disconnected_total",
+            "Clients disconnected because their egress buffer was full (slow_client = \"disconnect\").";
+        listener_rebuilds: count as "framehub_listener_rebuilds_total",
+            "Times the listening socket failed and was bound again.";
+        dropped: by_drop as "framehub_frames_dropped_total",
+            "Frames and egress messages not delivered, by reason.";
+    }
+    maxima {
+        max_frame_received: max,
+            "Largest frame received since the stats last looked, from connections that closed meanwhile (open ones keep their own).";
+        max_frame_sent: max,
+            "Largest egress message queued since the stats last looked.";
+    }
 }
 
 impl ListenerCounters {
@@ -163,131 +324,11 @@ impl ListenerCounters {
     /// A served connection ended.
     pub(crate) fn closed(&self, reason: &CloseReason) {
         Self::add(&self.connections_closed, 1);
-        Self::add(&self.closed_by[reason.index()], 1);
+        Self::add(&self.connections_closed_by[reason.index()], 1);
     }
 
     pub(crate) fn dropped(&self, reason: DropReason, n: u64) {
         Self::add(&self.dropped[reason.index()], n);
-    }
-
-    pub(crate) fn snapshot(&self) -> Counters {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let accepted = get(&self.connections_accepted);
-        let closed = get(&self.connections_closed);
-        Counters {
-            connections_accepted: accepted,
-            connections_rejected: get(&self.connections_rejected),
-            connections_closed: closed,
-            connections_closed_by: std::array::from_fn(|i| {
-                (CloseReason::LABELS[i], get(&self.closed_by[i]))
-            }),
-            connections_open: accepted.saturating_sub(closed),
-            accept_errors: get(&self.accept_errors),
-            auth_failures: get(&self.auth_failures),
-            frames_received: get(&self.frames_received),
-            bytes_received: get(&self.bytes_received),
-            frame_bytes_received: get(&self.frame_bytes_received),
-            frames_delivered: get(&self.frames_delivered),
-            heartbeats: get(&self.heartbeats),
-            duplicates: get(&self.duplicates),
-            frames_sent: get(&self.frames_sent),
-            bytes_sent: get(&self.bytes_sent),
-            groups_published: get(&self.groups_published),
-            slow_clients_disconnected: get(&self.slow_clients_disconnected),
-            listener_rebuilds: get(&self.listener_rebuilds),
-            requests: get(&self.requests),
-            replies_sent: get(&self.replies_sent),
-            handler_errors: get(&self.handler_errors),
-            handler_timeouts: get(&self.handler_timeouts),
-            handler_panics: get(&self.handler_panics),
-            dropped: DropReason::ALL.map(|r| (r, get(&self.dropped[r.index()]))),
-        }
-    }
-}
-
-/// A snapshot of a listener's counters (or their sum over listeners).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Counters {
-    /// Connections accepted and served.
-    pub connections_accepted: u64,
-    /// Connections accepted and closed at once because of `max_connections`.
-    pub connections_rejected: u64,
-    /// Served connections that have ended.
-    pub connections_closed: u64,
-    /// Served connections that have ended, by [`CloseReason::as_str`].
-    pub connections_closed_by: [(&'static str, u64); CloseReason::LABELS.len()],
-    /// Served connections open now.
-    pub connections_open: u64,
-    /// Errors from `accept()` (the listener backed off and went on).
-    pub accept_errors: u64,
-    /// Connections closed for a wrong or missing token, an oversized or
-    /// missing first message.
-    pub auth_failures: u64,
-    /// Frames cut from the streams (before any protocol check).
-    pub frames_received: u64,
-    /// Bytes read from the sockets.
-    pub bytes_received: u64,
-    /// Payload bytes of the frames received (framing removed).
-    pub frame_bytes_received: u64,
-    /// Frames put into a receiver's queue.
-    pub frames_delivered: u64,
-    /// Heartbeats received (never delivered).
-    pub heartbeats: u64,
-    /// Frames skipped because their timestamp repeated (dedup).
-    pub duplicates: u64,
-    /// Frames written to clients (egress messages and server heartbeats).
-    pub frames_sent: u64,
-    /// Bytes written to clients.
-    pub bytes_sent: u64,
-    /// Groups published to the group stream (`delivery = "groups"`).
-    pub groups_published: u64,
-    /// Clients disconnected because their egress buffer was full
-    /// (`slow_client = "disconnect"`).
-    pub slow_clients_disconnected: u64,
-    /// Times a failed listening socket was rebuilt.
-    pub listener_rebuilds: u64,
-    /// Frames handed to a request handler.
-    pub requests: u64,
-    /// Handler replies written to clients (also counted in `frames_sent`).
-    pub replies_sent: u64,
-    /// Requests whose handler returned an error (answered by the error reply).
-    pub handler_errors: u64,
-    /// Requests whose handler ran past the handler's timeout.
-    pub handler_timeouts: u64,
-    /// Requests whose handler panicked (the connection went on).
-    pub handler_panics: u64,
-    /// Frames (and egress messages) dropped, by reason.
-    pub dropped: [(DropReason, u64); DropReason::ALL.len()],
-}
-
-impl Default for Counters {
-    fn default() -> Self {
-        Counters {
-            connections_accepted: 0,
-            connections_rejected: 0,
-            connections_closed: 0,
-            connections_closed_by: CloseReason::LABELS.map(|l| (l, 0)),
-            connections_open: 0,
-            accept_errors: 0,
-            auth_failures: 0,
-            frames_received: 0,
-            bytes_received: 0,
-            frame_bytes_received: 0,
-            frames_delivered: 0,
-            heartbeats: 0,
-            duplicates: 0,
-            frames_sent: 0,
-            bytes_sent: 0,
-            groups_published: 0,
-            slow_clients_disconnected: 0,
-            listener_rebuilds: 0,
-            requests: 0,
-            replies_sent: 0,
-            handler_errors: 0,
-            handler_timeouts: 0,
-            handler_panics: 0,
-            dropped: DropReason::ALL.map(|r| (r, 0)),
-        }
     }
 }
 
@@ -301,59 +342,31 @@ impl Counters {
     pub fn dropped_total(&self) -> u64 {
         self.dropped.iter().map(|(_, n)| n).sum()
     }
-
-    /// Adds another snapshot into this one.
-    pub fn merge(&mut self, other: &Counters) {
-        self.connections_accepted += other.connections_accepted;
-        self.connections_rejected += other.connections_rejected;
-        self.connections_closed += other.connections_closed;
-        for (mine, theirs) in self
-            .connections_closed_by
-            .iter_mut()
-            .zip(other.connections_closed_by.iter())
-        {
-            mine.1 += theirs.1;
-        }
-        self.connections_open += other.connections_open;
-        self.accept_errors += other.accept_errors;
-        self.auth_failures += other.auth_failures;
-        self.frames_received += other.frames_received;
-        self.bytes_received += other.bytes_received;
-        self.frame_bytes_received += other.frame_bytes_received;
-        self.frames_delivered += other.frames_delivered;
-        self.heartbeats += other.heartbeats;
-        self.duplicates += other.duplicates;
-        self.frames_sent += other.frames_sent;
-        self.bytes_sent += other.bytes_sent;
-        self.groups_published += other.groups_published;
-        self.slow_clients_disconnected += other.slow_clients_disconnected;
-        self.listener_rebuilds += other.listener_rebuilds;
-        self.requests += other.requests;
-        self.replies_sent += other.replies_sent;
-        self.handler_errors += other.handler_errors;
-        self.handler_timeouts += other.handler_timeouts;
-        self.handler_panics += other.handler_panics;
-        for (mine, theirs) in self.dropped.iter_mut().zip(other.dropped.iter()) {
-            mine.1 += theirs.1;
-        }
-    }
 }
 
-/// Live counters of one connection, for the per-connection stats. The
-/// connection adds to them once per read and the egress writer once per
-/// write; `max_*` hold the largest frame since the stats last took them.
-#[derive(Debug, Default)]
-pub(crate) struct LinkCounters {
-    pub(crate) frames_in: AtomicU64,
-    pub(crate) bytes_in: AtomicU64,
-    pub(crate) frame_bytes_in: AtomicU64,
-    pub(crate) max_frame_in: AtomicU64,
-    pub(crate) frames_out: AtomicU64,
-    /// Of `frames_out`, the handler's replies.
-    pub(crate) replies_out: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
-    pub(crate) max_frame_out: AtomicU64,
-    pub(crate) dropped: AtomicU64,
+counter_set! {
+    /// Live counters of one connection, for the per-connection stats. The
+    /// connection adds to them once per read and the egress writer once
+    /// per write.
+    #[derive(Debug, Default)]
+    live LinkCounters;
+    /// A snapshot of one connection's counters.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    view pub(crate) LinkTotals;
+    derived {}
+    counters {
+        frames_in: count, "Frames cut from its stream.";
+        bytes_in: count, "Bytes read from it.";
+        frame_bytes_in: count, "Payload bytes of the frames received (framing removed).";
+        frames_out: count, "Frames written to it (egress, replies, heartbeats).";
+        replies_out: count, "Of frames_out, the handler's replies.";
+        bytes_out: count, "Bytes written to it.";
+        dropped: count, "Its frames and egress messages dropped, whatever the reason.";
+    }
+    maxima {
+        max_frame_in: max, "Largest frame received since the stats last took it.";
+        max_frame_out: max, "Largest message queued for it since the stats last took it.";
+    }
 }
 
 impl LinkCounters {
@@ -439,5 +452,89 @@ mod tests {
         sum.merge(&s);
         sum.merge(&s);
         assert_eq!(sum.dropped_total(), 10);
+    }
+
+    #[test]
+    fn every_figure_is_declared_once_with_a_unique_prometheus_family() {
+        let mut fields = std::collections::HashSet::new();
+        let mut families = std::collections::HashSet::new();
+        for m in Counters::METRICS {
+            assert!(fields.insert(m.field), "{} declared twice", m.field);
+            assert!(!m.help.is_empty(), "{} has no help", m.field);
+            if let Some(name) = m.prometheus {
+                assert!(families.insert(name), "{name} declared twice");
+                assert!(name.starts_with("framehub_"), "{name}");
+                // Prometheus naming: counters end in _total, gauges do not.
+                assert_eq!(
+                    name.ends_with("_total"),
+                    m.kind == MetricKind::Counter,
+                    "{name}"
+                );
+            }
+        }
+        // One value per declared figure, per-reason ones with a label.
+        let c = ListenerCounters::default().snapshot();
+        for (m, v) in Counters::METRICS.iter().zip(c.metric_values()) {
+            let mut samples = 0;
+            v.for_each(|label, _| {
+                assert_eq!(label.is_some(), m.label.is_some(), "{}", m.field);
+                samples += 1;
+            });
+            let expected = match m.field {
+                "connections_closed_by" => CloseReason::LABELS.len(),
+                "dropped" => DropReason::ALL.len(),
+                _ => 1,
+            };
+            assert_eq!(samples, expected, "{}", m.field);
+        }
+    }
+
+    #[test]
+    fn since_subtracts_counters_and_keeps_gauges() {
+        let live = ListenerCounters::default();
+        ListenerCounters::add(&live.connections_accepted, 3);
+        ListenerCounters::add(&live.frames_received, 10);
+        live.dropped(DropReason::Oversize, 1);
+        let before = live.snapshot();
+        ListenerCounters::add(&live.connections_accepted, 2);
+        live.closed(&CloseReason::PeerClosed);
+        ListenerCounters::add(&live.frames_received, 5);
+        live.dropped(DropReason::Oversize, 4);
+        let now = live.snapshot();
+        assert_eq!(now.connections_open, 4);
+        let d = now.since(&before);
+        assert_eq!(d.connections_accepted, 2);
+        assert_eq!(d.connections_closed, 1);
+        assert_eq!(d.connections_closed_by[0], ("peer_closed", 1));
+        assert_eq!(d.frames_received, 5);
+        assert_eq!(d.dropped(DropReason::Oversize), 4);
+        assert_eq!(d.dropped_total(), 4);
+        // A gauge is a level, not a difference.
+        assert_eq!(d.connections_open, 4);
+        assert_eq!(
+            now.since(&now),
+            Counters {
+                connections_open: 4,
+                ..Counters::default()
+            }
+        );
+
+        let mut sum = now.clone();
+        sum.merge(&before);
+        assert_eq!(sum.connections_open, 7);
+        assert_eq!(sum.frames_received, 25);
+    }
+
+    #[test]
+    fn a_connection_snapshot_subtracts_like_a_listener_one() {
+        let live = LinkCounters::default();
+        ListenerCounters::add(&live.frames_in, 7);
+        ListenerCounters::add(&live.bytes_in, 70);
+        let before = live.snapshot();
+        ListenerCounters::add(&live.frames_in, 3);
+        LinkCounters::raise_max(&live.max_frame_in, 12);
+        let d = live.snapshot().since(&before);
+        assert_eq!((d.frames_in, d.bytes_in), (3, 0));
+        assert_eq!(live.max_frame_in.load(Ordering::Relaxed), 12);
     }
 }

@@ -1,0 +1,254 @@
+//! Why things end or get lost: why a connection closed ([`CloseReason`],
+//! [`Ending`]), why authentication failed ([`AuthFailure`]), why a frame
+//! was not delivered ([`DropReason`]).
+//!
+//! A leaf module: it imports nothing from the crate, so the protocol
+//! (`node`), the events (`event`) and the counters (`stats`) can all name
+//! the reasons without importing each other. Each reason has a stable
+//! snake_case label and a fixed index, the position of its counter in the
+//! per-reason arrays of `stats`.
+
+/// Why a connection failed to authenticate (it is then closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    /// The first message was not a JSON object.
+    #[error("first message is not a JSON object")]
+    InvalidFirstMessage,
+    /// The first message had no token.
+    #[error("first message has no token")]
+    MissingToken,
+    /// The token did not match.
+    #[error("wrong token")]
+    WrongToken,
+    /// The first message was larger than `auth.max_frame_bytes`.
+    #[error("first message too large")]
+    FirstMessageTooLarge,
+    /// No valid first message within `auth.timeout`.
+    #[error("no valid first message in time")]
+    Timeout,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer closed its side.
+    PeerClosed,
+    /// The hub shut down.
+    Shutdown,
+    /// Nothing was received for `idle_timeout`.
+    IdleTimeout,
+    /// Authentication failed (the socket was closed on purpose).
+    AuthFailed(AuthFailure),
+    /// The framing lost sync (e.g. a length prefix over the maximum).
+    FramingLost(String),
+    /// Reading from the socket failed.
+    ReadError(String),
+    /// The client's egress buffer was full and the listener disconnects
+    /// slow clients (`slow_client = "disconnect"`).
+    SlowClient,
+}
+
+/// Who ended a connection, in the three classes sat-rs reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The hub shut down.
+    Shutdown,
+    /// The peer closed its side.
+    Peer,
+    /// Anything else: a read error, lost framing, a failed
+    /// authentication, an idle or slow client.
+    Error,
+}
+
+impl CloseReason {
+    /// Every label [`CloseReason::as_str`] returns, in a fixed order (the
+    /// index into counter arrays).
+    pub const LABELS: [&'static str; 8] = [
+        "peer_closed",
+        "shutdown",
+        "idle_timeout",
+        "auth_timeout",
+        "auth_failed",
+        "framing_lost",
+        "read_error",
+        "slow_client",
+    ];
+
+    pub(crate) fn index(&self) -> usize {
+        let label = self.as_str();
+        CloseReason::LABELS
+            .iter()
+            .position(|l| *l == label)
+            .unwrap_or_default()
+    }
+
+    /// Whether the connection ended by shutdown, by the peer, or by an
+    /// error.
+    pub fn ending(&self) -> Ending {
+        match self {
+            CloseReason::Shutdown => Ending::Shutdown,
+            CloseReason::PeerClosed => Ending::Peer,
+            _ => Ending::Error,
+        }
+    }
+
+    /// A stable snake_case label for logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::AuthFailed(AuthFailure::Timeout) => "auth_timeout",
+            CloseReason::AuthFailed(_) => "auth_failed",
+            CloseReason::FramingLost(_) => "framing_lost",
+            CloseReason::ReadError(_) => "read_error",
+            CloseReason::SlowClient => "slow_client",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::AuthFailed(why) => write!(f, "authentication failed: {why}"),
+            CloseReason::FramingLost(why) => write!(f, "framing lost: {why}"),
+            CloseReason::ReadError(why) => write!(f, "read error: {why}"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// Why a frame (or an egress message) was not delivered. Every drop has a
+/// reason and a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Larger than `max_frame_bytes`.
+    Oversize,
+    /// Not valid JSON (node protocol), including empty lines.
+    InvalidJson,
+    /// Not valid UTF-8 (node protocol).
+    InvalidUtf8,
+    /// JSON nested deeper than `max_json_depth`.
+    TooDeep,
+    /// A node frame without a string `node_id`.
+    MissingNodeId,
+    /// A node frame whose `node_id` differs from the one the connection is
+    /// bound to.
+    NodeMismatch,
+    /// No receiver for the node and auto-provisioning is off.
+    UnknownNode,
+    /// No receiver for the node and `max_nodes` is reached.
+    MaxNodes,
+    /// The receiver's queue, or the listener's group stream, was full
+    /// (`drop-oldest` or `drop-newest`).
+    QueueFull,
+    /// The receiver was closed.
+    ReceiverClosed,
+    /// A COBS frame that did not decode.
+    InvalidCobs,
+    /// A space packet with an invalid header.
+    InvalidHeader,
+    /// A space packet whose ID is not allowed.
+    UnknownPacketId,
+    /// The stream ended inside a frame.
+    Truncated,
+    /// Egress: a message for a client whose egress buffer was full
+    /// (dropped for that client only).
+    EgressFull,
+    /// Egress: a message with no connected client to go to.
+    NoClient,
+    /// Egress: a message queued for a client whose connection closed
+    /// before it was written.
+    EgressUnsent,
+    /// A request handed to a handler whose connection ended before its
+    /// replies were sent (shutdown, error, or the handler still running).
+    Unanswered,
+    /// A reply the listener's framing cannot carry (dropped, the other
+    /// replies of the request still go out).
+    ReplyUnencodable,
+}
+
+impl DropReason {
+    /// Every reason, in a fixed order (the index into counter arrays).
+    pub const ALL: [DropReason; 19] = [
+        DropReason::Oversize,
+        DropReason::InvalidJson,
+        DropReason::InvalidUtf8,
+        DropReason::TooDeep,
+        DropReason::MissingNodeId,
+        DropReason::NodeMismatch,
+        DropReason::UnknownNode,
+        DropReason::MaxNodes,
+        DropReason::QueueFull,
+        DropReason::ReceiverClosed,
+        DropReason::InvalidCobs,
+        DropReason::InvalidHeader,
+        DropReason::UnknownPacketId,
+        DropReason::Truncated,
+        DropReason::EgressFull,
+        DropReason::NoClient,
+        DropReason::EgressUnsent,
+        DropReason::Unanswered,
+        DropReason::ReplyUnencodable,
+    ];
+
+    /// A stable snake_case label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Oversize => "oversize",
+            DropReason::InvalidJson => "invalid_json",
+            DropReason::InvalidUtf8 => "invalid_utf8",
+            DropReason::TooDeep => "too_deep",
+            DropReason::MissingNodeId => "missing_node_id",
+            DropReason::NodeMismatch => "node_mismatch",
+            DropReason::UnknownNode => "unknown_node",
+            DropReason::MaxNodes => "max_nodes",
+            DropReason::QueueFull => "queue_full",
+            DropReason::ReceiverClosed => "receiver_closed",
+            DropReason::InvalidCobs => "invalid_cobs",
+            DropReason::InvalidHeader => "invalid_header",
+            DropReason::UnknownPacketId => "unknown_packet_id",
+            DropReason::Truncated => "truncated",
+            DropReason::EgressFull => "egress_full",
+            DropReason::NoClient => "no_client",
+            DropReason::EgressUnsent => "egress_unsent",
+            DropReason::Unanswered => "unanswered",
+            DropReason::ReplyUnencodable => "reply_unencodable",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        DropReason::ALL
+            .iter()
+            .position(|r| *r == self)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_sits_at_its_own_index() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+        let closes = [
+            CloseReason::PeerClosed,
+            CloseReason::Shutdown,
+            CloseReason::IdleTimeout,
+            CloseReason::AuthFailed(AuthFailure::Timeout),
+            CloseReason::AuthFailed(AuthFailure::WrongToken),
+            CloseReason::FramingLost(String::new()),
+            CloseReason::ReadError(String::new()),
+            CloseReason::SlowClient,
+        ];
+        for (i, r) in closes.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+            assert_eq!(CloseReason::LABELS[i], r.as_str());
+        }
+    }
+}
