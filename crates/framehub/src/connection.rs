@@ -23,13 +23,14 @@ use tokio_util::codec::Decoder;
 
 use crate::codec::{CodecError, FrameDecoder, consume};
 use crate::config::OverflowPolicy;
-use crate::egress::{EgressWriter, Peer};
+use crate::egress::EgressWriter;
 use crate::event::{CloseReason, ConnectionCounts, ConnectionEvent};
 use crate::group::Inbox;
 use crate::handler::Dispatcher;
 use crate::listener::ListenerShared;
 use crate::node::{AuthFailure, NodeSession, Verdict};
 use crate::receiver::{Frame, Incoming, Source, compact, pack, share_out};
+use crate::registry::Peer;
 use crate::stats::{DropReason, LinkCounters, ListenerCounters, WarnLimiter};
 
 /// A deadline that never comes, for timers whose branch is off.

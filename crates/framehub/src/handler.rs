@@ -21,9 +21,10 @@ use tokio::task::JoinHandle;
 use tokio::time::error::Elapsed;
 use tokio_util::sync::CancellationToken;
 
-use crate::egress::{self, Peer};
+use crate::egress;
 use crate::listener::ListenerShared;
 use crate::receiver::Source;
+use crate::registry::Peer;
 use crate::stats::{Counters, DropReason, ListenerCounters};
 
 /// The frames a handler answers with, each framed in the listener's

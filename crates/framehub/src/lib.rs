@@ -39,7 +39,9 @@
 //!   limit.
 //! - `connection`: one task per connection: read, decode, dispatch.
 //! - `router`: node table, auto-provisioning, new-node stream.
-//! - `registry`: the per-connection view of `Hub::connections`.
+//! - `registry`: the open connections: one handle each (address, node,
+//!   counters, egress buffer, disconnect token) and the snapshot
+//!   `Hub::connections` reports.
 //! - [`receiver`]: bounded per-node queues with overflow policy and dedup.
 //! - [`handler`]: request handlers: each frame answered on its own
 //!   connection, in order, with a timeout and a bound on requests in
@@ -49,6 +51,8 @@
 //!   every connection of a listener.
 //! - [`egress`]: broadcast and unicast to clients (and server heartbeats)
 //!   through one writer and one bounded buffer per connection.
+//! - [`outbuf`]: that bounded outgoing byte buffer, also the one the
+//!   `framehub` binary's tap gives each subscriber.
 //! - [`stats`]: counters and drop reasons; [`snapshot`]: 1 Hz statistics.
 //! - [`runtime`]: the hub's own I/O threads, CPU affinity and priority.
 //! - [`event`]: connection events and close reasons.
@@ -72,6 +76,7 @@ mod hub;
 pub mod json;
 mod listener;
 mod node;
+pub mod outbuf;
 pub mod receiver;
 mod registry;
 mod router;

@@ -17,12 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Delivery, ListenerConfig, Protocol, SocketConfig};
-use crate::egress::Peers;
 use crate::event::ConnectionEvent;
 use crate::group::{GroupQueue, Inbox};
 use crate::handler::Handler;
 use crate::node::NodeProtocol;
 use crate::receiver::Queue;
+use crate::registry::Peers;
 use crate::router::Router;
 use crate::stats::{ListenerCounters, WarnLimiter};
 

@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::egress::Peer;
 use crate::listener::ListenerShared;
+use crate::registry::Peer;
 use crate::stats::{Counters, DropReason, LinkCounters, ListenerCounters};
 
 /// One period's statistics of a whole hub.
