@@ -53,6 +53,8 @@
 //!   through one writer and one bounded buffer per connection.
 //! - [`outbuf`]: that bounded outgoing byte buffer, also the one the
 //!   `framehub` binary's tap gives each subscriber.
+//! - [`fanin`]: every delivered frame of a hub in one bounded stream of
+//!   batches ([`Hub::all_frames`]), as a daemon's sinks consume them.
 //! - [`stats`]: counters and drop reasons; [`snapshot`]: 1 Hz statistics.
 //! - [`runtime`]: the hub's own I/O threads, CPU affinity and priority.
 //! - [`event`]: connection events and close reasons.
@@ -70,6 +72,7 @@ pub mod config;
 mod connection;
 pub mod egress;
 pub mod event;
+pub mod fanin;
 pub mod group;
 pub mod handler;
 mod hub;
@@ -96,6 +99,7 @@ pub use config::{
 };
 pub use egress::EgressError;
 pub use event::{CloseReason, ConnectionCounts, ConnectionEvent, Ending};
+pub use fanin::{AllFrames, AllFramesConfig, NewNodesTaken};
 pub use group::{Group, GroupStats, Groups};
 pub use handler::{Failure, Handler, HandlerError, Replies, Request};
 pub use hub::{ACCEPT_ERROR_MEMORY, Hub, HubError, ListenerInfo};
