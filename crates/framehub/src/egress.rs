@@ -5,7 +5,7 @@
 //! take this one path.
 //!
 //! Offering a message never waits: it is copied into the client's buffer
-//! (the [`crate::outbuf::OutBuf`] of its [`crate::registry`] handle) or,
+//! (the [`crate::outbuf::OutBuf`] of its `registry::Peer` handle) or,
 //! when that is full, dropped for that client (counted) or the client is
 //! disconnected (`slow_client = "disconnect"`). A client that stops
 //! reading therefore fills only its own buffer and stalls only its own

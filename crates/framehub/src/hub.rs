@@ -481,8 +481,10 @@ impl Hub {
     /// the frames from those receivers, so do not also receive from them.
     ///
     /// Takes the new-node stream (so [`Hub::new_nodes`] returns `None`
-    /// afterwards, and this fails if that was called first). Its tasks run
-    /// on the caller's Tokio runtime: call it inside one.
+    /// afterwards, and this fails if that was called first).
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime: its tasks run on the caller's runtime.
     pub fn all_frames(
         &self,
         config: crate::fanin::AllFramesConfig,
@@ -499,6 +501,9 @@ impl Hub {
     /// The channel's capacity bounds the batches waiting; its receiver
     /// sees the end once the hub shut down, every source is drained and
     /// the caller's own senders are gone.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, as [`Hub::all_frames`].
     pub fn all_frames_into<T>(
         &self,
         batch: usize,
