@@ -1,18 +1,18 @@
 //! `framehub serve`: config and flags -> a running hub, every delivered
-//! frame (from receivers or group streams) to every sink, the admin HTTP
-//! server, a status line or the JSON statistics, and a clean exit on SIGINT
-//! or SIGTERM with everything received written and synced.
+//! frame (the hub's fan-in of receivers and group streams) to every sink,
+//! the admin HTTP server, a status line or the JSON statistics, and a clean
+//! exit on SIGINT or SIGTERM with everything received written and synced.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use framehub::{Frame, FramingConfig, Groups, Hub, Protocol, Receiver};
+use framehub::{Counters, FramingConfig, Hub, Protocol};
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
 use crate::config::{self, FileConfig, SinkConfig, TapSinkConfig};
@@ -105,139 +105,159 @@ async fn build_sinks(configs: Vec<SinkConfig>) -> Result<Sinks, String> {
     Ok(built)
 }
 
-pub async fn run(args: ServeArgs) -> ExitCode {
-    let signal = match crate::shutdown_signal() {
-        Ok(signal) => signal,
-        Err(e) => {
-            eprintln!("framehub: cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
+/// Why `serve` did not start: printed as `framehub: {message}`.
+struct StartError {
+    message: String,
+    code: ExitCode,
+}
+
+impl StartError {
+    /// The configuration is wrong (exit code 64).
+    fn config(message: String) -> StartError {
+        StartError {
+            message,
+            code: ExitCode::from(EXIT_BAD_CONFIG),
         }
-    };
-    let mut cfg = match &args.config {
-        Some(path) => match config::load(path) {
-            Ok(cfg) => cfg,
-            Err(e) => {
-                eprintln!("framehub: {}: {e}", path.display());
-                return ExitCode::from(EXIT_BAD_CONFIG);
-            }
-        },
-        None => FileConfig::default(),
-    };
-    if let Err(e) = apply_flags(&mut cfg, &args) {
-        eprintln!("framehub: {e}");
-        return ExitCode::from(EXIT_BAD_CONFIG);
     }
+
+    /// Anything else.
+    fn failure(message: String) -> StartError {
+        StartError {
+            message,
+            code: ExitCode::FAILURE,
+        }
+    }
+}
+
+pub async fn run(args: ServeArgs) -> ExitCode {
+    match serve(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("framehub: {}", e.message);
+            e.code
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
+    let signal = crate::shutdown_signal()
+        .map_err(|e| StartError::failure(format!("cannot install signal handlers: {e}")))?;
+    let cfg = load_config(&args)?;
     let started = Instant::now();
     // The daemon's own ports are bound before the hub's, so a port that is
     // taken fails the start before any device has connected.
-    let admin_listener = if cfg.admin.enabled {
-        match tokio::net::TcpListener::bind(cfg.admin.bind).await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                eprintln!("framehub: admin: cannot bind {}: {e}", cfg.admin.bind);
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        None
+    let admin_listener = bind_admin(&cfg).await?;
+    let sinks = build_sinks(cfg.sinks())
+        .await
+        .map_err(StartError::failure)?;
+    let hub = start_hub(&cfg).await?;
+    let sink_thread = SinkThread::start(sinks, &hub)?;
+    let admin = Admin::start(admin_listener, &cfg, &hub, &sink_thread, started);
+    let status = start_status_output(&args, &cfg, &hub);
+
+    signal.await;
+    tracing::info!("shutting down");
+    admin.begin_shutdown();
+    hub.shutdown().await;
+    if let Some(status) = status {
+        status.abort();
+    }
+    let code = sink_thread.finish(&hub).await;
+    admin.stop().await;
+    Ok(code)
+}
+
+/// The file config (if any) with the command-line flags on top.
+fn load_config(args: &ServeArgs) -> Result<FileConfig, StartError> {
+    let mut cfg = match &args.config {
+        Some(path) => config::load(path)
+            .map_err(|e| StartError::config(format!("{}: {e}", path.display())))?,
+        None => FileConfig::default(),
     };
-    let Sinks {
-        sinks,
-        statuses,
-        taps,
-    } = match build_sinks(cfg.sinks()).await {
-        Ok(built) => built,
-        Err(e) => {
-            eprintln!("framehub: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    apply_flags(&mut cfg, args).map_err(StartError::config)?;
+    Ok(cfg)
+}
+
+async fn bind_admin(cfg: &FileConfig) -> Result<Option<tokio::net::TcpListener>, StartError> {
+    if !cfg.admin.enabled {
+        return Ok(None);
+    }
+    tokio::net::TcpListener::bind(cfg.admin.bind)
+        .await
+        .map(Some)
+        .map_err(|e| StartError::failure(format!("admin: cannot bind {}: {e}", cfg.admin.bind)))
+}
+
+async fn start_hub(cfg: &FileConfig) -> Result<Hub, StartError> {
     if !cfg.hub.nodes.auto_provision {
         tracing::warn!(
             "nodes.auto_provision is off: node frames have no receiver in `serve` and will be dropped (counted)"
         );
     }
-    let hub = match Hub::start(cfg.hub.clone()).await {
-        Ok(hub) => hub,
-        Err(e) => {
-            eprintln!("framehub: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    Hub::start(cfg.hub.clone())
+        .await
+        .map_err(|e| StartError::failure(e.to_string()))
+}
 
-    let (tx, rx) = mpsc::channel::<Message>(SINK_QUEUE);
-    // A named thread of its own, so `top -H` shows what the sinks cost.
-    let (sink_done, sink_thread) = tokio::sync::oneshot::channel();
-    if let Err(e) = std::thread::Builder::new()
-        .name("framehub-sink".to_owned())
-        .spawn(move || {
-            let _ = sink_done.send(sink::run(rx, sinks));
+/// The sink thread, fed every delivered frame by the hub's fan-in, and the
+/// sinks' statuses and tap servers.
+struct SinkThread {
+    /// The thread's result: how long the sinks were busy writing.
+    done: oneshot::Receiver<Duration>,
+    /// The thread's queue, weak, to report its depth.
+    queue: mpsc::WeakSender<Message>,
+    statuses: Vec<Arc<SinkStatus>>,
+    taps: Vec<Tap>,
+}
+
+impl SinkThread {
+    fn start(sinks: Sinks, hub: &Hub) -> Result<SinkThread, StartError> {
+        let (tx, rx) = mpsc::channel::<Message>(SINK_QUEUE);
+        let writers = sinks.sinks;
+        let (sink_done, done) = oneshot::channel();
+        // A named thread of its own, so `top -H` shows what the sinks cost.
+        std::thread::Builder::new()
+            .name("framehub-sink".to_owned())
+            .spawn(move || {
+                let _ = sink_done.send(sink::run(rx, writers));
+            })
+            .map_err(|e| StartError::failure(format!("cannot start the sink thread: {e}")))?;
+        tokio::spawn(sink::ticker(tx.downgrade()));
+        let queue = tx.downgrade();
+        // From here only the fan-in holds senders: once the hub has shut
+        // down and every source is drained, the thread writes what is left,
+        // syncs, and returns.
+        hub.all_frames_into(DRAIN_BATCH, tx)
+            .map_err(|e| StartError::failure(e.to_string()))?;
+        Ok(SinkThread {
+            done,
+            queue,
+            statuses: sinks.statuses,
+            taps: sinks.taps,
         })
-    {
-        eprintln!("framehub: cannot start the sink thread: {e}");
-        return ExitCode::FAILURE;
     }
-    tokio::spawn(sink::ticker(tx.downgrade()));
-    let drains = TaskTracker::new();
-    for l in hub.listeners() {
-        if let Some(r) = hub.listener_receiver(&l.name) {
-            drains.spawn(drain(r, tx.clone()));
-        }
-        if let Some(g) = hub.groups(&l.name) {
-            drains.spawn(drain_groups(g, tx.clone()));
-        }
-    }
-    if let Some(mut new_nodes) = hub.new_nodes() {
-        let tx = tx.clone();
-        let tracker = drains.clone();
-        drains.spawn(async move {
-            while let Some(r) = new_nodes.recv().await {
-                tracker.spawn(drain(r, tx.clone()));
-            }
-        });
-    }
-    let admin_state = Arc::new(AdminState {
-        hub: hub.clone(),
-        sinks: statuses.clone(),
-        started,
-        shutting_down: AtomicBool::new(false),
-        sink_queue: tx.downgrade(),
-        allow_send: cfg.admin.send,
-    });
-    drop(tx);
-    let admin_stop = CancellationToken::new();
-    let admin_server = admin_listener.map(|listener| {
-        if let Ok(local_addr) = listener.local_addr() {
-            tracing::info!(%local_addr, "admin listening");
-        }
-        tokio::spawn(admin::serve(
-            listener,
-            admin_state.clone(),
-            admin_stop.clone(),
-        ))
-    });
-    let status = if args.stats {
-        Some(tokio::spawn(print_stats(hub.clone())))
-    } else {
-        (!args.quiet).then(|| tokio::spawn(status_line(hub.clone(), cfg.serve.status_interval)))
-    };
 
-    signal.await;
-    tracing::info!("shutting down");
-    admin_state.shutting_down.store(true, Ordering::Relaxed);
-    hub.shutdown().await;
-    drains.close();
-    drains.wait().await;
-    if let Some(status) = status {
-        status.abort();
+    /// After the hub's shutdown: waits until everything delivered is
+    /// written, gives tap subscribers their grace, logs what each sink did
+    /// and the exit line; returns the exit code.
+    async fn finish(self, hub: &Hub) -> ExitCode {
+        let thread = self.done.await;
+        for tap in self.taps {
+            tap.shutdown(TAP_GRACE).await;
+        }
+        report_exit(&self.statuses, thread.ok(), &hub.counters())
     }
-    // Every sender is gone: the thread writes what is left, syncs, returns.
-    let thread = sink_thread.await;
-    for tap in taps {
-        tap.shutdown(TAP_GRACE).await;
-    }
-    let counters = hub.counters();
-    for s in &statuses {
+}
+
+/// Logs every sink's totals and the exit line (`stopped; ...` with
+/// `written` and `write_secs`, which `bench/compare.sh` reads). `busy` is
+/// `None` when the sink thread died.
+fn report_exit(
+    statuses: &[Arc<SinkStatus>],
+    busy: Option<Duration>,
+    counters: &Counters,
+) -> ExitCode {
+    for s in statuses {
         tracing::info!(
             sink = %s.name,
             kind = s.kind,
@@ -255,13 +275,13 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     let failed: u64 = durable()
         .map(|s| s.records_failed.load(Ordering::Relaxed))
         .sum();
-    let code = match thread {
-        Err(_) => {
+    match busy {
+        None => {
             // The thread ended without a result: it panicked.
             tracing::error!("sink thread failed");
             ExitCode::FAILURE
         }
-        Ok(_) if failed > 0 => {
+        Some(_) if failed > 0 => {
             tracing::error!(
                 written,
                 failed,
@@ -272,7 +292,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             );
             ExitCode::FAILURE
         }
-        Ok(busy) => {
+        Some(busy) => {
             tracing::info!(
                 written,
                 failed,
@@ -286,44 +306,69 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-    };
-    admin_stop.cancel();
-    if let Some(server) = admin_server
-        && tokio::time::timeout(ADMIN_GRACE, server).await.is_err()
-    {
-        tracing::warn!("admin requests still running at exit");
-    }
-    code
-}
-
-/// Moves a receiver's frames to the sink thread in batches until the hub
-/// shut down and the receiver is drained.
-async fn drain(receiver: Receiver, tx: mpsc::Sender<Message>) {
-    loop {
-        // Allocated by `recv_many` once frames are there, at their number:
-        // an idle node holds no batch buffer.
-        let mut batch: Vec<Frame> = Vec::new();
-        if receiver.recv_many(&mut batch, DRAIN_BATCH).await == 0 {
-            return;
-        }
-        if tx.send(Message::Frames(batch)).await.is_err() {
-            tracing::error!(node = receiver.name(), "sink thread is gone; stop draining");
-            return;
-        }
     }
 }
 
-/// Moves each group's frames to the sink thread as one batch until the hub
-/// shut down and the stream is drained.
-async fn drain_groups(groups: Groups, tx: mpsc::Sender<Message>) {
-    while let Some(group) = groups.recv().await {
-        if tx.send(Message::Frames(group.frames)).await.is_err() {
-            tracing::error!(
-                listener = groups.listener(),
-                "sink thread is gone; stop draining"
-            );
-            return;
+/// The admin HTTP server (when enabled) and what its handlers read.
+struct Admin {
+    state: Arc<AdminState>,
+    stop: CancellationToken,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Admin {
+    fn start(
+        listener: Option<tokio::net::TcpListener>,
+        cfg: &FileConfig,
+        hub: &Hub,
+        sink_thread: &SinkThread,
+        started: Instant,
+    ) -> Admin {
+        let state = Arc::new(AdminState {
+            hub: hub.clone(),
+            sinks: sink_thread.statuses.clone(),
+            started,
+            shutting_down: AtomicBool::new(false),
+            sink_queue: sink_thread.queue.clone(),
+            allow_send: cfg.admin.send,
+        });
+        let stop = CancellationToken::new();
+        let server = listener.map(|listener| {
+            if let Ok(local_addr) = listener.local_addr() {
+                tracing::info!(%local_addr, "admin listening");
+            }
+            tokio::spawn(admin::serve(listener, state.clone(), stop.clone()))
+        });
+        Admin {
+            state,
+            stop,
+            server,
         }
+    }
+
+    /// `/readyz` turns 503 from now on.
+    fn begin_shutdown(&self) {
+        self.state.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Lets requests in flight finish, for at most `ADMIN_GRACE`.
+    async fn stop(self) {
+        self.stop.cancel();
+        if let Some(server) = self.server
+            && tokio::time::timeout(ADMIN_GRACE, server).await.is_err()
+        {
+            tracing::warn!("admin requests still running at exit");
+        }
+    }
+}
+
+/// The JSON statistics (`--stats`) or the status line (unless `--quiet`)
+/// on stderr.
+fn start_status_output(args: &ServeArgs, cfg: &FileConfig, hub: &Hub) -> Option<JoinHandle<()>> {
+    if args.stats {
+        Some(tokio::spawn(print_stats(hub.clone())))
+    } else {
+        (!args.quiet).then(|| tokio::spawn(status_line(hub.clone(), cfg.serve.status_interval)))
     }
 }
 

@@ -113,6 +113,14 @@ pub enum Message {
     Tick,
 }
 
+/// The hub's fan-in sends batches straight into the sink thread's queue
+/// ([`framehub::Hub::all_frames_into`]).
+impl From<Vec<Frame>> for Message {
+    fn from(frames: Vec<Frame>) -> Message {
+        Message::Frames(frames)
+    }
+}
+
 /// Health and counters of one sink, shared with the admin server.
 #[derive(Debug)]
 pub struct SinkStatus {

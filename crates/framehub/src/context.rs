@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::{CodecError, FrameEncoder};
 use crate::config::{Delivery, ListenerConfig, Protocol};
-use crate::egress::Peers;
 use crate::event::ConnectionEvent;
 use crate::group::{GroupQueue, Inbox};
 use crate::handler::Handler;
 use crate::node::{NodeProtocol, heartbeat_payload};
 use crate::receiver::Queue;
+use crate::registry::Peers;
 use crate::router::Router;
 use crate::stats::{ListenerCounters, WarnLimiter};
 

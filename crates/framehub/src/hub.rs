@@ -475,6 +475,65 @@ impl Hub {
         self.inner.router.take_new_nodes()
     }
 
+    /// Every frame the hub delivers from now on, in one bounded stream of
+    /// batches: every node's receiver (known now, or auto-provisioned
+    /// later), every `raw` listener's receiver and every group stream.
+    /// What a daemon's sinks consume; see [`crate::AllFrames`]. It takes
+    /// the frames from those receivers, so do not also receive from them.
+    ///
+    /// Takes the new-node stream (so [`Hub::new_nodes`] returns `None`
+    /// afterwards, and this fails if that was called first).
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime: its tasks run on the caller's runtime.
+    pub fn all_frames(
+        &self,
+        config: crate::fanin::AllFramesConfig,
+    ) -> Result<crate::fanin::AllFrames, crate::fanin::NewNodesTaken> {
+        Ok(crate::fanin::AllFrames::start(
+            self.fan_in_sources()?,
+            config,
+        ))
+    }
+
+    /// [`Hub::all_frames`] into a channel of the caller's, each batch
+    /// converted with `T::from`: for a consumer whose queue also carries
+    /// other messages (ticks, control), without a second hop per batch.
+    /// The channel's capacity bounds the batches waiting; its receiver
+    /// sees the end once the hub shut down, every source is drained and
+    /// the caller's own senders are gone.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, as [`Hub::all_frames`].
+    pub fn all_frames_into<T>(
+        &self,
+        batch: usize,
+        tx: tokio::sync::mpsc::Sender<T>,
+    ) -> Result<(), crate::fanin::NewNodesTaken>
+    where
+        T: From<Vec<crate::receiver::Frame>> + Send + 'static,
+    {
+        crate::fanin::spawn(self.fan_in_sources()?, batch, tx);
+        Ok(())
+    }
+
+    fn fan_in_sources(&self) -> Result<crate::fanin::Sources, crate::fanin::NewNodesTaken> {
+        let new_nodes = self.new_nodes().ok_or(crate::fanin::NewNodesTaken)?;
+        let listeners = &self.inner.listeners;
+        Ok(crate::fanin::Sources {
+            nodes: self.inner.router.receivers(),
+            raw: listeners
+                .iter()
+                .filter_map(|b| b.shared.raw_queue.clone().map(Receiver::new))
+                .collect(),
+            groups: listeners
+                .iter()
+                .filter_map(|b| b.shared.groups.clone().map(Groups::new))
+                .collect(),
+            new_nodes,
+        })
+    }
+
     /// Subscribes to connection events from now on.
     pub fn events(&self) -> broadcast::Receiver<ConnectionEvent> {
         self.inner.events.subscribe()

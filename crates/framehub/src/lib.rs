@@ -39,7 +39,9 @@
 //!   limit.
 //! - `connection`: one task per connection: read, decode, dispatch.
 //! - `router`: node table, auto-provisioning, new-node stream.
-//! - `registry`: the per-connection view of `Hub::connections`.
+//! - `registry`: the open connections: one handle each (address, node,
+//!   counters, egress buffer, disconnect token) and the snapshot
+//!   `Hub::connections` reports.
 //! - [`receiver`]: bounded per-node queues with overflow policy and dedup.
 //! - [`handler`]: request handlers: each frame answered on its own
 //!   connection, in order, with a timeout and a bound on requests in
@@ -49,6 +51,10 @@
 //!   every connection of a listener.
 //! - [`egress`]: broadcast and unicast to clients (and server heartbeats)
 //!   through one writer and one bounded buffer per connection.
+//! - [`outbuf`]: that bounded outgoing byte buffer, also the one the
+//!   `framehub` binary's tap gives each subscriber.
+//! - [`fanin`]: every delivered frame of a hub in one bounded stream of
+//!   batches ([`Hub::all_frames`]), as a daemon's sinks consume them.
 //! - [`stats`]: every counter, declared once, and the views derived from
 //!   the declaration; [`snapshot`]: 1 Hz statistics.
 //! - [`runtime`]: the hub's own I/O threads, CPU affinity and priority.
@@ -72,6 +78,7 @@ mod connection;
 mod context;
 pub mod egress;
 pub mod event;
+pub mod fanin;
 mod frame;
 pub mod group;
 pub mod guide;
@@ -80,6 +87,7 @@ mod hub;
 pub mod json;
 mod listener;
 mod node;
+pub mod outbuf;
 pub mod reason;
 pub mod receiver;
 mod registry;
@@ -101,6 +109,7 @@ pub use config::{
 };
 pub use egress::EgressError;
 pub use event::{ConnectionCounts, ConnectionEvent};
+pub use fanin::{AllFrames, AllFramesConfig, NewNodesTaken};
 pub use frame::{Frame, Source};
 pub use group::{Group, GroupStats, Groups};
 pub use handler::{Failure, Handler, HandlerError, Replies, Request};

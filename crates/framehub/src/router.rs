@@ -138,6 +138,15 @@ impl Router {
         Ok(queue)
     }
 
+    /// A receiver for every node known now.
+    pub(crate) fn receivers(&self) -> Vec<Receiver> {
+        self.nodes
+            .read()
+            .values()
+            .map(|q| Receiver::new(q.clone()))
+            .collect()
+    }
+
     pub(crate) fn take_new_nodes(&self) -> Option<NewNodes> {
         self.new_nodes_rx.lock().take()
     }

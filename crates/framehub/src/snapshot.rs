@@ -20,7 +20,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::ListenerShared;
-use crate::egress::Peer;
+use crate::registry::Peer;
 use crate::router::Router;
 use crate::stats::{Counters, LinkTotals, ListenerCounters};
 

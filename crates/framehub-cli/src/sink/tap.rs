@@ -3,24 +3,24 @@
 //!
 //! Each subscriber has a buffer bounded in bytes (`buffer_bytes`, plus at
 //! most one chunk when the buffer was empty, so a record larger than the
-//! buffer still gets through). Publishing never waits: a subscriber whose
+//! buffer still gets through): the library's egress buffer,
+//! [`framehub::outbuf::OutBuf`], holding the sink thread's chunks without
+//! copying them. Publishing never waits: a subscriber whose
 //! buffer is full misses those records (`on_full = "drop"`, counted) or is
 //! disconnected (`"disconnect"`, counted), so a slow or stuck subscriber
 //! never slows ingest or the other sinks. What a subscriber sends is read
 //! and ignored (to notice when it leaves).
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use framehub::outbuf::{Offer, OutBuf, Take};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -45,22 +45,13 @@ struct TapShared {
 
 struct Subscriber {
     peer: SocketAddr,
-    buffer: Mutex<Buffer>,
-    wake: Notify,
+    /// Chunks waiting for it, counting the records each holds.
+    buffer: OutBuf<u64>,
     /// Cancelled when the subscriber is cut, even in the middle of a write
     /// to a peer that does not read.
     cut: CancellationToken,
     lost: AtomicU64,
     warned: AtomicBool,
-}
-
-#[derive(Default)]
-struct Buffer {
-    /// Chunks and the records each holds.
-    chunks: VecDeque<(Bytes, u64)>,
-    bytes: usize,
-    /// No more chunks will come: write what is left, then end.
-    closed: bool,
 }
 
 impl Tap {
@@ -101,8 +92,8 @@ impl Tap {
     pub async fn shutdown(self, grace: Duration) {
         self.stop_accepting.cancel();
         for sub in self.shared.subscribers.lock().iter() {
-            sub.buffer.lock().closed = true;
-            sub.wake.notify_one();
+            // No more chunks will come: write what is left, then end.
+            sub.buffer.finish();
         }
         self.tasks.close();
         if tokio::time::timeout(grace, self.tasks.wait())
@@ -143,8 +134,7 @@ async fn accept_loop(
             } else {
                 let sub = Arc::new(Subscriber {
                     peer,
-                    buffer: Mutex::new(Buffer::default()),
-                    wake: Notify::new(),
+                    buffer: OutBuf::new(shared.config.buffer_bytes.0).with_oversized_when_empty(),
                     cut: hard_stop.child_token(),
                     lost: AtomicU64::new(0),
                     warned: AtomicBool::new(false),
@@ -175,12 +165,6 @@ async fn accept_loop(
     }
 }
 
-enum Next {
-    Write(Bytes),
-    Wait,
-    End,
-}
-
 /// Writes a subscriber's buffer to it until it leaves, is cut, or the tap
 /// shuts down.
 async fn serve(shared: Arc<TapShared>, sub: Arc<Subscriber>, stream: TcpStream) {
@@ -188,26 +172,18 @@ async fn serve(shared: Arc<TapShared>, sub: Arc<Subscriber>, stream: TcpStream) 
     let (mut reader, mut writer) = stream.into_split();
     let mut ignored = [0u8; 512];
     let why = loop {
-        let next = {
-            let b = sub.buffer.lock();
-            match b.chunks.front() {
-                Some((c, _)) => Next::Write(c.clone()),
-                None if b.closed => Next::End,
-                None => Next::Wait,
-            }
-        };
-        match next {
-            Next::End => break "tap closed",
-            Next::Wait => tokio::select! {
+        match sub.buffer.take() {
+            Take::Ended => break "tap closed",
+            Take::Idle => tokio::select! {
                 biased;
                 _ = sub.cut.cancelled() => break "cut",
-                _ = sub.wake.notified() => {}
+                _ = sub.buffer.ready() => {}
                 read = reader.read(&mut ignored) => match read {
                     Ok(0) | Err(_) => break "subscriber left",
                     Ok(_) => {}
                 },
             },
-            Next::Write(chunk) => {
+            Take::Write(chunk, _) => {
                 tokio::select! {
                     biased;
                     _ = sub.cut.cancelled() => break "cut",
@@ -217,21 +193,13 @@ async fn serve(shared: Arc<TapShared>, sub: Arc<Subscriber>, stream: TcpStream) 
                 }
                 // Freed only once written, so the buffer bounds what is in
                 // memory, in flight included.
-                let mut b = sub.buffer.lock();
-                if let Some((done, _)) = b.chunks.pop_front() {
-                    b.bytes -= done.len();
-                }
+                sub.buffer.written(chunk);
             }
         }
     };
     // Records still buffered never reached it (it left, or shutdown cut
     // it short): they count as lost too.
-    let unsent: u64 = {
-        let mut b = sub.buffer.lock();
-        b.closed = true;
-        b.bytes = 0;
-        b.chunks.drain(..).map(|(_, n)| n).sum()
-    };
+    let unsent = sub.buffer.close();
     if unsent > 0 {
         sub.lost.fetch_add(unsent, Ordering::Relaxed);
         shared
@@ -274,22 +242,13 @@ impl Sink for TapPublisher {
         let len = chunk.bytes.len();
         let mut subs = shared.subscribers.lock();
         subs.retain(|sub| {
-            let mut b = sub.buffer.lock();
-            if b.closed {
-                return true;
-            }
-            // An empty buffer takes any chunk, so a record larger than the
-            // buffer still reaches a subscriber that keeps up.
-            if b.bytes == 0 || b.bytes + len <= cap {
-                b.chunks.push_back((chunk.bytes.clone(), chunk.records));
-                b.bytes += len;
-                drop(b);
-                sub.wake.notify_one();
-                return true;
+            match sub.buffer.offer_shared(chunk.bytes.clone(), chunk.records) {
+                // A closed buffer's subscriber is on its way out.
+                Offer::Taken | Offer::Closed => return true,
+                Offer::Full => {}
             }
             match shared.config.on_full {
                 TapOverflow::Drop => {
-                    drop(b);
                     sub.lost.fetch_add(chunk.records, Ordering::Relaxed);
                     status
                         .records_lost
@@ -306,11 +265,7 @@ impl Sink for TapPublisher {
                 }
                 TapOverflow::Disconnect => {
                     // What it had buffered is lost with it.
-                    let lost = chunk.records + b.chunks.iter().map(|(_, n)| n).sum::<u64>();
-                    b.closed = true;
-                    b.chunks.clear();
-                    b.bytes = 0;
-                    drop(b);
+                    let lost = chunk.records + sub.buffer.close();
                     sub.lost.fetch_add(lost, Ordering::Relaxed);
                     status.records_lost.fetch_add(lost, Ordering::Relaxed);
                     status.subscribers_cut.fetch_add(1, Ordering::Relaxed);

@@ -12,9 +12,9 @@ use super::proto::Core;
 use super::{FAR_FUTURE, cancel_reason};
 use crate::config::OverflowPolicy;
 use crate::context::ListenerShared;
-use crate::egress::Peer;
 use crate::event::CloseReason;
 use crate::group::Inbox;
+use crate::registry::Peer;
 use crate::stats::{DropReason, ListenerCounters};
 
 /// One connection's way to its consumer.

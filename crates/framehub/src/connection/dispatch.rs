@@ -13,9 +13,10 @@ use tokio::time::error::Elapsed;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::ListenerShared;
-use crate::egress::{self, Peer};
+use crate::egress;
 use crate::frame::Source;
 use crate::handler::{Failure, Handler, OnFailure, Outcome, Replies, Request};
+use crate::registry::Peer;
 use crate::stats::{DropReason, ListenerCounters};
 
 /// One request whose replies are still to be sent.

@@ -27,9 +27,10 @@ use tokio::time::Instant;
 use self::deliver::Delivery;
 use self::proto::Core;
 use crate::context::ListenerShared;
-use crate::egress::{EgressWriter, Peer};
+use crate::egress::EgressWriter;
 use crate::event::{CloseReason, ConnectionEvent};
 use crate::frame::Source;
+use crate::registry::Peer;
 use crate::stats::{LinkCounters, ListenerCounters};
 
 /// A deadline that never comes, for timers whose branch is off.
