@@ -64,3 +64,16 @@ impl Incoming {
         self.timestamp.clone().map(|r| &self.frame.payload[r])
     }
 }
+
+/// A source for unit tests: connection 1 from 127.0.0.1:1 on listener
+/// `default`, bound to node `n`.
+#[cfg(test)]
+pub(crate) fn test_source() -> Arc<Source> {
+    Arc::new(Source {
+        conn: 1,
+        peer: "127.0.0.1:1".parse().expect("addr"),
+        listener: "default".into(),
+        node: Some("n".into()),
+        protocol: Protocol::Node,
+    })
+}

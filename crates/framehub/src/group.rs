@@ -14,18 +14,17 @@
 use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_core::Stream;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::ReusableBoxFuture;
 
 use crate::config::{ListenerConfig, OverflowPolicy};
 use crate::frame::{Frame, Incoming};
-use crate::receiver::{PushOutcome, Queue, RecvTimeoutError, TryRecvError};
+use crate::receiver::{NextItem, PushOutcome, Queue, RecvTimeoutError, TryRecvError};
 use crate::stats::WarnLimiter;
 
 /// Frames from any connection of one listener, published together.
@@ -378,9 +377,8 @@ pub struct GroupStats {
 /// ```
 pub struct Groups {
     queue: Arc<GroupQueue>,
-    /// The `Stream` impl's receive in progress, kept across polls and reused for every group.
-    /// The lock only keeps `Groups` `Sync`: `poll_next` has `&mut self` and never takes it.
-    next: Mutex<Option<ReusableBoxFuture<'static, Option<Group>>>>,
+    /// The `Stream` impl's receive in progress.
+    next: NextItem<Group>,
 }
 
 impl std::fmt::Debug for Groups {
@@ -395,7 +393,7 @@ impl Groups {
     pub(crate) fn new(queue: Arc<GroupQueue>) -> Groups {
         Groups {
             queue,
-            next: Mutex::new(None),
+            next: NextItem::default(),
         }
     }
 
@@ -456,14 +454,7 @@ impl Stream for Groups {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Group>> {
         let this = self.get_mut();
-        let queue = &this.queue;
-        let next = this
-            .next
-            .get_mut()
-            .get_or_insert_with(|| ReusableBoxFuture::new(recv_owned(queue.clone())));
-        let group = ready!(next.poll(cx));
-        next.set(recv_owned(queue.clone()));
-        Poll::Ready(group)
+        this.next.poll(cx, || recv_owned(this.queue.clone()))
     }
 }
 

@@ -35,9 +35,14 @@
 //! - [`json`]: the one-pass JSON validator and envelope scanner.
 //! - `node`: the node protocol (token, binding, heartbeats) as a state
 //!   machine.
+//! - `context`: what every connection of a listener shares, and what every
+//!   listener of a hub shares; a leaf the layers above import.
 //! - `listener`: bind with retry, socket options, accept loop, connection
 //!   limit.
-//! - `connection`: one task per connection: read, decode, dispatch.
+//! - `connection`: one task per connection: a sans-IO core (bytes and time
+//!   in; frames, drops, binding, deadlines out) driven by a short async
+//!   read loop, delivery to queues, request dispatch.
+//! - `frame`: [`Frame`] and [`Source`], what a consumer receives.
 //! - `router`: node table, auto-provisioning, new-node stream.
 //! - `registry`: the open connections: one handle each (address, node,
 //!   counters, egress buffer, disconnect token) and the snapshot

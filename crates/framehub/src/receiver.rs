@@ -6,6 +6,7 @@
 //! configured capacity.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -464,9 +465,8 @@ pub enum RecvTimeoutError {
 /// ```
 pub struct Receiver {
     queue: Arc<Queue>,
-    /// The `Stream` impl's receive in progress, kept across polls and reused for every frame.
-    /// The lock only keeps `Receiver` `Sync`: `poll_next` has `&mut self` and never takes it.
-    next: Mutex<Option<ReusableBoxFuture<'static, Option<Frame>>>>,
+    /// The `Stream` impl's receive in progress.
+    next: NextItem<Frame>,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -481,7 +481,7 @@ impl Receiver {
     pub(crate) fn new(queue: Arc<Queue>) -> Receiver {
         Receiver {
             queue,
-            next: Mutex::new(None),
+            next: NextItem::default(),
         }
     }
 
@@ -564,14 +564,35 @@ impl Stream for Receiver {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
         let this = self.get_mut();
-        let queue = &this.queue;
-        let next = this
-            .next
+        this.next.poll(cx, || recv_owned(this.queue.clone()))
+    }
+}
+
+/// The receive a `Stream` of receivers or groups has in progress, kept across polls: one
+/// allocation, made at the first poll and reused for every item after it.
+pub(crate) struct NextItem<T>(Mutex<Option<ReusableBoxFuture<'static, Option<T>>>>);
+
+impl<T> Default for NextItem<T> {
+    fn default() -> Self {
+        NextItem(Mutex::new(None))
+    }
+}
+
+impl<T: Send + 'static> NextItem<T> {
+    /// Polls the receive in progress (started with `recv` at the first poll); once it is
+    /// ready, the next one is started in the same allocation. The lock only keeps the
+    /// handle `Sync`: with `&mut self` it is never taken.
+    pub(crate) fn poll<F>(&mut self, cx: &mut Context<'_>, recv: impl Fn() -> F) -> Poll<Option<T>>
+    where
+        F: Future<Output = Option<T>> + Send + 'static,
+    {
+        let next = self
+            .0
             .get_mut()
-            .get_or_insert_with(|| ReusableBoxFuture::new(recv_owned(queue.clone())));
-        let frame = ready!(next.poll(cx));
-        next.set(recv_owned(queue.clone()));
-        Poll::Ready(frame)
+            .get_or_insert_with(|| ReusableBoxFuture::new(recv()));
+        let item = ready!(next.poll(cx));
+        next.set(recv());
+        Poll::Ready(item)
     }
 }
 
@@ -589,17 +610,8 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::config::Protocol;
 
-    fn source() -> Arc<Source> {
-        Arc::new(Source {
-            conn: 1,
-            peer: "127.0.0.1:1".parse().expect("addr"),
-            listener: "default".into(),
-            node: Some("n".into()),
-            protocol: Protocol::Node,
-        })
-    }
+    use crate::frame::test_source as source;
 
     fn incoming(payload: &'static str, ts: Option<Range<usize>>) -> Incoming {
         Incoming::new(

@@ -47,22 +47,12 @@ pub(crate) fn share_out(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::SystemTime;
 
     use super::*;
-    use crate::config::Protocol;
-    use crate::frame::{Frame, Source};
+    use crate::frame::Frame;
 
-    fn source() -> Arc<Source> {
-        Arc::new(Source {
-            conn: 1,
-            peer: "127.0.0.1:1".parse().expect("addr"),
-            listener: "default".into(),
-            node: Some("n".into()),
-            protocol: Protocol::Node,
-        })
-    }
+    use crate::frame::test_source as source;
 
     #[test]
     fn compact_copies_into_one_exact_allocation() {
