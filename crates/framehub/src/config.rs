@@ -23,6 +23,11 @@ pub use crate::units::{
 /// The port the radar system's nodes connect to, kept as framehub's default.
 pub const DEFAULT_PORT: u16 = 30050;
 
+/// The default `auth.timeout`: three heartbeat periods of the radar
+/// nodes' simulator (10 s), so a node whose first message is its first
+/// heartbeat gets in even if it misses one.
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The largest `max_nodes` accepted: far beyond one machine's fleet, and
 /// within what the new-node channel can be sized to.
 pub const MAX_NODES_LIMIT: usize = 1_000_000;
@@ -335,6 +340,12 @@ pub struct AuthConfig {
     /// A token per node (`node_id -> token`); checked before `token`.
     pub tokens: BTreeMap<String, String>,
     /// A connection that has not authenticated within this time is closed.
+    ///
+    /// 30 s by default: a radar node speaks first at its heartbeat period
+    /// (tracker-host's simulator sends its first heartbeat 10 s after
+    /// connecting), and a missed beat must not lock it out. A silent
+    /// connection costs little meanwhile: it holds one `max_connections`
+    /// permit and at most `max_frame_bytes` of this section plus one read.
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub timeout: Duration,
     /// Largest first message of an unauthenticated connection; a larger one
@@ -347,7 +358,7 @@ impl Default for AuthConfig {
         AuthConfig {
             token: None,
             tokens: BTreeMap::new(),
-            timeout: Duration::from_secs(10),
+            timeout: DEFAULT_AUTH_TIMEOUT,
             max_frame_bytes: ByteSize(64 << 10),
         }
     }

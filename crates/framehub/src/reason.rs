@@ -168,11 +168,15 @@ pub enum DropReason {
     /// A reply the listener's framing cannot carry (dropped, the other
     /// replies of the request still go out).
     ReplyUnencodable,
+    /// The first message of a connection that failed to authenticate
+    /// (no token, a wrong one, or not a valid node message): the
+    /// connection is closed and the frame counted here.
+    AuthFailed,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the index into counter arrays).
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Oversize,
         DropReason::InvalidJson,
         DropReason::InvalidUtf8,
@@ -192,6 +196,7 @@ impl DropReason {
         DropReason::EgressUnsent,
         DropReason::Unanswered,
         DropReason::ReplyUnencodable,
+        DropReason::AuthFailed,
     ];
 
     /// A stable snake_case label for logs and metrics.
@@ -216,6 +221,7 @@ impl DropReason {
             DropReason::EgressUnsent => "egress_unsent",
             DropReason::Unanswered => "unanswered",
             DropReason::ReplyUnencodable => "reply_unencodable",
+            DropReason::AuthFailed => "auth_failed",
         }
     }
 

@@ -393,7 +393,11 @@ impl Core {
                 self.skip(reason, &reason.as_str());
                 Ok(Fate::Absorbed)
             }
-            Verdict::Reject(failure) => Err(CloseReason::AuthFailed(failure)),
+            Verdict::Reject(failure) => {
+                // The frame was read: it is counted, like every other one.
+                self.dropped(DropReason::AuthFailed, 1);
+                Err(CloseReason::AuthFailed(failure))
+            }
         }
     }
 
@@ -599,6 +603,10 @@ mod tests {
         );
         assert_eq!(end, Err(CloseReason::AuthFailed(AuthFailure::WrongToken)));
         assert!(core.batch().is_empty());
+        // The frame read is counted, under its reason.
+        let p = core.take_pending();
+        assert_eq!(p.frames, 1);
+        assert_eq!(drops(&p), [("auth_failed", 1)]);
     }
 
     #[test]
