@@ -180,7 +180,10 @@ mod tests {
     #[test]
     fn colour_only_on_a_terminal_and_never_with_no_color() {
         assert!(use_colour(true, None));
-        assert!(use_colour(true, Some(OsStr::new(""))), "an empty NO_COLOR is unset");
+        assert!(
+            use_colour(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR is unset"
+        );
         assert!(!use_colour(true, Some(OsStr::new("1"))));
         assert!(!use_colour(false, None), "a file or a pipe");
         assert!(!use_colour(false, Some(OsStr::new("1"))));
