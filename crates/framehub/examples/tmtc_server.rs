@@ -6,10 +6,15 @@
 //!
 //! ```sh
 //! cargo run -p framehub --example tmtc_server -- \
-//!     --cobs 127.0.0.1:7301 --spacepacket 127.0.0.1:7302 --allow-apid 2 --allow-apid 3
-//! # stdout: listening cobs 127.0.0.1:7301
-//! #         listening spacepacket 127.0.0.1:7302
+//!     --cobs 127.0.0.1:7302 --spacepacket 127.0.0.1:7301 --allow-apid 2 --allow-apid 3
+//! # stdout: listening cobs 127.0.0.1:7302
+//! #         listening spacepacket 127.0.0.1:7301
+//! # then, in sat-rs's satrs-example/pytmtc (its tmtc_conf.json: tcp, port 7301):
+//! python3 main.py -c tcp -p /test/ping
 //! ```
+//!
+//! The defaults are these addresses: space packets on 7301, where sat-rs's
+//! example server listens and pytmtc connects.
 //!
 //! - A PUS-C telecommand (TC type, secondary header, PUS version 2) of an
 //!   allowed APID (`--allow-apid`, repeatable), on either listener, is
@@ -61,8 +66,8 @@ struct Args {
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
-        cobs: "127.0.0.1:7301".parse()?,
-        spacepacket: "127.0.0.1:7302".parse()?,
+        cobs: "127.0.0.1:7302".parse()?,
+        spacepacket: "127.0.0.1:7301".parse()?,
         apids: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
