@@ -1,36 +1,56 @@
 //! The sat-rs TCP TMTC servers on framehub: telecommands as COBS frames on
 //! one listener and as CCSDS space packets on another, answered with
-//! telemetry on the same connection.
+//! telemetry on the same connection, as sat-rs's PUS stack answers them,
+//! so its ground client `pytmtc` (on `tmtccmd`/`spacepackets`) works
+//! unchanged.
 //!
 //! ```sh
 //! cargo run -p framehub --example tmtc_server -- \
-//!     --cobs 127.0.0.1:7301 --spacepacket 127.0.0.1:7302 --allow-apid 2 --allow-apid 3
-//! # stdout: listening cobs 127.0.0.1:7301
-//! #         listening spacepacket 127.0.0.1:7302
+//!     --cobs 127.0.0.1:7302 --spacepacket 127.0.0.1:7301 --allow-apid 2 --allow-apid 3
+//! # stdout: listening cobs 127.0.0.1:7302
+//! #         listening spacepacket 127.0.0.1:7301
+//! # then, in sat-rs's satrs-example/pytmtc (its tmtc_conf.json: tcp, port 7301):
+//! python3 main.py -c tcp -p /test/ping
 //! ```
 //!
-//! - Space packets: a telecommand whose APID is allowed (`--allow-apid`,
-//!   repeatable; with or without a secondary header) is answered by a
-//!   telemetry packet (type bit 0) with the same APID, secondary header
-//!   flag and sequence flags and count, and the telecommand's data as its
-//!   data. Any other packet is skipped and counted (`unknown_packet_id`).
-//! - COBS: every frame is answered by the same bytes, COBS-encoded
+//! The defaults are these addresses: space packets on 7301, where sat-rs's
+//! example server listens and pytmtc connects.
+//!
+//! - A PUS-C telecommand (TC type, secondary header, PUS version 2) of an
+//!   allowed APID (`--allow-apid`, repeatable), on either listener, is
+//!   answered with PUS-C telemetry of the same APID, each packet with a
+//!   CDS short time stamp and a CRC-16 (see `shared/pus.rs`): a ping
+//!   TC[17,1] with TM[1,1] acceptance, TM[1,3] start, TM[17,2] ping reply
+//!   and TM[1,7] completion, sat-rs's order; any other service, or
+//!   another subtype of 17, with TM[1,1] then TM[1,4] start failure; a TC
+//!   whose CRC-16 does not match or that is cut short with TM[1,2]
+//!   acceptance failure. Verification reports carry the TC's request ID.
+//! - Space packets: any other packet of an allowed APID (no secondary
+//!   header, or not PUS-C) is answered by the same packet as telemetry
+//!   (type bit cleared: same APID, flags, sequence count and data). A
+//!   packet of any other APID, and garbage, is skipped and counted
+//!   (`unknown_packet_id`, `invalid_header`).
+//! - COBS: any other frame is answered by the same bytes, COBS-encoded
 //!   between 0x00 delimiters.
 //!
 //! Every connection that ends is reported on stdout as one line with its
 //! counts, as sat-rs's servers report them (see `shared/report.rs`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
 use framehub::codec::{FramingConfig, SpacePacketConfig};
-use framehub::command::{CommandRouter, KeyFrom};
 use framehub::handler::Handler;
 use framehub::{Hub, HubConfig, ListenerConfig, Protocol};
 
+#[path = "shared/pus.rs"]
+mod pus;
 #[path = "shared/report.rs"]
 mod report;
+
+use pus::PusService;
 
 /// The packet type bit in the first byte of the primary header.
 const TYPE_TC: u8 = 0x10;
@@ -46,8 +66,8 @@ struct Args {
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
-        cobs: "127.0.0.1:7301".parse()?,
-        spacepacket: "127.0.0.1:7302".parse()?,
+        cobs: "127.0.0.1:7302".parse()?,
+        spacepacket: "127.0.0.1:7301".parse()?,
         apids: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -84,17 +104,19 @@ fn telemetry_for(telecommand: &[u8]) -> Bytes {
     tm.freeze()
 }
 
-fn spacepacket_handler(apids: &[u16]) -> Handler {
-    let mut router = CommandRouter::new(KeyFrom::Apid);
-    for &apid in apids {
-        router = router.route(
-            apid,
-            |req| async move { Ok(vec![telemetry_for(&req.payload)]) },
-        );
-    }
-    // The framing lets only allowed telecommands through, so every packet
-    // has a route; nothing to answer otherwise.
-    router.into_handler()
+/// A listener's handler: the PUS answer to a PUS-C telecommand, `other`
+/// to any other frame.
+fn handler(pus: &Arc<PusService>, other: fn(Bytes) -> Bytes) -> Handler {
+    let pus = pus.clone();
+    Handler::new(move |req| {
+        let answer = pus
+            .answer(&req.payload)
+            .unwrap_or_else(|| vec![other(req.payload)]);
+        async move { Ok(answer) }
+    })
+    // One request of a connection at a time, as sat-rs's TC source takes
+    // them: the telemetry's sequence counts then go out in order.
+    .max_in_flight(1)
 }
 
 #[path = "shared/logs.rs"]
@@ -114,6 +136,9 @@ async fn main() -> anyhow::Result<()> {
             [id, id | SECONDARY_HEADER]
         })
         .collect();
+    // One PUS service for both listeners: sat-rs's TCP servers carry the
+    // same PUS packets in either framing, numbered by one TM funnel.
+    let pus = Arc::new(PusService::new(&args.apids));
     let hub = Hub::start_with(
         HubConfig {
             listener: vec![
@@ -137,11 +162,11 @@ async fn main() -> anyhow::Result<()> {
             ..HubConfig::default()
         },
         [
+            ("cobs", handler(&pus, |frame| frame)),
             (
-                "cobs",
-                Handler::new(|req| async move { Ok(vec![req.payload]) }),
+                "spacepacket",
+                handler(&pus, |packet| telemetry_for(&packet)),
             ),
-            ("spacepacket", spacepacket_handler(&args.apids)),
         ],
     )
     .await?;

@@ -2,8 +2,10 @@
 //! processes, driven with independent encoders (`serde_json`, `cobs`,
 //! `spacepackets`): replies in order under 1,000 pipelined requests, the
 //! timeout error code while other connections are served, a panicking
-//! command that leaves connection and server alive, and the accounting
-//! each example prints when a connection ends.
+//! command that leaves connection and server alive, the accounting each
+//! example prints when a connection ends, and sat-rs's PUS answers to a
+//! ping, read back with the CRC checked by the Rust `spacepackets` crate
+//! and by the Python `spacepackets` package pytmtc uses.
 //!
 //! `cargo test` builds the examples next to this test binary
 //! (`target/<profile>/examples/`).
@@ -17,8 +19,14 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use spacepackets::ecss::tc::PusTcCreator;
+use spacepackets::ecss::tm::{GenericPusTmSecondaryHeader, PusTmReader};
+use spacepackets::ecss::{CreatorConfig, MessageTypeId};
+use spacepackets::time::CcsdsTimeProvider;
+use spacepackets::time::cds::CdsTime;
 use spacepackets::{
-    CcsdsPacketCreator, CcsdsPacketReader, PacketId, PacketSequenceControl, PacketType, SpHeader,
+    CcsdsPacket, CcsdsPacketCreator, CcsdsPacketReader, PacketId, PacketSequenceControl,
+    PacketType, SpHeader,
 };
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -329,4 +337,399 @@ fn tmtc_server_answers_space_packets_with_telemetry_and_echoes_cobs_frames() {
     assert_eq!(decoded, frames);
     assert_eq!(echoed.first(), Some(&0), "a frame starts at a delimiter");
     assert_eq!(echoed.last(), Some(&0), "and ends at one");
+}
+
+/// A PUS-C telecommand without application data, as pytmtc builds them.
+fn pus_tc(apid: u16, seq: u16, service: u8, subtype: u8) -> Vec<u8> {
+    let header = SpHeader::new(
+        PacketId::from(apid),
+        PacketSequenceControl::from(0xC000 | seq),
+        0,
+    );
+    PusTcCreator::new_simple(
+        header,
+        MessageTypeId::new(service, subtype),
+        &[],
+        CreatorConfig::default(),
+    )
+    .to_vec()
+    .expect("a PUS TC")
+}
+
+/// `tc` with its CRC-16 broken.
+fn bad_crc(mut tc: Vec<u8>) -> Vec<u8> {
+    if let Some(last) = tc.last_mut() {
+        *last ^= 0xFF;
+    }
+    tc
+}
+
+/// One whole space packet from `stream`: the header, then its data
+/// length + 1 bytes.
+fn read_space_packet(stream: &mut TcpStream) -> Vec<u8> {
+    let mut packet = vec![0; 6];
+    stream.read_exact(&mut packet).expect("a header");
+    let len = usize::from(u16::from_be_bytes([packet[4], packet[5]])) + 1;
+    packet.resize(6 + len, 0);
+    stream.read_exact(&mut packet[6..]).expect("the data");
+    packet
+}
+
+/// What a reply must be: the TC it answers, its service and subtype, and
+/// for a failure report the failure code and data.
+struct Want<'a> {
+    tc: &'a [u8],
+    service: u8,
+    subtype: u8,
+    failure: Option<(u16, &'a [u8])>,
+}
+
+fn want(tc: &[u8], service: u8, subtype: u8) -> Want<'_> {
+    Want {
+        tc,
+        service,
+        subtype,
+        failure: None,
+    }
+}
+
+fn failed<'a>(tc: &'a [u8], subtype: u8, code: u16, data: &'a [u8]) -> Want<'a> {
+    Want {
+        tc,
+        service: 1,
+        subtype,
+        failure: Some((code, data)),
+    }
+}
+
+/// sat-rs's answer to a ping TC[17,1]: acceptance, start, ping reply,
+/// completion.
+fn ping_answer(tc: &[u8]) -> [Want<'_>; 4] {
+    [
+        want(tc, 1, 1),
+        want(tc, 1, 3),
+        want(tc, 17, 2),
+        want(tc, 1, 7),
+    ]
+}
+
+/// Decodes `raw` as a PUS-C TM with the CRC checked and checks it against
+/// `want`: service, subtype, the TC's APID, the TC's request ID in a
+/// verification report, a CDS short time stamp of about now. Returns the
+/// sequence count and the message type counter.
+fn check_tm(raw: &[u8], want: &Want) -> (u16, u16) {
+    let tm = PusTmReader::new(raw, 7)
+        .unwrap_or_else(|e| panic!("{raw:02x?} is not a PUS TM with a good CRC: {e}"));
+    assert_eq!(tm.len_packed(), raw.len(), "one whole packet");
+    assert_eq!(tm.packet_type(), PacketType::Tm);
+    assert!(tm.sec_header_flag());
+    let kind = (tm.service_type_id(), tm.message_subtype_id());
+    assert_eq!(kind, (want.service, want.subtype), "{raw:02x?}");
+    let tc = CcsdsPacketReader::new(want.tc, None).expect("the TC");
+    assert_eq!(tm.apid(), tc.apid(), "TM[{},{}]", kind.0, kind.1);
+    let stamp = CdsTime::from_bytes_with_u16_days(tm.timestamp()).expect("a CDS short stamp");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let age = i64::try_from(now).expect("secs") - stamp.unix_secs();
+    assert!(age.abs() < 60, "time stamp {age} s from now");
+    let source = tm.source_data();
+    if want.service == 1 {
+        assert_eq!(
+            &source[..4],
+            &want.tc[..4],
+            "request ID of TM[1,{}]",
+            kind.1
+        );
+        match want.failure {
+            Some((code, data)) => {
+                assert_eq!(&source[4..6], &code.to_be_bytes(), "failure code");
+                assert_eq!(&source[6..], data, "failure data");
+            }
+            None => assert_eq!(source.len(), 4, "a success report is its request ID"),
+        }
+    } else {
+        assert!(source.is_empty(), "a ping reply has no data");
+    }
+    (tm.seq_count().value(), tm.msg_type_counter())
+}
+
+#[test]
+fn tmtc_server_answers_pus_telecommands_as_sat_rs_does_over_space_packets_and_cobs() {
+    let server = Server::start(
+        "tmtc_server",
+        &[
+            "--cobs",
+            "127.0.0.1:0",
+            "--spacepacket",
+            "127.0.0.1:0",
+            "--allow-apid",
+            "2",
+        ],
+        2,
+    );
+    // Space packets: garbage and a ping for APID 3 (skipped and counted),
+    // then a ping, a TC of a service the server lacks (3: housekeeping),
+    // an unknown subtype of service 17, a ping whose CRC is broken, and a
+    // packet that is not PUS (still answered as raw telemetry).
+    let ping = pus_tc(2, 10, 17, 1);
+    let housekeeping = pus_tc(2, 11, 3, 27);
+    let subtype = pus_tc(2, 12, 17, 99);
+    let broken = bad_crc(pus_tc(2, 13, 17, 1));
+    let raw = tc(2, 14, b"raw");
+    let mut wire = vec![0xFF, 0xFF, 0xFE];
+    for tc in [
+        &pus_tc(3, 1, 17, 1),
+        &ping,
+        &housekeeping,
+        &subtype,
+        &broken,
+        &raw,
+    ] {
+        wire.extend_from_slice(tc);
+    }
+    let mut expected: Vec<Want> = ping_answer(&ping).into();
+    expected.extend([
+        want(&housekeeping, 1, 1),
+        failed(&housekeeping, 4, 0x0002, &[3]),
+        want(&subtype, 1, 1),
+        failed(&subtype, 4, 0x0001, &[99]),
+        failed(&broken, 2, 0x0007, &[]),
+    ]);
+    let mut stream = server.connect("spacepacket");
+    let local = stream.local_addr().expect("local");
+    stream.write_all(&wire).expect("send");
+    let mut bytes_out = 0;
+    let mut service_1 = 0;
+    for (i, want) in expected.iter().enumerate() {
+        let packet = read_space_packet(&mut stream);
+        bytes_out += packet.len();
+        let (seq, msg_counter) = check_tm(&packet, want);
+        // One TM funnel numbers them: per APID, and per service.
+        assert_eq!(usize::from(seq), i, "sequence count");
+        if want.service == 1 {
+            assert_eq!(msg_counter, service_1, "message type counter");
+            service_1 += 1;
+        } else {
+            assert_eq!(msg_counter, 0, "the first ping reply");
+        }
+    }
+    let echo = read_space_packet(&mut stream);
+    bytes_out += echo.len();
+    let echo = CcsdsPacketReader::new(&echo, None).expect("a space packet");
+    assert_eq!(echo.packet_type(), PacketType::Tm);
+    assert_eq!(echo.seq_count().value(), 14);
+    assert_eq!(echo.packet_data(), b"raw");
+    stream.shutdown(Shutdown::Write).expect("half-close");
+    let closed = server.closed(local);
+    assert_eq!(closed["requests"], "5");
+    assert_eq!(closed["replies"], (expected.len() + 1).to_string());
+    assert_eq!(closed["dropped"], "2", "the garbage run and APID 3");
+    assert_eq!(closed["bytes_in"], wire.len().to_string());
+    assert_eq!(closed["bytes_out"], bytes_out.to_string());
+    assert_eq!(closed["ending"], "peer");
+
+    // COBS: the same PUS answers, each TM a COBS frame; the counters go
+    // on from the other listener's. A TC of another APID and a frame that
+    // is not PUS come back as they went.
+    let ping = pus_tc(2, 20, 17, 1);
+    let broken = bad_crc(pus_tc(2, 21, 17, 1));
+    let other_apid = pus_tc(3, 22, 17, 1);
+    let mut wire = Vec::new();
+    for frame in [&ping[..], &broken, &other_apid, b"not pus"] {
+        wire.extend_from_slice(&cobs::encode_vec(frame));
+        wire.push(0);
+    }
+    let mut stream = server.connect("cobs");
+    stream.write_all(&wire).expect("send");
+    stream.shutdown(Shutdown::Write).expect("half-close");
+    let mut replies = Vec::new();
+    stream
+        .read_to_end(&mut replies)
+        .expect("replies until close");
+    let frames: Vec<Vec<u8>> = replies
+        .split(|&b| b == 0)
+        .filter(|chunk| !chunk.is_empty())
+        .map(|chunk| cobs::decode_vec(chunk).expect("valid COBS"))
+        .collect();
+    let mut expected: Vec<Want> = ping_answer(&ping).into();
+    expected.push(failed(&broken, 2, 0x0007, &[]));
+    assert_eq!(frames.len(), expected.len() + 2, "{frames:02x?}");
+    for (i, (frame, want)) in frames.iter().zip(&expected).enumerate() {
+        let (seq, _) = check_tm(frame, want);
+        assert_eq!(usize::from(seq), 9 + i, "sequence count");
+    }
+    assert_eq!(frames[expected.len()], other_apid);
+    assert_eq!(frames[expected.len() + 1], b"not pus");
+}
+
+/// The Python `spacepackets` version pytmtc gets (`tmtccmd~=8.1` pins
+/// `spacepackets~=0.28.0`), installed from PyPI into the target dir
+/// when it is not there yet. Returns the directory for `PYTHONPATH`.
+fn python_spacepackets() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("py-spacepackets-0.28");
+    let importable = || {
+        Command::new("python3")
+            .args(["-c", "import spacepackets.ecss"])
+            .env("PYTHONPATH", &dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !importable() {
+        let out = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--target"])
+            .arg(&dir)
+            .arg("spacepackets~=0.28.0")
+            .output()
+            .expect("python3 -m pip: python3 must be installed for this test");
+        assert!(
+            out.status.success() && importable(),
+            "pip install spacepackets~=0.28.0 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
+
+/// pytmtc's side, with its own library calls: builds a ping and two TCs
+/// the server refuses, sends them, reads every reply to the end and
+/// decodes it as pytmtc's `PusHandler` does (`PusTm.unpack` checks the
+/// CRC; `Service1Tm` with sat-rs's field widths; the `PusVerificator`
+/// tracking each TC). Prints one JSON line per TM, then each TC's status.
+const PYTMTC_SIDE: &str = r#"
+import json, socket, sys
+from spacepackets.ccsds import CdsShortTimestamp
+from spacepackets.ecss import PusTelecommand, PusTm, PusVerificator
+from spacepackets.ecss.pus_1_verification import Service1Tm, UnpackParams
+from spacepackets.ecss.pus_17_test import Service17Tm
+
+host, port = sys.argv[1], int(sys.argv[2])
+ping = PusTelecommand(apid=2, service=17, subservice=1, seq_count=5)
+housekeeping = PusTelecommand(apid=2, service=3, subservice=27, seq_count=6)
+broken_ping = PusTelecommand(apid=2, service=17, subservice=1, seq_count=7)
+broken = bytearray(broken_ping.pack())
+broken[-1] ^= 0xFF
+verificator = PusVerificator()
+for tc in (ping, housekeeping, broken_ping):
+    verificator.add_tc(tc)
+s = socket.create_connection((host, port), timeout=20)
+s.sendall(ping.pack() + housekeeping.pack() + bytes(broken))
+s.shutdown(socket.SHUT_WR)
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+stamp_len = CdsShortTimestamp.TIMESTAMP_SIZE
+while data:
+    n = ((data[4] << 8) | data[5]) + 7
+    raw, data = data[:n], data[n:]
+    tm = PusTm.unpack(raw, timestamp_len=stamp_len)
+    stamp = CdsShortTimestamp.unpack(tm.timestamp)
+    out = {"service": tm.service, "subservice": tm.subservice, "apid": tm.apid,
+           "unix": stamp.as_unix_seconds()}
+    if tm.service == 1:
+        report = Service1Tm.unpack(raw, UnpackParams(stamp_len, 1, 2))
+        out["request_id"] = report.tc_req_id.as_u32()
+        if report.error_code is not None:
+            out["code"] = report.error_code.val
+        verificator.add_tm(report)
+    elif tm.service == 17:
+        Service17Tm.unpack(raw, timestamp_len=stamp_len)
+    print(json.dumps(out))
+for request_id, status in verificator.verif_dict.items():
+    print(json.dumps({"tc": request_id.as_u32(), "accepted": status.accepted.value,
+                      "started": status.started.value, "completed": status.completed.value,
+                      "all_received": status.all_verifs_recvd}))
+"#;
+
+#[test]
+fn tmtc_server_replies_decode_with_the_python_spacepackets_pytmtc_uses() {
+    let pythonpath = python_spacepackets();
+    let server = Server::start(
+        "tmtc_server",
+        &[
+            "--cobs",
+            "127.0.0.1:0",
+            "--spacepacket",
+            "127.0.0.1:0",
+            "--allow-apid",
+            "2",
+        ],
+        2,
+    );
+    let (host, port) = server.addrs["spacepacket"]
+        .rsplit_once(':')
+        .expect("host:port");
+    let out = Command::new("python3")
+        .args(["-c", PYTMTC_SIDE, host, port])
+        .env("PYTHONPATH", &pythonpath)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "the Python side failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    // Request IDs: version, packet ID (TC, secondary header, APID 2) and
+    // sequence control (unsegmented, count) of each TC.
+    let (ping, housekeeping, broken) = (0x1802_C005_u32, 0x1802_C006_u32, 0x1802_C007_u32);
+    let tm = |service: u8, subservice: u8, request_id: Option<u32>, code: Option<u16>| {
+        (service, subservice, request_id, code)
+    };
+    let expected = [
+        tm(1, 1, Some(ping), None),
+        tm(1, 3, Some(ping), None),
+        tm(17, 2, None, None),
+        tm(1, 7, Some(ping), None),
+        tm(1, 1, Some(housekeeping), None),
+        tm(1, 4, Some(housekeeping), Some(0x0002)),
+        tm(1, 2, Some(broken), Some(0x0007)),
+    ];
+    assert_eq!(lines.len(), expected.len() + 3, "{lines:#?}");
+    for (got, (service, subservice, request_id, code)) in lines.iter().zip(expected) {
+        assert_eq!(got["service"], service, "{got}");
+        assert_eq!(got["subservice"], subservice, "{got}");
+        assert_eq!(got["apid"], 2, "{got}");
+        assert_eq!(
+            got["request_id"].as_u64(),
+            request_id.map(u64::from),
+            "{got}"
+        );
+        assert_eq!(got["code"].as_u64(), code.map(u64::from), "{got}");
+        let age = now - got["unix"].as_f64().expect("a time stamp");
+        assert!(age.abs() < 60.0, "time stamp {age} s from now: {got}");
+    }
+    // pytmtc's verificator: the ping accepted, started and completed with
+    // every report received; the others refused, and nothing pending.
+    let status = |tc: u32| {
+        lines[expected.len()..]
+            .iter()
+            .find(|l| l["tc"] == tc)
+            .unwrap_or_else(|| panic!("status of {tc:#x}"))
+            .clone()
+    };
+    assert_eq!(
+        status(ping),
+        json!({"tc": ping, "accepted": 1, "started": 1, "completed": 1, "all_received": true})
+    );
+    assert_eq!(
+        status(housekeeping),
+        json!({"tc": housekeeping, "accepted": 1, "started": 0, "completed": -1, "all_received": true})
+    );
+    assert_eq!(
+        status(broken),
+        json!({"tc": broken, "accepted": 0, "started": -1, "completed": -1, "all_received": true})
+    );
 }
