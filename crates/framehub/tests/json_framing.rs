@@ -50,10 +50,10 @@ async fn objects_without_delimiters_pretty_documents_and_skips() {
     let a = json!({"cmd": 1, "request_data": ["test.jpg"]}).to_string();
     let b = json!({"cmd": 34, "request_data": null}).to_string();
     send(&mut s, a.as_bytes()).await;
-    assert_eq!(frames(&r, 1).await, [a.clone()]);
+    assert_eq!(frames(&r, 1).await, [a.as_str()]);
     pause().await;
     send(&mut s, b.as_bytes()).await;
-    assert_eq!(frames(&r, 1).await, [b.clone()]);
+    assert_eq!(frames(&r, 1).await, [b.as_str()]);
 
     // Several in one write, back to back and one per line.
     send(&mut s, format!("{a}{b}\n{a}\r\n").as_bytes()).await;
@@ -64,7 +64,7 @@ async fn objects_without_delimiters_pretty_documents_and_skips() {
         send(&mut s, piece).await;
         pause().await;
     }
-    assert_eq!(frames(&r, 1).await, [a.clone()]);
+    assert_eq!(frames(&r, 1).await, [a.as_str()]);
 
     // LinuxIT's CSV sender: `json.dumps(record, ensure_ascii=False, indent=4)`.
     let record = json!({
@@ -76,7 +76,7 @@ async fn objects_without_delimiters_pretty_documents_and_skips() {
     let pretty = serde_json::to_string_pretty(&record).expect("json");
     assert!(pretty.contains("\n  "), "multi-line");
     send(&mut s, pretty.as_bytes()).await;
-    assert_eq!(frames(&r, 1).await, [pretty.clone()]);
+    assert_eq!(frames(&r, 1).await, [pretty.as_str()]);
 
     // Garbage, an invalid value, an oversize and a too deep one: each skipped and counted,
     // and the stream goes on.

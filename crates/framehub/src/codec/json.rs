@@ -280,9 +280,7 @@ impl JsonDecoder {
         match mode {
             // `next_in` left a value pending, so it holds at most `max` bytes.
             Mode::Value if kind == Kind::Token => self.check(buf, value).map(Some),
-            Mode::Value => Err(CodecError::Truncated {
-                bytes: value.len(),
-            }),
+            Mode::Value => Err(CodecError::Truncated { bytes: value.len() }),
             // Whitespace, or the tail of a value or of garbage already reported.
             Mode::Between | Mode::Discard | Mode::Resync => Ok(None),
         }
@@ -478,7 +476,9 @@ mod tests {
     fn values_back_to_back_per_line_and_pretty_printed() {
         let mut d = decoder(256);
         let pretty = "{\n  \"cmd\": 1,\n  \"data\": [\n    \"a}\",\n    {\"b\": \"\\\"]\"}\n  ]\n}";
-        let input = format!("{{\"a\":1}}{{\"b\":2}}\n{{\"c\":3}}\r\n\t {pretty}[]\"x\" 12 -1.5e3 true null\n");
+        let input = format!(
+            "{{\"a\":1}}{{\"b\":2}}\n{{\"c\":3}}\r\n\t {pretty}[]\"x\" 12 -1.5e3 true null\n"
+        );
         let mut buf = BytesMut::from(input.as_bytes());
         assert_eq!(
             drain(&mut d, &mut buf, false),
@@ -663,7 +663,8 @@ mod tests {
     fn unvalidated_values_are_cut_by_their_structure_only() {
         let config = JsonConfig { validate: false };
         let mut d = FrameDecoder::new(&FramingConfig::Json(config), 64);
-        let mut buf = BytesMut::from(&b"{\"cmd\" : 0x01, \"request_data\": null}{\"a\":,} x {}"[..]);
+        let mut buf =
+            BytesMut::from(&b"{\"cmd\" : 0x01, \"request_data\": null}{\"a\":,} x {}"[..]);
         assert_eq!(
             drain(&mut d, &mut buf, false),
             [
