@@ -225,7 +225,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
     let latency = histograms.take().as_ref().and_then(Latency::from_histogram);
     let delivered_frames = match (&cfg.target, &cfg.framing) {
         // The ceiling counted bytes for binary framings: convert.
-        (Target::Ceiling, f) if *f != FramingConfig::Lines => {
+        (Target::Ceiling, f) if !ceiling_counts_frames(f) => {
             let per = sent.wire_bytes / sent.frames.max(1);
             delivery.bytes.load(Ordering::Relaxed) / per.max(1)
         }
@@ -260,7 +260,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
 /// (the ceiling with a binary framing).
 fn expected_deliveries(cfg: &BenchConfig, sent: &load::Sent) -> Option<u64> {
     match (&cfg.target, &cfg.framing) {
-        (Target::Ceiling, f) if *f != FramingConfig::Lines => None,
+        (Target::Ceiling, f) if !ceiling_counts_frames(f) => None,
         _ => Some(sent.frames),
     }
 }
@@ -359,6 +359,12 @@ async fn consume(
     }
 }
 
+/// Whether the ceiling counts frames (newlines) rather than bytes: `lines`,
+/// and `json`, whose encoder ends each value with a newline.
+fn ceiling_counts_frames(framing: &FramingConfig) -> bool {
+    matches!(framing, FramingConfig::Lines | FramingConfig::Json(_))
+}
+
 /// The ceiling: accepts connections and only counts newlines (or bytes for
 /// binary framings) with 1 MiB reads: what loopback allows for this load.
 async fn start_ceiling(
@@ -367,7 +373,7 @@ async fn start_ceiling(
 ) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let count_lines = *framing == FramingConfig::Lines;
+    let count_lines = ceiling_counts_frames(framing);
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let delivery = delivery.clone();

@@ -50,7 +50,7 @@ pub struct BenchArgs {
     /// Payload size: a radar detection frame padded to this many bytes.
     #[arg(long, default_value_t = 200)]
     pub size: usize,
-    /// Framing: lines (node protocol), length, cobs, spacepacket.
+    /// Framing: lines (node protocol), length, cobs, spacepacket, json.
     #[arg(long, default_value = "lines")]
     pub framing: String,
     /// Token for the node protocol.

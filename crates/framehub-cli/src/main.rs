@@ -69,7 +69,7 @@ pub struct ServeArgs {
     /// Shared token of the first listener's node protocol.
     #[arg(long)]
     pub token: Option<String>,
-    /// Framing of the first listener: lines, length, cobs, spacepacket, chunk.
+    /// Framing of the first listener: lines, length, cobs, spacepacket, chunk, json.
     /// Anything but lines switches it to the raw protocol.
     #[arg(long)]
     pub framing: Option<String>,

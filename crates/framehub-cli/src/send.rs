@@ -38,7 +38,7 @@ pub struct SendArgs {
     /// Token that authenticates every connection (node protocol).
     #[arg(long)]
     pub token: Option<String>,
-    /// Framing: lines (node protocol), or length, cobs, spacepacket, chunk
+    /// Framing: lines (node protocol), or length, cobs, spacepacket, chunk, json
     /// (raw: messages as given).
     #[arg(long, default_value = "lines")]
     pub framing: String,
@@ -376,7 +376,7 @@ mod tests {
             .expect_err("token needs node");
         assert!(err.contains("--token"), "{err}");
         let err =
-            client_config(&args(&["--to", "h:1", "--framing", "json"])).expect_err("bad framing");
+            client_config(&args(&["--to", "h:1", "--framing", "xml"])).expect_err("bad framing");
         assert!(err.contains("--framing"), "{err}");
     }
 }

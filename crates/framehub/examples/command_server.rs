@@ -1,22 +1,41 @@
-//! The LinuxIT-TCP-IP command server on framehub: one JSON command per
-//! line, answered on the same connection by a response whose code is the
+//! The LinuxIT-TCP-IP command server on framehub: JSON commands, each
+//! answered on the same connection by a response whose code is the
 //! request's plus one.
 //!
+//! Two listeners share one handler: `lines` (`--listen`, one command per
+//! line) and, with `--json ADDR`, `json`: a stream of JSON values, which is
+//! what LinuxIT's `TCPClient`, its test scripts and the terminal tool its
+//! README recommends send (one object per write, no newline; newline-ended
+//! lines work too). The `json` listener cuts values by their structure only
+//! (`validate = false`), so a malformed request still reaches the handler
+//! and gets LinuxIT's error reply instead of silence.
+//!
+//! Requests are read as LinuxIT's server reads them: a `0x..` literal
+//! (`{"cmd": 0x01, ...}`, as LinuxIT's README writes) is taken as the
+//! number it stands for before the JSON is parsed. Only outside strings:
+//! LinuxIT's server rewrites inside strings too, which changes a file name
+//! such as `"0x10.jpg"`; here strings are left as they are. This leniency
+//! is the example's: framehub's own JSON stays strict.
+//!
 //! ```sh
-//! cargo run -p framehub --example command_server -- --listen 127.0.0.1:30070
+//! cargo run -p framehub --example command_server -- --listen 127.0.0.1:30070 --json 127.0.0.1:9090
 //! # stdout: listening lines 127.0.0.1:30070
+//! #         listening json 127.0.0.1:9090
 //! printf '{"cmd":1,"request_data":null}\n' | nc -q1 127.0.0.1 30070
+//! # {"cmd":2,"request_data":null,"response_data":"pong"}
+//! printf '{"cmd" : 0x01, "request_data": ["test.jpg"]}' | nc -q1 127.0.0.1 9090
 //! # {"cmd":2,"request_data":null,"response_data":"pong"}
 //! ```
 //!
 //! Commands: 1 ping (-> 2, `"pong"`), 3 echo (-> 4, the request's
 //! `request_data`), 5 stats (-> 6, the listener's counters), 7 sleep
 //! `request_data` milliseconds (-> 8; try it past `--timeout`), 9 panic
-//! (the connection survives). Errors are
-//! `{"cmd":null,"request_data":null,"response_data":[{"error_code":N}]}`
-//! with LinuxIT's codes: 1 invalid message (not JSON, no `cmd`, bad
-//! `request_data`), 2 resource not found, 3 unknown command, 4 timeout;
-//! 5 (internal error: the handler panicked) is this example's own.
+//! (the connection survives). Errors are LinuxIT's error response,
+//! `{"cmd":null,"request_data":null,"response_data":[{"error_code":N,
+//! "file_name":null,"message":"...","result":null}]}`, with LinuxIT's
+//! codes: 1 invalid message (not JSON, no `cmd`, bad `request_data`),
+//! 2 resource not found, 3 unknown command, 4 timeout; 5 (internal error:
+//! the handler panicked) is this example's own.
 //!
 //! Every connection that ends is reported on stdout as one line:
 //! `closed peer=.. requests=.. replies=.. telemetry=.. dropped=..
@@ -27,7 +46,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use framehub::command::{CommandRouter, KeyFrom};
+use framehub::codec::{FramingConfig, JsonConfig};
+use framehub::command::{CommandRouter, Key, KeyFrom};
 use framehub::handler::{Failure, Handler, HandlerError, Replies, Request};
 use framehub::{Hub, HubConfig, ListenerConfig, Protocol};
 use serde_json::{Value, json};
@@ -44,12 +64,15 @@ const INTERNAL_ERROR: u8 = 5;
 
 struct Args {
     listen: SocketAddr,
+    /// The `json` listener, if any.
+    json: Option<SocketAddr>,
     timeout: Duration,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         listen: "127.0.0.1:30070".parse()?,
+        json: None,
         timeout: Duration::from_secs(5),
     };
     let mut it = std::env::args().skip(1);
@@ -57,13 +80,14 @@ fn parse_args() -> anyhow::Result<Args> {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--listen" => args.listen = value()?.parse().context("--listen ADDR")?,
+            "--json" => args.json = Some(value()?.parse().context("--json ADDR")?),
             "--timeout" => {
                 args.timeout =
                     framehub::units::parse_duration(&value()?).map_err(anyhow::Error::msg)?;
             }
             other => {
                 bail!(
-                    "unknown argument {other:?}; usage: command_server --listen ADDR [--timeout 5s]"
+                    "unknown argument {other:?}; usage: command_server --listen ADDR [--json ADDR] [--timeout 5s]"
                 )
             }
         }
@@ -75,8 +99,77 @@ fn frame(value: &Value) -> Replies {
     vec![Bytes::from(value.to_string())]
 }
 
-fn error_reply(code: u8) -> Replies {
-    frame(&json!({"cmd": null, "response_data": [{"error_code": code}], "request_data": null}))
+/// LinuxIT's error response (its `Peer._send_error`): the fields its
+/// client reads, `message` saying what was wrong.
+fn error_reply(code: u8, message: &str) -> Replies {
+    frame(&json!({
+        "cmd": null,
+        "response_data": [{
+            "file_name": null,
+            "result": null,
+            "error_code": code,
+            "message": message,
+        }],
+        "request_data": null,
+    }))
+}
+
+/// Why a request has no command key, in the words of LinuxIT's validator.
+fn invalid_message(payload: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(payload) {
+        Err(e) => format!("Invalid JSON format: {e}"),
+        Ok(Value::Object(request)) => match request.get("cmd") {
+            None => "Request must contain 'cmd' field".to_owned(),
+            Some(cmd) => format!("Invalid command code: {cmd}"),
+        },
+        Ok(_) => "Request must be a dictionary".to_owned(),
+    }
+}
+
+/// `payload` with every `0x..` literal outside strings written in decimal,
+/// as LinuxIT's server reads requests (`None`: nothing to rewrite). A
+/// literal too large for a `u64` is left as is, and so is not JSON.
+fn decimal_literals(payload: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    let (mut i, mut copied, mut in_string) = (0, 0, false);
+    while i < payload.len() {
+        let b = payload[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        let at_token_start = i == 0 || !payload[i - 1].is_ascii_alphanumeric();
+        let digits = payload[i..]
+            .strip_prefix(b"0x")
+            .or_else(|| payload[i..].strip_prefix(b"0X"))
+            .map(|rest| rest.iter().take_while(|c| c.is_ascii_hexdigit()).count())
+            .unwrap_or(0);
+        let value = (at_token_start && digits > 0)
+            .then(|| std::str::from_utf8(&payload[i + 2..i + 2 + digits]).ok())
+            .flatten()
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+        match value {
+            Some(n) => {
+                let out = out.get_or_insert_with(|| Vec::with_capacity(payload.len()));
+                out.extend_from_slice(&payload[copied..i]);
+                out.extend_from_slice(n.to_string().as_bytes());
+                i += 2 + digits;
+                copied = i;
+            }
+            None => {
+                in_string = b == b'"';
+                i += 1;
+            }
+        }
+    }
+    let mut out = out?;
+    out.extend_from_slice(&payload[copied..]);
+    Some(out)
 }
 
 fn response(request_code: i64, data: Value) -> Result<Replies, HandlerError> {
@@ -95,6 +188,23 @@ fn request_data(req: &Request) -> Result<Value, HandlerError> {
 }
 
 fn handler(timeout: Duration) -> Handler {
+    let router = router();
+    Handler::new(move |mut req: Request| {
+        if let Some(rewritten) = decimal_literals(&req.payload) {
+            req.payload = Bytes::from(rewritten);
+        }
+        router.handle(req)
+    })
+    .timeout(timeout)
+    .on_failure(|_request, failure| match failure {
+        Failure::TimedOut(after) => error_reply(TIMEOUT, &format!("Timeout after {after:?}")),
+        Failure::Panicked => error_reply(INTERNAL_ERROR, "Internal server error"),
+        Failure::Error(e) => error_reply(INVALID_MESSAGE, &format!("Invalid request: {e}")),
+        _ => error_reply(INVALID_MESSAGE, "Invalid request"),
+    })
+}
+
+fn router() -> Handler {
     CommandRouter::new(KeyFrom::json_field("cmd"))
         .route(1, |_req| async { response(1, json!("pong")) })
         .route(3, |req| async move { response(3, request_data(&req)?) })
@@ -126,15 +236,15 @@ fn handler(timeout: Duration) -> Handler {
             response(7, json!(ms))
         })
         .route(9, |_req| async { panic!("command 9 panics on purpose") })
-        .on_unknown(|_req, _key| error_reply(UNKNOWN_COMMAND))
-        .on_invalid(|_req| error_reply(INVALID_MESSAGE))
-        .into_handler()
-        .timeout(timeout)
-        .on_failure(|_request, failure| match failure {
-            Failure::TimedOut(_) => error_reply(TIMEOUT),
-            Failure::Panicked => error_reply(INTERNAL_ERROR),
-            _ => error_reply(INVALID_MESSAGE),
+        .on_unknown(|_req, key| {
+            let code = match key {
+                Key::Int(n) => format!("{n:#04x}"),
+                Key::Text(s) => format!("{s:?}"),
+            };
+            error_reply(UNKNOWN_COMMAND, &format!("Invalid command code: {code}"))
         })
+        .on_invalid(|req| error_reply(INVALID_MESSAGE, &invalid_message(&req.payload)))
+        .into_handler()
 }
 
 #[path = "shared/logs.rs"]
@@ -144,20 +254,39 @@ mod logs;
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     logs::init();
+    let mut listener = vec![ListenerConfig {
+        name: "commands".into(),
+        bind: Some(args.listen),
+        protocol: Protocol::Raw,
+        ..ListenerConfig::default()
+    }];
+    if let Some(addr) = args.json {
+        listener.push(ListenerConfig {
+            name: "json".into(),
+            bind: Some(addr),
+            protocol: Protocol::Raw,
+            // Cut by structure only: the handler answers malformed requests.
+            framing: FramingConfig::Json(JsonConfig { validate: false }),
+            ..ListenerConfig::default()
+        });
+    }
+    let handler = handler(args.timeout);
+    let handlers: Vec<(String, Handler)> = listener
+        .iter()
+        .map(|l| (l.name.clone(), handler.clone()))
+        .collect();
     let hub = Hub::start_with(
         HubConfig {
-            listener: vec![ListenerConfig {
-                name: "commands".into(),
-                bind: Some(args.listen),
-                protocol: Protocol::Raw,
-                ..ListenerConfig::default()
-            }],
+            listener,
             ..HubConfig::default()
         },
-        [("commands", handler(args.timeout))],
+        handlers,
     )
     .await?;
-    println!("listening lines {}", hub.local_addr());
+    for info in hub.listeners() {
+        let kind = if info.name == "json" { "json" } else { "lines" };
+        println!("listening {kind} {}", info.local_addr);
+    }
     report::print_closed_connections(&hub);
     tokio::signal::ctrl_c().await?;
     hub.shutdown().await;

@@ -192,7 +192,7 @@ impl Default for NodesConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     /// JSON envelope with `node_id`, token on the first message, heartbeats
-    /// (the radar system's protocol). Requires `lines` framing.
+    /// (the radar system's protocol). Requires `lines` or `json` framing.
     #[default]
     Node,
     /// Frames are delivered as they are, to the listener's own receiver.
@@ -230,14 +230,15 @@ pub struct ListenerConfig {
     pub queue: QueueConfig,
     /// Socket options of the listening and accepted sockets.
     pub socket: SocketConfig,
-    /// Deepest JSON nesting accepted in a node frame.
+    /// Deepest JSON nesting accepted in a node frame, and in a frame of the
+    /// `json` framing.
     pub max_json_depth: usize,
     /// Write a heartbeat frame to every client this often (`"1s"`; unset:
     /// never), so clients can tell a live but quiet server from a half-open
     /// connection. Node protocol: `{"type":"heartbeat"}` (with the
     /// configured field names); other protocols: an empty frame in the
-    /// listener's framing (`lines`, `length` and `cobs` only: `chunk` and
-    /// `spacepacket` cannot carry an empty frame).
+    /// listener's framing (`lines`, `length` and `cobs` only: `chunk`,
+    /// `spacepacket` and `json` cannot carry an empty frame).
     #[serde(deserialize_with = "opt_duration", serialize_with = "ser_opt_duration")]
     pub server_heartbeat: Option<Duration>,
     /// Bytes each client's egress buffer holds at most (`"1MiB"`): what
@@ -570,12 +571,14 @@ impl HubConfig {
             if l.group_capacity == 0 {
                 return Err(ConfigError::new(key("group_capacity"), "must be > 0"));
             }
-            if l.server_heartbeat.is_some()
-                && matches!(
-                    l.framing,
-                    FramingConfig::Chunk | FramingConfig::SpacePacket(_)
-                )
-            {
+            // The node protocol's heartbeat is a JSON object, which `json`
+            // carries; the other protocols' is an empty frame, which it cannot.
+            let no_empty_frame = match l.framing {
+                FramingConfig::Chunk | FramingConfig::SpacePacket(_) => true,
+                FramingConfig::Json(_) => l.protocol != Protocol::Node,
+                _ => false,
+            };
+            if l.server_heartbeat.is_some() && no_empty_frame {
                 return Err(ConfigError::new(
                     key("server_heartbeat"),
                     format!(
@@ -586,11 +589,11 @@ impl HubConfig {
             }
             match l.protocol {
                 Protocol::Node => {
-                    if l.framing != FramingConfig::Lines {
+                    if !matches!(l.framing, FramingConfig::Lines | FramingConfig::Json(_)) {
                         return Err(ConfigError::new(
                             key("protocol"),
                             format!(
-                                "protocol \"node\" needs framing \"lines\", not {:?}",
+                                "protocol \"node\" needs framing \"lines\" or \"json\", not {:?}",
                                 l.framing.name()
                             ),
                         ));
@@ -739,6 +742,22 @@ mod tests {
         });
         assert_eq!(
             cfg.validate().expect_err("chunk has no empty frame").key,
+            "listener[0].server_heartbeat"
+        );
+
+        // `json`: node frames are JSON objects, and so is the node heartbeat;
+        // a raw listener's empty heartbeat frame does not exist there.
+        let json = FramingConfig::Json(crate::codec::JsonConfig::default());
+        let mut cfg = HubConfig::default();
+        cfg.listener.push(ListenerConfig {
+            framing: json.clone(),
+            server_heartbeat: Some(Duration::from_secs(1)),
+            ..ListenerConfig::default()
+        });
+        cfg.validate().expect("node protocol on json framing");
+        cfg.listener[0].protocol = Protocol::Raw;
+        assert_eq!(
+            cfg.validate().expect_err("json has no empty frame").key,
             "listener[0].server_heartbeat"
         );
     }

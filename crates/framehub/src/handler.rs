@@ -163,6 +163,27 @@ impl Handler {
         self
     }
 
+    /// Runs this handler's function for `req`, without its own timeout or
+    /// failure reply: for a handler that wraps another (rewrites a request,
+    /// then hands it on), whose timeout and failure reply then apply.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use framehub::handler::Handler;
+    /// let echo = Handler::new(|req| async move { Ok(vec![req.payload]) });
+    /// // Answers in upper case what `echo` answers.
+    /// let shout = Handler::new(move |mut req| {
+    ///     req.payload = Bytes::from(req.payload.to_ascii_uppercase());
+    ///     echo.handle(req)
+    /// });
+    /// ```
+    pub fn handle(
+        &self,
+        req: Request,
+    ) -> impl Future<Output = Result<Replies, HandlerError>> + Send + use<> {
+        self.call(req)
+    }
+
     /// Calls the handler's function alone, without timeout or failure
     /// handling (a router's route runs under its router's).
     pub(crate) fn call(&self, req: Request) -> BoxFuture {

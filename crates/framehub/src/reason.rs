@@ -126,7 +126,8 @@ impl std::fmt::Display for CloseReason {
 pub enum DropReason {
     /// Larger than `max_frame_bytes`.
     Oversize,
-    /// Not valid JSON (node protocol), including empty lines.
+    /// Not valid JSON (node protocol, including empty lines; `json` framing,
+    /// including bytes between values that cannot start one).
     InvalidJson,
     /// Not valid UTF-8 (node protocol).
     InvalidUtf8,

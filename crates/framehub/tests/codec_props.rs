@@ -1,7 +1,8 @@
 //! Property tests for every framing: however the byte stream is split into reads, the decoder
 //! yields the same frames and the same errors. Streams are built with encoders independent of
 //! ours where one exists (the `cobs` crate, the `spacepackets` crate, a hand-written NinjaTCP
-//! prefix, a plain `\n` join); `FrameEncoder` is then checked against our own decoder.
+//! prefix, a plain `\n` join, `serde_json`); `FrameEncoder` is then checked against our own
+//! decoder.
 //! Every stream is also decoded as `FramedRead` does (`Decoder::decode`, by `FrameDecoder` and
 //! by the framing's own codec): the same frames, with the skipped ones counted by reason.
 
@@ -10,8 +11,10 @@
 use bytes::{Bytes, BytesMut};
 use framehub::codec::{
     ChunkCodec, CobsCodec, CodecError, Endian, FrameDecoder, FrameEncoder, FramingConfig,
-    LengthCodec, LengthPrefix, LinesCodec, Skipped, SpacePacketCodec, SpacePacketConfig,
+    JsonCodec, JsonConfig, LengthCodec, LengthPrefix, LinesCodec, Skipped, SpacePacketCodec,
+    SpacePacketConfig,
 };
+use framehub::json::DEFAULT_MAX_DEPTH;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use spacepackets::{CcsdsPacketCreator, PacketId, PacketSequenceControl, SpHeader};
@@ -23,7 +26,18 @@ type Out = Result<Vec<u8>, String>;
 /// Feeds `stream` in reads cut at `cuts`, decoding after each read as the connection does, then
 /// drains with `decode_eof`. Stops at the first fatal error.
 fn decode_split(framing: &FramingConfig, max: usize, stream: &[u8], cuts: &[Index]) -> Vec<Out> {
-    let mut decoder = FrameDecoder::new(framing, max);
+    decode_split_depth(framing, max, DEFAULT_MAX_DEPTH, stream, cuts)
+}
+
+/// [`decode_split`] with a nesting limit for `json`.
+fn decode_split_depth(
+    framing: &FramingConfig,
+    max: usize,
+    depth: usize,
+    stream: &[u8],
+    cuts: &[Index],
+) -> Vec<Out> {
+    let mut decoder = FrameDecoder::new(framing, max).with_max_json_depth(depth);
     let mut out = Vec::new();
     let mut buf = BytesMut::new();
     for read in split(stream, cuts) {
@@ -34,7 +48,7 @@ fn decode_split(framing: &FramingConfig, max: usize, stream: &[u8], cuts: &[Inde
     }
     drain(&mut decoder, &mut buf, true, &mut out);
     assert!(buf.is_empty(), "decode_eof left {} bytes", buf.len());
-    check_framed(framing, max, stream, cuts, &out);
+    check_framed(framing, max, depth, stream, cuts, &out);
     out
 }
 
@@ -75,17 +89,21 @@ counting!(
     LengthCodec,
     CobsCodec,
     SpacePacketCodec,
-    ChunkCodec
+    ChunkCodec,
+    JsonCodec
 );
 
 /// The framing's own codec.
-fn codec_for(framing: &FramingConfig, max: usize) -> Box<dyn Counting> {
+fn codec_for(framing: &FramingConfig, max: usize, depth: usize) -> Box<dyn Counting> {
     match framing {
         FramingConfig::Lines => Box::new(LinesCodec::new(max)),
         FramingConfig::Length(prefix) => Box::new(LengthCodec::new(*prefix, max)),
         FramingConfig::Cobs => Box::new(CobsCodec::new(max)),
         FramingConfig::SpacePacket(config) => Box::new(SpacePacketCodec::new(config, max)),
         FramingConfig::Chunk => Box::new(ChunkCodec::new(max)),
+        FramingConfig::Json(config) => {
+            Box::new(JsonCodec::new(config, max).with_max_json_depth(depth))
+        }
     }
 }
 
@@ -95,6 +113,7 @@ fn codec_for(framing: &FramingConfig, max: usize) -> Box<dyn Counting> {
 fn check_framed(
     framing: &FramingConfig,
     max: usize,
+    depth: usize,
     stream: &[u8],
     cuts: &[Index],
     reported: &[Out],
@@ -109,6 +128,8 @@ fn check_framed(
                 "invalid_header" => &mut skips.invalid_header,
                 "unknown_packet_id" => &mut skips.unknown_packet_id,
                 "truncated" => &mut skips.truncated,
+                "invalid_json" => &mut skips.invalid_json,
+                "too_deep" => &mut skips.too_deep,
                 other => panic!("unexpected skip reason {other}"),
             },
             _ => {
@@ -119,8 +140,8 @@ fn check_framed(
         *counter += 1;
     }
     let decoders: [Box<dyn Counting>; 2] = [
-        Box::new(FrameDecoder::new(framing, max)),
-        codec_for(framing, max),
+        Box::new(FrameDecoder::new(framing, max).with_max_json_depth(depth)),
+        codec_for(framing, max, depth),
     ];
     for mut decoder in decoders {
         assert_eq!(
@@ -228,6 +249,89 @@ fn space_packet(packet_id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
     CcsdsPacketCreator::new(header, packet_type, data, None)
         .unwrap()
         .to_vec()
+}
+
+const JSON_MAX: usize = 64;
+const JSON_DEPTH: usize = 4;
+
+/// A JSON value nested at most 3 levels (under `JSON_DEPTH`), strings full of the bytes the
+/// scanner looks at.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i32>().prop_map(|n| Value::from(i64::from(n))),
+        (-1000i32..1000).prop_map(|n| Value::from(f64::from(n) / 8.0)),
+        "[a-z{}\\[\\]\"\\\\\n: ,é]{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+            prop::collection::btree_map("[a-z\"{]{0,4}", inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// One piece of a `json` stream and what the decoder makes of it.
+#[derive(Debug, Clone)]
+struct JsonItem {
+    bytes: Vec<u8>,
+    expected: Vec<Out>,
+    /// A complete value that is not valid JSON (delivered when not validated).
+    invalid_value: bool,
+}
+
+fn json_item() -> impl Strategy<Value = JsonItem> {
+    let item = |bytes: Vec<u8>, expected: Vec<Out>| JsonItem {
+        bytes,
+        expected,
+        invalid_value: false,
+    };
+    prop_oneof![
+        // A valid value, compact or pretty: a frame, or oversize.
+        4 => (json_value(), any::<bool>()).prop_map(move |(v, pretty)| {
+            let text = if pretty {
+                serde_json::to_vec_pretty(&v).unwrap()
+            } else {
+                serde_json::to_vec(&v).unwrap()
+            };
+            let out = if text.len() > JSON_MAX {
+                Err("oversize".to_owned())
+            } else {
+                Ok(text.clone())
+            };
+            item(text, vec![out])
+        }),
+        // Nested deeper than the limit (and short).
+        1 => (JSON_DEPTH + 1..JSON_DEPTH + 20).prop_map(move |k| {
+            let text = format!("{}1{}", "[".repeat(k), "]".repeat(k)).into_bytes();
+            item(text, vec![Err("too_deep".to_owned())])
+        }),
+        // Complete but not valid JSON: dropped whole.
+        1 => prop::sample::select(vec![&b"{\"cmd\": 0x01}"[..], b"[1,]", b"{\"a\" 1}", b"01", b"tru"])
+            .prop_map(|text| JsonItem {
+                bytes: text.to_vec(),
+                expected: vec![Err("invalid_json".to_owned())],
+                invalid_value: true,
+            }),
+        // Garbage, or a string broken by a newline, then the object where the decoder
+        // resynchronises.
+        1 => (
+            prop::sample::select(vec![&b"}"[..], b"] :,", b"#garbage 1 2 \"x\"", b"[\"broken\n 1, 2 ] }"]),
+            json_value(),
+        )
+            .prop_map(move |(garbage, v)| {
+                let object = serde_json::to_vec(&serde_json::json!({ "after": v })).unwrap();
+                let out = if object.len() > JSON_MAX {
+                    Err("oversize".to_owned())
+                } else {
+                    Ok(object.clone())
+                };
+                item([garbage, &object[..]].concat(), vec![Err("invalid_json".to_owned()), out])
+            }),
+    ]
 }
 
 const LINES_MAX: usize = 16;
@@ -411,6 +515,84 @@ proptest! {
             all_frames.extend(frames);
         }
         prop_assert_eq!(all_frames.concat(), reads.concat());
+    }
+
+    /// `json`: values written by `serde_json` (compact or pretty), back to back or with any
+    /// whitespace between them, mixed with oversize, too deep and invalid values, garbage and
+    /// broken strings; a value cut by the end of the stream, or a number ending it. Any split
+    /// gives the frames and skips the model predicts, under both decode loops.
+    #[test]
+    fn json_any_split(
+        items in prop::collection::vec(json_item(), 0..12),
+        seps in prop::collection::vec(prop::sample::select(vec!["", " ", "\n", "\r\n", "\t \n  "]), 12),
+        tail in 0..3u8,
+        cuts in cuts(),
+    ) {
+        let mut stream = Vec::new();
+        let mut expected = Vec::new();
+        for (item, sep) in items.iter().zip(&seps) {
+            // Two scalars need whitespace between them, or they would be one.
+            let ends_token = stream.last().is_some_and(|b: &u8| b.is_ascii_alphanumeric());
+            let sep = if sep.is_empty() && ends_token { " " } else { sep };
+            stream.extend_from_slice(sep.as_bytes());
+            stream.extend_from_slice(&item.bytes);
+            expected.extend(item.expected.iter().cloned());
+        }
+        match tail {
+            // A value cut by the end of the stream.
+            1 => {
+                stream.extend_from_slice(b" {\"open\": [1, \"");
+                expected.push(Err("truncated".to_owned()));
+            }
+            // A number ends at the end of the stream.
+            2 => {
+                stream.extend_from_slice(b" -12.5e1");
+                expected.push(Ok(b"-12.5e1".to_vec()));
+            }
+            _ => {}
+        }
+        let framing = FramingConfig::Json(JsonConfig::default());
+        prop_assert_eq!(decode_split_depth(&framing, JSON_MAX, JSON_DEPTH, &stream, &cuts), expected);
+    }
+
+    /// `json` with `validate = false`: the same values and skips, except that an invalid but
+    /// complete value is delivered as it is.
+    #[test]
+    fn json_unvalidated_any_split(
+        items in prop::collection::vec(json_item(), 0..12),
+        cuts in cuts(),
+    ) {
+        let mut stream = Vec::new();
+        let mut expected = Vec::new();
+        for item in &items {
+            stream.push(b'\n');
+            stream.extend_from_slice(&item.bytes);
+            if item.invalid_value {
+                expected.push(Ok(item.bytes.clone()));
+            } else {
+                expected.extend(item.expected.iter().cloned());
+            }
+        }
+        let framing = FramingConfig::Json(JsonConfig { validate: false });
+        prop_assert_eq!(decode_split_depth(&framing, JSON_MAX, JSON_DEPTH, &stream, &cuts), expected);
+    }
+
+    /// `FrameEncoder` output in the `json` framing decodes back to the same values.
+    #[test]
+    fn json_encoder_round_trip(
+        values in prop::collection::vec(json_value(), 0..10),
+        cuts in cuts(),
+    ) {
+        let framing = FramingConfig::Json(JsonConfig::default());
+        let mut encoder = FrameEncoder::new(&framing, usize::MAX);
+        let mut stream = BytesMut::new();
+        let mut expected = Vec::new();
+        for v in &values {
+            let text = serde_json::to_vec(v).unwrap();
+            encoder.encode(&text[..], &mut stream).unwrap();
+            expected.push(Ok(text));
+        }
+        prop_assert_eq!(decode_split(&framing, 1 << 20, &stream, &cuts), expected);
     }
 
     /// FrameEncoder output decodes back to the same payloads in every framing.

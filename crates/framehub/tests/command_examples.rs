@@ -3,9 +3,12 @@
 //! `spacepackets`): replies in order under 1,000 pipelined requests, the
 //! timeout error code while other connections are served, a panicking
 //! command that leaves connection and server alive, the accounting each
-//! example prints when a connection ends, and sat-rs's PUS answers to a
-//! ping, read back with the CRC checked by the Rust `spacepackets` crate
-//! and by the Python `spacepackets` package pytmtc uses.
+//! example prints when a connection ends, sat-rs's PUS answers to a ping,
+//! read back with the CRC checked by the Rust `spacepackets` crate and by
+//! the Python `spacepackets` package pytmtc uses, and the command server's
+//! `json` listener driven as LinuxIT-TCP-IP's own `TCPClient` drives its
+//! server (one object per write, no newline, `0x` literals, one read per
+//! reply).
 //!
 //! `cargo test` builds the examples next to this test binary
 //! (`target/<profile>/examples/`).
@@ -134,8 +137,32 @@ fn read_json(reader: &mut BufReader<TcpStream>) -> Value {
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
 }
 
+/// LinuxIT's error response without its `message` (see [`message_of`]).
 fn error(code: u8) -> Value {
-    json!({"cmd": null, "response_data": [{"error_code": code}], "request_data": null})
+    json!({
+        "cmd": null,
+        "response_data": [{"error_code": code, "file_name": null, "result": null}],
+        "request_data": null
+    })
+}
+
+/// Takes the `message` out of an error response, checking it is a
+/// non-empty string; other replies are returned as they are.
+fn message_of(mut reply: Value) -> (Value, Option<String>) {
+    if !reply["cmd"].is_null() {
+        return (reply, None);
+    }
+    let message = reply["response_data"][0]
+        .as_object_mut()
+        .and_then(|error| error.remove("message"))
+        .and_then(|m| m.as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("an error reply without a message: {reply}"));
+    assert!(!message.is_empty(), "{reply}");
+    (reply, Some(message))
+}
+
+fn without_message(reply: Value) -> Value {
+    message_of(reply).0
 }
 
 #[test]
@@ -169,7 +196,12 @@ fn command_server_answers_a_thousand_pipelined_commands_in_order_and_accounts_fo
     let mut bytes_out = 0;
     for (i, want) in expected.iter().enumerate() {
         let got = read_json(&mut reader);
-        assert_eq!(&got, want, "reply {i} to {}", requests[i]);
+        assert_eq!(
+            &without_message(got.clone()),
+            want,
+            "reply {i} to {}",
+            requests[i]
+        );
         bytes_out += got.to_string().len() + 1;
     }
     // Stats: code 6 with the hub's counters, which saw every request.
@@ -219,7 +251,7 @@ fn command_server_times_out_one_command_while_serving_others_and_survives_a_pani
         started.elapsed() < Duration::from_millis(300),
         "the other connection waited for the slow one"
     );
-    assert_eq!(read_json(&mut slow), error(4));
+    assert_eq!(without_message(read_json(&mut slow)), error(4));
     assert_eq!(read_json(&mut slow)["response_data"], "pong");
 
     // Command 9 panics in its handler: an error reply, and the connection
@@ -228,7 +260,7 @@ fn command_server_times_out_one_command_while_serving_others_and_survives_a_pani
         .get_mut()
         .write_all(b"{\"cmd\":9}\n{\"cmd\":1}\n")
         .expect("send");
-    assert_eq!(read_json(&mut other), error(5));
+    assert_eq!(without_message(read_json(&mut other)), error(5));
     assert_eq!(read_json(&mut other)["response_data"], "pong");
     let mut fresh = BufReader::new(server.connect("lines"));
     fresh.get_mut().write_all(b"{\"cmd\":5}\n").expect("send");
@@ -732,4 +764,88 @@ fn tmtc_server_replies_decode_with_the_python_spacepackets_pytmtc_uses() {
         status(broken),
         json!({"tc": broken, "accepted": 0, "started": -1, "completed": -1, "all_received": true})
     );
+}
+
+/// LinuxIT's `TCPClient.send_request`: one request per write, no newline,
+/// then one read of up to 4096 bytes parsed as the reply (Python's
+/// `json.loads`, which ignores the trailing newline).
+fn linuxit_request(stream: &mut TcpStream, request: &str) -> Value {
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).expect("a reply");
+    assert!(n > 0, "connection closed before the reply to {request}");
+    serde_json::from_slice(&buf[..n])
+        .unwrap_or_else(|e| panic!("{:?} is not one JSON value: {e}", &buf[..n]))
+}
+
+#[test]
+fn command_server_answers_linuxit_clients_on_json_framing() {
+    let server = Server::start(
+        "command_server",
+        &["--listen", "127.0.0.1:0", "--json", "127.0.0.1:0"],
+        2,
+    );
+    let mut s = server.connect("json");
+    let local = s.local_addr().expect("local");
+    let pong = json!({"cmd": 2, "response_data": "pong", "request_data": null});
+
+    // What `json.dumps({"cmd": 1, "request_data": [...]})` writes.
+    let dumps = json!({"cmd": 1, "request_data": ["test.jpg"]}).to_string();
+    assert_eq!(linuxit_request(&mut s, &dumps), pong);
+    // LinuxIT's README, typed into a terminal tool: `0x` literals, spaces.
+    let readme = r#"{"cmd" : 0x01, "request_data": ["test.jpg", "test1.jpg", "test2.jpg"]}"#;
+    assert_eq!(linuxit_request(&mut s, readme), pong);
+    // `0x` literals anywhere outside strings; strings are left alone.
+    let echo = r#"{"cmd": 0x03, "request_data": {"file": "0x10.jpg", "n": [0x20, -0x1]}}"#;
+    assert_eq!(
+        linuxit_request(&mut s, echo),
+        json!({"cmd": 4, "response_data": {"file": "0x10.jpg", "n": [32, -1]}, "request_data": null})
+    );
+    // Pretty-printed over several lines.
+    let pretty = "{\n    \"cmd\": 0x01,\n    \"request_data\": null\n}";
+    assert_eq!(linuxit_request(&mut s, pretty), pong);
+
+    // LinuxIT's `test_invalid_request`, with its assertions.
+    let invalid = json!({"cmd": 0xFF, "request_data": []}).to_string();
+    let response = linuxit_request(&mut s, &invalid);
+    assert!(response.get("cmd").is_some() && response["cmd"].is_null());
+    let data = response["response_data"].as_array().expect("a list");
+    assert!(!data.is_empty());
+    assert!(!data[0]["error_code"].is_null());
+    assert!(data[0].get("message").is_some());
+    let (rest, message) = message_of(response);
+    assert_eq!(rest, error(3));
+    assert_eq!(message.as_deref(), Some("Invalid command code: 0xff"));
+
+    // Not JSON even with the literals rewritten, and no `cmd`: error 1, the
+    // message saying why, as LinuxIT's validator does.
+    let (rest, message) = message_of(linuxit_request(
+        &mut s,
+        r#"{"cmd": 0x01, "request_data": nope}"#,
+    ));
+    assert_eq!(rest, error(1));
+    assert!(message.is_some_and(|m| m.starts_with("Invalid JSON format")));
+    let (rest, message) = message_of(linuxit_request(&mut s, r#"{"request_data": []}"#));
+    assert_eq!(rest, error(1));
+    assert_eq!(message.as_deref(), Some("Request must contain 'cmd' field"));
+
+    // Newline-terminated lines are JSON values too.
+    assert_eq!(
+        linuxit_request(&mut s, "{\"cmd\":1,\"request_data\":null}\n"),
+        pong
+    );
+    s.shutdown(Shutdown::Write).expect("half-close");
+    let closed = server.closed(local);
+    assert_eq!(closed["requests"], "8");
+    assert_eq!(closed["replies"], "8");
+    assert_eq!(closed["dropped"], "0");
+    assert_eq!(closed["ending"], "peer");
+
+    // The lines listener reads `0x` literals the same way.
+    let mut lines = BufReader::new(server.connect("lines"));
+    lines
+        .get_mut()
+        .write_all(b"{\"cmd\": 0x01, \"request_data\": null}\n")
+        .expect("send");
+    assert_eq!(read_json(&mut lines), pong);
 }

@@ -12,8 +12,9 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, Unexpected, Visitor}
 /// `method` key and that method's parameters; unknown keys are rejected by name:
 ///
 /// ```toml
-/// framing = "lines"                 # or "length", "cobs", "spacepacket", "chunk"
+/// framing = "lines"                 # or "length", "cobs", "spacepacket", "chunk", "json"
 /// framing = { method = "length", prefix_bytes = 2, endian = "little" }
+/// framing = { method = "json", validate = false }
 /// framing = { method = "spacepacket", allowed_packet_ids = [0x1801, 0x0802] }
 /// ```
 ///
@@ -40,6 +41,25 @@ pub enum FramingConfig {
     SpacePacket(SpacePacketConfig),
     /// Each socket read is one frame (the Ark TCP server stage).
     Chunk,
+    /// A stream of JSON values, each value one frame, with or without whitespace between them
+    /// (LinuxIT's clients: one object per write, no newline).
+    Json(JsonConfig),
+}
+
+/// Parameters of the `json` framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonConfig {
+    /// Check each value with the strict JSON grammar and skip invalid ones (counted as
+    /// `invalid_json`); `false` cuts values by their structure only (strings and brackets) and
+    /// delivers them unchecked, for an application that answers a malformed request itself or
+    /// accepts a dialect (LinuxIT's `0x01` literals). TOML key `validate`, default `true`.
+    pub validate: bool,
+}
+
+impl Default for JsonConfig {
+    fn default() -> Self {
+        Self { validate: true }
+    }
 }
 
 /// The length prefix of the `length` framing.
@@ -86,7 +106,7 @@ pub struct SpacePacketConfig {
 /// Largest packet ID: 13 bits (type, secondary header flag, APID).
 pub(super) const MAX_PACKET_ID: u16 = 0x1FFF;
 
-const METHODS: &[&str] = &["lines", "length", "cobs", "spacepacket", "chunk"];
+const METHODS: &[&str] = &["lines", "length", "cobs", "spacepacket", "chunk", "json"];
 
 impl FramingConfig {
     /// The method name as written in the config (`"lines"`, `"length"`, ...).
@@ -97,6 +117,7 @@ impl FramingConfig {
             Self::Cobs => "cobs",
             Self::SpacePacket(_) => "spacepacket",
             Self::Chunk => "chunk",
+            Self::Json(_) => "json",
         }
     }
 
@@ -135,6 +156,7 @@ impl FramingConfig {
         match self {
             Self::Length(_) => &["method", "prefix_bytes", "endian"],
             Self::SpacePacket(_) => &["method", "allowed_packet_ids"],
+            Self::Json(_) => &["method", "validate"],
             Self::Lines | Self::Cobs | Self::Chunk => &["method"],
         }
     }
@@ -146,6 +168,7 @@ impl FramingConfig {
             "cobs" => Self::Cobs,
             "spacepacket" => Self::SpacePacket(SpacePacketConfig::default()),
             "chunk" => Self::Chunk,
+            "json" => Self::Json(JsonConfig::default()),
             other => return Err(E::unknown_variant(other, METHODS)),
         })
     }
@@ -178,6 +201,12 @@ impl serde::Serialize for FramingConfig {
                 map.serialize_entry("allowed_packet_ids", ids)?;
                 map.end()
             }
+            Self::Json(JsonConfig { validate: false }) => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("method", self.name())?;
+                map.serialize_entry("validate", &false)?;
+                map.end()
+            }
             _ => serializer.serialize_str(self.name()),
         }
     }
@@ -199,11 +228,18 @@ impl<'de> Visitor<'de> for FramingVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FramingConfig, A::Error> {
-        const ALL_KEYS: &[&str] = &["method", "prefix_bytes", "endian", "allowed_packet_ids"];
+        const ALL_KEYS: &[&str] = &[
+            "method",
+            "prefix_bytes",
+            "endian",
+            "allowed_packet_ids",
+            "validate",
+        ];
         let mut method: Option<String> = None;
         let mut prefix_bytes: Option<u8> = None;
         let mut endian: Option<Endian> = None;
         let mut allowed_packet_ids: Option<Vec<u16>> = None;
+        let mut validate: Option<bool> = None;
         // Keys arrive in any order, so which keys the method allows is checked after the loop.
         let mut seen: Vec<&'static str> = Vec::new();
         while let Some(key) = map.next_key::<String>()? {
@@ -227,6 +263,7 @@ impl<'de> Visitor<'de> for FramingVisitor {
                     prefix_bytes = Some(bytes);
                 }
                 "endian" => endian = Some(map.next_value()?),
+                "validate" => validate = Some(map.next_value()?),
                 _ => allowed_packet_ids = Some(map.next_value()?),
             }
         }
@@ -241,6 +278,7 @@ impl<'de> Visitor<'de> for FramingVisitor {
                 prefix.endian = endian.unwrap_or(prefix.endian);
             }
             FramingConfig::SpacePacket(sp) => sp.allowed_packet_ids = allowed_packet_ids,
+            FramingConfig::Json(json) => json.validate = validate.unwrap_or(json.validate),
             FramingConfig::Lines | FramingConfig::Cobs | FramingConfig::Chunk => {}
         }
         config.validate().map_err(de::Error::custom)?;
@@ -283,6 +321,10 @@ mod tests {
             }))
         );
         assert_eq!(parse(r#"framing = "chunk""#), Ok(FramingConfig::Chunk));
+        assert_eq!(
+            parse(r#"framing = "json""#),
+            Ok(FramingConfig::Json(JsonConfig { validate: true }))
+        );
     }
 
     #[test]
@@ -308,6 +350,10 @@ mod tests {
             }))
         );
         assert_eq!(
+            parse(r#"framing = { method = "json", validate = false }"#),
+            Ok(FramingConfig::Json(JsonConfig { validate: false }))
+        );
+        assert_eq!(
             parse("[framing]\nmethod = \"cobs\"\n"),
             Ok(FramingConfig::Cobs)
         );
@@ -320,8 +366,10 @@ mod tests {
         // A key that exists, but for another method.
         let err = parse(r#"framing = { method = "lines", endian = "big" }"#).unwrap_err();
         assert!(err.contains("unknown field `endian`"), "{err}");
-        let err = parse(r#"framing = "json""#).unwrap_err();
-        assert!(err.contains("unknown variant `json`"), "{err}");
+        let err = parse(r#"framing = "xml""#).unwrap_err();
+        assert!(err.contains("unknown variant `xml`"), "{err}");
+        let err = parse(r#"framing = { method = "cobs", validate = false }"#).unwrap_err();
+        assert!(err.contains("unknown field `validate`"), "{err}");
         let err = parse(r#"framing = { prefix_bytes = 2 }"#).unwrap_err();
         assert!(err.contains("missing field `method`"), "{err}");
         let err = parse(r#"framing = { method = "length", prefix_bytes = 3 }"#).unwrap_err();
@@ -347,6 +395,7 @@ mod tests {
                 "spacepacket",
             ),
             (FramingConfig::Chunk, "chunk"),
+            (FramingConfig::Json(JsonConfig::default()), "json"),
         ] {
             assert_eq!(config.name(), name);
             assert_eq!(config.validate(), Ok(()));

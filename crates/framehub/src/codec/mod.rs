@@ -2,7 +2,8 @@
 //!
 //! Each framing lives in its own module and has its own public codec, usable alone with
 //! `tokio_util::codec::{FramedRead, FramedWrite, Framed}` as tokio-util's `LinesCodec` is:
-//! [`LinesCodec`], [`LengthCodec`], [`CobsCodec`], [`SpacePacketCodec`], [`ChunkCodec`].
+//! [`LinesCodec`], [`LengthCodec`], [`CobsCodec`], [`SpacePacketCodec`], [`ChunkCodec`],
+//! [`JsonCodec`].
 //! This module owns what they share: the [`FramingConfig`] a listener is configured with
 //! (with its serde code, in `codec/config.rs`), the [`FrameDecoder`] and [`FrameEncoder`] that dispatch to the framing a
 //! config names (an enum, so the hot path has no virtual call), [`CodecError`] and the
@@ -13,7 +14,8 @@
 //! [`Decoder::decode`] and [`Decoder::decode_eof`] behave as tokio-util's codecs do under
 //! `FramedRead`: a frame the framing can skip (an oversize line discarded up to its newline,
 //! an invalid COBS frame, a space packet with an unknown ID, a run of bytes that cannot start a
-//! packet, a partial frame at end of stream) is counted in [`Skipped`] (read it with
+//! packet, a JSON value that is invalid or nested too deep, a partial frame at end of stream)
+//! is counted in [`Skipped`] (read it with
 //! `skipped()`, e.g. through `FramedRead::decoder()`) and decoding goes on, so the stream does
 //! not end there. Only a lost framing ([`CodecError::is_fatal`], e.g. a `length` prefix over
 //! the maximum) is an `Err`, after which `FramedRead` ends the stream.
@@ -33,7 +35,7 @@
 //! behind: a trailing partial frame is either yielded (a `lines` line without its newline, a
 //! `chunk`) or dropped with one non-fatal [`CodecError::Truncated`].
 //!
-//! For `lines` and `cobs` the connection runs the same loop in place (crate-internal
+//! For `lines`, `cobs` and `json` the connection runs the same loop in place (crate-internal
 //! `next_in`): each frame comes back as a range of the buffer, with the same results in the
 //! same order, and the buffer is advanced once per read instead of split per frame.
 //! `decode_next` is built on it, so the property tests cover both.
@@ -83,6 +85,7 @@ mod chunk;
 mod cobs;
 mod config;
 mod delimited;
+mod json;
 mod length;
 mod lines;
 mod spacepacket;
@@ -94,7 +97,8 @@ use tokio_util::codec::Decoder;
 pub use self::chunk::ChunkCodec;
 pub use self::cobs::CobsCodec;
 use self::config::MAX_PACKET_ID;
-pub use self::config::{Endian, FramingConfig, LengthPrefix, SpacePacketConfig};
+pub use self::config::{Endian, FramingConfig, JsonConfig, LengthPrefix, SpacePacketConfig};
+pub use self::json::JsonCodec;
 pub use self::length::LengthCodec;
 pub use self::lines::LinesCodec;
 pub use self::spacepacket::SpacePacketCodec;
@@ -127,6 +131,16 @@ pub enum CodecError {
     /// by one to resync and reports each run of such bytes once, not once per byte.
     #[error("invalid space packet header (version not 0): skipping to resync")]
     InvalidHeader,
+    /// A `json` frame that is not valid JSON, or bytes between values that cannot start one:
+    /// skipped (see [`JsonCodec`] for where the stream goes on).
+    #[error("invalid JSON value or bytes between values: skipped")]
+    InvalidJson,
+    /// A `json` frame nested deeper than `max_json_depth`: skipped up to its end.
+    #[error("JSON value nested deeper than {max_depth} levels: skipped")]
+    TooDeep {
+        /// The limit in force.
+        max_depth: usize,
+    },
     /// A space packet whose packet ID is not in the allowlist: skipped whole.
     #[error("space packet ID {packet_id:#06x} is not allowed: packet skipped")]
     UnknownPacketId {
@@ -161,6 +175,8 @@ impl CodecError {
             Self::InvalidCobs => "invalid_cobs",
             Self::InvalidHeader => "invalid_header",
             Self::UnknownPacketId { .. } => "unknown_packet_id",
+            Self::InvalidJson => "invalid_json",
+            Self::TooDeep { .. } => "too_deep",
             Self::Truncated { .. } => "truncated",
             Self::Unencodable(_) => "unencodable",
             Self::Io(_) => "io",
@@ -226,6 +242,10 @@ pub struct Skipped {
     pub unknown_packet_id: u64,
     /// Partial frames dropped at end of stream ([`CodecError::Truncated`]).
     pub truncated: u64,
+    /// Invalid JSON values and runs of garbage between them ([`CodecError::InvalidJson`]).
+    pub invalid_json: u64,
+    /// JSON values nested too deep ([`CodecError::TooDeep`]).
+    pub too_deep: u64,
 }
 
 impl Skipped {
@@ -236,6 +256,8 @@ impl Skipped {
             + self.invalid_header
             + self.unknown_packet_id
             + self.truncated
+            + self.invalid_json
+            + self.too_deep
     }
 
     /// Counts `e` if it is a skipped frame; false for the errors that must reach the caller.
@@ -246,6 +268,8 @@ impl Skipped {
             CodecError::InvalidHeader => &mut self.invalid_header,
             CodecError::UnknownPacketId { .. } => &mut self.unknown_packet_id,
             CodecError::Truncated { .. } => &mut self.truncated,
+            CodecError::InvalidJson => &mut self.invalid_json,
+            CodecError::TooDeep { .. } => &mut self.too_deep,
             CodecError::LengthOversize { .. } | CodecError::Unencodable(_) | CodecError::Io(_) => {
                 return false;
             }
@@ -419,6 +443,7 @@ enum FramingDecoder {
     Cobs(cobs::CobsDecoder),
     SpacePacket(spacepacket::SpacePacketDecoder),
     Chunk(chunk::ChunkDecoder),
+    Json(json::JsonDecoder),
 }
 
 impl FramingDecoder {
@@ -430,6 +455,7 @@ impl FramingDecoder {
             Self::Cobs(d) => d.decode(buf, max),
             Self::SpacePacket(d) => d.decode(buf, max),
             Self::Chunk(d) => d.decode(buf, max),
+            Self::Json(d) => d.decode(buf, max),
         }
     }
 
@@ -441,6 +467,7 @@ impl FramingDecoder {
             Self::Cobs(d) => d.decode_eof(buf, max),
             Self::SpacePacket(d) => d.decode_eof(buf, max),
             Self::Chunk(d) => d.decode_eof(buf, max),
+            Self::Json(d) => d.decode_eof(buf, max),
         }
     }
 }
@@ -463,6 +490,7 @@ impl FrameDecoder {
                 FramingDecoder::SpacePacket(spacepacket::SpacePacketDecoder::new(config))
             }
             FramingConfig::Chunk => FramingDecoder::Chunk(chunk::ChunkDecoder),
+            FramingConfig::Json(config) => FramingDecoder::Json(json::JsonDecoder::new(config)),
         };
         Self {
             decoder,
@@ -471,14 +499,34 @@ impl FrameDecoder {
         }
     }
 
+    /// `json` framing: values nested deeper than `depth` levels (the top-level object or array
+    /// is level 1) are skipped and counted as `too_deep` (a listener passes its
+    /// `max_json_depth`; the default is [`crate::json::DEFAULT_MAX_DEPTH`]). Other framings
+    /// ignore it.
+    pub fn with_max_json_depth(mut self, depth: usize) -> Self {
+        if let FramingDecoder::Json(d) = &mut self.decoder {
+            d.set_max_depth(depth);
+        }
+        self
+    }
+
+    /// Bytes of the current `json` value scanned so far (tests: nothing is scanned twice).
+    #[cfg(test)]
+    pub(crate) fn json_scanned(&self) -> usize {
+        match &self.decoder {
+            FramingDecoder::Json(d) => d.scanned(),
+            _ => 0,
+        }
+    }
+
     /// Whether [`Self::next_in`] serves this framing: its frames are bytes of the input, found
-    /// without cutting the buffer (`lines`; `cobs` frames are found in place and decoded straight
+    /// without cutting the buffer (`lines`, `json`; `cobs` frames are found in place and decoded straight
     /// into the caller's arena). (Measured for `length` too: 7% slower than cutting, so it is
     /// not used there.)
     pub(crate) fn decodes_in_place(&self) -> bool {
         matches!(
             self.decoder,
-            FramingDecoder::Lines(_) | FramingDecoder::Cobs(_)
+            FramingDecoder::Lines(_) | FramingDecoder::Cobs(_) | FramingDecoder::Json(_)
         )
     }
 
@@ -515,6 +563,8 @@ impl FrameDecoder {
             FramingDecoder::Lines(d) => d.next_in(buf, pos, max),
             FramingDecoder::Cobs(d) if eof => d.next_in_eof(buf, pos, max),
             FramingDecoder::Cobs(d) => d.next_in(buf, pos, max),
+            FramingDecoder::Json(d) if eof => d.next_in_eof(buf, pos, max),
+            FramingDecoder::Json(d) => d.next_in(buf, pos, max),
             _ => Ok(None),
         }
     }
@@ -529,7 +579,8 @@ decoder_methods!(FrameDecoder);
 /// For `spacepacket` the payload must already be one whole space packet, checked but written
 /// as is; the allowlist is not applied (it filters what peers send, not what we answer).
 /// For `chunk` the payload is written as is; an empty payload writes nothing, since an empty
-/// read cannot exist.
+/// read cannot exist. For `json` the payload must be exactly one JSON value (strict, whatever
+/// the framing's `validate`), written as is and followed by `\n`.
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -564,6 +615,7 @@ impl FrameEncoder {
             FramingConfig::Cobs => cobs::encode(payload, dst),
             FramingConfig::SpacePacket(_) => spacepacket::encode(payload, dst),
             FramingConfig::Chunk => chunk::encode(payload, dst),
+            FramingConfig::Json(_) => json::encode(payload, dst),
         }
     }
 }
@@ -710,6 +762,7 @@ mod tests {
             FramingConfig::Cobs,
             FramingConfig::SpacePacket(SpacePacketConfig::default()),
             FramingConfig::Chunk,
+            FramingConfig::Json(JsonConfig::default()),
         ] {
             let mut encoder = FrameEncoder::new(&framing, 4);
             let mut dst = BytesMut::new();

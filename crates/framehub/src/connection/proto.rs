@@ -116,7 +116,8 @@ impl Core {
                 auth_timeout: config.auth.timeout,
                 idle_timeout: config.idle_timeout,
             },
-            decoder: FrameDecoder::new(&config.framing, max_frame),
+            decoder: FrameDecoder::new(&config.framing, max_frame)
+                .with_max_json_depth(config.max_json_depth),
             session,
             source: Arc::new(source),
             just_bound: None,
@@ -363,6 +364,8 @@ impl Core {
             CodecError::InvalidHeader => DropReason::InvalidHeader,
             CodecError::UnknownPacketId { .. } => DropReason::UnknownPacketId,
             CodecError::Truncated { .. } => DropReason::Truncated,
+            CodecError::InvalidJson => DropReason::InvalidJson,
+            CodecError::TooDeep { .. } => DropReason::TooDeep,
             _ => DropReason::Oversize,
         };
         self.skip(reason, &e);
