@@ -193,7 +193,15 @@ path = "{}"
         ),
         2.0
     );
-    assert_eq!(m.get("framehub_frames_dropped_total", &[]), 2.0);
+    // The failed login's frame is counted too: received = delivered + dropped.
+    assert_eq!(
+        m.get(
+            "framehub_frames_dropped_total",
+            &[("listener", "radar"), ("reason", "auth_failed")]
+        ),
+        1.0
+    );
+    assert_eq!(m.get("framehub_frames_dropped_total", &[]), 3.0);
     assert_eq!(
         m.get(
             "framehub_connections_closed_total",
