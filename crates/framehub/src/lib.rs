@@ -109,8 +109,8 @@ pub use client::{
 pub use codec::FramingConfig;
 pub use config::{
     AuthConfig, ConfigError, Delivery, FieldsConfig, HubConfig, ListenerConfig, NodesConfig,
-    OverflowPolicy, Protocol, QueueConfig, RuntimeConfig, SlowClientPolicy, SocketConfig,
-    ThreadPriority,
+    OverflowPolicy, Protocol, ProxyProtocol, QueueConfig, RuntimeConfig, SlowClientPolicy,
+    SocketConfig, ThreadPriority,
 };
 pub use egress::EgressError;
 pub use event::{ConnectionCounts, ConnectionEvent};
@@ -119,7 +119,7 @@ pub use frame::{Frame, Source};
 pub use group::{Group, GroupStats, Groups};
 pub use handler::{Failure, Handler, HandlerError, Replies, Request};
 pub use hub::{ACCEPT_ERROR_MEMORY, Hub, HubError, ListenerInfo};
-pub use reason::{AuthFailure, CloseReason, DropReason, Ending};
+pub use reason::{AuthFailure, CloseReason, DropReason, Ending, ProxyFailure};
 pub use receiver::{QueueStats, Receiver, RecvTimeoutError, TryRecvError};
 pub use registry::ConnectionInfo;
 pub use router::{NewNodes, NodeStatus};
