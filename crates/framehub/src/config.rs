@@ -277,8 +277,10 @@ pub struct ListenerConfig {
     #[serde(deserialize_with = "ip_nets", serialize_with = "ser_ip_nets")]
     pub trusted_proxies: Vec<IpNet>,
     /// A connection whose PROXY header is not complete within this time is
-    /// closed (`"5s"`). Counted from the accept; `auth.timeout` starts
-    /// after the header.
+    /// closed (`"5s"`); with `optional`, one that has not started a header
+    /// by then is served with its socket address (a balancer writes the
+    /// header at once). Counted from the accept; `auth.timeout` starts
+    /// after it.
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub proxy_timeout: Duration,
 }

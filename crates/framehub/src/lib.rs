@@ -39,9 +39,10 @@
 //!   listener of a hub shares; a leaf the layers above import.
 //! - `listener`: bind with retry, socket options, accept loop, connection
 //!   limit.
-//! - `connection`: one task per connection: a sans-IO core (bytes and time
-//!   in; frames, drops, binding, deadlines out) driven by a short async
-//!   read loop, delivery to queues, request dispatch.
+//! - `connection`: one task per connection: a load balancer's PROXY
+//!   header read first (who the peer really is), then a sans-IO core
+//!   (bytes and time in; frames, drops, binding, deadlines out) driven by
+//!   a short async read loop, delivery to queues, request dispatch.
 //! - `frame`: [`Frame`] and [`Source`], what a consumer receives.
 //! - `router`: node table, auto-provisioning, new-node stream.
 //! - `registry`: the open connections: one handle each (address, node,

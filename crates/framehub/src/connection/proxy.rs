@@ -111,6 +111,19 @@ impl HeaderReader {
         }
     }
 
+    /// `proxy_timeout` passed. With `optional`, a connection that has not
+    /// started a header by then (silent, or a few bytes that might have
+    /// been a signature's start) is not behind a balancer, which writes
+    /// the header at once: it is served as itself, and its bytes are left
+    /// for the driver.
+    pub(crate) fn handle_timeout(&self) -> Result<Step, ProxyFailure> {
+        if self.taken.is_empty() && !self.required {
+            Ok(Step::Absent)
+        } else {
+            Err(ProxyFailure::Timeout)
+        }
+    }
+
     /// `all`: the taken bytes (`have` of them) followed by the peeked ones.
     fn decide(&self, all: &[u8], have: usize) -> Result<Step, ProxyFailure> {
         let peeked = all.len() - have;
@@ -245,22 +258,26 @@ pub(crate) async fn origin(
         // Nothing it could send would be believed.
         return Err(CloseReason::ProxyRejected(ProxyFailure::Untrusted));
     }
-    let read = read_header(stream, HeaderReader::new(required, trusted));
-    tokio::select! {
-        _ = shared.cancel.cancelled() => Err(CloseReason::Shutdown),
-        read = tokio::time::timeout(config.proxy_timeout, read) => match read {
-            Ok(Ok(source)) => Ok(source.unwrap_or(peer)),
-            Ok(Err(reason)) => Err(reason),
-            Err(_) => Err(CloseReason::ProxyRejected(ProxyFailure::Timeout)),
+    let mut reader = HeaderReader::new(required, trusted);
+    let read = tokio::select! {
+        _ = shared.cancel.cancelled() => return Err(CloseReason::Shutdown),
+        read = tokio::time::timeout(config.proxy_timeout, read_header(stream, &mut reader)) => read,
+    };
+    let source = match read {
+        Ok(read) => read?,
+        Err(_) => match reader.handle_timeout() {
+            Ok(_) => None,
+            Err(failure) => return Err(CloseReason::ProxyRejected(failure)),
         },
-    }
+    };
+    Ok(source.unwrap_or(peer))
 }
 
 /// Drives `reader` over the socket: peek, take what it says is the
 /// header's. `Ok(None)`: keep the socket's address.
 async fn read_header(
     stream: &mut TcpStream,
-    mut reader: HeaderReader,
+    reader: &mut HeaderReader,
 ) -> Result<Option<SocketAddr>, CloseReason> {
     let read_error = |e: std::io::Error| CloseReason::ReadError(e.to_string());
     let rejected = CloseReason::ProxyRejected;
@@ -368,7 +385,11 @@ mod tests {
                 Ok(Step::Wait) => {
                     if !arrive(&mut arrived) {
                         // Nothing more will come: the timeout decides.
-                        break Err(ProxyFailure::Timeout);
+                        match reader.handle_timeout() {
+                            Ok(Step::Absent) => break Ok(None),
+                            Ok(other) => panic!("{other:?} on timeout"),
+                            Err(e) => break Err(e),
+                        }
                     }
                 }
                 Ok(Step::Done { take, source }) => {
@@ -549,6 +570,24 @@ mod tests {
         assert_eq!(rest, b"\r\n{}\n");
         // A closed stream without a byte: served, and the driver sees the end.
         assert_eq!(run(false, true, &[]).0, Ok(None));
+        // A few bytes that never become a signature nor anything else:
+        // served as they are once proxy_timeout passes.
+        let (r, rest) = run(false, true, &[b"PRO".to_vec()]);
+        assert_eq!(r, Ok(None));
+        assert_eq!(rest, b"PRO");
+        // A header started and not finished: refused either way.
+        let started = [b"PROXY TCP4 1".to_vec()];
+        let reader = |required| {
+            let mut r = HeaderReader::new(required, true);
+            assert_eq!(r.handle_peek(&started[0]), Ok(Step::Take(started[0].len())));
+            r
+        };
+        assert_eq!(reader(false).handle_timeout(), Err(ProxyFailure::Timeout));
+        assert_eq!(reader(true).handle_timeout(), Err(ProxyFailure::Timeout));
+        assert_eq!(
+            HeaderReader::new(true, true).handle_timeout(),
+            Err(ProxyFailure::Timeout)
+        );
     }
 
     #[test]
