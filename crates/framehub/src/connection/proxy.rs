@@ -349,7 +349,10 @@ mod tests {
 
     /// What the socket of [`run`] did: the header's outcome, and the bytes
     /// left for whoever reads next.
-    type Outcome = (Result<Option<SocketAddr>, ProxyFailure>, Vec<u8>);
+    type Outcome = (Verdict, Vec<u8>);
+
+    /// What a header makes of the connection's origin.
+    type Verdict = Result<Option<SocketAddr>, ProxyFailure>;
 
     /// Drives a reader as `read_header` does, over a simulated socket
     /// that receives `chunks` one at a time (the next arrives when the
@@ -603,7 +606,7 @@ mod tests {
     }
 
     /// Headers of every kind, each with the outcome it must give.
-    fn headers() -> Vec<(Vec<u8>, Result<Option<SocketAddr>, ProxyFailure>)> {
+    fn headers() -> Vec<(Vec<u8>, Verdict)> {
         let tlv = Builder::with_addresses(
             0x21,
             ppp::v2::Protocol::Stream,
