@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+pub use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::FramingConfig;
@@ -27,6 +28,10 @@ pub const DEFAULT_PORT: u16 = 30050;
 /// nodes' simulator (10 s), so a node whose first message is its first
 /// heartbeat gets in even if it misses one.
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default `proxy_timeout`: a balancer writes the PROXY header with
+/// the connection's first bytes, so anything slower is not a balancer.
+pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest `max_nodes` accepted: far beyond one machine's fleet, and
 /// within what the new-node channel can be sized to.
@@ -261,6 +266,64 @@ pub struct ListenerConfig {
     /// `delivery = "groups"`: what a full group stream does, as a receiver's
     /// `queue.overflow` (`full_grace` is the queue's too).
     pub group_overflow: OverflowPolicy,
+    /// Whether connections start with a PROXY protocol header (v1 or v2)
+    /// from a load balancer, whose source address then stands for the
+    /// connection's peer everywhere (records, logs, events,
+    /// [`crate::Hub::connections`]).
+    pub proxy_protocol: ProxyProtocol,
+    /// The balancers allowed to send a PROXY header, as CIDRs
+    /// (`"10.0.0.0/8"`, `"2001:db8::/32"`) or single addresses. A header
+    /// from any other address is refused, never trusted. Required when
+    /// `proxy_protocol` is not `off`.
+    #[serde(deserialize_with = "ip_nets", serialize_with = "ser_ip_nets")]
+    pub trusted_proxies: Vec<IpNet>,
+    /// A connection whose PROXY header is not complete within this time is
+    /// closed (`"5s"`); with `optional`, one that has not started a header
+    /// by then is served with its socket address (a balancer writes the
+    /// header at once). Counted from the accept; `auth.timeout` starts
+    /// after it.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub proxy_timeout: Duration,
+}
+
+/// Whether a listener's connections carry a PROXY protocol header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyProtocol {
+    /// No header is read; the peer is the socket's address.
+    #[default]
+    Off,
+    /// A connection from a trusted proxy may start with a header; one
+    /// without is served with its socket address.
+    Optional,
+    /// Every connection must start with a header from a trusted proxy;
+    /// any other is closed (counted).
+    Required,
+}
+
+/// Reads `trusted_proxies`: each entry a CIDR or a single address.
+fn ip_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    texts
+        .iter()
+        .map(|t| parse_ip_net(t).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn ser_ip_nets<S: Serializer>(nets: &[IpNet], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(nets.iter().map(|n| n.to_string()))
+}
+
+/// Parses `"10.0.0.0/8"`, `"::1/128"`, or a single address
+/// (`"127.0.0.1"`, a /32 or /128 of its own).
+pub fn parse_ip_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net);
+    }
+    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+        format!("{text:?} is not a CIDR (\"10.0.0.0/8\", \"fd00::/8\") or an IP address")
+    })
 }
 
 /// What a client whose egress buffer is full costs it.
@@ -312,6 +375,9 @@ impl Default for ListenerConfig {
             group_max_delay: Duration::from_millis(5),
             group_capacity: 64,
             group_overflow: OverflowPolicy::DropOldest,
+            proxy_protocol: ProxyProtocol::Off,
+            trusted_proxies: Vec::new(),
+            proxy_timeout: DEFAULT_PROXY_TIMEOUT,
         }
     }
 }
@@ -571,6 +637,17 @@ impl HubConfig {
             if l.group_capacity == 0 {
                 return Err(ConfigError::new(key("group_capacity"), "must be > 0"));
             }
+            if l.proxy_protocol != ProxyProtocol::Off {
+                if l.trusted_proxies.is_empty() {
+                    return Err(ConfigError::new(
+                        key("trusted_proxies"),
+                        "must list the load balancers' addresses when proxy_protocol is on (a header from any other address is refused)",
+                    ));
+                }
+                if l.proxy_timeout.is_zero() {
+                    return Err(ConfigError::new(key("proxy_timeout"), "must be > 0"));
+                }
+            }
             // The node protocol's heartbeat is a JSON object, which `json`
             // carries; the other protocols' is an empty frame, which it cannot.
             let no_empty_frame = match l.framing {
@@ -759,6 +836,51 @@ mod tests {
         assert_eq!(
             cfg.validate().expect_err("json has no empty frame").key,
             "listener[0].server_heartbeat"
+        );
+    }
+
+    #[test]
+    fn proxy_protocol_keys_parse_and_are_checked() {
+        let cfg: HubConfig = toml::from_str(
+            r#"
+            [[listener]]
+            proxy_protocol = "required"
+            trusted_proxies = ["10.0.0.0/8", "127.0.0.1", "fd00::/8", "::1"]
+            proxy_timeout = "2s"
+            "#,
+        )
+        .expect("valid config");
+        let l = &cfg.listener[0];
+        assert_eq!(l.proxy_protocol, ProxyProtocol::Required);
+        assert_eq!(l.proxy_timeout, Duration::from_secs(2));
+        let nets: Vec<String> = l.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8", "::1/128"]);
+        assert!(cfg.validate().is_ok());
+        // Serialized back as written, so a dumped config parses again.
+        let text = toml::to_string(&cfg).expect("serializes");
+        let again: HubConfig = toml::from_str(&text).expect("parses again");
+        assert_eq!(again.listener[0].trusted_proxies, l.trusted_proxies);
+
+        let err =
+            toml::from_str::<HubConfig>("[[listener]]\ntrusted_proxies = [\"10.0.0.0/33\"]\n")
+                .expect_err("prefix too long");
+        assert!(err.to_string().contains("trusted_proxies"), "{err}");
+        assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
+
+        let mut cfg = HubConfig::default();
+        cfg.listener.push(ListenerConfig {
+            proxy_protocol: ProxyProtocol::Optional,
+            ..ListenerConfig::default()
+        });
+        assert_eq!(
+            cfg.validate().expect_err("nobody trusted").key,
+            "listener[0].trusted_proxies"
+        );
+        cfg.listener[0].trusted_proxies = vec![parse_ip_net("10.0.0.1").expect("addr")];
+        cfg.listener[0].proxy_timeout = Duration::ZERO;
+        assert_eq!(
+            cfg.validate().expect_err("zero timeout").key,
+            "listener[0].proxy_timeout"
         );
     }
 

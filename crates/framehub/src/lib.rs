@@ -39,9 +39,10 @@
 //!   listener of a hub shares; a leaf the layers above import.
 //! - `listener`: bind with retry, socket options, accept loop, connection
 //!   limit.
-//! - `connection`: one task per connection: a sans-IO core (bytes and time
-//!   in; frames, drops, binding, deadlines out) driven by a short async
-//!   read loop, delivery to queues, request dispatch.
+//! - `connection`: one task per connection: a load balancer's PROXY
+//!   header read first (who the peer really is), then a sans-IO core
+//!   (bytes and time in; frames, drops, binding, deadlines out) driven by
+//!   a short async read loop, delivery to queues, request dispatch.
 //! - `frame`: [`Frame`] and [`Source`], what a consumer receives.
 //! - `router`: node table, auto-provisioning, new-node stream.
 //! - `registry`: the open connections: one handle each (address, node,
@@ -109,8 +110,8 @@ pub use client::{
 pub use codec::FramingConfig;
 pub use config::{
     AuthConfig, ConfigError, Delivery, FieldsConfig, HubConfig, ListenerConfig, NodesConfig,
-    OverflowPolicy, Protocol, QueueConfig, RuntimeConfig, SlowClientPolicy, SocketConfig,
-    ThreadPriority,
+    OverflowPolicy, Protocol, ProxyProtocol, QueueConfig, RuntimeConfig, SlowClientPolicy,
+    SocketConfig, ThreadPriority,
 };
 pub use egress::EgressError;
 pub use event::{ConnectionCounts, ConnectionEvent};
@@ -119,7 +120,7 @@ pub use frame::{Frame, Source};
 pub use group::{Group, GroupStats, Groups};
 pub use handler::{Failure, Handler, HandlerError, Replies, Request};
 pub use hub::{ACCEPT_ERROR_MEMORY, Hub, HubError, ListenerInfo};
-pub use reason::{AuthFailure, CloseReason, DropReason, Ending};
+pub use reason::{AuthFailure, CloseReason, DropReason, Ending, ProxyFailure};
 pub use receiver::{QueueStats, Receiver, RecvTimeoutError, TryRecvError};
 pub use registry::ConnectionInfo;
 pub use router::{NewNodes, NodeStatus};

@@ -1,6 +1,7 @@
 //! Why things end or get lost: why a connection closed ([`CloseReason`],
-//! [`Ending`]), why authentication failed ([`AuthFailure`]), why a frame
-//! was not delivered ([`DropReason`]).
+//! [`Ending`]), why authentication failed ([`AuthFailure`]), why a PROXY
+//! protocol header was refused ([`ProxyFailure`]), why a frame was not
+//! delivered ([`DropReason`]).
 //!
 //! A leaf module: it imports nothing from the crate, so the protocol
 //! (`node`), the events (`event`) and the counters (`stats`) can all name
@@ -28,6 +29,65 @@ pub enum AuthFailure {
     Timeout,
 }
 
+/// Why a connection's PROXY protocol header was refused (the connection
+/// is then closed before anything else is read from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyFailure {
+    /// The peer is not in `trusted_proxies`: with `proxy_protocol =
+    /// "required"` it is refused at once, with `"optional"` as soon as it
+    /// starts a PROXY header.
+    #[error("PROXY header from an address not in trusted_proxies")]
+    Untrusted,
+    /// `proxy_protocol = "required"` and the stream does not start with a
+    /// PROXY header.
+    #[error("no PROXY header")]
+    Missing,
+    /// A PROXY header that does not parse.
+    #[error("malformed PROXY header")]
+    Malformed,
+    /// A PROXY header longer than the bound (107 bytes for v1, 1 KiB for v2).
+    #[error("PROXY header too long")]
+    Oversized,
+    /// The stream ended inside the PROXY header.
+    #[error("stream ended inside the PROXY header")]
+    Truncated,
+    /// No complete PROXY header within `proxy_timeout`.
+    #[error("no complete PROXY header in time")]
+    Timeout,
+}
+
+impl ProxyFailure {
+    /// Every reason, in a fixed order (the index into counter arrays).
+    pub const ALL: [ProxyFailure; 6] = [
+        ProxyFailure::Untrusted,
+        ProxyFailure::Missing,
+        ProxyFailure::Malformed,
+        ProxyFailure::Oversized,
+        ProxyFailure::Truncated,
+        ProxyFailure::Timeout,
+    ];
+
+    /// A stable snake_case label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyFailure::Untrusted => "untrusted",
+            ProxyFailure::Missing => "missing",
+            ProxyFailure::Malformed => "malformed",
+            ProxyFailure::Oversized => "oversized",
+            ProxyFailure::Truncated => "truncated",
+            ProxyFailure::Timeout => "timeout",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        ProxyFailure::ALL
+            .iter()
+            .position(|r| *r == self)
+            .unwrap_or_default()
+    }
+}
+
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -47,6 +107,8 @@ pub enum CloseReason {
     /// The client's egress buffer was full and the listener disconnects
     /// slow clients (`slow_client = "disconnect"`).
     SlowClient,
+    /// Its PROXY protocol header was refused (`proxy_protocol`).
+    ProxyRejected(ProxyFailure),
 }
 
 /// Who ended a connection, in the three classes sat-rs reports.
@@ -64,7 +126,7 @@ pub enum Ending {
 impl CloseReason {
     /// Every label [`CloseReason::as_str`] returns, in a fixed order (the
     /// index into counter arrays).
-    pub const LABELS: [&'static str; 8] = [
+    pub const LABELS: [&'static str; 9] = [
         "peer_closed",
         "shutdown",
         "idle_timeout",
@@ -73,6 +135,7 @@ impl CloseReason {
         "framing_lost",
         "read_error",
         "slow_client",
+        "proxy_rejected",
     ];
 
     pub(crate) fn index(&self) -> usize {
@@ -104,6 +167,7 @@ impl CloseReason {
             CloseReason::FramingLost(_) => "framing_lost",
             CloseReason::ReadError(_) => "read_error",
             CloseReason::SlowClient => "slow_client",
+            CloseReason::ProxyRejected(_) => "proxy_rejected",
         }
     }
 }
@@ -114,6 +178,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::AuthFailed(why) => write!(f, "authentication failed: {why}"),
             CloseReason::FramingLost(why) => write!(f, "framing lost: {why}"),
             CloseReason::ReadError(why) => write!(f, "read error: {why}"),
+            CloseReason::ProxyRejected(why) => write!(f, "PROXY protocol: {why}"),
             other => f.write_str(other.as_str()),
         }
     }
@@ -252,10 +317,14 @@ mod tests {
             CloseReason::FramingLost(String::new()),
             CloseReason::ReadError(String::new()),
             CloseReason::SlowClient,
+            CloseReason::ProxyRejected(ProxyFailure::Missing),
         ];
         for (i, r) in closes.iter().enumerate() {
             assert_eq!(r.index(), i, "{r:?}");
             assert_eq!(CloseReason::LABELS[i], r.as_str());
+        }
+        for (i, r) in ProxyFailure::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
         }
     }
 }

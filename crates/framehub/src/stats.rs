@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::reason::CloseReason;
-pub use crate::reason::DropReason;
+pub use crate::reason::{DropReason, ProxyFailure};
 
 /// How a declared figure behaves over time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,8 @@ pub enum MetricValue<'a> {
     ByCloseReason(&'a [(&'static str, u64)]),
     /// One number per [`DropReason`].
     ByDropReason(&'a [(DropReason, u64)]),
+    /// One number per [`ProxyFailure`].
+    ByProxyFailure(&'a [(ProxyFailure, u64)]),
 }
 
 impl MetricValue<'_> {
@@ -77,29 +79,36 @@ impl MetricValue<'_> {
             MetricValue::One(n) => f(None, n),
             MetricValue::ByCloseReason(v) => v.iter().for_each(|&(r, n)| f(Some(r), n)),
             MetricValue::ByDropReason(v) => v.iter().for_each(|&(r, n)| f(Some(r.as_str()), n)),
+            MetricValue::ByProxyFailure(v) => v.iter().for_each(|&(r, n)| f(Some(r.as_str()), n)),
         }
     }
 }
 
 /// What each shape of counter is, live and in a snapshot, and how it is
 /// loaded, summed, differenced and shown: `count` is one number,
-/// `by_close` and `by_drop` one per reason.
+/// `by_close`, `by_drop` and `by_proxy` one per reason.
 macro_rules! cell {
     (live count) => { AtomicU64 };
     (live by_close) => { [AtomicU64; CloseReason::LABELS.len()] };
     (live by_drop) => { [AtomicU64; DropReason::ALL.len()] };
+    (live by_proxy) => { [AtomicU64; ProxyFailure::ALL.len()] };
     (value count) => { u64 };
     (value by_close) => { [(&'static str, u64); CloseReason::LABELS.len()] };
     (value by_drop) => { [(DropReason, u64); DropReason::ALL.len()] };
+    (value by_proxy) => { [(ProxyFailure, u64); ProxyFailure::ALL.len()] };
     (zero count) => { 0 };
     (zero by_close) => { CloseReason::LABELS.map(|l| (l, 0)) };
     (zero by_drop) => { DropReason::ALL.map(|r| (r, 0)) };
+    (zero by_proxy) => { ProxyFailure::ALL.map(|r| (r, 0)) };
     (load count, $a:expr) => { $a.load(Ordering::Relaxed) };
     (load by_close, $a:expr) => {
         std::array::from_fn(|i| (CloseReason::LABELS[i], $a[i].load(Ordering::Relaxed)))
     };
     (load by_drop, $a:expr) => {
         DropReason::ALL.map(|r| (r, $a[r.index()].load(Ordering::Relaxed)))
+    };
+    (load by_proxy, $a:expr) => {
+        ProxyFailure::ALL.map(|r| (r, $a[r.index()].load(Ordering::Relaxed)))
     };
     (add count, $mine:expr, $theirs:expr) => { $mine += $theirs };
     (add $by:ident, $mine:expr, $theirs:expr) => {
@@ -118,6 +127,7 @@ macro_rules! cell {
     (show count, $v:expr) => { MetricValue::One($v) };
     (show by_close, $v:expr) => { MetricValue::ByCloseReason(&$v) };
     (show by_drop, $v:expr) => { MetricValue::ByDropReason(&$v) };
+    (show by_proxy, $v:expr) => { MetricValue::ByProxyFailure(&$v) };
     (label count) => { None };
     (label $by:ident) => { Some("reason") };
 }
@@ -303,6 +313,8 @@ counter_set! {
             "Clients disconnected because their egress buffer was full (slow_client = \"disconnect\").";
         listener_rebuilds: count as "framehub_listener_rebuilds_total",
             "Times the listening socket failed and was bound again.";
+        proxy_rejected: by_proxy as "framehub_proxy_rejected_total",
+            "Connections closed because their PROXY protocol header was refused (untrusted sender, missing, malformed, oversized, truncated, too slow), by reason.";
         dropped: by_drop as "framehub_frames_dropped_total",
             "Frames and egress messages not delivered, by reason.";
     }
@@ -330,6 +342,12 @@ impl ListenerCounters {
     pub(crate) fn dropped(&self, reason: DropReason, n: u64) {
         Self::add(&self.dropped[reason.index()], n);
     }
+
+    /// A connection's PROXY header was refused (it is also counted as
+    /// closed, with the reason `proxy_rejected`).
+    pub(crate) fn proxy_rejected(&self, reason: ProxyFailure) {
+        Self::add(&self.proxy_rejected[reason.index()], 1);
+    }
 }
 
 impl Counters {
@@ -341,6 +359,11 @@ impl Counters {
     /// Frames dropped for any reason.
     pub fn dropped_total(&self) -> u64 {
         self.dropped.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Connections whose PROXY header was refused for `reason`.
+    pub fn proxy_rejected(&self, reason: ProxyFailure) -> u64 {
+        self.proxy_rejected[reason.index()].1
     }
 }
 
@@ -483,6 +506,7 @@ mod tests {
             let expected = match m.field {
                 "connections_closed_by" => CloseReason::LABELS.len(),
                 "dropped" => DropReason::ALL.len(),
+                "proxy_rejected" => ProxyFailure::ALL.len(),
                 _ => 1,
             };
             assert_eq!(samples, expected, "{}", m.field);

@@ -3,6 +3,8 @@
 //! ([`proto`]), pushes the read's frames to their queue or group stream (or
 //! the request handler, [`dispatch`]) in one push, and sleeps until the
 //! core's next deadline. Writing to the client is the egress writer's job.
+//! Before any of it, a PROXY protocol header, when the listener expects
+//! one, settles who the peer is ([`proxy`]).
 //!
 //! Memory per connection is bounded by one read plus `max_frame_bytes`:
 //! the decoders never keep more. Frames that wait in a queue never pin much
@@ -12,6 +14,7 @@ mod arena;
 mod deliver;
 mod dispatch;
 mod proto;
+mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +31,7 @@ use self::deliver::Delivery;
 use self::proto::Core;
 use crate::context::ListenerShared;
 use crate::egress::EgressWriter;
-use crate::event::{CloseReason, ConnectionEvent};
+use crate::event::{CloseReason, ConnectionCounts, ConnectionEvent};
 use crate::frame::Source;
 use crate::registry::Peer;
 use crate::stats::{LinkCounters, ListenerCounters};
@@ -40,12 +43,23 @@ const FAR_FUTURE: Duration = Duration::from_secs(86400 * 365);
 /// connection limit is released when this returns.
 pub(crate) async fn serve(
     shared: Arc<ListenerShared>,
-    stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: TcpStream,
+    socket_peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
 ) {
+    // Who the peer is, settled once and before anything that shows it
+    // (the registry's handle, the frames' source, events, logs) exists:
+    // behind a load balancer, the device its PROXY header names.
+    let peer = match proxy::origin(&shared, &mut stream, socket_peer).await {
+        Ok(peer) => peer,
+        Err(reason) => return refuse(&shared, socket_peer, reason),
+    };
     let conn = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(%peer, conn, listener = %shared.name, "connection accepted");
+    if peer == socket_peer {
+        tracing::debug!(%peer, conn, listener = %shared.name, "connection accepted");
+    } else {
+        tracing::debug!(%peer, conn, listener = %shared.name, proxy = %socket_peer, "connection accepted");
+    }
     shared.emit(ConnectionEvent::Connected {
         conn,
         peer,
@@ -95,6 +109,35 @@ pub(crate) async fn serve(
     counts.replies = out.replies_out.load(Ordering::Relaxed);
     counts.telemetry = counts.frames_out - counts.replies;
     driver.finish(reason);
+}
+
+/// Closes a connection before it is served (its PROXY header was refused,
+/// or it ended or the hub shut down before the header came): counted,
+/// logged with the socket's address, and reported as a connection that
+/// opened and closed.
+fn refuse(shared: &ListenerShared, peer: SocketAddr, reason: CloseReason) {
+    let conn = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    shared.counters.closed(&reason);
+    if let CloseReason::ProxyRejected(why) = reason {
+        shared.counters.proxy_rejected(why);
+        if let Some(suppressed) = shared.close_warning.check() {
+            tracing::warn!(%peer, conn, listener = %shared.name, suppressed, "PROXY header refused, closing connection: {why}");
+        }
+    } else {
+        tracing::debug!(%peer, conn, listener = %shared.name, "connection closed before its PROXY header: {reason}");
+    }
+    shared.emit(ConnectionEvent::Connected {
+        conn,
+        peer,
+        listener: shared.name.clone(),
+    });
+    shared.emit(ConnectionEvent::Closed {
+        conn,
+        peer,
+        node: None,
+        reason,
+        counts: ConnectionCounts::default(),
+    });
 }
 
 /// Why the connection's token was cancelled: the hub is shutting down, or
