@@ -102,7 +102,7 @@ fn a_token_from_a_file_reaches_no_record_tap_line_or_log_line() {
         format!(
             "{{\"node_id\":\"radar3\",\"timestamp\":4,\"password\":\"{token}\",\"token\":\"{token}\"}}\n"
         ),
-        format!("{{\"node_id\":\"radar3\",\n\"timestamp\":5}}\n"),
+        "{\"node_id\":\"radar3\",\n\"timestamp\":5}\n".to_owned(),
     ];
     for f in &frames {
         node.write_all(f.as_bytes()).expect("send");
