@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{self, MetricsSources};
+use crate::reload::Reloads;
 use crate::sink::{Message, SinkStatus};
 
 /// Connections `/api/connections` returns when no `limit` is given.
@@ -48,6 +49,8 @@ pub struct AdminState {
     pub sink_queue: mpsc::WeakSender<Message>,
     /// Whether `POST /api/send` may write to clients (`[admin] send`).
     pub allow_send: bool,
+    /// SIGHUP reloads done, by result.
+    pub reloads: Arc<Reloads>,
 }
 
 impl AdminState {
@@ -163,6 +166,7 @@ async fn metrics_text(State(state): State<Arc<AdminState>>) -> Response {
         sinks: &state.sinks,
         started: state.started,
         sink_queue,
+        reloads: &state.reloads,
     });
     (
         [(

@@ -12,6 +12,7 @@ mod admin;
 mod bench;
 mod config;
 mod metrics;
+mod reload;
 mod send;
 mod serve;
 mod simulate;
@@ -58,7 +59,7 @@ pub enum LogFormat {
 }
 
 /// Arguments of `framehub serve`; flags override the config file.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
     /// TOML config file (see docs/configuration.md).
     #[arg(long)]
@@ -66,9 +67,11 @@ pub struct ServeArgs {
     /// Address of the first listener, e.g. 0.0.0.0:30050 (port 0 picks one).
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
-    /// Shared token of the first listener's node protocol.
+    /// Shared token of the first listener's node protocol. Visible to
+    /// every user in the process list: prefer `token_file` or the
+    /// FRAMEHUB_TOKEN environment variable. Overrides both.
     #[arg(long)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Framing of the first listener: lines, length, cobs, spacepacket, chunk, json.
     /// Anything but lines switches it to the raw protocol.
     #[arg(long)]
@@ -99,6 +102,26 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
 }
+
+/// A secret given on the command line: `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The environment variable a shared token can come from.
+pub const TOKEN_ENV: &str = "FRAMEHUB_TOKEN";
 
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

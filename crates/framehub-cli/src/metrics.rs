@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use framehub::{Counters, Hub};
 
+use crate::reload::Reloads;
 use crate::sink::SinkStatus;
 
 /// What `/metrics` reports besides the hub itself.
@@ -31,6 +32,8 @@ pub struct MetricsSources<'a> {
     pub started: Instant,
     /// Batches waiting for the sink thread, and how many it can hold.
     pub sink_queue: (usize, usize),
+    /// SIGHUP reloads, by result.
+    pub reloads: &'a Reloads,
 }
 
 /// Builds the exposition text: one family at a time, HELP and TYPE first.
@@ -211,6 +214,19 @@ pub fn render(src: &MetricsSources<'_>) -> String {
         &[],
         format!("{:.3}", src.started.elapsed().as_secs_f64()),
     );
+
+    m.family(
+        "framehub_reloads_total",
+        "counter",
+        "SIGHUP reloads (tokens, file sinks), by result; a failed one kept the previous settings.",
+    );
+    for (result, n) in [("ok", &src.reloads.ok), ("failed", &src.reloads.failed)] {
+        m.sample(
+            "framehub_reloads_total",
+            &[("result", result)],
+            n.load(Ordering::Relaxed),
+        );
+    }
 
     m.family(
         "framehub_listener_up",

@@ -1,7 +1,8 @@
 //! `framehub serve`: config and flags -> a running hub, every delivered
 //! frame (the hub's fan-in of receivers and group streams) to every sink,
-//! the admin HTTP server, a status line or the JSON statistics, and a clean
-//! exit on SIGINT or SIGTERM with everything received written and synced.
+//! the admin HTTP server, a status line or the JSON statistics, a reload on
+//! SIGHUP (`reload.rs`), and a clean exit on SIGINT or SIGTERM with
+//! everything received written and synced.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::config::{self, FileConfig, SinkConfig, TapSinkConfig};
+use crate::reload::Reloader;
 use crate::sink::file::FileSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::tap::Tap;
@@ -32,8 +34,14 @@ const TAP_GRACE: Duration = Duration::from_secs(2);
 /// How long requests in flight get at exit.
 const ADMIN_GRACE: Duration = Duration::from_secs(2);
 
-/// Applies the command-line flags on top of the file config.
-fn apply_flags(cfg: &mut FileConfig, args: &ServeArgs) -> Result<(), String> {
+/// Applies the command-line flags on top of the file config. The first
+/// listener's shared token: `--token`, else `env_token`
+/// (`FRAMEHUB_TOKEN`), else the config's `token` or `token_file`.
+fn apply_flags(
+    cfg: &mut FileConfig,
+    args: &ServeArgs,
+    env_token: Option<String>,
+) -> Result<(), String> {
     if cfg.hub.listener.is_empty() {
         cfg.hub.listener = cfg.hub.listeners();
     }
@@ -41,8 +49,9 @@ fn apply_flags(cfg: &mut FileConfig, args: &ServeArgs) -> Result<(), String> {
     if let Some(addr) = args.listen {
         first.bind = Some(addr);
     }
-    if let Some(token) = &args.token {
-        first.auth.token = Some(token.clone());
+    if let Some(token) = args.token.as_ref().map(|t| t.0.clone()).or(env_token) {
+        first.auth.token = Some(token);
+        first.auth.token_file = None;
     }
     if let Some(framing) = &args.framing {
         first.framing = FramingConfig::deserialize(toml::Value::String(framing.clone()))
@@ -106,8 +115,8 @@ async fn build_sinks(configs: Vec<SinkConfig>) -> Result<Sinks, String> {
 }
 
 /// Why `serve` did not start: printed as `framehub: {message}`.
-struct StartError {
-    message: String,
+pub(crate) struct StartError {
+    pub(crate) message: String,
     code: ExitCode,
 }
 
@@ -142,6 +151,8 @@ pub async fn run(args: ServeArgs) -> ExitCode {
 async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
     let signal = crate::shutdown_signal()
         .map_err(|e| StartError::failure(format!("cannot install signal handlers: {e}")))?;
+    let hup = crate::reload::hangup_signal()
+        .map_err(|e| StartError::failure(format!("cannot install the SIGHUP handler: {e}")))?;
     let cfg = load_config(&args)?;
     let started = Instant::now();
     // The daemon's own ports are bound before the hub's, so a port that is
@@ -154,9 +165,17 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
     let sink_thread = SinkThread::start(sinks, &hub)?;
     let admin = Admin::start(admin_listener, &cfg, &hub, &sink_thread, started);
     let status = start_status_output(&args, &cfg, &hub);
+    let reloader = Reloader {
+        args,
+        hub: hub.clone(),
+        sinks: sink_thread.queue.clone(),
+        reloads: admin.state.reloads.clone(),
+    }
+    .start(hup);
 
     signal.await;
     tracing::info!("shutting down");
+    reloader.abort();
     admin.begin_shutdown();
     hub.shutdown().await;
     if let Some(status) = status {
@@ -167,14 +186,18 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
     Ok(code)
 }
 
-/// The file config (if any) with the command-line flags on top.
-fn load_config(args: &ServeArgs) -> Result<FileConfig, StartError> {
+/// The file config (if any) with the command-line flags and the
+/// environment on top; also what a reload reads.
+pub(crate) fn load_config(args: &ServeArgs) -> Result<FileConfig, StartError> {
     let mut cfg = match &args.config {
         Some(path) => config::load(path)
             .map_err(|e| StartError::config(format!("{}: {e}", path.display())))?,
         None => FileConfig::default(),
     };
-    apply_flags(&mut cfg, args).map_err(StartError::config)?;
+    let env_token = std::env::var(crate::TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty());
+    apply_flags(&mut cfg, args, env_token).map_err(StartError::config)?;
     Ok(cfg)
 }
 
@@ -331,6 +354,7 @@ impl Admin {
             shutting_down: AtomicBool::new(false),
             sink_queue: sink_thread.queue.clone(),
             allow_send: cfg.admin.send,
+            reloads: Arc::default(),
         });
         let stop = CancellationToken::new();
         let server = listener.map(|listener| {

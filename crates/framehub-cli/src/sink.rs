@@ -16,7 +16,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use framehub::{Frame, Protocol, Source};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub mod file;
 pub mod stdout;
@@ -111,6 +111,9 @@ pub enum Message {
     Frames(Vec<Frame>),
     /// Time passed: interval syncs and time-based rotation are due checks.
     Tick,
+    /// SIGHUP: every sink reopens its file, between two chunks; the reply
+    /// lists what failed (those sinks keep the file they had).
+    Reopen(oneshot::Sender<Vec<String>>),
 }
 
 /// The hub's fan-in sends batches straight into the sink thread's queue
@@ -241,6 +244,24 @@ pub trait Sink: Send {
     fn tick(&mut self) {}
     /// Called once at exit, after the last chunk: flush and sync.
     fn finish(&mut self) {}
+    /// SIGHUP: reopen the destination by its name (a file moved away by
+    /// logrotate); on failure keep writing where it did.
+    fn reopen(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Reopens every sink and replies with what failed.
+fn reopen_all(sinks: &mut [Box<dyn Sink>], reply: oneshot::Sender<Vec<String>>) {
+    let errors = sinks
+        .iter_mut()
+        .filter_map(|s| {
+            s.reopen()
+                .err()
+                .map(|e| format!("sink {:?}: {e}", s.status().name))
+        })
+        .collect();
+    let _ = reply.send(errors);
 }
 
 /// Encodes frames into chunks of whole records and hands each chunk to
@@ -306,6 +327,7 @@ pub fn run(mut rx: mpsc::Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>) -> Du
         let mut tick = false;
         match message {
             Message::Tick => tick = true,
+            Message::Reopen(reply) => reopen_all(&mut sinks, reply),
             Message::Frames(batch) => {
                 let started = *first.get_or_insert_with(Instant::now);
                 encoder.encode(&batch, &mut sinks);
@@ -315,6 +337,12 @@ pub fn run(mut rx: mpsc::Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>) -> Du
                     match rx.try_recv() {
                         Ok(Message::Frames(batch)) => encoder.encode(&batch, &mut sinks),
                         Ok(Message::Tick) => tick = true,
+                        Ok(Message::Reopen(reply)) => {
+                            // What came before the signal goes to the
+                            // file being replaced.
+                            encoder.emit(&mut sinks);
+                            reopen_all(&mut sinks, reply);
+                        }
                         Err(_) => break,
                     }
                 }

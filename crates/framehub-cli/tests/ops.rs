@@ -128,7 +128,8 @@ path = "{}"
         );
         for label in s.labels.keys() {
             assert!(
-                ["listener", "reason", "sink", "type", "version"].contains(&label.as_str()),
+                ["listener", "reason", "result", "sink", "type", "version"]
+                    .contains(&label.as_str()),
                 "{} has label {label}",
                 s.metric
             );

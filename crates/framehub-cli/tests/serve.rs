@@ -35,7 +35,9 @@ fn serve_writes_ndjson_records_and_exits_0_on_sigterm_with_everything_flushed() 
         let mut all = String::new();
         for ts in 0..2500u64 {
             let line = detection(&node, (ts == 0).then_some("secret"), ts);
-            sent.push(line.trim_end().to_owned());
+            // What the record holds: the frame as sent, byte for byte,
+            // minus its token (issue 13).
+            sent.push(detection(&node, None, ts).trim_end().to_owned());
             all.push_str(&line);
         }
         s.write_all(all.as_bytes()).expect("write");
@@ -64,6 +66,7 @@ fn serve_writes_ndjson_records_and_exits_0_on_sigterm_with_everything_flushed() 
     }
     // The frame is the original JSON byte for byte: find it in the raw file.
     let text = std::fs::read_to_string(&out).expect("file");
+    assert!(!text.contains("secret"), "a record carries the token");
     for line in text.lines().take(50) {
         let frame_start = line.find("\"frame\":").expect("frame key") + "\"frame\":".len();
         let frame = &line[frame_start..line.len() - 1];

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use ipnet::IpNet;
@@ -231,6 +232,10 @@ pub struct ListenerConfig {
     pub auth: AuthConfig,
     /// Names of the node protocol's JSON fields.
     pub fields: FieldsConfig,
+    /// Top-level fields removed from every node frame before anything
+    /// receives it, besides the token field (always removed): e.g.
+    /// `["password"]`. The frame stays valid JSON, otherwise byte for byte.
+    pub redact: Vec<String>,
     /// The queue of each receiver this listener provisions.
     pub queue: QueueConfig,
     /// Socket options of the listening and accepted sockets.
@@ -364,6 +369,7 @@ impl Default for ListenerConfig {
             idle_timeout: None,
             auth: AuthConfig::default(),
             fields: FieldsConfig::default(),
+            redact: Vec::new(),
             queue: QueueConfig::default(),
             socket: SocketConfig::default(),
             max_json_depth: crate::json::DEFAULT_MAX_DEPTH,
@@ -399,13 +405,25 @@ impl ListenerConfig {
 
 /// Authentication of the node protocol: the first message must carry a
 /// valid token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// Tokens can be written here (`token`, `tokens`) or, to keep them out of
+/// the config file, read from files (`token_file`, `tokens_file`) when the
+/// hub starts and again on [`crate::Hub::set_tokens`] (the daemon's
+/// SIGHUP). `Debug` never prints a token.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// One token shared by every node.
     pub token: Option<String>,
-    /// A token per node (`node_id -> token`); checked before `token`.
+    /// A file holding the shared token (surrounding whitespace ignored);
+    /// instead of `token`.
+    pub token_file: Option<PathBuf>,
+    /// A token per node (`node_id -> token`); checked before `token`. A
+    /// node with its own token is reachable only with that token.
     pub tokens: BTreeMap<String, String>,
+    /// A TOML file of per-node tokens, one `node = "token"` line each;
+    /// instead of `tokens`.
+    pub tokens_file: Option<PathBuf>,
     /// A connection that has not authenticated within this time is closed.
     ///
     /// 30 s by default: a radar node speaks first at its heartbeat period
@@ -424,17 +442,56 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             token: None,
+            token_file: None,
             tokens: BTreeMap::new(),
+            tokens_file: None,
             timeout: DEFAULT_AUTH_TIMEOUT,
             max_frame_bytes: ByteSize(64 << 10),
         }
     }
 }
 
+/// Names the nodes, never their tokens: configs end up in logs.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("token", &self.token.as_ref().map(|_| Redacted))
+            .field("token_file", &self.token_file)
+            .field("tokens", &RedactedValues(&self.tokens))
+            .field("tokens_file", &self.tokens_file)
+            .field("timeout", &self.timeout)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .finish()
+    }
+}
+
+/// What `Debug` shows in place of a secret.
+pub struct Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A map whose keys `Debug` shows and whose values it hides.
+pub struct RedactedValues<'a, K>(pub &'a BTreeMap<K, String>);
+
+impl<K: std::fmt::Debug> std::fmt::Debug for RedactedValues<'_, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, Redacted)))
+            .finish()
+    }
+}
+
 impl AuthConfig {
     /// Whether connections must authenticate with their first message.
     pub fn is_required(&self) -> bool {
-        self.token.is_some() || !self.tokens.is_empty()
+        self.token.is_some()
+            || self.token_file.is_some()
+            || !self.tokens.is_empty()
+            || self.tokens_file.is_some()
     }
 }
 
@@ -566,7 +623,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             key: key.into(),
             message: message.into(),
@@ -681,6 +738,24 @@ impl HubConfig {
                     if l.auth.token.as_deref() == Some("") {
                         return Err(ConfigError::new(key("auth.token"), "must not be empty"));
                     }
+                    if l.auth.token.is_some() && l.auth.token_file.is_some() {
+                        return Err(ConfigError::new(
+                            key("auth.token_file"),
+                            "give either token or token_file, not both",
+                        ));
+                    }
+                    if !l.auth.tokens.is_empty() && l.auth.tokens_file.is_some() {
+                        return Err(ConfigError::new(
+                            key("auth.tokens_file"),
+                            "give either tokens or tokens_file, not both",
+                        ));
+                    }
+                    if let Some(i) = l.redact.iter().position(String::is_empty) {
+                        return Err(ConfigError::new(
+                            key(&format!("redact[{i}]")),
+                            "must not be empty",
+                        ));
+                    }
                     if let Some((node, _)) = l.auth.tokens.iter().find(|(_, t)| t.is_empty()) {
                         return Err(ConfigError::new(
                             key(&format!("auth.tokens.{node}")),
@@ -699,6 +774,12 @@ impl HubConfig {
                     }
                 }
                 Protocol::Raw => {
+                    if !l.redact.is_empty() {
+                        return Err(ConfigError::new(
+                            key("redact"),
+                            "redact needs protocol = \"node\" (JSON frames)",
+                        ));
+                    }
                     if l.auth.is_required() {
                         return Err(ConfigError::new(
                             key("auth"),

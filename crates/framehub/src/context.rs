@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::broadcast;
 use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,7 @@ use crate::node::{NodeProtocol, heartbeat_payload};
 use crate::receiver::Queue;
 use crate::registry::Peers;
 use crate::router::Router;
+use crate::secret::Tokens;
 use crate::stats::{ListenerCounters, WarnLimiter};
 
 /// Where a listener's accept loop stands, for health checks.
@@ -66,8 +67,10 @@ pub(crate) struct ListenerShared {
     /// Shared with the requests a handler sees
     /// ([`crate::Request::listener_counters`]).
     pub(crate) counters: Arc<ListenerCounters>,
-    /// The node protocol's prepared settings (`protocol = "node"`).
-    pub(crate) node_protocol: Option<Arc<NodeProtocol>>,
+    /// The node protocol's prepared settings (`protocol = "node"`): read
+    /// once when a connection opens, replaced when the tokens are
+    /// ([`ListenerShared::set_tokens`]), so open connections keep theirs.
+    pub(crate) node_protocol: Option<RwLock<Arc<NodeProtocol>>>,
     /// Where frames of a `raw` listener go (`delivery = "receivers"`).
     pub(crate) raw_queue: Option<Arc<Queue>>,
     /// Where every frame of the listener goes with `delivery = "groups"`.
@@ -97,19 +100,16 @@ pub(crate) struct ListenerShared {
 }
 
 impl ListenerShared {
+    /// `tokens`: the listener's, files read (node protocol only).
     pub(crate) fn new(
         config: ListenerConfig,
+        tokens: &Tokens,
         handler: Option<Handler>,
         hub: &HubContext,
     ) -> ListenerShared {
         let name: Arc<str> = Arc::from(config.name.as_str());
-        let node_protocol = (config.protocol == Protocol::Node).then(|| {
-            Arc::new(NodeProtocol::new(
-                &config.auth,
-                &config.fields,
-                config.max_json_depth,
-            ))
-        });
+        let node_protocol = (config.protocol == Protocol::Node)
+            .then(|| RwLock::new(Arc::new(node_protocol(&config, tokens))));
         let (raw_queue, groups) = match (config.delivery, config.protocol) {
             (Delivery::Groups, _) => (None, Some(GroupQueue::new(name.clone(), &config))),
             (Delivery::Receivers, Protocol::Raw) => {
@@ -145,6 +145,35 @@ impl ListenerShared {
         }
     }
 
+    /// The node protocol a connection opening now uses (`None`: raw).
+    pub(crate) fn current_node_protocol(&self) -> Option<Arc<NodeProtocol>> {
+        self.node_protocol.as_ref().map(|p| p.read().clone())
+    }
+
+    /// Whether connections opening now must authenticate.
+    pub(crate) fn requires_auth(&self) -> bool {
+        self.current_node_protocol()
+            .is_some_and(|p| p.requires_auth())
+    }
+
+    /// Replaces the tokens new connections are checked against; open
+    /// connections keep the ones they were opened with.
+    pub(crate) fn set_tokens(&self, tokens: &Tokens) -> Result<(), String> {
+        let Some(current) = &self.node_protocol else {
+            return Err("tokens need protocol = \"node\"".to_owned());
+        };
+        if tokens.is_empty() && current.read().requires_auth() {
+            // A listener bound to every interface because it had a token
+            // must not silently become open to anyone.
+            return Err(
+                "the new settings have no token; removing authentication needs a restart"
+                    .to_owned(),
+            );
+        }
+        *current.write() = Arc::new(node_protocol(&self.config, tokens));
+        Ok(())
+    }
+
     /// Where this listener's frames go before any node is known: its group
     /// stream, or the raw listener's receiver; `None` for per-node queues.
     pub(crate) fn inbox(&self) -> Option<Inbox> {
@@ -174,6 +203,15 @@ impl ListenerShared {
             let _ = self.events.send(event);
         }
     }
+}
+
+fn node_protocol(config: &ListenerConfig, tokens: &Tokens) -> NodeProtocol {
+    NodeProtocol::new(
+        tokens,
+        &config.fields,
+        &config.redact,
+        config.max_json_depth,
+    )
 }
 
 /// The bytes of one heartbeat on the wire for this listener.

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::codec::FramingConfig;
-use crate::config::{ConfigError, Delivery, HubConfig, Protocol, QueueConfig};
+use crate::config::{ConfigError, Delivery, HubConfig, ListenerConfig, Protocol, QueueConfig};
 use crate::context::{AcceptState, HubContext, ListenerShared};
 use crate::egress::{self, EgressError};
 use crate::event::ConnectionEvent;
@@ -26,6 +26,7 @@ use crate::listener;
 use crate::receiver::Receiver;
 use crate::registry::{self, ConnectionInfo};
 use crate::router::{NewNodes, NodeStatus, Router};
+use crate::secret::Tokens;
 use crate::snapshot::{Sampler, Sources, StatsSnapshot};
 use crate::stats::{Counters, DropReason, ListenerCounters};
 
@@ -71,6 +72,17 @@ pub struct ListenerInfo {
     /// The last `accept()` error, if within [`ACCEPT_ERROR_MEMORY`] (out of
     /// file descriptors, a listening socket being rebuilt, ...).
     pub accept_error: Option<String>,
+}
+
+/// A node listener's tokens, files read; errors name `prefix.auth...`.
+fn listener_tokens(lc: &ListenerConfig, prefix: &str) -> Result<Tokens, ConfigError> {
+    if lc.protocol != Protocol::Node {
+        return Ok(Tokens::default());
+    }
+    lc.auth.load_tokens().map_err(|e| ConfigError {
+        key: format!("{prefix}.{}", e.key),
+        message: e.message,
+    })
 }
 
 /// How long a failed `accept()` keeps a listener reported as failing: the
@@ -214,9 +226,16 @@ impl Hub {
             next_conn_id: Arc::new(AtomicU64::new(1)),
             cancel: cancel.clone(),
         };
+        // Token files are read before anything is bound: one that cannot
+        // be read fails the start, naming the listener's key.
+        let tokens = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, lc)| listener_tokens(lc, &format!("listener[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut bound = Vec::new();
         let mut sockets = Vec::new();
-        for lc in listeners {
+        for (lc, tokens) in listeners.into_iter().zip(tokens) {
             let addr = lc.effective_bind();
             if !lc.auth.is_required() && lc.protocol == Protocol::Node && lc.bind.is_none() {
                 tracing::warn!(
@@ -241,7 +260,7 @@ impl Hub {
             let local_addr = socket.local_addr().map_err(bind_error)?;
             tracing::info!(listener = %lc.name, %local_addr, framing = lc.framing.name(), protocol = ?lc.protocol, delivery = ?lc.delivery, "listening");
             let handler = handlers.remove(&lc.name);
-            let shared = Arc::new(ListenerShared::new(lc, handler, &context));
+            let shared = Arc::new(ListenerShared::new(lc, &tokens, handler, &context));
             sockets.push((socket, local_addr, shared.clone()));
             bound.push(Bound { shared, local_addr });
         }
@@ -283,6 +302,46 @@ impl Hub {
         })
     }
 
+    /// Replaces the tokens of a node listener: connections that open from
+    /// now on are checked against `tokens`; open connections stay as they
+    /// are (authenticated, bound to their node). What the daemon does on
+    /// SIGHUP, with tokens from [`crate::AuthConfig::load_tokens`].
+    ///
+    /// Refused, keeping the old tokens: an unknown or raw listener, and
+    /// new settings without any token for a listener that had some
+    /// (removing authentication needs a restart, since the default address
+    /// depends on it).
+    ///
+    /// ```no_run
+    /// # fn demo(hub: framehub::Hub) -> Result<(), framehub::HubError> {
+    /// let auth = framehub::AuthConfig {
+    ///     token_file: Some("/etc/framehub/token".into()),
+    ///     ..Default::default()
+    /// };
+    /// hub.set_tokens("default", auth.load_tokens()?)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_tokens(&self, listener: &str, tokens: Tokens) -> Result<(), HubError> {
+        let error = |message: String| {
+            HubError::Config(ConfigError {
+                key: format!("listener {listener:?}"),
+                message,
+            })
+        };
+        let shared = self
+            .inner
+            .listener(listener)
+            .ok_or_else(|| error("no such listener".to_owned()))?;
+        shared.set_tokens(&tokens).map_err(error)?;
+        tracing::info!(
+            listener,
+            shared_token = tokens.shared.is_some(),
+            nodes_with_tokens = tokens.per_node.len(),
+            "tokens replaced; open connections keep theirs"
+        );
+        Ok(())
+    }
+
     /// The address of the first listener.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.listeners[0].local_addr
@@ -312,7 +371,7 @@ impl Hub {
                     local_addr: b.local_addr,
                     framing: b.shared.config.framing.clone(),
                     protocol: b.shared.config.protocol,
-                    auth_required: b.shared.config.auth.is_required(),
+                    auth_required: b.shared.requires_auth(),
                     delivery: b.shared.config.delivery,
                     is_accepting,
                     accept_error,

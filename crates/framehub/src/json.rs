@@ -20,6 +20,9 @@
 
 use std::borrow::Cow;
 
+mod redact;
+pub use redact::remove_members;
+
 /// Default nesting limit (the same order as serde_json's recursion limit of 128).
 pub const DEFAULT_MAX_DEPTH: usize = 128;
 

@@ -67,6 +67,8 @@
 //! - [`event`]: connection events.
 //! - [`reason`]: why a connection closed, authentication failed or a
 //!   frame was dropped (a leaf: every layer names them).
+//! - [`secret`]: tokens read from the config and their files, never
+//!   shown by `Debug`.
 //! - [`config`]: every setting with its default; [`units`]: the one parser
 //!   of sizes and durations (`"64KiB"`, `"10s"`) for config and CLI.
 //! - `hub`: the facade that ties them together.
@@ -99,6 +101,7 @@ pub mod receiver;
 mod registry;
 mod router;
 pub mod runtime;
+pub mod secret;
 pub mod snapshot;
 pub mod stats;
 pub mod units;
@@ -124,6 +127,7 @@ pub use reason::{AuthFailure, CloseReason, DropReason, Ending, ProxyFailure};
 pub use receiver::{QueueStats, Receiver, RecvTimeoutError, TryRecvError};
 pub use registry::ConnectionInfo;
 pub use router::{NewNodes, NodeStatus};
+pub use secret::Tokens;
 pub use snapshot::{ConnectionStats, ListenerStats, NodeStats, StatsSnapshot, Traffic};
 pub use stats::Counters;
 pub use units::ByteSize;

@@ -293,7 +293,7 @@ mod tests {
             next_conn_id: Arc::new(AtomicU64::new(1)),
             cancel: cancel.clone(),
         };
-        let shared = Arc::new(ListenerShared::new(config, None, &hub));
+        let shared = Arc::new(ListenerShared::new(config, &Default::default(), None, &hub));
         let receiver = Receiver::new(shared.raw_queue.clone().expect("raw queue"));
         let listener = bind(addr, &shared.config.socket).await.expect("bind");
         let local = listener.local_addr().expect("addr");

@@ -1,6 +1,8 @@
 //! The node protocol as a state machine without I/O: token on the first
-//! message, binding of the connection to the first `node_id`, heartbeats,
-//! and the verdict on every frame.
+//! message, binding of the connection to the first `node_id` (a node with
+//! its own token only with that token), heartbeats, the verdict on every
+//! frame, and the removal of the token (and `redact` fields) from the
+//! frames it delivers.
 //!
 //! The connection task feeds it frames and acts on its [`Verdict`]s; tests
 //! drive it directly with byte strings.
@@ -11,13 +13,15 @@ use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthConfig, FieldsConfig};
+use crate::config::{FieldsConfig, Redacted};
 use crate::json::{self, EnvelopeKeys, JsonError, RawValue};
 pub use crate::reason::AuthFailure;
 use crate::reason::DropReason;
+use crate::secret::Tokens;
 
-/// The protocol's settings, prepared once per listener.
-#[derive(Debug)]
+/// The protocol's settings, prepared once per listener (and again when its
+/// tokens are replaced). A connection takes the current one when it opens
+/// and keeps it: new tokens apply to new connections.
 pub(crate) struct NodeProtocol {
     node_id: Box<[u8]>,
     token: Box<[u8]>,
@@ -26,15 +30,35 @@ pub(crate) struct NodeProtocol {
     heartbeat: Box<str>,
     shared_token: Option<Box<[u8]>>,
     node_tokens: HashMap<Box<str>, Box<[u8]>>,
+    /// Keys removed from delivered frames: the token's, then `redact`.
+    redact: Vec<Box<[u8]>>,
     max_depth: usize,
+}
+
+/// Never shows a token.
+impl std::fmt::Debug for NodeProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeProtocol")
+            .field(
+                "shared_token",
+                &self.shared_token.as_ref().map(|_| Redacted),
+            )
+            .field("nodes_with_tokens", &self.node_tokens.len())
+            .field("redact", &self.redact.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What to do with one frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// Deliver it to the bound node; `timestamp` is the span of the dedup
-    /// key inside the frame.
-    Deliver { timestamp: Option<Range<usize>> },
+    /// key inside the frame. With `redact`, the frame carries the token or
+    /// a `redact` field: [`NodeSession::redact`] it first.
+    Deliver {
+        timestamp: Option<Range<usize>>,
+        redact: bool,
+    },
     /// A heartbeat: keeps the connection alive, never delivered.
     Heartbeat,
     /// Skip it and count why; the connection stays open.
@@ -44,7 +68,12 @@ pub(crate) enum Verdict {
 }
 
 impl NodeProtocol {
-    pub(crate) fn new(auth: &AuthConfig, fields: &FieldsConfig, max_depth: usize) -> Self {
+    pub(crate) fn new(
+        tokens: &Tokens,
+        fields: &FieldsConfig,
+        redact: &[String],
+        max_depth: usize,
+    ) -> Self {
         let bytes = |s: &str| s.as_bytes().to_vec().into_boxed_slice();
         NodeProtocol {
             node_id: bytes(&fields.node_id),
@@ -52,11 +81,15 @@ impl NodeProtocol {
             msg_type: bytes(&fields.msg_type),
             timestamp: bytes(&fields.timestamp),
             heartbeat: fields.heartbeat.clone().into_boxed_str(),
-            shared_token: auth.token.as_deref().map(bytes),
-            node_tokens: auth
-                .tokens
+            shared_token: tokens.shared.as_deref().map(bytes),
+            node_tokens: tokens
+                .per_node
                 .iter()
                 .map(|(node, token)| (node.clone().into_boxed_str(), bytes(token)))
+                .collect(),
+            redact: std::iter::once(&fields.token)
+                .chain(redact)
+                .map(|k| bytes(k))
                 .collect(),
             max_depth,
         }
@@ -73,6 +106,18 @@ impl NodeProtocol {
             msg_type: &self.msg_type,
             timestamp: &self.timestamp,
         }
+    }
+
+    /// Whether the frame holds one of the `redact` fields (not the token,
+    /// which the envelope scan finds): a cheap search that only frames of
+    /// listeners with `redact` set pay. A key written with escapes is
+    /// caught by the search for a backslash.
+    fn has_redact_field(&self, frame: &[u8]) -> bool {
+        self.redact.len() > 1
+            && (self.redact[1..]
+                .iter()
+                .any(|k| memchr::memmem::find(frame, k).is_some())
+                || memchr::memchr(b'\\', frame).is_some())
     }
 
     /// Checks a token in constant time against the node's own token, or
@@ -126,6 +171,16 @@ impl NodeSession {
         }
     }
 
+    /// Removes the token and the `redact` fields from a frame this session
+    /// delivers (`Verdict::Deliver { redact: true, .. }`), in place;
+    /// returns its new length and moves `timestamp` with its bytes.
+    pub(crate) fn redact(&self, frame: &mut [u8], timestamp: &mut Option<Range<usize>>) -> usize {
+        let protocol = &*self.protocol;
+        // The frame was scanned as an object already; an error here would
+        // be a bug, and delivering nothing is safer than a token.
+        json::remove_members(frame, &protocol.redact, protocol.max_depth, timestamp).unwrap_or(0)
+    }
+
     pub(crate) fn handle(&mut self, frame: &[u8]) -> Verdict {
         let protocol = &*self.protocol;
         let envelope = match json::scan_envelope(frame, &protocol.keys(), protocol.max_depth) {
@@ -159,6 +214,21 @@ impl NodeSession {
                 let Some(id) = id_raw.as_str() else {
                     return Verdict::Skip(DropReason::MissingNodeId);
                 };
+                // A node with its own token is reachable only with it: the
+                // frame that binds it must carry that token, whatever
+                // authenticated the connection (the shared token on a
+                // heartbeat or a frame naming no node). A frame without it
+                // closes the connection, as it would have as the first
+                // message: a peer claiming a node it cannot prove is either
+                // misconfigured or hostile, and either should be seen.
+                if protocol.node_tokens.contains_key(id.as_ref()) {
+                    let Some(token) = envelope.token.and_then(|t| t.as_str()) else {
+                        return Verdict::Reject(AuthFailure::MissingToken);
+                    };
+                    if !protocol.token_matches(Some(&id), token.as_bytes()) {
+                        return Verdict::Reject(AuthFailure::WrongToken);
+                    }
+                }
                 self.node = Some(Arc::from(id.as_ref()));
                 self.node_raw = id_raw.raw().to_vec();
                 self.just_bound = true;
@@ -175,6 +245,7 @@ impl NodeSession {
         }
         Verdict::Deliver {
             timestamp: envelope.timestamp.map(|ts| span_in(frame, ts)),
+            redact: envelope.token.is_some() || protocol.has_redact_field(frame),
         }
     }
 }
@@ -249,17 +320,17 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn session(token: Option<&str>, tokens: &[(&str, &str)]) -> NodeSession {
-        let auth = AuthConfig {
-            token: token.map(str::to_owned),
-            tokens: tokens
+        let tokens = Tokens {
+            shared: token.map(str::to_owned),
+            per_node: tokens
                 .iter()
                 .map(|(n, t)| (n.to_string(), t.to_string()))
                 .collect::<BTreeMap<_, _>>(),
-            ..AuthConfig::default()
         };
         NodeSession::new(Arc::new(NodeProtocol::new(
-            &auth,
+            &tokens,
             &FieldsConfig::default(),
+            &[],
             128,
         )))
     }
@@ -268,7 +339,13 @@ mod tests {
     fn first_message_authenticates_and_binds() {
         let mut s = session(Some("secret"), &[]);
         let v = s.handle(br#"{"node_id":"radar3","token":"secret","timestamp":17}"#);
-        assert!(matches!(v, Verdict::Deliver { timestamp: Some(_) }));
+        assert!(matches!(
+            v,
+            Verdict::Deliver {
+                timestamp: Some(_),
+                ..
+            }
+        ));
         assert_eq!(s.take_just_bound().as_deref(), Some("radar3"));
         assert_eq!(s.take_just_bound(), None);
         // Later messages need no token.
@@ -284,6 +361,7 @@ mod tests {
         let frame = br#"{"node_id":"a","timestamp":1768932172478}"#;
         let Verdict::Deliver {
             timestamp: Some(span),
+            ..
         } = s.handle(frame)
         else {
             panic!("expected delivery");
@@ -327,6 +405,138 @@ mod tests {
             s.handle(br#"{"node_id":"radar4","token":"own"}"#),
             Verdict::Reject(AuthFailure::WrongToken)
         );
+    }
+
+    /// Regression (issue 13, point 6): the shared token used on a message
+    /// that binds no node let the connection bind later to any node,
+    /// including nodes with their own token.
+    #[test]
+    fn a_node_with_its_own_token_is_reachable_only_with_it() {
+        let shared = || session(Some("shared"), &[("radar3", "own")]);
+        // Every way to authenticate without binding a node first.
+        let openers: [&[u8]; 4] = [
+            br#"{"token":"shared","type":"heartbeat"}"#,
+            br#"{"node_id":7,"token":"shared"}"#,
+            br#"{"token":"shared","timestamp":1}"#,
+            br#"{"node_id":null,"token":"shared","type":"heartbeat"}"#,
+        ];
+        for opener in openers {
+            // Then frames as radar3: without a token, with the shared one,
+            // with another node's: closed, never delivered.
+            for (claim, failure) in [
+                (
+                    &br#"{"node_id":"radar3","timestamp":2}"#[..],
+                    AuthFailure::MissingToken,
+                ),
+                (
+                    br#"{"node_id":"radar3","token":"shared"}"#,
+                    AuthFailure::WrongToken,
+                ),
+                (
+                    br#"{"node_id":"radar\u0033","token":"x"}"#,
+                    AuthFailure::WrongToken,
+                ),
+                (
+                    br#"{"node_id":"radar3","token":7}"#,
+                    AuthFailure::MissingToken,
+                ),
+                (
+                    br#"{"node_id":"radar3","type":"heartbeat"}"#,
+                    AuthFailure::MissingToken,
+                ),
+            ] {
+                let mut s = shared();
+                assert!(
+                    !matches!(s.handle(opener), Verdict::Reject(_)),
+                    "{}",
+                    String::from_utf8_lossy(opener)
+                );
+                assert_eq!(s.handle(claim), Verdict::Reject(failure));
+                assert_eq!(s.take_just_bound(), None);
+            }
+            // With radar3's own token on the binding frame, it binds.
+            let mut s = shared();
+            s.handle(opener);
+            assert!(matches!(
+                s.handle(br#"{"node_id":"radar3","token":"own","timestamp":2}"#),
+                Verdict::Deliver { .. }
+            ));
+            assert_eq!(s.take_just_bound().as_deref(), Some("radar3"));
+            // A node without a token of its own binds as before.
+            let mut s = shared();
+            s.handle(opener);
+            assert!(matches!(
+                s.handle(br#"{"node_id":"radar4","timestamp":2}"#),
+                Verdict::Deliver { .. }
+            ));
+            assert_eq!(s.take_just_bound().as_deref(), Some("radar4"));
+            // ... and stays bound to it: radar3 is another node.
+            assert_eq!(
+                s.handle(br#"{"node_id":"radar3","token":"own"}"#),
+                Verdict::Skip(DropReason::NodeMismatch)
+            );
+        }
+        // The shared token naming radar3 on the first message: refused.
+        let mut s = shared();
+        assert_eq!(
+            s.handle(br#"{"node_id":"radar3","token":"shared","type":"heartbeat"}"#),
+            Verdict::Reject(AuthFailure::WrongToken)
+        );
+        // Bound to radar3 with its token: other nodes' frames are dropped.
+        let mut s = shared();
+        assert_eq!(
+            s.handle(br#"{"node_id":"radar3","token":"own","type":"heartbeat"}"#),
+            Verdict::Heartbeat
+        );
+        for other in [
+            &br#"{"node_id":"radar4"}"#[..],
+            br#"{"node_id":"radar4","token":"shared"}"#,
+        ] {
+            assert_eq!(s.handle(other), Verdict::Skip(DropReason::NodeMismatch));
+        }
+        // Per-node tokens only: a message naming no node never authenticates.
+        let mut s = session(None, &[("radar3", "own")]);
+        assert_eq!(
+            s.handle(br#"{"token":"own","type":"heartbeat"}"#),
+            Verdict::Reject(AuthFailure::WrongToken)
+        );
+    }
+
+    #[test]
+    fn delivered_frames_lose_the_token_and_redacted_fields() {
+        let protocol = Arc::new(NodeProtocol::new(
+            &Tokens {
+                shared: Some("s".into()),
+                ..Tokens::default()
+            },
+            &FieldsConfig::default(),
+            &["password".to_owned()],
+            128,
+        ));
+        let mut s = NodeSession::new(protocol);
+        let mut frame = br#"{"node_id":"a","token":"s","timestamp":5,"password":"p"}"#.to_vec();
+        let Verdict::Deliver {
+            mut timestamp,
+            redact: true,
+        } = s.handle(&frame)
+        else {
+            panic!("a frame with a token is delivered, redacted");
+        };
+        let len = s.redact(&mut frame, &mut timestamp);
+        assert_eq!(&frame[..len], br#"{"node_id":"a","timestamp":5}"#);
+        assert_eq!(&frame[timestamp.expect("kept")], b"5");
+        // Frames without those fields are delivered as they are.
+        assert_eq!(
+            s.handle(br#"{"node_id":"a","timestamp":6}"#),
+            Verdict::Deliver {
+                timestamp: Some(27..28),
+                redact: false
+            }
+        );
+        assert!(matches!(
+            s.handle(br#"{"node_id":"a","pass\u0077ord":1}"#),
+            Verdict::Deliver { redact: true, .. }
+        ));
     }
 
     #[test]
@@ -427,18 +637,21 @@ mod tests {
             heartbeat: "ping".into(),
             timestamp: "ts".into(),
         };
-        let auth = AuthConfig {
-            token: Some("k".into()),
-            ..AuthConfig::default()
+        let tokens = Tokens {
+            shared: Some("k".into()),
+            ..Tokens::default()
         };
-        let mut s = NodeSession::new(Arc::new(NodeProtocol::new(&auth, &fields, 128)));
+        let mut s = NodeSession::new(Arc::new(NodeProtocol::new(&tokens, &fields, &[], 128)));
         assert_eq!(
             s.handle(br#"{"id":"x","key":"k","kind":"ping"}"#),
             Verdict::Heartbeat
         );
         assert!(matches!(
             s.handle(br#"{"id":"x","ts":5}"#),
-            Verdict::Deliver { timestamp: Some(_) }
+            Verdict::Deliver {
+                timestamp: Some(_),
+                ..
+            }
         ));
     }
 }

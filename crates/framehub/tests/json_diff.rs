@@ -6,10 +6,12 @@
 //!   compared with `max_depth = usize::MAX`, and with 128 unless we report `TooDeep`.
 //! - Envelope: whenever `serde_json::Value` parses the input as an object, `scan_envelope` finds
 //!   the same value for each envelope key (last duplicate wins in both).
+//! - Redaction: removing a key's members from any valid object leaves valid JSON equal to
+//!   serde_json's object minus that key, made of the original bytes in order.
 #![allow(clippy::unwrap_used)]
 
 use framehub::json::{
-    DEFAULT_MAX_DEPTH, EnvelopeKeys, JsonError, RawValue, scan_envelope, validate,
+    DEFAULT_MAX_DEPTH, EnvelopeKeys, JsonError, RawValue, remove_members, scan_envelope, validate,
 };
 use proptest::prelude::*;
 use serde::de::IgnoredAny;
@@ -173,6 +175,49 @@ fn frame() -> impl Strategy<Value = String> {
     })
 }
 
+/// A top-level object with whitespace around every part of its members.
+fn spaced_frame() -> impl Strategy<Value = String> {
+    (
+        ws(),
+        prop::collection::vec((ws(), key(), ws(), ws(), json(), ws()), 0..8),
+        ws(),
+    )
+        .prop_map(|(a, members, b)| {
+            let body: Vec<String> = members
+                .into_iter()
+                .map(|(a, k, b, c, v, d)| format!("{a}{k}{b}:{c}{v}{d}"))
+                .collect();
+            format!("{a}{{{}}}{b}", body.join(","))
+        })
+}
+
+/// Removing `key` from `x` (when serde_json reads it as an object) gives
+/// that object minus `key`, as a subsequence of the original bytes.
+fn check_redaction(x: &str, key: &str) {
+    let Ok(Value::Object(mut expected)) = serde_json::from_str::<Value>(x) else {
+        return;
+    };
+    expected.remove(key);
+    let mut frame = x.as_bytes().to_vec();
+    let len = remove_members(&mut frame, &[key.as_bytes()], DEFAULT_MAX_DEPTH, &mut None)
+        .unwrap_or_else(|e| panic!("{e}: {x:?}"));
+    let out = &frame[..len];
+    assert_eq!(
+        validate(out, DEFAULT_MAX_DEPTH),
+        Ok(()),
+        "{x:?} -> {:?}",
+        String::from_utf8_lossy(out)
+    );
+    let got: Value = serde_json::from_slice(out).unwrap();
+    assert_eq!(got, Value::Object(expected), "{x:?}");
+    let mut rest = x.as_bytes().iter();
+    assert!(
+        out.iter().all(|b| rest.any(|o| o == b)),
+        "not the original bytes in order: {x:?} -> {:?}",
+        String::from_utf8_lossy(out)
+    );
+}
+
 const ALPHABET: &[u8] =
     b"{}[],:\"\\ \t\r\n0123456789.eE+-truefalsnxu/\x00\x01\x1f\x7f\x80\xbf\xc3\xa9\xe2\xed\xf0\xff";
 
@@ -231,6 +276,14 @@ proptest! {
     #[test]
     fn garbage(v in prop::collection::vec(prop::sample::select(ALPHABET.to_vec()), 0..40)) {
         check(&v);
+    }
+
+    #[test]
+    fn redaction_removes_exactly_the_key(
+        v in prop_oneof![frame(), spaced_frame()],
+        key in prop::sample::select(vec!["token", "node_id", "x", "delay"]),
+    ) {
+        check_redaction(&v, key);
     }
 
     #[test]

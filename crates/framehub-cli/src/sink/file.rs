@@ -280,6 +280,28 @@ impl Sink for FileSink {
             self.failed(e, 0);
         }
     }
+
+    /// Syncs the file written so far (wherever it was moved to), then
+    /// opens `path` afresh; if that fails, keeps the old file.
+    fn reopen(&mut self) -> Result<(), String> {
+        let old = self.active.take();
+        if let Some(mut old) = old {
+            if old.regular && old.dirty {
+                let _ = old.file.sync_data();
+                old.dirty = false;
+            }
+            if let Err(e) = self.open() {
+                self.active = Some(old);
+                return Err(e.to_string());
+            }
+        } else {
+            // Failing: try now rather than at the next retry.
+            self.retry_at = None;
+            self.open().map_err(|e| e.to_string())?;
+        }
+        tracing::info!(sink = %self.status.name, path = %self.config.path.display(), "file reopened");
+        Ok(())
+    }
 }
 
 /// Records (newline-terminated) in `bytes`.

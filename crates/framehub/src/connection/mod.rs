@@ -172,7 +172,7 @@ impl Driver {
         };
         let core = Core::new(
             &shared.config,
-            shared.node_protocol.clone(),
+            shared.current_node_protocol(),
             source,
             shared.drop_warning.clone(),
             Instant::now(),

@@ -28,6 +28,9 @@ use crate::stats::{DropReason, WarnLimiter};
 enum Fate {
     /// Deliver it; the range is its dedup key (`timestamp`), if it has one.
     Deliver(Option<Range<usize>>),
+    /// Deliver it once [`Core::redact`] took the token (and the `redact`
+    /// fields) out of it.
+    Redact(Option<Range<usize>>),
     /// A heartbeat, or skipped and counted: nothing to deliver.
     Absorbed,
 }
@@ -276,12 +279,25 @@ impl Core {
                         Err(reason) => break Err(reason),
                     }
                 }
-                (&decoded[start..], start..decoded.len())
+                let end = decoded.len();
+                (&mut decoded[start..], start..end)
             } else {
-                (&buf[span.clone()], span)
+                (&mut buf[span.clone()], span)
             };
             match self.accept(frame) {
                 Ok(Fate::Deliver(timestamp)) => {
+                    self.spans.push(span);
+                    self.push_frame(Bytes::new(), received_at, timestamp);
+                }
+                Ok(Fate::Redact(mut timestamp)) => {
+                    // Cut in place: the frame only gets shorter, and its
+                    // bytes are this frame's own (the read buffer's or
+                    // this read's arena's), not yet handed out.
+                    let len = self.redact(frame, &mut timestamp);
+                    let span = span.start..span.start + len;
+                    if encoded {
+                        decoded.truncate(span.end);
+                    }
                     self.spans.push(span);
                     self.push_frame(Bytes::new(), received_at, timestamp);
                 }
@@ -335,6 +351,14 @@ impl Core {
             match decoded {
                 Ok(Some(frame)) => match self.accept(&frame) {
                     Ok(Fate::Deliver(timestamp)) => self.push_frame(frame, received_at, timestamp),
+                    Ok(Fate::Redact(mut timestamp)) => {
+                        // Node frames come in `lines`, decoded in place;
+                        // any other framing pays a copy here.
+                        let mut copy = BytesMut::from(&frame[..]);
+                        let len = self.redact(&mut copy, &mut timestamp);
+                        copy.truncate(len);
+                        self.push_frame(copy.freeze(), received_at, timestamp);
+                    }
                     Ok(Fate::Absorbed) => {}
                     Err(reason) => break Err(reason),
                 },
@@ -387,7 +411,14 @@ impl Core {
             self.bind(node);
         }
         match verdict {
-            Verdict::Deliver { timestamp } => Ok(Fate::Deliver(timestamp)),
+            Verdict::Deliver {
+                timestamp,
+                redact: false,
+            } => Ok(Fate::Deliver(timestamp)),
+            Verdict::Deliver {
+                timestamp,
+                redact: true,
+            } => Ok(Fate::Redact(timestamp)),
             Verdict::Heartbeat => {
                 self.pending.heartbeats += 1;
                 Ok(Fate::Absorbed)
@@ -401,6 +432,15 @@ impl Core {
                 self.dropped(DropReason::AuthFailed, 1);
                 Err(CloseReason::AuthFailed(failure))
             }
+        }
+    }
+
+    /// Takes the token and the `redact` fields out of a frame about to be
+    /// delivered: returns its new length, `timestamp` moved with its bytes.
+    fn redact(&self, frame: &mut [u8], timestamp: &mut Option<Range<usize>>) -> usize {
+        match &self.session {
+            Some(session) => session.redact(frame, timestamp),
+            None => frame.len(),
         }
     }
 
@@ -477,8 +517,9 @@ mod tests {
     fn core_at(config: &ListenerConfig, now: Instant) -> Core {
         let node = (config.protocol == Protocol::Node).then(|| {
             Arc::new(NodeProtocol::new(
-                &config.auth,
+                &config.auth.load_tokens().expect("tokens"),
                 &config.fields,
+                &config.redact,
                 config.max_json_depth,
             ))
         });
@@ -591,6 +632,48 @@ mod tests {
         );
         assert_eq!(core.counts.dropped, 2);
         assert_eq!(core.node().map(|n| &**n), Some("radar3"));
+    }
+
+    /// Issue 13: no receiver ever sees a token, whether the read's frames
+    /// are handed out as slices of the read buffer or copied.
+    #[test]
+    fn delivered_frames_carry_no_token_nor_redacted_fields() {
+        let mut c = config(FramingConfig::Lines, Protocol::Node);
+        c.auth.token = Some("secret".into());
+        c.redact = vec!["password".into()];
+        for read_alloc in [0, 1 << 20] {
+            let mut core = new_core(&c);
+            core.read_buffer_allocated(read_alloc);
+            let mut buf = BytesMut::new();
+            read(
+                &mut core,
+                &mut buf,
+                b"{\"token\":\"secret\", \"node_id\":\"r\",\"timestamp\":1}\n\
+                  {\"node_id\":\"r\",\"timestamp\":2,\"token\":\"secret\"}\n\
+                  {\"node_id\":\"r\",\"password\":\"p\",\"timestamp\":3}\n\
+                  {\"node_id\":\"r\",\"timestamp\":4}\n",
+            )
+            .expect("open");
+            let batch: Vec<_> = core.batch().drain(..).collect();
+            let texts: Vec<_> = batch
+                .iter()
+                .map(|i| String::from_utf8_lossy(&i.frame.payload).into_owned())
+                .collect();
+            assert_eq!(
+                texts,
+                [
+                    "{ \"node_id\":\"r\",\"timestamp\":1}",
+                    "{\"node_id\":\"r\",\"timestamp\":2}",
+                    "{\"node_id\":\"r\",\"timestamp\":3}",
+                    "{\"node_id\":\"r\",\"timestamp\":4}",
+                ],
+                "read buffer allocation {read_alloc}"
+            );
+            for (n, item) in batch.iter().enumerate() {
+                let ts = item.timestamp.clone().expect("timestamp");
+                assert_eq!(item.frame.payload[ts], *(n + 1).to_string().as_bytes());
+            }
+        }
     }
 
     #[test]
