@@ -447,10 +447,15 @@ async fn handle(
     let Some(tls) = &door.config.tls else {
         return serve_http(stream, peer, app, door, shutdown).await;
     };
-    let why = match tokio::time::timeout(door.config.header_timeout, tls.accept(stream)).await {
-        Ok(Ok(stream)) => return serve_http(stream, peer, app, door, shutdown).await,
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "no TLS handshake within [admin] header_timeout".to_owned(),
+    let handshake = tokio::time::timeout(door.config.header_timeout, tls.accept(stream));
+    let why = tokio::select! {
+        result = handshake => match result {
+            Ok(Ok(stream)) => return serve_http(stream, peer, app, door, shutdown).await,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no TLS handshake within [admin] header_timeout".to_owned(),
+        },
+        // No request has started: nothing to finish.
+        () = shutdown.cancelled() => return,
     };
     door.counters
         .closed_tls_handshake
