@@ -123,6 +123,7 @@ pub struct DoorCounters {
     rejected_unauthorized: AtomicU64,
     rejected_body_timeout: AtomicU64,
     rejected_body_too_large: AtomicU64,
+    rejected_bad_body: AtomicU64,
 }
 
 /// One sample of a family in `/metrics`.
@@ -168,7 +169,7 @@ const DOOR_METRICS: &[DoorMetric] = &[
     DoorMetric {
         name: "framehub_admin_requests_rejected_total",
         kind: "counter",
-        help: "Admin requests refused: a missing or wrong token (401), a body not read within body_timeout (408), a body over 2 MiB (413).",
+        help: "Admin requests refused: a missing or wrong token (401), a body not read within body_timeout (408), a body over 2 MiB (413), a body cut short or malformed (400).",
         label: Some(("reason", "unauthorized")),
         value: |c| &c.rejected_unauthorized,
     },
@@ -185,6 +186,13 @@ const DOOR_METRICS: &[DoorMetric] = &[
         help: "",
         label: Some(("reason", "body_too_large")),
         value: |c| &c.rejected_body_too_large,
+    },
+    DoorMetric {
+        name: "framehub_admin_requests_rejected_total",
+        kind: "counter",
+        help: "",
+        label: Some(("reason", "bad_body")),
+        value: |c| &c.rejected_bad_body,
     },
 ];
 
@@ -242,6 +250,7 @@ pub struct Door {
     refused_warning: WarnLimiter,
     closed_warning: WarnLimiter,
     request_warning: WarnLimiter,
+    accept_warning: WarnLimiter,
 }
 
 impl Door {
@@ -253,6 +262,7 @@ impl Door {
             refused_warning: WarnLimiter::default(),
             closed_warning: WarnLimiter::default(),
             request_warning: WarnLimiter::default(),
+            accept_warning: WarnLimiter::default(),
         })
     }
 
@@ -355,7 +365,12 @@ pub async fn gate(State(door): State<Arc<Door>>, request: Request, next: Next) -
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large(),
         // The client went away or sent a malformed chunk.
-        Ok(Err(_)) => return refuse(StatusCode::BAD_REQUEST, "cannot read the body\n"),
+        Ok(Err(_)) => {
+            door.counters
+                .rejected_bad_body
+                .fetch_add(1, Ordering::Relaxed);
+            return refuse(StatusCode::BAD_REQUEST, "cannot read the body\n");
+        }
         Err(_) => {
             door.counters
                 .rejected_body_timeout
@@ -400,7 +415,7 @@ pub async fn run(
             Err(e) => {
                 // Out of file descriptors, most likely: wait a little
                 // rather than spin, longer each time.
-                if let Some(suppressed) = door.closed_warning.check() {
+                if let Some(suppressed) = door.accept_warning.check() {
                     tracing::warn!(error = %e, suppressed, "admin: accept failed");
                 }
                 tokio::time::sleep(backoff).await;
@@ -435,7 +450,7 @@ pub async fn run(
     Ok(())
 }
 
-/// One connection: the TLS handshake if any, then HTTP/1 requests.
+/// One connection: the TLS handshake if any, then one HTTP/1 request.
 async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
