@@ -6,7 +6,10 @@
 //! connections and 1 Hz statistics, the sinks' statuses) or hand one
 //! message to the hub's egress; nothing here is on the ingest path.
 //! [`router`] builds the probes and [`api_router`] the JSON API, one
-//! `.route()` per endpoint.
+//! `.route()` per endpoint; [`door`] keeps the door (token, TLS, deadlines,
+//! connection cap) in front of them.
+
+pub mod door;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use self::door::{Door, DoorConfig, DoorCounters};
 use crate::metrics::{self, MetricsSources};
 use crate::reload::Reloads;
 use crate::sink::{Message, SinkStatus};
@@ -51,6 +55,8 @@ pub struct AdminState {
     pub allow_send: bool,
     /// SIGHUP reloads done, by result.
     pub reloads: Arc<Reloads>,
+    /// What the door turned away, for `/metrics`.
+    pub door: Arc<DoorCounters>,
 }
 
 impl AdminState {
@@ -75,13 +81,15 @@ impl AdminState {
     }
 }
 
-/// The probes and `/metrics`, with the JSON API under `/api`.
-pub fn router(state: Arc<AdminState>) -> Router {
+/// The probes and `/metrics`, with the JSON API under `/api`, every
+/// request through `door`'s [`door::gate`].
+pub fn router(state: Arc<AdminState>, door: Arc<Door>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .nest("/api", api_router())
+        .layer(axum::middleware::from_fn_with_state(door, door::gate))
         .with_state(state)
 }
 
@@ -99,11 +107,11 @@ pub fn api_router() -> Router<Arc<AdminState>> {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AdminState>,
+    config: DoorConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let door = Door::new(config, state.door.clone());
+    door::run(listener, router(state, door.clone()), door, shutdown).await
 }
 
 #[derive(Serialize)]
@@ -161,13 +169,14 @@ async fn metrics_text(State(state): State<Arc<AdminState>>) -> Response {
         .upgrade()
         .map(|tx| (tx.max_capacity() - tx.capacity(), tx.max_capacity()))
         .unwrap_or((0, 0));
-    let text = metrics::render(&MetricsSources {
+    let mut text = metrics::render(&MetricsSources {
         hub: &state.hub,
         sinks: &state.sinks,
         started: state.started,
         sink_queue,
         reloads: &state.reloads,
     });
+    state.door.render(&mut text);
     (
         [(
             header::CONTENT_TYPE,

@@ -44,7 +44,7 @@ impl Default for ServeConfig {
 }
 
 /// The admin HTTP server (`[admin]`): health, metrics, the JSON API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Serve the admin HTTP API at all.
@@ -54,7 +54,46 @@ pub struct AdminConfig {
     /// Allow `POST /api/send` to write to clients. Off by default: whoever
     /// reaches the admin port could command every device.
     pub send: bool,
+    /// The bearer token `/metrics` and `/api/*` require (unset: none on
+    /// loopback; a non-loopback `bind` needs one from here, `token_file`
+    /// or `FRAMEHUB_ADMIN_TOKEN`).
+    pub token: Option<String>,
+    /// A file holding the token (trailing whitespace ignored), so it
+    /// needs to be neither in this file nor on the command line.
+    pub token_file: Option<PathBuf>,
+    /// Admin connections open at once; further ones are closed at once
+    /// (counted), so a flood cannot exhaust the daemon's file descriptors.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's headers (and,
+    /// with TLS, to finish its handshake); also how long an idle
+    /// keep-alive connection stays open.
+    #[serde(
+        deserialize_with = "units::duration",
+        serialize_with = "units::ser_duration"
+    )]
+    pub header_timeout: Duration,
+    /// How long a request may take to send its whole body.
+    #[serde(
+        deserialize_with = "units::duration",
+        serialize_with = "units::ser_duration"
+    )]
+    pub body_timeout: Duration,
+    /// HTTPS instead of HTTP (`[admin.tls]`).
+    pub tls: AdminTlsConfig,
 }
+
+/// `[admin.tls]`: the admin server speaks HTTPS when `cert` is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminTlsConfig {
+    /// The server's certificate chain, PEM, leaf first.
+    pub cert: Option<PathBuf>,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+/// The environment variable the admin token can come from.
+pub const ADMIN_TOKEN_ENV: &str = "FRAMEHUB_ADMIN_TOKEN";
 
 impl Default for AdminConfig {
     fn default() -> Self {
@@ -62,8 +101,140 @@ impl Default for AdminConfig {
             enabled: true,
             bind: DEFAULT_ADMIN_BIND,
             send: false,
+            token: None,
+            token_file: None,
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            tls: AdminTlsConfig::default(),
         }
     }
+}
+
+/// The token is never printed, not even in a `{:?}` of the config.
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("enabled", &self.enabled)
+            .field("bind", &self.bind)
+            .field("send", &self.send)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// A bearer token: compared in constant time by the admin server, never
+/// printed (`{:?}` shows `<redacted>`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// The token's bytes, to compare with what a request carries.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl AdminConfig {
+    /// Whether the admin port is reachable from loopback only.
+    pub fn is_loopback(&self) -> bool {
+        self.bind.ip().to_canonical().is_loopback()
+    }
+
+    /// Checks what can be checked without reading files or the
+    /// environment.
+    fn validate(&self) -> Result<(), BadConfig> {
+        if self.token.is_some() && self.token_file.is_some() {
+            return Err(BadConfig(
+                "admin.token: give either token or token_file, not both".to_owned(),
+            ));
+        }
+        if let Some(token) = &self.token {
+            check_token(token, "admin.token")?;
+        }
+        if self.max_connections == 0 {
+            return Err(BadConfig("admin.max_connections: must be > 0".to_owned()));
+        }
+        if self.header_timeout.is_zero() {
+            return Err(BadConfig("admin.header_timeout: must be > 0".to_owned()));
+        }
+        if self.body_timeout.is_zero() {
+            return Err(BadConfig("admin.body_timeout: must be > 0".to_owned()));
+        }
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => Err(BadConfig(
+                "admin.tls.key: required with admin.tls.cert".to_owned(),
+            )),
+            (None, Some(_)) => Err(BadConfig(
+                "admin.tls.cert: required with admin.tls.key".to_owned(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The token the admin server requires, from the environment
+    /// (`env`: the value of [`ADMIN_TOKEN_ENV`]; empty counts as unset),
+    /// else `token_file`, else `token`. A non-loopback `bind` without one
+    /// is refused: the API lists every peer and can command every device.
+    pub fn resolve_token(
+        &self,
+        env: Option<std::ffi::OsString>,
+    ) -> Result<Option<AdminToken>, BadConfig> {
+        let token = match env.filter(|v| !v.is_empty()) {
+            Some(value) => {
+                let value = value
+                    .into_string()
+                    .map_err(|_| BadConfig(format!("{ADMIN_TOKEN_ENV}: not valid UTF-8")))?;
+                Some(check_token(&value, ADMIN_TOKEN_ENV)?)
+            }
+            None => match (&self.token_file, &self.token) {
+                (Some(path), _) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        BadConfig(format!(
+                            "admin.token_file: cannot read {}: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    Some(check_token(text.trim_end(), "admin.token_file")?)
+                }
+                (None, Some(token)) => Some(check_token(token, "admin.token")?),
+                (None, None) => None,
+            },
+        };
+        if token.is_none() && self.enabled && !self.is_loopback() {
+            return Err(BadConfig(format!(
+                "admin.token: required because admin.bind ({}) is not a loopback address: \
+                 set [admin] token or token_file, or {ADMIN_TOKEN_ENV}; or bind to 127.0.0.1",
+                self.bind
+            )));
+        }
+        Ok(token)
+    }
+}
+
+/// A token must fit in an HTTP header as `Bearer <token>`: visible ASCII,
+/// no spaces.
+fn check_token(token: &str, key: &str) -> Result<AdminToken, BadConfig> {
+    if token.is_empty() {
+        return Err(BadConfig(format!("{key}: must not be empty")));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(BadConfig(format!(
+            "{key}: only visible ASCII characters, no spaces (it is sent as `Authorization: Bearer <token>`)"
+        )));
+    }
+    Ok(AdminToken(token.to_owned()))
 }
 
 /// One sink (`[[sink]]`): where every delivered frame's record goes.
@@ -249,6 +420,7 @@ impl FileConfig {
     /// the daemon's tables, naming the key at fault.
     pub fn validate(&self) -> Result<(), BadConfig> {
         self.hub.validate().map_err(|e| BadConfig(e.to_string()))?;
+        self.admin.validate()?;
         let configured = self.sink.len();
         let sinks = self.sinks();
         for (i, s) in sinks.iter().enumerate() {
@@ -446,7 +618,29 @@ pub fn check_config(path: &Path) -> ExitCode {
                 println!("  sink {} ({}): {target}", s.name(), s.kind());
             }
             if cfg.admin.enabled {
-                println!("  admin on http://{}", cfg.admin.bind);
+                // The same check `serve` makes, with the environment this
+                // command sees.
+                let token = match cfg.admin.resolve_token(std::env::var_os(ADMIN_TOKEN_ENV)) {
+                    Ok(token) => token,
+                    Err(e) => {
+                        eprintln!("framehub: {}: {e}", path.display());
+                        return ExitCode::from(crate::EXIT_BAD_CONFIG);
+                    }
+                };
+                println!(
+                    "  admin on {}://{} ({})",
+                    if cfg.admin.tls.cert.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    },
+                    cfg.admin.bind,
+                    if token.is_some() {
+                        "token required"
+                    } else {
+                        "no token, loopback only"
+                    }
+                );
             } else {
                 println!("  admin off");
             }
@@ -499,10 +693,82 @@ mod tests {
                 "sink[0].fsync",
             ),
             ("[admin]\nbind = \"localhost\"\n", "admin.bind"),
+            (
+                "[admin]\ntoken = \"a\"\ntoken_file = \"t\"\n",
+                "admin.token",
+            ),
+            ("[admin]\ntoken = \"\"\n", "admin.token"),
+            ("[admin]\ntoken = \"two words\"\n", "admin.token"),
+            ("[admin]\nmax_connections = 0\n", "admin.max_connections"),
+            ("[admin]\nheader_timeout = \"0s\"\n", "admin.header_timeout"),
+            ("[admin]\nbody_timeout = \"soon\"\n", "admin.body_timeout"),
+            ("[admin.tls]\ncert = \"a.pem\"\n", "admin.tls.key"),
+            ("[admin.tls]\nkey = \"a.key\"\n", "admin.tls.cert"),
         ] {
             let err = parse(text).expect_err(text);
             assert!(err.0.contains(key), "{key} not named in: {err}");
         }
+    }
+
+    /// The admin token: the environment, then `token_file`, then `token`;
+    /// required off loopback; never in a `{:?}`.
+    #[test]
+    fn admin_token_sources_and_the_loopback_rule() {
+        let cfg = parse("[admin]\ntoken = \"from-config\"\n").expect("valid");
+        let token = |cfg: &FileConfig, env: Option<&str>| {
+            cfg.admin
+                .resolve_token(env.map(Into::into))
+                .map(|t| t.map(|t| String::from_utf8(t.expose().to_vec()).expect("utf-8")))
+        };
+        assert_eq!(
+            token(&cfg, None).expect("ok").as_deref(),
+            Some("from-config")
+        );
+        assert_eq!(
+            token(&cfg, Some("from-env")).expect("ok").as_deref(),
+            Some("from-env")
+        );
+        assert_eq!(
+            token(&cfg, Some("")).expect("ok").as_deref(),
+            Some("from-config")
+        );
+        assert!(!format!("{cfg:?}").contains("from-config"));
+        assert!(!format!("{:?}", token(&cfg, None)).is_empty());
+        let resolved = cfg.admin.resolve_token(None).expect("ok").expect("token");
+        assert!(!format!("{resolved:?}").contains("from-config"));
+
+        let dir = std::env::temp_dir().join(format!("framehub-admin-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("token");
+        std::fs::write(&file, "from-file\n").expect("write");
+        let cfg = parse(&format!(
+            "[admin]\nbind = \"0.0.0.0:0\"\ntoken_file = {:?}\n",
+            file.to_str().expect("path")
+        ))
+        .expect("valid");
+        assert_eq!(token(&cfg, None).expect("ok").as_deref(), Some("from-file"));
+        std::fs::write(&file, "\n").expect("write");
+        let err = token(&cfg, None).expect_err("empty file");
+        assert!(err.0.contains("admin.token_file"), "{err}");
+        std::fs::remove_file(&file).expect("rm");
+        let err = token(&cfg, None).expect_err("missing file");
+        assert!(err.0.contains("admin.token_file"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // Off loopback a token is required; on loopback it is optional.
+        for bind in ["0.0.0.0:30051", "[::]:30051", "192.0.2.1:30051"] {
+            let cfg = parse(&format!("[admin]\nbind = \"{bind}\"\n")).expect("parses");
+            let err = token(&cfg, None).expect_err(bind);
+            assert!(err.0.starts_with("admin.token: required"), "{err}");
+            assert_eq!(token(&cfg, Some("t")).expect("ok").as_deref(), Some("t"));
+        }
+        for bind in ["127.0.0.1:30051", "[::1]:30051", "[::ffff:127.0.0.1]:1"] {
+            let cfg = parse(&format!("[admin]\nbind = \"{bind}\"\n")).expect("parses");
+            assert_eq!(token(&cfg, None).expect(bind), None);
+        }
+        // Off, it needs nothing.
+        let cfg = parse("[admin]\nenabled = false\nbind = \"0.0.0.0:1\"\n").expect("parses");
+        assert_eq!(token(&cfg, None).expect("off"), None);
     }
 
     #[test]

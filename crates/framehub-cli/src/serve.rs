@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::door::DoorConfig;
 use crate::admin::{self, AdminState};
 use crate::config::{self, FileConfig, SinkConfig, TapSinkConfig};
 use crate::reload::Reloader;
@@ -201,14 +202,29 @@ pub(crate) fn load_config(args: &ServeArgs) -> Result<FileConfig, StartError> {
     Ok(cfg)
 }
 
-async fn bind_admin(cfg: &FileConfig) -> Result<Option<tokio::net::TcpListener>, StartError> {
+/// The admin server's socket and how its door is kept; `None` when it is
+/// off. Its token (from `FRAMEHUB_ADMIN_TOKEN`, `token_file` or `token`)
+/// and TLS files are read here, before anything is bound: a non-loopback
+/// admin without a token does not start.
+async fn bind_admin(cfg: &FileConfig) -> Result<Option<AdminListener>, StartError> {
     if !cfg.admin.enabled {
         return Ok(None);
     }
-    tokio::net::TcpListener::bind(cfg.admin.bind)
+    let token = cfg
+        .admin
+        .resolve_token(std::env::var_os(config::ADMIN_TOKEN_ENV))
+        .map_err(|e| StartError::config(e.to_string()))?;
+    let door = DoorConfig::new(&cfg.admin, token).map_err(StartError::config)?;
+    let listener = tokio::net::TcpListener::bind(cfg.admin.bind)
         .await
-        .map(Some)
-        .map_err(|e| StartError::failure(format!("admin: cannot bind {}: {e}", cfg.admin.bind)))
+        .map_err(|e| StartError::failure(format!("admin: cannot bind {}: {e}", cfg.admin.bind)))?;
+    Ok(Some(AdminListener { listener, door }))
+}
+
+/// The admin server, bound and not yet serving.
+struct AdminListener {
+    listener: tokio::net::TcpListener,
+    door: DoorConfig,
 }
 
 async fn start_hub(cfg: &FileConfig) -> Result<Hub, StartError> {
@@ -341,7 +357,7 @@ struct Admin {
 
 impl Admin {
     fn start(
-        listener: Option<tokio::net::TcpListener>,
+        listener: Option<AdminListener>,
         cfg: &FileConfig,
         hub: &Hub,
         sink_thread: &SinkThread,
@@ -355,13 +371,20 @@ impl Admin {
             sink_queue: sink_thread.queue.clone(),
             allow_send: cfg.admin.send,
             reloads: Arc::default(),
+            door: Arc::default(),
         });
         let stop = CancellationToken::new();
-        let server = listener.map(|listener| {
+        let server = listener.map(|AdminListener { listener, door }| {
             if let Ok(local_addr) = listener.local_addr() {
-                tracing::info!(%local_addr, "admin listening");
+                tracing::info!(
+                    %local_addr,
+                    tls = door.tls.is_some(),
+                    token = door.token.is_some(),
+                    max_connections = door.max_connections,
+                    "admin listening"
+                );
             }
-            tokio::spawn(admin::serve(listener, state.clone(), stop.clone()))
+            tokio::spawn(admin::serve(listener, state.clone(), door, stop.clone()))
         });
         Admin {
             state,
