@@ -28,6 +28,7 @@ use crate::registry::{self, ConnectionInfo};
 use crate::router::{NewNodes, NodeStatus, Router};
 use crate::snapshot::{Sampler, Sources, StatsSnapshot};
 use crate::stats::{Counters, DropReason, ListenerCounters};
+use crate::tls::Tls;
 
 /// Events buffered per subscriber before the slowest one starts to lag.
 const EVENT_CAPACITY: usize = 4096;
@@ -214,6 +215,16 @@ impl Hub {
             next_conn_id: Arc::new(AtomicU64::new(1)),
             cancel: cancel.clone(),
         };
+        // Certificates are read before any port is bound: a bad file is a
+        // config error naming its key, and nothing half starts.
+        let mut tls = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, lc)| {
+                Tls::load(&lc.tls, &format!("listener[{i}].tls")).map(|t| t.map(Arc::new))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
         let mut bound = Vec::new();
         let mut sockets = Vec::new();
         for lc in listeners {
@@ -239,9 +250,11 @@ impl Hub {
                 .map_err(|e| bind_error(io::Error::other(e)))?
                 .map_err(bind_error)?;
             let local_addr = socket.local_addr().map_err(bind_error)?;
-            tracing::info!(listener = %lc.name, %local_addr, framing = lc.framing.name(), protocol = ?lc.protocol, delivery = ?lc.delivery, "listening");
+            tracing::info!(listener = %lc.name, %local_addr, framing = lc.framing.name(), protocol = ?lc.protocol, delivery = ?lc.delivery, tls = lc.tls.is_enabled(), client_certificates = lc.tls.client_ca.is_some(), "listening");
             let handler = handlers.remove(&lc.name);
-            let shared = Arc::new(ListenerShared::new(lc, handler, &context));
+            let mut shared = ListenerShared::new(lc, handler, &context);
+            shared.tls = tls.next().flatten();
+            let shared = Arc::new(shared);
             sockets.push((socket, local_addr, shared.clone()));
             bound.push(Bound { shared, local_addr });
         }
@@ -281,6 +294,41 @@ impl Hub {
                 runtime,
             }),
         })
+    }
+
+    /// Reads the TLS files of `listener` again (`tls.cert`, `tls.key`,
+    /// `tls.client_ca`): new connections get the new certificates, open
+    /// ones keep theirs. When a file is missing or bad, the error names its
+    /// key and the listener keeps what it had.
+    ///
+    /// ```no_run
+    /// # async fn demo(hub: framehub::Hub) {
+    /// if let Err(e) = hub.reload_tls("default") {
+    ///     eprintln!("certificates not reloaded: {e}");
+    /// }
+    /// # }
+    /// ```
+    pub fn reload_tls(&self, listener: &str) -> Result<(), ConfigError> {
+        let index = self
+            .inner
+            .listeners
+            .iter()
+            .position(|b| &*b.shared.name == listener);
+        let Some(shared) = index.map(|i| &self.inner.listeners[i].shared) else {
+            return Err(ConfigError {
+                key: "listener".into(),
+                message: format!("no listener named {listener:?}"),
+            });
+        };
+        let Some(tls) = &shared.tls else {
+            return Err(ConfigError {
+                key: format!("listener[{}].tls.cert", index.unwrap_or_default()),
+                message: format!("listener {listener:?} has no TLS to reload"),
+            });
+        };
+        tls.reload()?;
+        tracing::info!(listener, "TLS certificates reloaded");
+        Ok(())
     }
 
     /// The address of the first listener.

@@ -113,6 +113,21 @@ impl NodeSession {
         }
     }
 
+    /// A session already bound to `node` (named by the client
+    /// certificate): authenticated, so no token is asked for, and every
+    /// frame naming another node is dropped as `node_mismatch`.
+    pub(crate) fn bound(protocol: Arc<NodeProtocol>, node: Arc<str>) -> Self {
+        let mut node_raw = Vec::with_capacity(node.len() + 2);
+        push_json_string(&mut node_raw, &node);
+        NodeSession {
+            protocol,
+            authenticated: true,
+            node: Some(node),
+            node_raw,
+            just_bound: true,
+        }
+    }
+
     pub(crate) fn is_authenticated(&self) -> bool {
         self.authenticated
     }
@@ -440,5 +455,33 @@ mod tests {
             s.handle(br#"{"id":"x","ts":5}"#),
             Verdict::Deliver { timestamp: Some(_) }
         ));
+    }
+
+    /// A session bound by a client certificate needs no token and drops
+    /// frames of any other node, even with a valid token.
+    #[test]
+    fn a_certificate_bound_session_keeps_to_its_node() {
+        let auth = AuthConfig {
+            token: Some("k".into()),
+            ..AuthConfig::default()
+        };
+        let protocol = Arc::new(NodeProtocol::new(&auth, &FieldsConfig::default(), 128));
+        let mut s = NodeSession::bound(protocol, Arc::from("radar\"3"));
+        assert!(s.is_authenticated());
+        assert_eq!(s.take_just_bound().as_deref(), Some("radar\"3"));
+        assert!(matches!(
+            s.handle(br#"{"node_id":"radar\"3","v":1}"#),
+            Verdict::Deliver { .. }
+        ));
+        assert!(matches!(
+            s.handle(br#"{"node_id":"radar\u00223","v":1}"#),
+            Verdict::Deliver { .. }
+        ));
+        assert_eq!(
+            s.handle(br#"{"node_id":"radar4","token":"k","v":1}"#),
+            Verdict::Skip(DropReason::NodeMismatch)
+        );
+        assert_eq!(s.handle(br#"{"type":"heartbeat"}"#), Verdict::Heartbeat);
+        assert_eq!(s.take_just_bound(), None);
     }
 }

@@ -1,6 +1,7 @@
 //! Why things end or get lost: why a connection closed ([`CloseReason`],
-//! [`Ending`]), why authentication failed ([`AuthFailure`]), why a frame
-//! was not delivered ([`DropReason`]).
+//! [`Ending`]), why authentication failed ([`AuthFailure`]), why a TLS
+//! handshake failed ([`TlsFailure`]), why a frame was not delivered
+//! ([`DropReason`]).
 //!
 //! A leaf module: it imports nothing from the crate, so the protocol
 //! (`node`), the events (`event`) and the counters (`stats`) can all name
@@ -47,6 +48,93 @@ pub enum CloseReason {
     /// The client's egress buffer was full and the listener disconnects
     /// slow clients (`slow_client = "disconnect"`).
     SlowClient,
+    /// The TLS handshake failed or did not finish within
+    /// `tls.handshake_timeout` (a TLS listener only).
+    TlsFailed(TlsFailure),
+}
+
+/// Why a TLS handshake failed (the connection is then closed). Each has a
+/// label for `framehub_tls_handshake_failures_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// No handshake finished within `tls.handshake_timeout` (a stalled or
+    /// silent client).
+    #[error("no TLS handshake in time")]
+    Timeout,
+    /// The client does not speak TLS (a plaintext client on a TLS port).
+    #[error("the client does not speak TLS")]
+    NotTls,
+    /// `client_ca` is set and the client sent no certificate.
+    #[error("no client certificate")]
+    NoCertificate,
+    /// The client certificate is not signed by `client_ca`.
+    #[error("client certificate from an unknown CA")]
+    UnknownCa,
+    /// The client certificate has expired.
+    #[error("client certificate expired")]
+    Expired,
+    /// The client certificate is not valid yet.
+    #[error("client certificate not valid yet")]
+    NotYetValid,
+    /// The client certificate is not for client authentication (its
+    /// extended key usage lacks `clientAuth`).
+    #[error("client certificate not for client authentication")]
+    WrongPurpose,
+    /// Any other fault of the client certificate (bad signature, revoked,
+    /// malformed).
+    #[error("bad client certificate")]
+    BadCertificate,
+    /// `identity = "certificate"` and the certificate names no node in the
+    /// field `identity_from` reads.
+    #[error("client certificate names no node")]
+    NoIdentity,
+    /// The client broke off the handshake, or it failed in any other way
+    /// (no common version or cipher suite, a protocol error).
+    #[error("handshake failed")]
+    Handshake,
+}
+
+impl TlsFailure {
+    /// Every failure, in a fixed order (the index into counter arrays).
+    pub const ALL: [TlsFailure; 10] = [
+        TlsFailure::Timeout,
+        TlsFailure::NotTls,
+        TlsFailure::NoCertificate,
+        TlsFailure::UnknownCa,
+        TlsFailure::Expired,
+        TlsFailure::NotYetValid,
+        TlsFailure::WrongPurpose,
+        TlsFailure::BadCertificate,
+        TlsFailure::NoIdentity,
+        TlsFailure::Handshake,
+    ];
+
+    /// The labels of [`TlsFailure::ALL`], in the same order.
+    pub const LABELS: [&'static str; 10] = [
+        "timeout",
+        "not_tls",
+        "no_certificate",
+        "unknown_ca",
+        "expired",
+        "not_yet_valid",
+        "wrong_purpose",
+        "bad_certificate",
+        "no_identity",
+        "handshake",
+    ];
+
+    /// A stable snake_case label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        TlsFailure::LABELS[self.index()]
+    }
+
+    pub(crate) fn index(self) -> usize {
+        TlsFailure::ALL
+            .iter()
+            .position(|r| *r == self)
+            .unwrap_or_default()
+    }
 }
 
 /// Who ended a connection, in the three classes sat-rs reports.
@@ -64,7 +152,7 @@ pub enum Ending {
 impl CloseReason {
     /// Every label [`CloseReason::as_str`] returns, in a fixed order (the
     /// index into counter arrays).
-    pub const LABELS: [&'static str; 8] = [
+    pub const LABELS: [&'static str; 9] = [
         "peer_closed",
         "shutdown",
         "idle_timeout",
@@ -73,6 +161,7 @@ impl CloseReason {
         "framing_lost",
         "read_error",
         "slow_client",
+        "tls_failed",
     ];
 
     pub(crate) fn index(&self) -> usize {
@@ -104,6 +193,7 @@ impl CloseReason {
             CloseReason::FramingLost(_) => "framing_lost",
             CloseReason::ReadError(_) => "read_error",
             CloseReason::SlowClient => "slow_client",
+            CloseReason::TlsFailed(_) => "tls_failed",
         }
     }
 }
@@ -114,6 +204,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::AuthFailed(why) => write!(f, "authentication failed: {why}"),
             CloseReason::FramingLost(why) => write!(f, "framing lost: {why}"),
             CloseReason::ReadError(why) => write!(f, "read error: {why}"),
+            CloseReason::TlsFailed(why) => write!(f, "TLS handshake failed: {why}"),
             other => f.write_str(other.as_str()),
         }
     }
@@ -251,10 +342,14 @@ mod tests {
             CloseReason::FramingLost(String::new()),
             CloseReason::ReadError(String::new()),
             CloseReason::SlowClient,
+            CloseReason::TlsFailed(TlsFailure::Timeout),
         ];
         for (i, r) in closes.iter().enumerate() {
             assert_eq!(r.index(), i, "{r:?}");
             assert_eq!(CloseReason::LABELS[i], r.as_str());
+        }
+        for (i, r) in TlsFailure::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
         }
     }
 }

@@ -16,8 +16,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::reason::CloseReason;
 pub use crate::reason::DropReason;
+use crate::reason::{CloseReason, TlsFailure};
 
 /// How a declared figure behaves over time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,8 @@ pub enum MetricValue<'a> {
     ByCloseReason(&'a [(&'static str, u64)]),
     /// One number per [`DropReason`].
     ByDropReason(&'a [(DropReason, u64)]),
+    /// One number per [`TlsFailure`] label.
+    ByTlsFailure(&'a [(&'static str, u64)]),
 }
 
 impl MetricValue<'_> {
@@ -75,7 +77,9 @@ impl MetricValue<'_> {
     pub fn for_each(&self, mut f: impl FnMut(Option<&'static str>, u64)) {
         match *self {
             MetricValue::One(n) => f(None, n),
-            MetricValue::ByCloseReason(v) => v.iter().for_each(|&(r, n)| f(Some(r), n)),
+            MetricValue::ByCloseReason(v) | MetricValue::ByTlsFailure(v) => {
+                v.iter().for_each(|&(r, n)| f(Some(r), n));
+            }
             MetricValue::ByDropReason(v) => v.iter().for_each(|&(r, n)| f(Some(r.as_str()), n)),
         }
     }
@@ -83,20 +87,26 @@ impl MetricValue<'_> {
 
 /// What each shape of counter is, live and in a snapshot, and how it is
 /// loaded, summed, differenced and shown: `count` is one number,
-/// `by_close` and `by_drop` one per reason.
+/// `by_close`, `by_drop` and `by_tls` one per reason.
 macro_rules! cell {
     (live count) => { AtomicU64 };
     (live by_close) => { [AtomicU64; CloseReason::LABELS.len()] };
     (live by_drop) => { [AtomicU64; DropReason::ALL.len()] };
+    (live by_tls) => { [AtomicU64; TlsFailure::ALL.len()] };
     (value count) => { u64 };
     (value by_close) => { [(&'static str, u64); CloseReason::LABELS.len()] };
     (value by_drop) => { [(DropReason, u64); DropReason::ALL.len()] };
+    (value by_tls) => { [(&'static str, u64); TlsFailure::ALL.len()] };
     (zero count) => { 0 };
     (zero by_close) => { CloseReason::LABELS.map(|l| (l, 0)) };
     (zero by_drop) => { DropReason::ALL.map(|r| (r, 0)) };
+    (zero by_tls) => { TlsFailure::LABELS.map(|l| (l, 0)) };
     (load count, $a:expr) => { $a.load(Ordering::Relaxed) };
     (load by_close, $a:expr) => {
         std::array::from_fn(|i| (CloseReason::LABELS[i], $a[i].load(Ordering::Relaxed)))
+    };
+    (load by_tls, $a:expr) => {
+        std::array::from_fn(|i| (TlsFailure::LABELS[i], $a[i].load(Ordering::Relaxed)))
     };
     (load by_drop, $a:expr) => {
         DropReason::ALL.map(|r| (r, $a[r.index()].load(Ordering::Relaxed)))
@@ -118,6 +128,7 @@ macro_rules! cell {
     (show count, $v:expr) => { MetricValue::One($v) };
     (show by_close, $v:expr) => { MetricValue::ByCloseReason(&$v) };
     (show by_drop, $v:expr) => { MetricValue::ByDropReason(&$v) };
+    (show by_tls, $v:expr) => { MetricValue::ByTlsFailure(&$v) };
     (label count) => { None };
     (label $by:ident) => { Some("reason") };
 }
@@ -305,6 +316,10 @@ counter_set! {
             "Times the listening socket failed and was bound again.";
         dropped: by_drop as "framehub_frames_dropped_total",
             "Frames and egress messages not delivered, by reason.";
+        tls_handshakes: count as "framehub_tls_handshakes_total",
+            "TLS handshakes that succeeded (TLS listeners).";
+        tls_handshake_failures: by_tls as "framehub_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out, by reason; each connection is also closed as tls_failed.";
     }
     maxima {
         max_frame_received: max,
@@ -330,6 +345,11 @@ impl ListenerCounters {
     pub(crate) fn dropped(&self, reason: DropReason, n: u64) {
         Self::add(&self.dropped[reason.index()], n);
     }
+
+    /// A TLS handshake failed (the connection is closed as well).
+    pub(crate) fn tls_failed(&self, failure: TlsFailure) {
+        Self::add(&self.tls_handshake_failures[failure.index()], 1);
+    }
 }
 
 impl Counters {
@@ -341,6 +361,11 @@ impl Counters {
     /// Frames dropped for any reason.
     pub fn dropped_total(&self) -> u64 {
         self.dropped.iter().map(|(_, n)| n).sum()
+    }
+
+    /// TLS handshakes that failed for `failure`.
+    pub fn tls_failures(&self, failure: TlsFailure) -> u64 {
+        self.tls_handshake_failures[failure.index()].1
     }
 }
 
@@ -483,6 +508,7 @@ mod tests {
             let expected = match m.field {
                 "connections_closed_by" => CloseReason::LABELS.len(),
                 "dropped" => DropReason::ALL.len(),
+                "tls_handshake_failures" => TlsFailure::ALL.len(),
                 _ => 1,
             };
             assert_eq!(samples, expected, "{}", m.field);
