@@ -142,12 +142,7 @@ pub async fn run(
     })
 }
 
-async fn flood(
-    stream: &mut Conn,
-    block: &Block,
-    load: &Load,
-    c: &Counters,
-) -> anyhow::Result<()> {
+async fn flood(stream: &mut Conn, block: &Block, load: &Load, c: &Counters) -> anyhow::Result<()> {
     let per_block = block.ends.len() as u64;
     let deadline = Instant::now() + load.duration;
     let mut sent = 0u64;

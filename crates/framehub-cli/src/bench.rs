@@ -114,14 +114,9 @@ async fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
             .to
             .ok_or_else(|| anyhow::anyhow!("--idle-conns needs --to"))?;
         let tls = args.tls().map(|t| Connector::new(&t, to)).transpose()?;
-        let report = framehub_bench::idle::run(
-            to,
-            tls.as_ref(),
-            n,
-            args.token.as_deref(),
-            args.server_pid,
-        )
-        .await?;
+        let report =
+            framehub_bench::idle::run(to, tls.as_ref(), n, args.token.as_deref(), args.server_pid)
+                .await?;
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {

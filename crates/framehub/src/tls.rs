@@ -199,7 +199,7 @@ fn server_config(config: &TlsConfig, prefix: &str) -> Result<ServerConfig, Confi
             builder.with_client_cert_verifier(verifier)
         }
     };
-    builder.with_single_cert(certs, private).map_err(|e| {
+    let mut server = builder.with_single_cert(certs, private).map_err(|e| {
         err(
             "key",
             format!(
@@ -208,7 +208,13 @@ fn server_config(config: &TlsConfig, prefix: &str) -> Result<ServerConfig, Confi
                 cert_path.display()
             ),
         )
-    })
+    })?;
+    // No TLS 1.3 session tickets: they are data the server sends unasked,
+    // and a device that only writes never reads them; closing a socket
+    // with unread data sends a reset, and a reset makes the kernel discard
+    // what the hub had not read yet: the device's last frames.
+    server.send_tls13_tickets = 0;
+    Ok(server)
 }
 
 /// Every certificate of a PEM file; at least one.
@@ -228,6 +234,42 @@ mod tests {
 
     fn io_error(e: rustls::Error) -> io::Error {
         io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn the_node_is_read_from_the_field_asked_for() {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["radar3.fleet".to_owned()]).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "radar3");
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            "spiffe://fleet/radar3".try_into().expect("uri"),
+        ));
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("cert");
+        let der = cert.der();
+        assert_eq!(
+            node_in_certificate(der, IdentityFrom::Cn).as_deref(),
+            Some("radar3")
+        );
+        assert_eq!(
+            node_in_certificate(der, IdentityFrom::DnsSan).as_deref(),
+            Some("radar3.fleet")
+        );
+        assert_eq!(
+            node_in_certificate(der, IdentityFrom::UriSan).as_deref(),
+            Some("spiffe://fleet/radar3")
+        );
+        // No SAN at all, no CN: nothing names a node.
+        let mut bare = rcgen::CertificateParams::default();
+        bare.distinguished_name = rcgen::DistinguishedName::new();
+        let bare = bare.self_signed(&key).expect("cert");
+        for from in [IdentityFrom::Cn, IdentityFrom::DnsSan, IdentityFrom::UriSan] {
+            assert_eq!(node_in_certificate(bare.der(), from), None);
+        }
+        assert_eq!(node_in_certificate(b"not DER", IdentityFrom::Cn), None);
     }
 
     #[test]

@@ -70,7 +70,16 @@ impl AsyncRead for ReadHalf {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ReadHalf::Plain(r) => Pin::new(r).poll_read(cx, buf),
-            ReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
+            // A peer that closes TCP without TLS's close_notify (most
+            // devices that just exit) ends its stream like a plaintext
+            // peer: what it sent was read; a frame it left unfinished is
+            // counted as truncated, as on TCP.
+            ReadHalf::Tls(r) => match Pin::new(r).poll_read(cx, buf) {
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    Poll::Ready(Ok(()))
+                }
+                other => other,
+            },
         }
     }
 }

@@ -97,6 +97,41 @@ async fn node_lines_and_egress_over_tls() {
     hub.shutdown().await;
 }
 
+/// Regression: a device that only writes and then closes without reading
+/// (nor sending close_notify) loses nothing and closes as `peer_closed`.
+/// With TLS 1.3 session tickets on, the unread tickets made its close a
+/// reset, and the reset discarded frames the hub had not read yet.
+#[tokio::test]
+async fn a_device_that_never_reads_loses_nothing_when_it_closes() {
+    let pki = Pki::new();
+    let hub = start(tls_listener(&pki, false)).await;
+    let mut events = hub.events();
+    let radar3 = hub.receiver_with(
+        "radar3",
+        framehub::QueueConfig {
+            capacity: 20_000,
+            ..framehub::QueueConfig::default()
+        },
+    );
+    let mut s = pki
+        .connect(hub.local_addr(), None)
+        .await
+        .expect("handshake");
+    let mut all = String::new();
+    for ts in 0..10_000 {
+        all.push_str(&detection("radar3", None, ts));
+        all.push('\n');
+    }
+    s.write_all(all.as_bytes()).await.expect("write");
+    s.flush().await.expect("flush");
+    drop(s);
+    assert_eq!(next_close(&mut events).await.0, CloseReason::PeerClosed);
+    let c = counters_until(&hub, "every frame", |c| c.frames_delivered == 10_000).await;
+    assert_eq!(c.dropped_total(), 0);
+    assert_eq!(radar3.len(), 10_000);
+    hub.shutdown().await;
+}
+
 #[tokio::test]
 async fn length_framing_over_tls() {
     let pki = Pki::new();
