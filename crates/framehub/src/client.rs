@@ -765,6 +765,7 @@ mod tests {
             encoder: Mutex::new(FrameEncoder::new(&config.framing, 1024)),
             heartbeat: None,
             heartbeat_authenticates: true,
+            tls: None,
             stats: Stats::default(),
             events: broadcast::channel(1).0,
             state: watch::Sender::new(ClientState::Connecting),
@@ -772,6 +773,19 @@ mod tests {
             done: CancellationToken::new(),
             config,
         }
+    }
+
+    /// TLS files are read at start; a missing one is named.
+    #[test]
+    fn tls_files_are_checked_at_start() {
+        let key = |tls: ClientTlsConfig| match Client::start(ClientConfig {
+            tls: Some(tls),
+            ..ClientConfig::new("127.0.0.1:1")
+        }) {
+            Err(ClientError::Config { key, .. }) => key,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        assert_eq!(key(ClientTlsConfig::new("/nonexistent/ca.pem")), "tls.ca");
     }
 
     #[test]
