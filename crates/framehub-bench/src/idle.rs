@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::frames;
+use crate::tls::Connector;
 
 /// What `--idle-conns` measured.
 #[derive(Debug, Clone, Serialize)]
@@ -18,8 +18,11 @@ pub struct IdleReport {
     pub conns: usize,
     /// Seconds to open them all.
     pub open_secs: f64,
-    /// Connections opened per second.
+    /// Connections opened per second (one after the other; with TLS,
+    /// handshakes per second).
     pub accept_rate: f64,
+    /// Whether the connections speak TLS.
+    pub tls: bool,
     /// Server resident memory before, KiB (with `--server-pid`).
     pub rss_before_kib: Option<u64>,
     /// Server resident memory with every connection open, KiB.
@@ -32,8 +35,11 @@ impl IdleReport {
     /// A human-readable table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "idle connections   {} opened in {:.3} s: {:.0} connections/s\n",
-            self.conns, self.open_secs, self.accept_rate
+            "idle connections   {} opened{} in {:.3} s: {:.0} connections/s\n",
+            self.conns,
+            if self.tls { " with TLS" } else { "" },
+            self.open_secs,
+            self.accept_rate
         );
         if let (Some(b), Some(a), Some(per)) =
             (self.rss_before_kib, self.rss_after_kib, self.bytes_per_conn)
@@ -58,10 +64,12 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS line")
 }
 
-/// Opens `conns` connections to `addr`, each sending an authenticating
-/// heartbeat, keeps them open while measuring, and closes them.
+/// Opens `conns` connections to `addr` (with a TLS handshake each when
+/// `tls` is given), each sending an authenticating heartbeat, keeps them
+/// open while measuring, and closes them.
 pub async fn run(
     addr: SocketAddr,
+    tls: Option<&Connector>,
     conns: usize,
     token: Option<&str>,
     server_pid: Option<u32>,
@@ -71,7 +79,7 @@ pub async fn run(
     let mut open = Vec::with_capacity(conns);
     for i in 0..conns {
         let node = format!("idle-{}", i + 1);
-        let mut s = TcpStream::connect(addr)
+        let mut s = crate::tls::connect(addr, tls)
             .await
             .with_context(|| format!("connection {} of {conns}", i + 1))?;
         let hello = match token {
@@ -79,6 +87,7 @@ pub async fn run(
             None => format!("{{\"node_id\":\"{node}\",\"type\":\"heartbeat\"}}\n").into_bytes(),
         };
         s.write_all(&hello).await?;
+        s.flush().await?;
         open.push(s);
     }
     let open_secs = start.elapsed();
@@ -94,6 +103,7 @@ pub async fn run(
         conns,
         open_secs: open_secs.as_secs_f64(),
         accept_rate: conns as f64 / open_secs.as_secs_f64().max(1e-9),
+        tls: tls.is_some(),
         rss_before_kib: before,
         rss_after_kib: after,
         bytes_per_conn: per,

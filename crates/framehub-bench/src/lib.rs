@@ -8,6 +8,7 @@
 //! - [`targets`]: what receives: the hub in process, the ceiling server,
 //!   a NATS subscriber, or nothing (a remote server).
 //! - [`idle`]: many idle authenticated connections and the server's memory.
+//! - [`tls`]: the generator's TLS client (`--tls-ca`).
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod idle;
 pub mod load;
 pub mod nats;
 pub mod targets;
+pub mod tls;
 
 use std::time::Duration;
 

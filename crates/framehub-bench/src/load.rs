@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 
 use crate::frames::{self, Block};
+use crate::tls::{Conn, Connector};
 
 /// Frames generated per connection before the clock starts; larger runs
 /// send the block again (timestamps keep changing, so dedup drops none).
@@ -73,6 +72,7 @@ struct Counters {
 /// (`started` is called with the start instant) and sends.
 pub async fn run(
     addr: SocketAddr,
+    tls: Option<&Connector>,
     load: &Load,
     wire: Arc<dyn Wire>,
     epoch: Instant,
@@ -98,10 +98,7 @@ pub async fn run(
             load.size,
             |p, out| wire.wrap(&node, p, out),
         )?;
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true)?;
+        let mut stream = crate::tls::connect(addr, tls).await?;
         stream.write_all(&wire.preamble(&node)).await?;
         let barrier = barrier.clone();
         let counters = counters.clone();
@@ -145,12 +142,7 @@ pub async fn run(
     })
 }
 
-async fn flood(
-    stream: &mut TcpStream,
-    block: &Block,
-    load: &Load,
-    c: &Counters,
-) -> anyhow::Result<()> {
+async fn flood(stream: &mut Conn, block: &Block, load: &Load, c: &Counters) -> anyhow::Result<()> {
     let per_block = block.ends.len() as u64;
     let deadline = Instant::now() + load.duration;
     let mut sent = 0u64;
@@ -175,13 +167,15 @@ async fn flood(
         c.wire_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
     }
+    // TLS may still hold the last records.
+    stream.flush().await?;
     Ok(())
 }
 
 /// Writes the frames due every millisecond, each stamped with its send time
 /// (nanoseconds since `epoch`) right before the write.
 async fn paced(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     mut block: Block,
     load: &Load,
     epoch: Instant,
@@ -208,6 +202,7 @@ async fn paced(
             let nanos = epoch.elapsed().as_nanos() as u64;
             frames::patch_sent(&mut block.bytes, block.sent_at[next], nanos);
             stream.write_all(&block.bytes[begin..end]).await?;
+            stream.flush().await?;
             c.frames.fetch_add(1, Ordering::Relaxed);
             c.payload_bytes.fetch_add(per_frame, Ordering::Relaxed);
             c.wire_bytes

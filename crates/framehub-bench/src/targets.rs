@@ -56,6 +56,8 @@ pub struct BenchConfig {
     pub target: Target,
     /// Capacity of each receiver's queue (in-process hub).
     pub queue_capacity: usize,
+    /// TLS to the hub (in process or remote).
+    pub tls: Option<crate::tls::BenchTls>,
 }
 
 /// Frames and payload bytes received, and when the last one came.
@@ -164,11 +166,16 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
         Target::Remote(addr) => (*addr, framehub_wire(&cfg)),
     };
 
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(|t| crate::tls::Connector::new(t, addr))
+        .transpose()?;
     let start = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let start_slot = start.clone();
     let load = cfg.load.clone();
     let generator = tokio::spawn(async move {
-        load::run(addr, &load, wire, epoch, move |t| {
+        load::run(addr, tls.as_ref(), &load, wire, epoch, move |t| {
             *start_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
         })
         .await
@@ -291,6 +298,17 @@ async fn start_hub(
         auth: AuthConfig {
             token: if node { cfg.token.clone() } else { None },
             ..AuthConfig::default()
+        },
+        tls: match cfg.tls.as_ref().and_then(|t| t.server.clone()) {
+            Some((cert, key)) => framehub::TlsConfig {
+                cert: Some(cert),
+                key: Some(key),
+                ..framehub::TlsConfig::default()
+            },
+            None if cfg.tls.is_some() => {
+                anyhow::bail!("TLS in process needs --tls-cert and --tls-key for the hub")
+            }
+            None => framehub::TlsConfig::default(),
         },
         ..ListenerConfig::default()
     };

@@ -2,6 +2,7 @@
 //! crate) and prints its report as a table or one JSON object.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use framehub::FramingConfig;
 use framehub::units::parse_duration;
 use framehub_bench::load::Load;
 use framehub_bench::targets::{BenchConfig, Target};
+use framehub_bench::tls::{BenchTls, Connector};
 use serde::Deserialize;
 
 /// What receives the load.
@@ -71,6 +73,29 @@ pub struct BenchArgs {
     /// The server's PID, to read its memory from /proc (with --idle-conns).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Speak TLS to the hub, trusting the CA certificates in this PEM file.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// With --inproc and --tls-ca: the in-process hub's certificate chain.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_ca", "tls_key", "inproc"])]
+    pub tls_cert: Option<PathBuf>,
+    /// With --tls-cert: the in-process hub's private key.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: its IP).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+}
+
+impl BenchArgs {
+    fn tls(&self) -> Option<BenchTls> {
+        let ca = self.tls_ca.clone()?;
+        Some(BenchTls {
+            ca,
+            server: self.tls_cert.clone().zip(self.tls_key.clone()),
+            server_name: self.tls_server_name.clone(),
+        })
+    }
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
@@ -88,8 +113,10 @@ async fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
         let to = args
             .to
             .ok_or_else(|| anyhow::anyhow!("--idle-conns needs --to"))?;
+        let tls = args.tls().map(|t| Connector::new(&t, to)).transpose()?;
         let report =
-            framehub_bench::idle::run(to, n, args.token.as_deref(), args.server_pid).await?;
+            framehub_bench::idle::run(to, tls.as_ref(), n, args.token.as_deref(), args.server_pid)
+                .await?;
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -121,9 +148,10 @@ async fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
             rate: args.rate,
         },
         framing,
-        token: args.token,
+        token: args.token.clone(),
         target,
         queue_capacity: args.queue.max(1),
+        tls: args.tls(),
     };
     let report = framehub_bench::targets::run(cfg).await?;
     if args.json {

@@ -1,6 +1,7 @@
 //! SIGHUP: what logrotate and `systemctl reload` send. Rereads the config
 //! file (and the token files it names) and swaps every node listener's
-//! tokens, then reopens every file sink, without closing a connection. A
+//! tokens, rereads every TLS listener's certificates, then reopens every
+//! file sink, without closing a connection. A
 //! reload that fails keeps the previous settings and logs why; each one is
 //! counted in `framehub_reloads_total{result}`.
 
@@ -66,8 +67,7 @@ impl Reloader {
 
     async fn apply(&self) -> Result<(), String> {
         self.swap_tokens()?;
-        // TLS (issue 13, point 1): certificates and keys are reloaded here,
-        // after the tokens, through the hub's TLS reload.
+        self.reload_certificates()?;
         self.reopen_sinks().await
     }
 
@@ -104,6 +104,27 @@ impl Reloader {
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    /// Every TLS listener's certificate, key and client CA, read again from
+    /// the files its running config names: new handshakes use them, open
+    /// connections keep theirs. A listener whose files are missing or bad
+    /// keeps what it had, and the reload is counted as failed.
+    fn reload_certificates(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        for l in self.hub.listeners() {
+            if !l.tls {
+                continue;
+            }
+            if let Err(e) = self.hub.reload_tls(&l.name) {
+                errors.push(format!("{e}; keeping the previous certificates"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 
     /// Asks the sink thread to reopen every file sink between two batches,

@@ -5,6 +5,7 @@
 //! Stdin is cut into lines with the library's `lines` decoder, so a line
 //! that never ends cannot grow a buffer past `--max-frame-bytes`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,8 +13,8 @@ use bytes::{Bytes, BytesMut};
 use framehub::codec::{FrameDecoder, FramingConfig};
 use framehub::units::{parse_duration, parse_opt_duration};
 use framehub::{
-    ByteSize, Client, ClientConfig, ClientCounters, ClientError, ClientProtocol, NodeIdentity,
-    OutboxPolicy,
+    ByteSize, Client, ClientConfig, ClientCounters, ClientError, ClientProtocol, ClientTlsConfig,
+    NodeIdentity, OutboxPolicy,
 };
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
@@ -38,6 +39,19 @@ pub struct SendArgs {
     /// Token that authenticates every connection (node protocol).
     #[arg(long)]
     pub token: Option<String>,
+    /// Speak TLS, trusting the CA certificates in this PEM file.
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for servers that ask for one (mTLS).
+    #[arg(long, value_name = "PEM", requires_all = ["ca", "key"])]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: the host of
+    /// --to).
+    #[arg(long, value_name = "NAME", requires = "ca")]
+    pub server_name: Option<String>,
     /// Framing: lines (node protocol), or length, cobs, spacepacket, chunk, json
     /// (raw: messages as given).
     #[arg(long, default_value = "lines")]
@@ -167,6 +181,12 @@ pub fn client_config(args: &SendArgs) -> Result<ClientConfig, String> {
         outbox_capacity: args.outbox,
         // Replaying input must not lose lines: the reader waits instead.
         outbox_policy: OutboxPolicy::Block,
+        tls: args.ca.as_ref().map(|ca| ClientTlsConfig {
+            cert: args.cert.clone(),
+            key: args.key.clone(),
+            server_name: args.server_name.clone(),
+            ..ClientTlsConfig::new(ca)
+        }),
         ..ClientConfig::new(args.to.clone())
     };
     Ok(config)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use framehub::{Counters, FramingConfig, Hub, Protocol};
+use framehub::{Counters, FramingConfig, Hub, HubError, Protocol};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -233,9 +233,11 @@ async fn start_hub(cfg: &FileConfig) -> Result<Hub, StartError> {
             "nodes.auto_provision is off: node frames have no receiver in `serve` and will be dropped (counted)"
         );
     }
-    Hub::start(cfg.hub.clone())
-        .await
-        .map_err(|e| StartError::failure(e.to_string()))
+    Hub::start(cfg.hub.clone()).await.map_err(|e| match e {
+        // A certificate file that is missing or bad is a config error.
+        HubError::Config(_) => StartError::config(e.to_string()),
+        _ => StartError::failure(e.to_string()),
+    })
 }
 
 /// The sink thread, fed every delivered frame by the hub's fan-in, and the

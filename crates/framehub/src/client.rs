@@ -57,8 +57,10 @@
 mod backoff;
 mod driver;
 mod outbox;
+mod tls;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -120,6 +122,50 @@ pub struct ClientConfig {
     pub outbox_capacity: usize,
     /// What a full outbox does (`drop-oldest`).
     pub outbox_policy: OutboxPolicy,
+    /// TLS to the server (unset: plaintext).
+    pub tls: Option<ClientTlsConfig>,
+}
+
+/// TLS of a [`Client`]: the server's certificate is checked against `ca`
+/// and `server_name`; `cert` and `key` are the client's own for servers
+/// that ask for one (mTLS). The files are read once, by [`Client::start`];
+/// every reconnect makes a new handshake with them.
+///
+/// ```no_run
+/// # fn demo() -> Result<(), framehub::ClientError> {
+/// use framehub::{Client, ClientConfig, ClientTlsConfig};
+/// let client = Client::start(ClientConfig {
+///     tls: Some(ClientTlsConfig {
+///         cert: Some("radar3.pem".into()),
+///         key: Some("radar3.key".into()),
+///         ..ClientTlsConfig::new("ca.pem")
+///     }),
+///     ..ClientConfig::new("hub.example:30050")
+/// })?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ClientTlsConfig {
+    /// CA certificates (PEM) the server's certificate must chain to.
+    pub ca: PathBuf,
+    /// The client's certificate chain (PEM), for mTLS.
+    pub cert: Option<PathBuf>,
+    /// The client's private key (PEM), with `cert`.
+    pub key: Option<PathBuf>,
+    /// The name the server's certificate must carry (a DNS name or an IP
+    /// address); unset: the host part of `addr`.
+    pub server_name: Option<String>,
+}
+
+impl ClientTlsConfig {
+    /// TLS trusting the CAs in `ca`, no client certificate, the server
+    /// name taken from the address.
+    pub fn new(ca: impl Into<PathBuf>) -> ClientTlsConfig {
+        ClientTlsConfig {
+            ca: ca.into(),
+            ..ClientTlsConfig::default()
+        }
+    }
 }
 
 impl ClientConfig {
@@ -141,6 +187,7 @@ impl ClientConfig {
             send_buffer_bytes: None,
             outbox_capacity: 2000,
             outbox_policy: OutboxPolicy::DropOldest,
+            tls: None,
         }
     }
 
@@ -417,6 +464,8 @@ struct Shared {
     heartbeat: Option<Bytes>,
     /// Whether `heartbeat` must open every connection.
     heartbeat_authenticates: bool,
+    /// The TLS client, its files read at start (`tls`).
+    tls: Option<tls::Connector>,
     stats: Stats,
     events: broadcast::Sender<ClientEvent>,
     state: watch::Sender<ClientState>,
@@ -543,6 +592,11 @@ impl Client {
     /// Must be called within a Tokio runtime.
     pub fn start(config: ClientConfig) -> Result<Client, ClientError> {
         config.validate()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|t| tls::Connector::new(t, &config.addr))
+            .transpose()?;
         let encoder = FrameEncoder::new(&config.framing, config.max_frame_bytes);
         let (heartbeat, heartbeat_authenticates) = match &config.protocol {
             ClientProtocol::Node(identity) => {
@@ -576,6 +630,7 @@ impl Client {
             encoder: Mutex::new(encoder),
             heartbeat,
             heartbeat_authenticates,
+            tls,
             stats: Stats::default(),
             events,
             state: watch::Sender::new(ClientState::Connecting),
@@ -710,6 +765,7 @@ mod tests {
             encoder: Mutex::new(FrameEncoder::new(&config.framing, 1024)),
             heartbeat: None,
             heartbeat_authenticates: true,
+            tls: None,
             stats: Stats::default(),
             events: broadcast::channel(1).0,
             state: watch::Sender::new(ClientState::Connecting),
@@ -717,6 +773,19 @@ mod tests {
             done: CancellationToken::new(),
             config,
         }
+    }
+
+    /// TLS files are read at start; a missing one is named.
+    #[test]
+    fn tls_files_are_checked_at_start() {
+        let key = |tls: ClientTlsConfig| match Client::start(ClientConfig {
+            tls: Some(tls),
+            ..ClientConfig::new("127.0.0.1:1")
+        }) {
+            Err(ClientError::Config { key, .. }) => key,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        assert_eq!(key(ClientTlsConfig::new("/nonexistent/ca.pem")), "tls.ca");
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default `proxy_timeout`: a balancer writes the PROXY header with
 /// the connection's first bytes, so anything slower is not a balancer.
 pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default `tls.handshake_timeout`: a handshake takes two round trips
+/// and a certificate chain, which a radio or satellite link with a second
+/// of latency still finishes well within.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest `max_nodes` accepted: far beyond one machine's fleet, and
 /// within what the new-node channel can be sized to.
@@ -230,6 +234,8 @@ pub struct ListenerConfig {
     pub idle_timeout: Option<Duration>,
     /// Authentication of the node protocol.
     pub auth: AuthConfig,
+    /// TLS on this listener (`[listener.tls]`; off unless `cert` is set).
+    pub tls: TlsConfig,
     /// Names of the node protocol's JSON fields.
     pub fields: FieldsConfig,
     /// Top-level fields removed from every node frame before anything
@@ -368,6 +374,7 @@ impl Default for ListenerConfig {
             max_connections: 10_000,
             idle_timeout: None,
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
             fields: FieldsConfig::default(),
             redact: Vec::new(),
             queue: QueueConfig::default(),
@@ -403,6 +410,74 @@ impl ListenerConfig {
     }
 }
 
+/// TLS of one listener: on when `cert` is set. TLS 1.2 and 1.3 only.
+/// The files are read when the hub starts and again by
+/// [`crate::Hub::reload_tls`]; a bad file is a config error naming its key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM, leaf first (`"server.pem"`).
+    pub cert: Option<PathBuf>,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// CA certificates, PEM: when set, every client must present a
+    /// certificate signed by one of them (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// A connection whose handshake has not finished within this time is
+    /// closed and counted (`"5s"`): a plaintext client or a stalled one
+    /// never holds a connection slot longer.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            client_ca: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether the listener speaks TLS.
+    pub fn is_enabled(&self) -> bool {
+        self.cert.is_some()
+    }
+}
+
+/// How a node-protocol connection says which node it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Identity {
+    /// The first frame's `node_id` binds the connection (checked against a
+    /// token when tokens are configured).
+    #[default]
+    Token,
+    /// The client certificate names the node (`identity_from`); the
+    /// connection is bound at the handshake, no token needed. Needs
+    /// `tls.client_ca`.
+    Certificate,
+}
+
+/// Which field of a client certificate names the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityFrom {
+    /// The subject's common name (`CN=radar3`): what `openssl req -subj
+    /// "/CN=radar3"` writes, and free of the DNS-name syntax a SAN needs,
+    /// so any node id fits.
+    #[default]
+    Cn,
+    /// The first DNS name of the subject alternative names.
+    DnsSan,
+    /// The first URI of the subject alternative names (e.g.
+    /// `spiffe://fleet/radar3`; the whole URI is the node id).
+    UriSan,
+}
+
 /// Authentication of the node protocol: the first message must carry a
 /// valid token.
 ///
@@ -436,6 +511,12 @@ pub struct AuthConfig {
     /// Largest first message of an unauthenticated connection; a larger one
     /// closes the connection.
     pub max_frame_bytes: ByteSize,
+    /// What names the node: the first frame with a token (`"token"`), or
+    /// the client certificate (`"certificate"`, needs `tls.client_ca`).
+    pub identity: Identity,
+    /// With `identity = "certificate"`: the certificate field that holds
+    /// the node id: `"cn"` (default), `"dns_san"` or `"uri_san"`.
+    pub identity_from: IdentityFrom,
 }
 
 impl Default for AuthConfig {
@@ -447,6 +528,8 @@ impl Default for AuthConfig {
             tokens_file: None,
             timeout: DEFAULT_AUTH_TIMEOUT,
             max_frame_bytes: ByteSize(64 << 10),
+            identity: Identity::Token,
+            identity_from: IdentityFrom::Cn,
         }
     }
 }
@@ -486,12 +569,19 @@ impl<K: std::fmt::Debug> std::fmt::Debug for RedactedValues<'_, K> {
 }
 
 impl AuthConfig {
-    /// Whether connections must authenticate with their first message.
+    /// Whether connections must authenticate: with their first message,
+    /// or with a client certificate.
     pub fn is_required(&self) -> bool {
         self.token.is_some()
             || self.token_file.is_some()
             || !self.tokens.is_empty()
             || self.tokens_file.is_some()
+            || self.is_by_certificate()
+    }
+
+    /// Whether the client certificate names the node.
+    pub fn is_by_certificate(&self) -> bool {
+        self.identity == Identity::Certificate
     }
 }
 
@@ -721,6 +811,7 @@ impl HubConfig {
                     ),
                 ));
             }
+            l.validate_tls(&key)?;
             match l.protocol {
                 Protocol::Node => {
                     if !matches!(l.framing, FramingConfig::Lines | FramingConfig::Json(_)) {
@@ -780,6 +871,12 @@ impl HubConfig {
                             "redact needs protocol = \"node\" (JSON frames)",
                         ));
                     }
+                    if l.auth.is_by_certificate() {
+                        return Err(ConfigError::new(
+                            key("auth.identity"),
+                            "identity = \"certificate\" needs protocol = \"node\"",
+                        ));
+                    }
                     if l.auth.is_required() {
                         return Err(ConfigError::new(
                             key("auth"),
@@ -804,6 +901,49 @@ impl HubConfig {
                 "nodes.max_nodes",
                 "must be > 0 when auto_provision is on",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl ListenerConfig {
+    /// The TLS keys fit together; the files are read later, by the hub.
+    fn validate_tls(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let tls = &self.tls;
+        match (&tls.cert, &tls.key) {
+            (Some(_), None) => {
+                return Err(ConfigError::new(key("tls.key"), "tls.cert needs tls.key"));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(key("tls.cert"), "tls.key needs tls.cert"));
+            }
+            _ => {}
+        }
+        if tls.client_ca.is_some() && !tls.is_enabled() {
+            return Err(ConfigError::new(
+                key("tls.client_ca"),
+                "client certificates need TLS: set tls.cert and tls.key",
+            ));
+        }
+        if tls.is_enabled() && tls.handshake_timeout.is_zero() {
+            return Err(ConfigError::new(
+                key("tls.handshake_timeout"),
+                "must be > 0",
+            ));
+        }
+        if self.auth.is_by_certificate() {
+            if tls.client_ca.is_none() {
+                return Err(ConfigError::new(
+                    key("auth.identity"),
+                    "identity = \"certificate\" needs tls.client_ca (client certificates)",
+                ));
+            }
+            if self.auth.token.is_some() || !self.auth.tokens.is_empty() {
+                return Err(ConfigError::new(
+                    key("auth.identity"),
+                    "identity = \"certificate\" takes no auth.token or auth.tokens: the certificate names the node",
+                ));
+            }
         }
         Ok(())
     }
@@ -963,6 +1103,36 @@ mod tests {
             cfg.validate().expect_err("zero timeout").key,
             "listener[0].proxy_timeout"
         );
+    }
+
+    #[test]
+    fn tls_keys_are_checked_together() {
+        let check = |toml: &str| {
+            let cfg: HubConfig = toml::from_str(toml).expect("parses");
+            cfg.validate().map_err(|e| e.key)
+        };
+        assert_eq!(
+            check("[[listener]]\n[listener.tls]\ncert = \"s.pem\"\n"),
+            Err("listener[0].tls.key".into())
+        );
+        assert_eq!(
+            check("[[listener]]\n[listener.tls]\nclient_ca = \"ca.pem\"\n"),
+            Err("listener[0].tls.client_ca".into())
+        );
+        assert_eq!(
+            check(
+                "[[listener]]\n[listener.auth]\nidentity = \"certificate\"\n[listener.tls]\ncert = \"s.pem\"\nkey = \"s.key\"\n"
+            ),
+            Err("listener[0].auth.identity".into())
+        );
+        let ok = "[[listener]]\n[listener.auth]\nidentity = \"certificate\"\nidentity_from = \"uri_san\"\n[listener.tls]\ncert = \"s.pem\"\nkey = \"s.key\"\nclient_ca = \"ca.pem\"\nhandshake_timeout = \"2s\"\n";
+        assert_eq!(check(ok), Ok(()));
+        let cfg: HubConfig = toml::from_str(ok).expect("parses");
+        let l = &cfg.listener[0];
+        assert_eq!(l.auth.identity_from, IdentityFrom::UriSan);
+        assert_eq!(l.tls.handshake_timeout, Duration::from_secs(2));
+        assert!(l.auth.is_required() && l.tls.is_enabled());
+        assert!(!ListenerConfig::default().tls.is_enabled());
     }
 
     #[test]

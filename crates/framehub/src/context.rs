@@ -27,6 +27,7 @@ use crate::registry::Peers;
 use crate::router::Router;
 use crate::secret::Tokens;
 use crate::stats::{ListenerCounters, WarnLimiter};
+use crate::tls::Tls;
 
 /// Where a listener's accept loop stands, for health checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +98,11 @@ pub(crate) struct ListenerShared {
     /// The request handler: when set, every frame goes to it instead of
     /// a receiver or group stream.
     pub(crate) handler: Option<Handler>,
+    /// The listener's TLS, when `tls.cert` is set (loaded by the hub, which
+    /// can fail; set after construction).
+    pub(crate) tls: Option<Arc<Tls>>,
+    /// Rate limit of warnings about failed TLS handshakes.
+    pub(crate) tls_warning: WarnLimiter,
 }
 
 impl ListenerShared {
@@ -142,6 +148,8 @@ impl ListenerShared {
             drop_warning: Arc::new(WarnLimiter::new(Duration::from_millis(200))),
             close_warning: WarnLimiter::new(Duration::from_secs(1)),
             handler,
+            tls: None,
+            tls_warning: WarnLimiter::new(Duration::from_secs(1)),
         }
     }
 

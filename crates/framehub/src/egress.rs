@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::codec::Encoder;
@@ -29,6 +28,7 @@ use crate::context::ListenerShared;
 use crate::outbuf::{Offer, Take};
 use crate::registry::{Messages, Peer};
 use crate::stats::{DropReason, LinkCounters, ListenerCounters};
+use crate::transport::WriteHalf;
 
 /// Why an egress message could not be sent to anyone.
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +179,7 @@ impl EgressWriter {
     /// on (its own `idle_timeout` decides about silent peers), and
     /// messages for this client wait in its bounded buffer.
     pub(crate) fn spawn(
-        writer: OwnedWriteHalf,
+        writer: WriteHalf,
         peer: Arc<Peer>,
         listener: Arc<ListenerShared>,
     ) -> EgressWriter {
@@ -198,7 +198,7 @@ impl EgressWriter {
 }
 
 async fn run(
-    mut writer: OwnedWriteHalf,
+    mut writer: WriteHalf,
     peer: Arc<Peer>,
     listener: Arc<ListenerShared>,
     stop: CancellationToken,
@@ -231,7 +231,12 @@ async fn run(
             let result = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break 'serve,
-                result = writer.write_all(&buf) => result,
+                // TLS keeps what it encrypted until flushed; for TCP the
+                // flush is free.
+                result = async {
+                    writer.write_all(&buf).await?;
+                    writer.flush().await
+                } => result,
             };
             if let Err(e) = result {
                 // The read loop sees the same dead socket and ends the

@@ -29,6 +29,7 @@ use crate::router::{NewNodes, NodeStatus, Router};
 use crate::secret::Tokens;
 use crate::snapshot::{Sampler, Sources, StatsSnapshot};
 use crate::stats::{Counters, DropReason, ListenerCounters};
+use crate::tls::Tls;
 
 /// Events buffered per subscriber before the slowest one starts to lag.
 const EVENT_CAPACITY: usize = 4096;
@@ -64,6 +65,8 @@ pub struct ListenerInfo {
     pub protocol: Protocol,
     /// Whether its node protocol requires a token.
     pub auth_required: bool,
+    /// Whether it speaks TLS (`[listener.tls]`).
+    pub tls: bool,
     /// How it delivers frames.
     pub delivery: Delivery,
     /// Whether it is accepting connections: its accept loop runs and has
@@ -233,6 +236,16 @@ impl Hub {
             .enumerate()
             .map(|(i, lc)| listener_tokens(lc, &format!("listener[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
+        // Certificates are read before any port is bound: a bad file is a
+        // config error naming its key, and nothing half starts.
+        let mut tls = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, lc)| {
+                Tls::load(&lc.tls, &format!("listener[{i}].tls")).map(|t| t.map(Arc::new))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
         let mut bound = Vec::new();
         let mut sockets = Vec::new();
         for (lc, tokens) in listeners.into_iter().zip(tokens) {
@@ -258,9 +271,11 @@ impl Hub {
                 .map_err(|e| bind_error(io::Error::other(e)))?
                 .map_err(bind_error)?;
             let local_addr = socket.local_addr().map_err(bind_error)?;
-            tracing::info!(listener = %lc.name, %local_addr, framing = lc.framing.name(), protocol = ?lc.protocol, delivery = ?lc.delivery, "listening");
+            tracing::info!(listener = %lc.name, %local_addr, framing = lc.framing.name(), protocol = ?lc.protocol, delivery = ?lc.delivery, tls = lc.tls.is_enabled(), client_certificates = lc.tls.client_ca.is_some(), "listening");
             let handler = handlers.remove(&lc.name);
-            let shared = Arc::new(ListenerShared::new(lc, &tokens, handler, &context));
+            let mut shared = ListenerShared::new(lc, &tokens, handler, &context);
+            shared.tls = tls.next().flatten();
+            let shared = Arc::new(shared);
             sockets.push((socket, local_addr, shared.clone()));
             bound.push(Bound { shared, local_addr });
         }
@@ -342,6 +357,41 @@ impl Hub {
         Ok(())
     }
 
+    /// Reads the TLS files of `listener` again (`tls.cert`, `tls.key`,
+    /// `tls.client_ca`): new connections get the new certificates, open
+    /// ones keep theirs. When a file is missing or bad, the error names its
+    /// key and the listener keeps what it had.
+    ///
+    /// ```no_run
+    /// # async fn demo(hub: framehub::Hub) {
+    /// if let Err(e) = hub.reload_tls("default") {
+    ///     eprintln!("certificates not reloaded: {e}");
+    /// }
+    /// # }
+    /// ```
+    pub fn reload_tls(&self, listener: &str) -> Result<(), ConfigError> {
+        let index = self
+            .inner
+            .listeners
+            .iter()
+            .position(|b| &*b.shared.name == listener);
+        let Some(shared) = index.map(|i| &self.inner.listeners[i].shared) else {
+            return Err(ConfigError {
+                key: "listener".into(),
+                message: format!("no listener named {listener:?}"),
+            });
+        };
+        let Some(tls) = &shared.tls else {
+            return Err(ConfigError {
+                key: format!("listener[{}].tls.cert", index.unwrap_or_default()),
+                message: format!("listener {listener:?} has no TLS to reload"),
+            });
+        };
+        tls.reload()?;
+        tracing::info!(listener, "TLS certificates reloaded");
+        Ok(())
+    }
+
     /// The address of the first listener.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.listeners[0].local_addr
@@ -372,6 +422,7 @@ impl Hub {
                     framing: b.shared.config.framing.clone(),
                     protocol: b.shared.config.protocol,
                     auth_required: b.shared.requires_auth(),
+                    tls: b.shared.tls.is_some(),
                     delivery: b.shared.config.delivery,
                     is_accepting,
                     accept_error,

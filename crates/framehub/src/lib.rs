@@ -71,6 +71,10 @@
 //!   shown by `Debug`.
 //! - [`config`]: every setting with its default; [`units`]: the one parser
 //!   of sizes and durations (`"64KiB"`, `"10s"`) for config and CLI.
+//! - `tls`: a listener's TLS: certificates loaded (and reloaded) from
+//!   their files, the handshake under its timeout, its failures told apart,
+//!   the node a client certificate names; `transport`: the plaintext or
+//!   TLS halves the read loop and the egress writer work on.
 //! - `hub`: the facade that ties them together.
 //! - [`client`]: the node side: a reconnecting client with heartbeats and
 //!   a bounded outbox.
@@ -104,17 +108,19 @@ pub mod runtime;
 pub mod secret;
 pub mod snapshot;
 pub mod stats;
+mod tls;
+mod transport;
 pub mod units;
 
 pub use client::{
     Client, ClientConfig, ClientCounters, ClientError, ClientEvent, ClientProtocol, ClientState,
-    DisconnectReason, NodeIdentity, OutboxPolicy,
+    ClientTlsConfig, DisconnectReason, NodeIdentity, OutboxPolicy,
 };
 pub use codec::FramingConfig;
 pub use config::{
-    AuthConfig, ConfigError, Delivery, FieldsConfig, HubConfig, ListenerConfig, NodesConfig,
-    OverflowPolicy, Protocol, ProxyProtocol, QueueConfig, RuntimeConfig, SlowClientPolicy,
-    SocketConfig, ThreadPriority,
+    AuthConfig, ConfigError, Delivery, FieldsConfig, HubConfig, Identity, IdentityFrom,
+    ListenerConfig, NodesConfig, OverflowPolicy, Protocol, ProxyProtocol, QueueConfig,
+    RuntimeConfig, SlowClientPolicy, SocketConfig, ThreadPriority, TlsConfig,
 };
 pub use egress::EgressError;
 pub use event::{ConnectionCounts, ConnectionEvent};
@@ -123,7 +129,7 @@ pub use frame::{Frame, Source};
 pub use group::{Group, GroupStats, Groups};
 pub use handler::{Failure, Handler, HandlerError, Replies, Request};
 pub use hub::{ACCEPT_ERROR_MEMORY, Hub, HubError, ListenerInfo};
-pub use reason::{AuthFailure, CloseReason, DropReason, Ending, ProxyFailure};
+pub use reason::{AuthFailure, CloseReason, DropReason, Ending, ProxyFailure, TlsFailure};
 pub use receiver::{QueueStats, Receiver, RecvTimeoutError, TryRecvError};
 pub use registry::ConnectionInfo;
 pub use router::{NewNodes, NodeStatus};

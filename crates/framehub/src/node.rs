@@ -158,6 +158,21 @@ impl NodeSession {
         }
     }
 
+    /// A session already bound to `node` (named by the client
+    /// certificate): authenticated, so no token is asked for, and every
+    /// frame naming another node is dropped as `node_mismatch`.
+    pub(crate) fn bound(protocol: Arc<NodeProtocol>, node: Arc<str>) -> Self {
+        let mut node_raw = Vec::with_capacity(node.len() + 2);
+        push_json_string(&mut node_raw, &node);
+        NodeSession {
+            protocol,
+            authenticated: true,
+            node: Some(node),
+            node_raw,
+            just_bound: true,
+        }
+    }
+
     pub(crate) fn is_authenticated(&self) -> bool {
         self.authenticated
     }
@@ -653,5 +668,38 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// A session bound by a client certificate needs no token and drops
+    /// frames of any other node, even with a valid token.
+    #[test]
+    fn a_certificate_bound_session_keeps_to_its_node() {
+        let tokens = Tokens {
+            shared: Some("k".into()),
+            per_node: BTreeMap::new(),
+        };
+        let protocol = Arc::new(NodeProtocol::new(
+            &tokens,
+            &FieldsConfig::default(),
+            &[],
+            128,
+        ));
+        let mut s = NodeSession::bound(protocol, Arc::from("radar\"3"));
+        assert!(s.is_authenticated());
+        assert_eq!(s.take_just_bound().as_deref(), Some("radar\"3"));
+        assert!(matches!(
+            s.handle(br#"{"node_id":"radar\"3","v":1}"#),
+            Verdict::Deliver { .. }
+        ));
+        assert!(matches!(
+            s.handle(br#"{"node_id":"radar\u00223","v":1}"#),
+            Verdict::Deliver { .. }
+        ));
+        assert_eq!(
+            s.handle(br#"{"node_id":"radar4","token":"k","v":1}"#),
+            Verdict::Skip(DropReason::NodeMismatch)
+        );
+        assert_eq!(s.handle(br#"{"type":"heartbeat"}"#), Verdict::Heartbeat);
+        assert_eq!(s.take_just_bound(), None);
     }
 }

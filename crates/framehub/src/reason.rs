@@ -1,7 +1,7 @@
 //! Why things end or get lost: why a connection closed ([`CloseReason`],
 //! [`Ending`]), why authentication failed ([`AuthFailure`]), why a PROXY
-//! protocol header was refused ([`ProxyFailure`]), why a frame was not
-//! delivered ([`DropReason`]).
+//! protocol header was refused ([`ProxyFailure`]), why a TLS handshake
+//! failed ([`TlsFailure`]), why a frame was not delivered ([`DropReason`]).
 //!
 //! A leaf module: it imports nothing from the crate, so the protocol
 //! (`node`), the events (`event`) and the counters (`stats`) can all name
@@ -109,6 +109,93 @@ pub enum CloseReason {
     SlowClient,
     /// Its PROXY protocol header was refused (`proxy_protocol`).
     ProxyRejected(ProxyFailure),
+    /// The TLS handshake failed or did not finish within
+    /// `tls.handshake_timeout` (a TLS listener only).
+    TlsFailed(TlsFailure),
+}
+
+/// Why a TLS handshake failed (the connection is then closed). Each has a
+/// label for `framehub_tls_handshake_failures_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// No handshake finished within `tls.handshake_timeout` (a stalled or
+    /// silent client).
+    #[error("no TLS handshake in time")]
+    Timeout,
+    /// The client does not speak TLS (a plaintext client on a TLS port).
+    #[error("the client does not speak TLS")]
+    NotTls,
+    /// `client_ca` is set and the client sent no certificate.
+    #[error("no client certificate")]
+    NoCertificate,
+    /// The client certificate is not signed by `client_ca`.
+    #[error("client certificate from an unknown CA")]
+    UnknownCa,
+    /// The client certificate has expired.
+    #[error("client certificate expired")]
+    Expired,
+    /// The client certificate is not valid yet.
+    #[error("client certificate not valid yet")]
+    NotYetValid,
+    /// The client certificate is not for client authentication (its
+    /// extended key usage lacks `clientAuth`).
+    #[error("client certificate not for client authentication")]
+    WrongPurpose,
+    /// Any other fault of the client certificate (bad signature, revoked,
+    /// malformed).
+    #[error("bad client certificate")]
+    BadCertificate,
+    /// `identity = "certificate"` and the certificate names no node in the
+    /// field `identity_from` reads.
+    #[error("client certificate names no node")]
+    NoIdentity,
+    /// The client broke off the handshake, or it failed in any other way
+    /// (no common version or cipher suite, a protocol error).
+    #[error("handshake failed")]
+    Handshake,
+}
+
+impl TlsFailure {
+    /// Every failure, in a fixed order (the index into counter arrays).
+    pub const ALL: [TlsFailure; 10] = [
+        TlsFailure::Timeout,
+        TlsFailure::NotTls,
+        TlsFailure::NoCertificate,
+        TlsFailure::UnknownCa,
+        TlsFailure::Expired,
+        TlsFailure::NotYetValid,
+        TlsFailure::WrongPurpose,
+        TlsFailure::BadCertificate,
+        TlsFailure::NoIdentity,
+        TlsFailure::Handshake,
+    ];
+
+    /// The labels of [`TlsFailure::ALL`], in the same order.
+    pub const LABELS: [&'static str; 10] = [
+        "timeout",
+        "not_tls",
+        "no_certificate",
+        "unknown_ca",
+        "expired",
+        "not_yet_valid",
+        "wrong_purpose",
+        "bad_certificate",
+        "no_identity",
+        "handshake",
+    ];
+
+    /// A stable snake_case label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        TlsFailure::LABELS[self.index()]
+    }
+
+    pub(crate) fn index(self) -> usize {
+        TlsFailure::ALL
+            .iter()
+            .position(|r| *r == self)
+            .unwrap_or_default()
+    }
 }
 
 /// Who ended a connection, in the three classes sat-rs reports.
@@ -126,7 +213,7 @@ pub enum Ending {
 impl CloseReason {
     /// Every label [`CloseReason::as_str`] returns, in a fixed order (the
     /// index into counter arrays).
-    pub const LABELS: [&'static str; 9] = [
+    pub const LABELS: [&'static str; 10] = [
         "peer_closed",
         "shutdown",
         "idle_timeout",
@@ -136,6 +223,7 @@ impl CloseReason {
         "read_error",
         "slow_client",
         "proxy_rejected",
+        "tls_failed",
     ];
 
     pub(crate) fn index(&self) -> usize {
@@ -168,6 +256,7 @@ impl CloseReason {
             CloseReason::ReadError(_) => "read_error",
             CloseReason::SlowClient => "slow_client",
             CloseReason::ProxyRejected(_) => "proxy_rejected",
+            CloseReason::TlsFailed(_) => "tls_failed",
         }
     }
 }
@@ -179,6 +268,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::FramingLost(why) => write!(f, "framing lost: {why}"),
             CloseReason::ReadError(why) => write!(f, "read error: {why}"),
             CloseReason::ProxyRejected(why) => write!(f, "PROXY protocol: {why}"),
+            CloseReason::TlsFailed(why) => write!(f, "TLS handshake failed: {why}"),
             other => f.write_str(other.as_str()),
         }
     }
@@ -318,12 +408,16 @@ mod tests {
             CloseReason::ReadError(String::new()),
             CloseReason::SlowClient,
             CloseReason::ProxyRejected(ProxyFailure::Missing),
+            CloseReason::TlsFailed(TlsFailure::Timeout),
         ];
         for (i, r) in closes.iter().enumerate() {
             assert_eq!(r.index(), i, "{r:?}");
             assert_eq!(CloseReason::LABELS[i], r.as_str());
         }
         for (i, r) in ProxyFailure::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+        for (i, r) in TlsFailure::ALL.iter().enumerate() {
             assert_eq!(r.index(), i, "{r:?}");
         }
     }

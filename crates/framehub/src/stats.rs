@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::reason::CloseReason;
+use crate::reason::{CloseReason, TlsFailure};
 pub use crate::reason::{DropReason, ProxyFailure};
 
 /// How a declared figure behaves over time.
@@ -69,6 +69,8 @@ pub enum MetricValue<'a> {
     ByDropReason(&'a [(DropReason, u64)]),
     /// One number per [`ProxyFailure`].
     ByProxyFailure(&'a [(ProxyFailure, u64)]),
+    /// One number per [`TlsFailure`] label.
+    ByTlsFailure(&'a [(&'static str, u64)]),
 }
 
 impl MetricValue<'_> {
@@ -77,7 +79,9 @@ impl MetricValue<'_> {
     pub fn for_each(&self, mut f: impl FnMut(Option<&'static str>, u64)) {
         match *self {
             MetricValue::One(n) => f(None, n),
-            MetricValue::ByCloseReason(v) => v.iter().for_each(|&(r, n)| f(Some(r), n)),
+            MetricValue::ByCloseReason(v) | MetricValue::ByTlsFailure(v) => {
+                v.iter().for_each(|&(r, n)| f(Some(r), n));
+            }
             MetricValue::ByDropReason(v) => v.iter().for_each(|&(r, n)| f(Some(r.as_str()), n)),
             MetricValue::ByProxyFailure(v) => v.iter().for_each(|&(r, n)| f(Some(r.as_str()), n)),
         }
@@ -86,7 +90,7 @@ impl MetricValue<'_> {
 
 /// What each shape of counter is, live and in a snapshot, and how it is
 /// loaded, summed, differenced and shown: `count` is one number,
-/// `by_close`, `by_drop` and `by_proxy` one per reason.
+/// `by_close`, `by_drop`, `by_proxy` and `by_tls` one per reason.
 macro_rules! cell {
     (live count) => { AtomicU64 };
     (live by_close) => { [AtomicU64; CloseReason::LABELS.len()] };
@@ -100,9 +104,15 @@ macro_rules! cell {
     (zero by_close) => { CloseReason::LABELS.map(|l| (l, 0)) };
     (zero by_drop) => { DropReason::ALL.map(|r| (r, 0)) };
     (zero by_proxy) => { ProxyFailure::ALL.map(|r| (r, 0)) };
+    (live by_tls) => { [AtomicU64; TlsFailure::ALL.len()] };
+    (value by_tls) => { [(&'static str, u64); TlsFailure::ALL.len()] };
+    (zero by_tls) => { TlsFailure::LABELS.map(|l| (l, 0)) };
     (load count, $a:expr) => { $a.load(Ordering::Relaxed) };
     (load by_close, $a:expr) => {
         std::array::from_fn(|i| (CloseReason::LABELS[i], $a[i].load(Ordering::Relaxed)))
+    };
+    (load by_tls, $a:expr) => {
+        std::array::from_fn(|i| (TlsFailure::LABELS[i], $a[i].load(Ordering::Relaxed)))
     };
     (load by_drop, $a:expr) => {
         DropReason::ALL.map(|r| (r, $a[r.index()].load(Ordering::Relaxed)))
@@ -128,6 +138,7 @@ macro_rules! cell {
     (show by_close, $v:expr) => { MetricValue::ByCloseReason(&$v) };
     (show by_drop, $v:expr) => { MetricValue::ByDropReason(&$v) };
     (show by_proxy, $v:expr) => { MetricValue::ByProxyFailure(&$v) };
+    (show by_tls, $v:expr) => { MetricValue::ByTlsFailure(&$v) };
     (label count) => { None };
     (label $by:ident) => { Some("reason") };
 }
@@ -317,6 +328,10 @@ counter_set! {
             "Connections closed because their PROXY protocol header was refused (untrusted sender, missing, malformed, oversized, truncated, too slow), by reason.";
         dropped: by_drop as "framehub_frames_dropped_total",
             "Frames and egress messages not delivered, by reason.";
+        tls_handshakes: count as "framehub_tls_handshakes_total",
+            "TLS handshakes that succeeded (TLS listeners).";
+        tls_handshake_failures: by_tls as "framehub_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out, by reason; each connection is also closed as tls_failed.";
     }
     maxima {
         max_frame_received: max,
@@ -348,6 +363,11 @@ impl ListenerCounters {
     pub(crate) fn proxy_rejected(&self, reason: ProxyFailure) {
         Self::add(&self.proxy_rejected[reason.index()], 1);
     }
+
+    /// A TLS handshake failed (the connection is closed as well).
+    pub(crate) fn tls_failed(&self, failure: TlsFailure) {
+        Self::add(&self.tls_handshake_failures[failure.index()], 1);
+    }
 }
 
 impl Counters {
@@ -364,6 +384,11 @@ impl Counters {
     /// Connections whose PROXY header was refused for `reason`.
     pub fn proxy_rejected(&self, reason: ProxyFailure) -> u64 {
         self.proxy_rejected[reason.index()].1
+    }
+
+    /// TLS handshakes that failed for `failure`.
+    pub fn tls_failures(&self, failure: TlsFailure) -> u64 {
+        self.tls_handshake_failures[failure.index()].1
     }
 }
 
@@ -507,6 +532,7 @@ mod tests {
                 "connections_closed_by" => CloseReason::LABELS.len(),
                 "dropped" => DropReason::ALL.len(),
                 "proxy_rejected" => ProxyFailure::ALL.len(),
+                "tls_handshake_failures" => TlsFailure::ALL.len(),
                 _ => 1,
             };
             assert_eq!(samples, expected, "{}", m.field);

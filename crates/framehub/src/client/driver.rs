@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use socket2::{SockRef, TcpKeepalive};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, sleep, sleep_until};
+use tokio_rustls::client::TlsStream;
 
 use super::backoff::Backoff;
 use super::{ClientConfig, ClientEvent, ClientState, DisconnectReason, Shared, add};
@@ -24,6 +25,12 @@ use crate::stats::WarnLimiter;
 const BATCH_BYTES: usize = 64 << 10;
 /// One read of the server's stream (heartbeats are tiny).
 const READ_BYTES: usize = 8 << 10;
+
+/// A connected socket, after its TLS handshake when the client has TLS.
+enum Link {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
 
 /// How a connection ended.
 enum End {
@@ -54,7 +61,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
         let connected = tokio::select! {
             biased;
             _ = shared.shutdown.cancelled() => break,
-            connected = connect(config) => connected,
+            connected = connect(&shared) => connected,
         };
         let reason = match connected {
             Ok((stream, peer, local)) => {
@@ -64,7 +71,16 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 shared.set_state(ClientState::Connected);
                 shared.emit(ClientEvent::Connected { peer, local });
                 let up = Instant::now();
-                let end = session(&shared, stream, &mut pending).await;
+                let end = match stream {
+                    Link::Plain(mut tcp) => {
+                        let (reader, writer) = tcp.split();
+                        session(&shared, reader, writer, &mut pending).await
+                    }
+                    Link::Tls(tls) => {
+                        let (reader, writer) = tokio::io::split(*tls);
+                        session(&shared, reader, writer, &mut pending).await
+                    }
+                };
                 if up.elapsed() >= config.backoff_max {
                     // The link proved stable: the next outage starts over
                     // with a short wait.
@@ -119,17 +135,25 @@ fn is_flushed(shared: &Shared, pending: &Pending) -> bool {
 }
 
 /// Resolves the address (again on every attempt) and connects to the
-/// first address that answers, with the socket options set.
-async fn connect(
-    config: &ClientConfig,
-) -> Result<(TcpStream, SocketAddr, SocketAddr), DisconnectReason> {
+/// first address that answers, with the socket options set, then makes
+/// the TLS handshake if the client has TLS: all within `connect_timeout`.
+async fn connect(shared: &Shared) -> Result<(Link, SocketAddr, SocketAddr), DisconnectReason> {
+    let config = &shared.config;
     let attempt = async {
         let mut last_error = None;
         for addr in tokio::net::lookup_host(&config.addr).await? {
             match connect_one(addr, config).await {
                 Ok(stream) => {
                     let local = stream.local_addr()?;
-                    return Ok((stream, addr, local));
+                    let link = match &shared.tls {
+                        None => Link::Plain(stream),
+                        Some(tls) => {
+                            Link::Tls(Box::new(tls.connect(stream).await.map_err(|e| {
+                                io::Error::new(e.kind(), format!("TLS handshake failed: {e}"))
+                            })?))
+                        }
+                    };
+                    return Ok((link, addr, local));
                 }
                 Err(e) => last_error = Some(e),
             }
@@ -174,8 +198,13 @@ async fn connect_one(addr: SocketAddr, config: &ClientConfig) -> io::Result<TcpS
 
 /// One connection: writes what is pending, then the outbox, heartbeats
 /// when idle; reads and counts what the server sends; ends at the first
-/// sign the link is gone.
-async fn session(shared: &Shared, mut stream: TcpStream, pending: &mut Pending) -> End {
+/// sign the link is gone. Generic over the halves, so plaintext stays on
+/// the bare TCP halves.
+async fn session<R, W>(shared: &Shared, mut reader: R, mut writer: W, pending: &mut Pending) -> End
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let config = &shared.config;
     let opener = shared
         .heartbeat
@@ -184,7 +213,6 @@ async fn session(shared: &Shared, mut stream: TcpStream, pending: &mut Pending) 
     let resent = pending.restart(opener);
     add(&shared.stats.resent, resent);
     let heartbeat = shared.heartbeat.as_ref().and(config.heartbeat_interval);
-    let (mut reader, mut writer) = stream.split();
     let mut decoder = FrameDecoder::new(&config.framing, config.max_frame_bytes);
     let mut received = BytesMut::with_capacity(READ_BYTES);
     // Liveness is only judged once the server has shown it sends at all.
@@ -248,6 +276,19 @@ async fn session(shared: &Shared, mut stream: TcpStream, pending: &mut Pending) 
                     add(&shared.stats.bytes_sent, n as u64);
                     add(&shared.stats.sent, done.data);
                     add(&shared.stats.heartbeats_sent, done.heartbeats);
+                    // TLS may hold what it took until flushed (a no-op on
+                    // TCP); still judged by shutdown and liveness meanwhile.
+                    tokio::select! {
+                        biased;
+                        _ = shared.shutdown.cancelled() => return End::Shutdown,
+                        _ = sleep_until(liveness_due.unwrap_or(far)), if liveness_due.is_some() => {
+                            let silent = liveness.unwrap_or_default();
+                            return End::Lost(DisconnectReason::LivenessTimeout(silent));
+                        }
+                        flushed = writer.flush() => if let Err(e) = flushed {
+                            return End::Lost(DisconnectReason::WriteError(e.to_string()));
+                        },
+                    }
                 }
                 Err(e) => return End::Lost(DisconnectReason::WriteError(e.to_string())),
             },

@@ -5,6 +5,8 @@
 //! core's next deadline. Writing to the client is the egress writer's job.
 //! Before any of it, a PROXY protocol header, when the listener expects
 //! one, settles who the peer is ([`proxy`]).
+//! On a TLS listener the handshake runs here first, in the connection's
+//! own task, so a slow or silent client never holds up the accept loop.
 //!
 //! Memory per connection is bounded by one read plus `max_frame_bytes`:
 //! the decoders never keep more. Frames that wait in a queue never pin much
@@ -29,12 +31,15 @@ use tokio::time::Instant;
 
 use self::deliver::Delivery;
 use self::proto::Core;
+use crate::config::Protocol;
 use crate::context::ListenerShared;
 use crate::egress::EgressWriter;
 use crate::event::{CloseReason, ConnectionCounts, ConnectionEvent};
 use crate::frame::Source;
+use crate::reason::TlsFailure;
 use crate::registry::Peer;
 use crate::stats::{LinkCounters, ListenerCounters};
+use crate::transport::Transport;
 
 /// A deadline that never comes, for timers whose branch is off.
 const FAR_FUTURE: Duration = Duration::from_secs(86400 * 365);
@@ -65,6 +70,13 @@ pub(crate) async fn serve(
         peer,
         listener: shared.name.clone(),
     });
+    // A PROXY protocol header, when the listener expects one, comes in
+    // plaintext ahead of everything else: it is read here, before the TLS
+    // handshake.
+    let (transport, identity) = match secure(&shared, stream).await {
+        Ok(secured) => secured,
+        Err(reason) => return refused(&shared, conn, peer, reason),
+    };
     let link = Arc::new(Peer::new(
         conn,
         peer,
@@ -74,9 +86,13 @@ pub(crate) async fn serve(
     shared.peers.insert(link.clone());
     // The writer task owns the write half, so a client that does not read
     // can never hold up this read loop.
-    let (reader, writer) = stream.into_split();
+    let (reader, writer) = transport.into_split();
     let egress = EgressWriter::spawn(writer, link.clone(), shared.clone());
-    let mut driver = Driver::new(shared.clone(), link.clone());
+    let mut driver = Driver::new(shared.clone(), link.clone(), identity);
+    if let Some(node) = driver.core.take_bound() {
+        // Bound by its certificate: the node is known before any frame.
+        driver.bind(node);
+    }
     let reason = driver.run(reader).await;
     shared.peers.remove(conn);
     if let Some(dispatcher) = driver.delivery.take_dispatcher() {
@@ -111,13 +127,12 @@ pub(crate) async fn serve(
     driver.finish(reason);
 }
 
-/// Closes a connection before it is served (its PROXY header was refused,
-/// or it ended or the hub shut down before the header came): counted,
-/// logged with the socket's address, and reported as a connection that
-/// opened and closed.
+/// Closes a connection before it is served because its PROXY header was
+/// refused, or it ended or the hub shut down before the header came: logged
+/// with the socket's address, and reported as a connection that opened and
+/// closed.
 fn refuse(shared: &ListenerShared, peer: SocketAddr, reason: CloseReason) {
     let conn = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
-    shared.counters.closed(&reason);
     if let CloseReason::ProxyRejected(why) = reason {
         shared.counters.proxy_rejected(why);
         if let Some(suppressed) = shared.close_warning.check() {
@@ -131,6 +146,47 @@ fn refuse(shared: &ListenerShared, peer: SocketAddr, reason: CloseReason) {
         peer,
         listener: shared.name.clone(),
     });
+    refused(shared, conn, peer, reason);
+}
+
+/// The TLS handshake, when the listener has TLS (bounded by its
+/// `handshake_timeout`, cut short by shutdown), and the node the client
+/// certificate names when it is the identity.
+async fn secure(
+    shared: &ListenerShared,
+    stream: TcpStream,
+) -> Result<(Transport, Option<Arc<str>>), CloseReason> {
+    let Some(tls) = &shared.tls else {
+        return Ok((Transport::Plain(stream), None));
+    };
+    let stream = tokio::select! {
+        biased;
+        _ = shared.cancel.cancelled() => return Err(CloseReason::Shutdown),
+        accepted = tls.accept(stream) => accepted.map_err(CloseReason::TlsFailed)?,
+    };
+    ListenerCounters::add(&shared.counters.tls_handshakes, 1);
+    let auth = &shared.config.auth;
+    let identity = if auth.is_by_certificate() && shared.config.protocol == Protocol::Node {
+        let node = crate::tls::identity(&stream, auth.identity_from)
+            .ok_or(CloseReason::TlsFailed(TlsFailure::NoIdentity))?;
+        Some(Arc::from(node))
+    } else {
+        None
+    };
+    Ok((Transport::Tls(stream), identity))
+}
+
+/// Ends a connection that never got to be served (its PROXY header was
+/// refused, its TLS handshake failed, or the hub shut down meanwhile):
+/// counted as closed, TLS failures logged within limits, reported.
+fn refused(shared: &ListenerShared, conn: u64, peer: SocketAddr, reason: CloseReason) {
+    shared.counters.closed(&reason);
+    if let CloseReason::TlsFailed(failure) = reason {
+        shared.counters.tls_failed(failure);
+        if let Some(suppressed) = shared.tls_warning.check() {
+            tracing::warn!(%peer, conn, listener = %shared.name, suppressed, "closing connection: TLS handshake failed: {failure}");
+        }
+    }
     shared.emit(ConnectionEvent::Closed {
         conn,
         peer,
@@ -162,7 +218,9 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(shared: Arc<ListenerShared>, link: Arc<Peer>) -> Driver {
+    /// `identity`: the node the client certificate named, which binds the
+    /// connection from the start.
+    fn new(shared: Arc<ListenerShared>, link: Arc<Peer>, identity: Option<Arc<str>>) -> Driver {
         let source = Source {
             conn: link.conn,
             peer: link.addr,
@@ -175,6 +233,7 @@ impl Driver {
             shared.current_node_protocol(),
             source,
             shared.drop_warning.clone(),
+            identity,
             Instant::now(),
         );
         Driver {

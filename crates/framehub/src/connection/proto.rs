@@ -96,15 +96,21 @@ pub(crate) struct Core {
 
 impl Core {
     /// The core of a connection accepted at `now`, stamping `source` on its
-    /// frames.
+    /// frames; `identity` is the node its client certificate names, bound
+    /// from the start (node protocol only).
     pub(crate) fn new(
         config: &ListenerConfig,
         node_protocol: Option<Arc<NodeProtocol>>,
         source: Source,
         listener_warning: Arc<WarnLimiter>,
+        identity: Option<Arc<str>>,
         now: Instant,
     ) -> Core {
-        let session = node_protocol.map(NodeSession::new);
+        let mut session = node_protocol.map(|protocol| match &identity {
+            Some(node) => NodeSession::bound(protocol, node.clone()),
+            None => NodeSession::new(protocol),
+        });
+        let bound = session.as_mut().and_then(NodeSession::take_just_bound);
         // Until a peer authenticates it may only send a small first message,
         // so an unauthenticated peer cannot make the server buffer 1 MiB.
         let max_frame = match &session {
@@ -113,7 +119,7 @@ impl Core {
             }
             _ => config.max_frame_bytes.0,
         };
-        Core {
+        let mut core = Core {
             limits: Limits {
                 max_frame_bytes: config.max_frame_bytes.0,
                 auth_timeout: config.auth.timeout,
@@ -133,7 +139,11 @@ impl Core {
             pending: Pending::default(),
             warning: WarnLimiter::new(Duration::from_secs(5)),
             listener_warning,
+        };
+        if let Some(node) = bound {
+            core.bind(node);
         }
+        core
     }
 
     pub(crate) fn is_authenticated(&self) -> bool {
@@ -535,6 +545,7 @@ mod tests {
             node,
             source,
             Arc::new(WarnLimiter::new(Duration::from_secs(1))),
+            None,
             now,
         )
     }
