@@ -140,3 +140,84 @@ fn a_bad_certificate_file_exits_64_naming_the_key() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `framehub send` pushing one frame over TLS trusting `ca`: whether it
+/// got through (it retries a failed handshake for ever, so it is stopped
+/// after a few seconds and counts as failed).
+fn send_one(addr: std::net::SocketAddr, ca: &Path, ts: u64) -> bool {
+    let mut send = framehub()
+        .args(["send", "--to", &format!("localhost:{}", addr.port())])
+        .arg("--ca")
+        .arg(ca)
+        .args(["--node-id", "radar3", "--heartbeat", "off"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("send runs");
+    {
+        let mut stdin = send.stdin.take().expect("stdin");
+        writeln!(stdin, "{{\"timestamp\":{ts}}}").expect("write");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    loop {
+        if let Some(status) = send.try_wait().expect("wait") {
+            return status.success();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = send.kill();
+            let _ = send.wait();
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// SIGHUP rereads a TLS listener's certificate and key: after the files
+/// are replaced by ones from another CA, new handshakes need that CA.
+#[test]
+fn sighup_reloads_the_certificates() {
+    let dir = temp_dir("tls-hup");
+    let (old, new, live) = (dir.join("old"), dir.join("new"), dir.join("live"));
+    for d in [&old, &new, &live] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    make_certificates(&old);
+    make_certificates(&new);
+    for f in ["server.pem", "server.key"] {
+        std::fs::copy(old.join(f), live.join(f)).expect("copy");
+    }
+    let out = dir.join("frames.ndjson");
+    let config = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n[listener.tls]\ncert = \"{d}/server.pem\"\nkey = \"{d}/server.key\"\n",
+        d = live.display()
+    );
+    let mut daemon = Daemon::with_config(&dir, &config, &["--out", out.to_str().expect("path")]);
+    let addr = daemon.addr();
+    assert!(send_one(addr, &old.join("ca.pem"), 1), "the first CA works");
+    assert!(
+        !send_one(addr, &new.join("ca.pem"), 2),
+        "the second CA is not trusted before the reload"
+    );
+    for f in ["server.pem", "server.key"] {
+        std::fs::copy(new.join(f), live.join(f)).expect("copy");
+    }
+    let status = Command::new("kill")
+        .args(["-HUP", &daemon.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    daemon.wait_log("reloaded");
+    assert!(
+        send_one(addr, &new.join("ca.pem"), 3),
+        "the new certificate is served"
+    );
+    eventually("two records", || line_count(&out) == 2);
+    let stamps: Vec<_> = records(&out)
+        .iter()
+        .map(|r| r["frame"]["timestamp"].clone())
+        .collect();
+    assert_eq!(stamps, [1, 3]);
+    assert_eq!(daemon.terminate(), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
