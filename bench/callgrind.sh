@@ -10,11 +10,13 @@
 # Each case runs `framehub bench --inproc` (hub and load generator in one
 # process, default config) under callgrind, then reads inclusive counts per
 # function with callgrind_annotate and divides them by the frames delivered:
-#   read path   Core::handle_read: decode of a read, per-frame checks, the
-#               envelope (JSON scan), batch building (the connection task's
-#               per-frame work before delivery)
+#   task        the connection task (connection::serve): everything a
+#               connection does per frame, read syscalls and delivery included
+#   read        Core::handle_read: decode of a read, per-frame checks, the
+#               envelope (JSON scan), batch building
 #   envelope    json::scan_envelope alone (node protocol only)
-#   deliver     deliver::*: route + queue (dedup, the queue's lock, push)
+#   deliver     route + queue: the delivery code of the task (dedup, the
+#               queue's lock, push, waking the consumer)
 #   whole       every instruction of the process (generator and consumer too)
 # The callgrind outputs stay in $OUT/<case>.callgrind for callgrind_annotate.
 #
@@ -54,29 +56,23 @@ done
 python3 - "$OUT" $CASES <<'PY'
 import json, os, re, sys
 out, cases = sys.argv[1], sys.argv[2:]
-print(f"{'case':<8} {'frames':>9} {'read path':>10} {'envelope':>9} {'deliver':>8} {'whole':>8}   (instructions per frame)")
+print(f"{'case':<8} {'frames':>9} {'task':>7} {'read':>7} {'envelope':>9} {'deliver':>8} {'whole':>7}   (instructions per frame)")
 for case in cases:
     run = json.load(open(os.path.join(out, f"{case}.json")))
     frames = run["frames_sent"] - run["drops"]
-    incl = {}
-    total = 0
-    for line in open(os.path.join(out, f"{case}.annotate")):
-        m = re.match(r"\s*([\d,]+) \([^)]*\)\s+(\S.*?)(?: \[[^\]]*\])?$", line)
-        if not m:
-            continue
-        n, name = int(m.group(1).replace(",", "")), m.group(2)
-        if "PROGRAM TOTALS" in line:
-            total = n
-        # A symbol can appear once per object file/inlining context: keep the largest.
-        incl[name] = max(incl.get(name, 0), n)
-    m = re.search(r"([\d,]+) \(100.0%\)\s+PROGRAM TOTALS", open(os.path.join(out, f"{case}.annotate")).read())
-    total = int(m.group(1).replace(",", "")) if m else total
-    def find(pat):
-        return max((n for name, n in incl.items() if re.search(pat, name)), default=0)
-    read = find(r"proto::Core::handle_read$")
-    env = find(r"json::scan_envelope$")
-    deliver = sum(n for name, n in incl.items() if re.search(r"connection::deliver::[^:]+$", name) and "{{closure}}" not in name)
-    deliver = find(r"connection::deliver::.*deliver[^:]*$")
+    text = open(os.path.join(out, f"{case}.annotate")).read()
+    # Lines: "COUNT (PCT)  FILE:FUNCTION [OBJECT]". A function appears once with its object
+    # (the code compiled in it) and once per source file inlined into it; the entry with the
+    # absolute source path sums them, so the largest count is the function's inclusive cost.
+    rows = [(int(n.replace(",", "")), f) for n, f in re.findall(r"^\s*([\d,]+) \([^)]*\)\s+(.*)$", text, re.M)]
+    def incl(pat):
+        return max((n for n, f in rows if re.search(pat, f)), default=0)
+    total = incl(r"PROGRAM TOTALS")
+    task = incl(r":framehub::connection::serve::\{\{closure\}\}( \[|$)")
+    read = incl(r":framehub::connection::proto::Core::handle_read( \[|$)")
+    env = incl(r":framehub::json::scan_envelope( \[|$)")
+    # Route + queue: the delivery code inlined into the task (queue push, dedup, wake-ups).
+    deliver = incl(r"connection/deliver\.rs:framehub::connection::serve::\{\{closure\}\}")
     per = lambda n: f"{n / frames:,.0f}" if n else "-"
-    print(f"{case:<8} {frames:>9,} {per(read):>10} {per(env):>9} {per(deliver):>8} {per(total):>8}")
+    print(f"{case:<8} {frames:>9,} {per(task):>7} {per(read):>7} {per(env):>9} {per(deliver):>8} {per(total):>7}")
 PY

@@ -20,8 +20,6 @@
 
 use std::borrow::Cow;
 
-mod classify;
-mod fast;
 mod redact;
 pub use redact::remove_members;
 
@@ -631,11 +629,6 @@ fn scan<'a, const CAPTURE: bool>(
     keys: &KeyMatcher<'_>,
     max_depth: usize,
 ) -> Result<(u8, Envelope<'a>), JsonError> {
-    // Compact objects (what nodes send) are checked from a structural index; anything it does
-    // not accept, valid or not, is walked byte by byte below, which decides and reports errors.
-    if let Some(env) = fast::scan_object::<CAPTURE>(input, keys, max_depth) {
-        return Ok((b'{', env));
-    }
     let mut utf8 = Utf8 { hi_mask: HI };
     match scan_inner::<CAPTURE>(input, keys, max_depth, &mut utf8) {
         Ok(r) => Ok(r),

@@ -80,9 +80,7 @@
 //!   a bounded outbox.
 //! - [`guide`]: the library guide (`docs/library.md`), its examples doctests.
 
-// Denied everywhere but in `json::classify`, whose SSE2 intrinsics need it (audited there,
-// compared there with a portable version).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod client;
 pub mod codec;
