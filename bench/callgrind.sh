@@ -3,8 +3,8 @@
 # figure that does not move with the machine's load (wall-clock figures on 2
 # shared cores move by 10-30% between runs; these move by well under 1%).
 #
-#   bench/callgrind.sh                  # every framing, 8 conns x 20,000 frames of 200 B
-#   CASES="lines" bench/callgrind.sh    # only some cases
+#   bench/callgrind.sh                  # every case, 8 conns x 20,000 frames of 200 B
+#   CASES="lines scan" bench/callgrind.sh    # only some cases
 #   FRAMES=5000 bench/callgrind.sh      # shorter (the per-frame figures barely change)
 #
 # Each case runs `framehub bench --inproc` (hub and load generator in one
@@ -18,6 +18,9 @@
 #   deliver     route + queue: the delivery code of the task (dedup, the
 #               queue's lock, push, waking the consumer)
 #   whole       every instruction of the process (generator and consumer too)
+# Case `scan` is the envelope scan alone (crates/framehub/benches/json_count.rs: the same
+# 200-byte frames, no sockets, no runtime): seconds instead of a minute, for iterating on
+# crates/framehub/src/json.rs; its `envelope` column is the one to compare with `lines`.
 # The callgrind outputs stay in $OUT/<case>.callgrind for callgrind_annotate.
 #
 # Needs: valgrind (installed from the OS packages when missing), python3.
@@ -29,7 +32,7 @@ FRAMES=${FRAMES:-20000}           # per connection
 SIZE=${SIZE:-200}
 TOKEN=${TOKEN:-secret}
 OUT=${OUT:-target/callgrind}
-CASES=${CASES:-"lines json length cobs"}
+CASES=${CASES:-"lines json length cobs scan"}
 mkdir -p "$OUT"
 
 if ! command -v valgrind >/dev/null; then
@@ -40,6 +43,22 @@ fi
 FH=${FH:-target/release/framehub}
 
 for case in $CASES; do
+  if [ "$case" = scan ]; then
+    scan=$(cargo build --release --quiet -p framehub --bench json_count --message-format=json |
+      python3 -c 'import json, sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "json_count" and m.get("executable"):
+        print(m["executable"])')
+    echo "== scan" >&2
+    rounds=$((CONNS * FRAMES / 5))
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/scan.callgrind" "$scan" "$rounds" \
+      >"$OUT/scan.out" 2>"$OUT/scan.log"
+    python3 -c 'import json, sys; print(json.dumps({"frames_sent": json.load(open(sys.argv[1]))["frames"], "drops": 0}))' \
+      "$OUT/scan.out" >"$OUT/scan.json"
+    callgrind_annotate --inclusive=yes --threshold=100 "$OUT/scan.callgrind" >"$OUT/scan.annotate" 2>/dev/null
+    continue
+  fi
   case $case in
     lines) args=(--token "$TOKEN") ;;           # the node protocol on NDJSON lines
     json) args=(--framing json --token "$TOKEN") ;; # the node protocol, one JSON value after another
