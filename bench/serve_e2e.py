@@ -15,7 +15,8 @@ cannot see the file):
   growth for 2 s after the generator exited).
 - synced: written + the time an fsync of the file takes right after it stopped growing for
   50 ms (what is still unsynced then is what the daemon's 1 s interval had not yet synced).
-The file is on OUTDIR's file system, which must be a disk (not tmpfs).
+The file is on OUTDIR's file system, which must be a disk (not tmpfs). With SERVE_CONFIG set,
+the daemon also reads that config file (the command-line flags above still apply).
 """
 import json
 import os
@@ -56,8 +57,9 @@ def main():
         os.remove(path)
     port = free_port()
     log = open(os.path.join(outdir, "serve-e2e.log"), "w")
+    config = ["--config", os.environ["SERVE_CONFIG"]] if os.environ.get("SERVE_CONFIG") else []
     serve = subprocess.Popen(
-        [fh, "serve", "--listen", f"127.0.0.1:{port}", "--token", token, "--out", path,
+        [fh, "serve", *config, "--listen", f"127.0.0.1:{port}", "--token", token, "--out", path,
          "--no-admin", "--quiet", "--log-format", "json"],
         stderr=log)
     try:
