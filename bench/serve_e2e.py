@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""`framehub serve` end to end, as a user gets it: from the first frame sent to the last record
+written into a file on a real disk and synced, wall clock, with the default config (no config
+file: drop-oldest queues, fsync = "interval"), and the frames that never reached the file.
+
+    bench/serve_e2e.py FRAMEHUB OUTDIR CONNS FRAMES SIZE TOKEN > result.json
+
+How it is timed (the daemon cannot say when the first frame was sent, and the load generator
+cannot see the file):
+- start: the earlier of (a) the moment the file first grows, seen by polling its size every
+  millisecond (the first record, a fraction of a millisecond after the first frame), and
+  (b) the generator's exit minus its own sending time (`send_secs`). Both lie at or after the
+  real start, so the earlier is the closer.
+- written: the moment the file reached its final size (polled every millisecond; final = no
+  growth for 2 s after the generator exited).
+- synced: written + the time an fsync of the file takes right after it stopped growing for
+  50 ms (what is still unsynced then is what the daemon's 1 s interval had not yet synced).
+The file is on OUTDIR's file system, which must be a disk (not tmpfs). With SERVE_CONFIG set,
+the daemon also reads that config file (the command-line flags above still apply).
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port):
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"port {port} never opened")
+
+
+def main():
+    fh, outdir, conns, frames, size, token = sys.argv[1:7]
+    os.makedirs(outdir, exist_ok=True)
+    fstype = subprocess.run(["stat", "-f", "-c", "%T", outdir], capture_output=True, text=True).stdout.strip()
+    if fstype in ("tmpfs", "ramfs"):
+        raise SystemExit(f"{outdir} is on {fstype}, not a disk")
+    path = os.path.join(outdir, "serve-e2e.ndjson")
+    if os.path.exists(path):
+        os.remove(path)
+    port = free_port()
+    log = open(os.path.join(outdir, "serve-e2e.log"), "w")
+    config = ["--config", os.environ["SERVE_CONFIG"]] if os.environ.get("SERVE_CONFIG") else []
+    serve = subprocess.Popen(
+        [fh, "serve", *config, "--listen", f"127.0.0.1:{port}", "--token", token, "--out", path,
+         "--no-admin", "--quiet", "--log-format", "json"],
+        stderr=log)
+    try:
+        wait_port(port)
+        growth = []  # (time, size) at every change
+        stop = threading.Event()
+
+        def poll():
+            last = -1
+            while not stop.is_set():
+                try:
+                    n = os.stat(path).st_size
+                except FileNotFoundError:
+                    n = 0
+                if n != last:
+                    growth.append((time.monotonic(), n))
+                    last = n
+                time.sleep(0.001)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        bench = subprocess.run(
+            [fh, "bench", "--to", f"127.0.0.1:{port}", "--token", token, "--conns", conns,
+             "--frames", frames, "--size", size, "--json"],
+            capture_output=True, text=True, check=True)
+        exited = time.monotonic()
+        sent = json.loads(bench.stdout)
+        # Quiet for 50 ms: sync what the daemon has not; then wait for 2 s of quiet in all.
+        while time.monotonic() - growth[-1][0] < 0.05:
+            time.sleep(0.01)
+        fd = os.open(path, os.O_RDONLY)
+        t = time.monotonic()
+        os.fsync(fd)
+        fsync_secs = time.monotonic() - t
+        os.close(fd)
+        while time.monotonic() - growth[-1][0] < 2.0:
+            time.sleep(0.05)
+        stop.set()
+        poller.join()
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=30)
+        log.close()
+    first_growth = next(t for t, n in growth if n > 0)
+    start = min(first_growth, exited - sent["send_secs"])
+    final = growth[-1][1]
+    written_at = next(t for t, n in growth if n == final)
+    with open(path, "rb") as f:
+        records = sum(1 for _ in f)
+    stopped = {}
+    for line in open(os.path.join(outdir, "serve-e2e.log")):
+        try:
+            v = json.loads(line)
+        except ValueError:
+            continue
+        if v.get("fields", {}).get("message", "").startswith("stopped"):
+            stopped = v["fields"]
+    secs = written_at - start + fsync_secs
+    json.dump({
+        "delivered_fps": records / secs,
+        "written": records,
+        "drops": sent["frames_sent"] - records,
+        "hub_dropped": stopped.get("dropped"),
+        "e2e_secs": secs,
+        "written_secs": written_at - start,
+        "fsync_secs": fsync_secs,
+        "send_secs": sent["send_secs"],
+        "sink_busy_secs": stopped.get("write_secs"),
+        "file_bytes": final,
+        "fs": fstype,
+        "conns": sent["conns"],
+        "size": sent["size"],
+        "frames_sent": sent["frames_sent"],
+    }, sys.stdout)
+    os.remove(path)
+
+
+if __name__ == "__main__":
+    main()
