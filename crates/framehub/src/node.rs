@@ -105,6 +105,7 @@ impl NodeProtocol {
             token: &self.token,
             msg_type: &self.msg_type,
             timestamp: &self.timestamp,
+            seq: None,
         }
     }
 
