@@ -4,6 +4,7 @@
 //! SIGHUP (`reload.rs`), and a clean exit on SIGINT or SIGTERM with
 //! everything received written and synced.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,7 @@ use crate::reload::Reloader;
 use crate::sink::file::FileSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::tap::Tap;
+use crate::sink::durable::Durability;
 use crate::sink::{self, Message, Sink, SinkStatus};
 use crate::{EXIT_BAD_CONFIG, ServeArgs};
 
@@ -77,6 +79,9 @@ fn apply_flags(
     if args.no_admin {
         cfg.admin.enabled = false;
     }
+    if cfg.apply_serve_defaults() {
+        tracing::debug!("a file sink is configured: queues whose overflow is not set block instead of dropping");
+    }
     cfg.validate().map_err(|e| e.to_string())
 }
 
@@ -86,19 +91,49 @@ struct Sinks {
     sinks: Vec<Box<dyn Sink>>,
     statuses: Vec<Arc<SinkStatus>>,
     taps: Vec<Tap>,
+    /// Acknowledged delivery: what the file sinks made durable.
+    durability: Arc<Durability>,
+    /// Each node's durable sequence number found again in every file sink
+    /// (the lowest of theirs; a node one of them lacks is not durable).
+    recovered: Vec<(String, u64)>,
 }
 
-async fn build_sinks(configs: Vec<SinkConfig>) -> Result<Sinks, String> {
+/// `acks`: some listener acknowledges frames, so file sinks find their
+/// durable marks again and report their syncs.
+async fn build_sinks(configs: Vec<SinkConfig>, acks: bool) -> Result<Sinks, String> {
     let mut built = Sinks {
         sinks: Vec::new(),
         statuses: Vec::new(),
         taps: Vec::new(),
+        durability: Durability::new(),
+        recovered: Vec::new(),
     };
+    let mut recovered: Option<HashMap<String, u64>> = None;
     for config in configs {
         let status = SinkStatus::new(config.name(), config.kind(), config.is_durable());
         built.statuses.push(status.clone());
         let sink: Box<dyn Sink> = match config {
-            SinkConfig::File(c) => Box::new(FileSink::new(c, status)),
+            SinkConfig::File(c) => {
+                let durability = acks.then(|| built.durability.clone());
+                let file = FileSink::with_durability(c, status, durability);
+                if acks {
+                    let found: HashMap<String, u64> = file.recovered().into_iter().collect();
+                    recovered = Some(match recovered {
+                        None => found,
+                        Some(mut so_far) => {
+                            so_far.retain(|node, seq| match found.get(node) {
+                                Some(other) => {
+                                    *seq = (*seq).min(*other);
+                                    true
+                                }
+                                None => false,
+                            });
+                            so_far
+                        }
+                    });
+                }
+                Box::new(file)
+            }
             SinkConfig::Stdout(_) => Box::new(StdoutSink::new(status)),
             SinkConfig::Tap(c) => {
                 let bind = c.bind;
@@ -112,6 +147,7 @@ async fn build_sinks(configs: Vec<SinkConfig>) -> Result<Sinks, String> {
         };
         built.sinks.push(sink);
     }
+    built.recovered = recovered.unwrap_or_default().into_iter().collect();
     Ok(built)
 }
 
@@ -159,10 +195,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
     // The daemon's own ports are bound before the hub's, so a port that is
     // taken fails the start before any device has connected.
     let admin_listener = bind_admin(&cfg).await?;
-    let sinks = build_sinks(cfg.sinks())
+    let acks = cfg.hub.listeners().iter().any(|l| l.ack.is_on());
+    let mut sinks = build_sinks(cfg.sinks(), acks)
         .await
         .map_err(StartError::failure)?;
-    let hub = start_hub(&cfg).await?;
+    let hub = start_hub(&cfg, std::mem::take(&mut sinks.recovered)).await?;
+    sinks.durability.set_acks(hub.acks());
     let sink_thread = SinkThread::start(sinks, &hub)?;
     let admin = Admin::start(admin_listener, &cfg, &hub, &sink_thread, started);
     let status = start_status_output(&args, &cfg, &hub);
@@ -227,13 +265,16 @@ struct AdminListener {
     door: DoorConfig,
 }
 
-async fn start_hub(cfg: &FileConfig) -> Result<Hub, StartError> {
+async fn start_hub(cfg: &FileConfig, recovered: Vec<(String, u64)>) -> Result<Hub, StartError> {
     if !cfg.hub.nodes.auto_provision {
         tracing::warn!(
             "nodes.auto_provision is off: node frames have no receiver in `serve` and will be dropped (counted)"
         );
     }
-    Hub::start(cfg.hub.clone()).await.map_err(|e| match e {
+    let handlers: Vec<(String, framehub::Handler)> = Vec::new();
+    Hub::start_recovered(cfg.hub.clone(), handlers, recovered)
+        .await
+        .map_err(|e| match e {
         // A certificate file that is missing or bad is a config error.
         HubError::Config(_) => StartError::config(e.to_string()),
         _ => StartError::failure(e.to_string()),
@@ -255,12 +296,13 @@ impl SinkThread {
     fn start(sinks: Sinks, hub: &Hub) -> Result<SinkThread, StartError> {
         let (tx, rx) = mpsc::channel::<Message>(SINK_QUEUE);
         let writers = sinks.sinks;
+        let durability = sinks.durability;
         let (sink_done, done) = oneshot::channel();
         // A named thread of its own, so `top -H` shows what the sinks cost.
         std::thread::Builder::new()
             .name("framehub-sink".to_owned())
             .spawn(move || {
-                let _ = sink_done.send(sink::run(rx, writers));
+                let _ = sink_done.send(sink::run(rx, writers, durability));
             })
             .map_err(|e| StartError::failure(format!("cannot start the sink thread: {e}")))?;
         tokio::spawn(sink::ticker(tx.downgrade()));
