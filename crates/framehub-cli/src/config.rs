@@ -563,10 +563,7 @@ pub fn parse(text: &str) -> Result<FileConfig, BadConfig> {
         Some(toml::Value::Array(listeners)) => listeners
             .iter()
             .map(|l| {
-                let queue = l
-                    .get("queue")
-                    .and_then(|q| q.get("overflow"))
-                    .is_some();
+                let queue = l.get("queue").and_then(|q| q.get("overflow")).is_some();
                 (queue, l.get("group_overflow").is_some())
             })
             .collect(),

@@ -20,10 +20,10 @@ use crate::admin::door::DoorConfig;
 use crate::admin::{self, AdminState};
 use crate::config::{self, FileConfig, SinkConfig, TapSinkConfig};
 use crate::reload::Reloader;
+use crate::sink::durable::Durability;
 use crate::sink::file::FileSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::tap::Tap;
-use crate::sink::durable::Durability;
 use crate::sink::{self, Message, Sink, SinkStatus};
 use crate::{EXIT_BAD_CONFIG, ServeArgs};
 
@@ -80,7 +80,9 @@ fn apply_flags(
         cfg.admin.enabled = false;
     }
     if cfg.apply_serve_defaults() {
-        tracing::debug!("a file sink is configured: queues whose overflow is not set block instead of dropping");
+        tracing::debug!(
+            "a file sink is configured: queues whose overflow is not set block instead of dropping"
+        );
     }
     cfg.validate().map_err(|e| e.to_string())
 }
@@ -214,6 +216,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
 
     signal.await;
     tracing::info!("shutting down");
+    force_exit_on_second_signal();
     reloader.abort();
     admin.begin_shutdown();
     hub.shutdown().await;
@@ -223,6 +226,22 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
     let code = sink_thread.finish(&hub).await;
     admin.stop().await;
     Ok(code)
+}
+
+/// A second SIGINT or SIGTERM during the shutdown exits at once (code
+/// 130), for a shutdown that cannot finish (a sink blocked on a full pipe,
+/// a disk that does not answer): what is not written is lost, and said so.
+fn force_exit_on_second_signal() {
+    match crate::shutdown_signal() {
+        Ok(second) => {
+            tokio::spawn(async move {
+                second.await;
+                tracing::error!("second signal: exiting now; frames not yet written are lost");
+                std::process::exit(130);
+            });
+        }
+        Err(e) => tracing::warn!("cannot watch for a second signal: {e}"),
+    }
 }
 
 /// The file config (if any) with the command-line flags and the
@@ -275,10 +294,10 @@ async fn start_hub(cfg: &FileConfig, recovered: Vec<(String, u64)>) -> Result<Hu
     Hub::start_recovered(cfg.hub.clone(), handlers, recovered)
         .await
         .map_err(|e| match e {
-        // A certificate file that is missing or bad is a config error.
-        HubError::Config(_) => StartError::config(e.to_string()),
-        _ => StartError::failure(e.to_string()),
-    })
+            // A certificate file that is missing or bad is a config error.
+            HubError::Config(_) => StartError::config(e.to_string()),
+            _ => StartError::failure(e.to_string()),
+        })
 }
 
 /// The sink thread, fed every delivered frame by the hub's fan-in, and the
@@ -374,6 +393,23 @@ fn report_exit(
                 "stopped; some delivered frames could not be written"
             );
             ExitCode::FAILURE
+        }
+        Some(busy) if written < counters.frames_delivered => {
+            // Delivered frames a drop policy evicted from a full queue
+            // before the sinks took them (counted as queue_full).
+            tracing::warn!(
+                written,
+                failed,
+                write_secs = busy.as_secs_f64(),
+                received = counters.frames_received,
+                delivered = counters.frames_delivered,
+                not_written = counters.frames_delivered - written,
+                dropped = counters.dropped_total(),
+                heartbeats = counters.heartbeats,
+                duplicates = counters.duplicates,
+                "stopped; some delivered frames were dropped from full queues before the sinks took them"
+            );
+            ExitCode::SUCCESS
         }
         Some(busy) => {
             tracing::info!(

@@ -123,8 +123,12 @@ mod tests {
         let path = dir.join("f");
         let head = "{\"node\":\"a\",\"seq\":5,\"frame\":{\"seq\":5}}\n";
         let tail = "{\"node\":\"a\",\"seq\":7,\"frame\":{}}\n{\"node\":\"b\",\"seq\":3,\"frame\":{\"seq\":99}}\n{\"node\":null,\"frame\":{}}\n";
-        std::fs::write(&path, format!("{head}{tail}{{\"node\":\"a\",\"seq\":9,\"fr")).expect("write");
-        assert_eq!(repair(&path).expect("repair"), 21);
+        std::fs::write(
+            &path,
+            format!("{head}{tail}{{\"node\":\"a\",\"seq\":9,\"fr"),
+        )
+        .expect("write");
+        assert_eq!(repair(&path).expect("repair"), 23);
         assert_eq!(repair(&path).expect("again"), 0);
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),
@@ -133,7 +137,11 @@ mod tests {
         let state = dir.join(".f.acks");
         let marks = marks(&path, &state).expect("scan");
         assert_eq!(marks.get("a"), Some(&7));
-        assert_eq!(marks.get("b"), Some(&3), "the record's seq, not the frame's");
+        assert_eq!(
+            marks.get("b"),
+            Some(&3),
+            "the record's seq, not the frame's"
+        );
         // A state file covering the head: its marks, and the tail's.
         let mut durable = HashMap::new();
         durable.insert("c".to_owned(), 11);

@@ -189,10 +189,8 @@ impl Worker {
                 }
             }
             Err(e) => {
-                self.status.fail(
-                    format!("cannot sync {}: {e}", self.path.display()),
-                    0,
-                );
+                self.status
+                    .fail(format!("cannot sync {}: {e}", self.path.display()), 0);
                 if let Some((d, index)) = &self.durability {
                     d.failed(*index);
                 }
