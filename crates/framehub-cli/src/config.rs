@@ -570,13 +570,14 @@ pub fn parse(text: &str) -> Result<FileConfig, BadConfig> {
         _ => Vec::new(),
     };
     let hub: HubConfig = deserialize(toml::Value::Table(table), "")?;
-    let cfg = FileConfig {
+    let mut cfg = FileConfig {
         hub,
         serve,
         admin,
         sink,
         overflow_set,
     };
+    cfg.apply_serve_defaults();
     cfg.validate()?;
     Ok(cfg)
 }

@@ -384,3 +384,36 @@ fn a_second_sigterm_forces_the_exit() {
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
 }
+
+/// Issue 18 item 7: a sink that cannot keep up (stdout into a pipe nobody
+/// reads) with drop-oldest queues in front of it shows on `/healthz`.
+#[test]
+fn healthz_reports_a_sink_queue_that_is_full_and_dropping() {
+    let mut daemon = Daemon::start(&["--listen", "127.0.0.1:0", "--token", "secret"]);
+    let addr = daemon.addr();
+    let admin = daemon.admin();
+    let (status, body) = http_get(admin, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let sender = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        let mut text = String::new();
+        for ts in 0..150_000u64 {
+            text.push_str(&detection("h", (ts == 0).then_some("secret"), ts));
+        }
+        let _ = s.write_all(text.as_bytes());
+        s
+    });
+    let mut last = String::new();
+    eventually(
+        "/healthz says the sinks' queue is full and dropping",
+        || {
+            let (status, body) = http_get(admin, "/healthz");
+            last = body.clone();
+            status == 503
+                && body.contains("the sinks' queue is full and receiver queues drop frames")
+        },
+    );
+    assert!(last.contains("queue_full"), "{last}");
+    let _ = daemon.child.kill();
+    let _ = sender.join();
+}
