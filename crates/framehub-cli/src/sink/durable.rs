@@ -19,6 +19,9 @@ use parking_lot::Mutex;
 /// The last sequence number of each node in one chunk.
 pub type Marks = Arc<[(Arc<str>, Seq)]>;
 
+/// Marks being gathered or released: each node once, its last number.
+type MarkList = Vec<(Arc<str>, Seq)>;
+
 /// Chunks waiting for their sync, at most: past this, the two oldest
 /// entries are merged (their acks then wait for the later one's sync).
 const MAX_PENDING: usize = 1024;
@@ -35,7 +38,7 @@ struct Inner {
     /// Per registered durable sink, the highest chunk it made durable.
     synced: Vec<u64>,
     /// Chunks emitted and not yet durable everywhere, oldest first.
-    pending: VecDeque<(u64, Vec<(Arc<str>, Seq)>)>,
+    pending: VecDeque<(u64, MarkList)>,
 }
 
 impl Durability {
@@ -111,7 +114,7 @@ impl Durability {
     pub fn failed(&self, _sink: usize) {
         let lost: Vec<_> = {
             let mut inner = self.inner.lock();
-            let mut nodes: Vec<(Arc<str>, Seq)> = Vec::new();
+            let mut nodes: MarkList = Vec::new();
             for (_, marks) in inner.pending.drain(..) {
                 merge(&mut nodes, marks);
             }
@@ -124,7 +127,7 @@ impl Durability {
         }
     }
 
-    fn release(&self, marks: Vec<(Arc<str>, Seq)>) {
+    fn release(&self, marks: MarkList) {
         if let Some(acks) = self.acks.get() {
             for (node, seq) in marks {
                 acks.acknowledge(&node, seq);
@@ -134,7 +137,7 @@ impl Durability {
 }
 
 /// Adds `more` (later) to `into`: a node's later mark replaces its earlier.
-fn merge(into: &mut Vec<(Arc<str>, Seq)>, more: Vec<(Arc<str>, Seq)>) {
+fn merge(into: &mut MarkList, more: MarkList) {
     for (node, seq) in more {
         match into.iter_mut().find(|(n, _)| *n == node) {
             Some(entry) => entry.1 = seq,
@@ -147,7 +150,7 @@ fn merge(into: &mut Vec<(Arc<str>, Seq)>, more: Vec<(Arc<str>, Seq)>) {
 /// come in runs, so the map is touched once per run, not per frame.
 #[derive(Default)]
 pub struct MarkCollector {
-    marks: Vec<(Arc<str>, Seq)>,
+    marks: MarkList,
 }
 
 impl MarkCollector {
