@@ -92,6 +92,8 @@ pub mod egress;
 pub mod event;
 pub mod fanin;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub mod guide;
 pub mod handler;
