@@ -87,9 +87,14 @@ impl Session {
     }
 
     /// One read of `bytes` completing `at` after the accept (empty: the
-    /// peer closed its side). Returns the frames it delivered, or why the
-    /// connection closes.
-    pub fn read(&mut self, bytes: &[u8], at: Duration) -> Result<Vec<Delivered>, CloseReason> {
+    /// peer closed its side). Returns the frames it delivered and, when
+    /// the connection closes after them, why (the driver delivers a read's
+    /// frames before it closes).
+    pub fn read(
+        &mut self,
+        bytes: &[u8],
+        at: Duration,
+    ) -> (Vec<Delivered>, Result<(), CloseReason>) {
         if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
             self.buf.reserve(self.read_size);
             self.core.read_buffer_allocated(self.buf.capacity());
@@ -121,7 +126,7 @@ impl Session {
                 timestamp: item.timestamp,
             })
             .collect();
-        result.map(|()| delivered)
+        (delivered, result)
     }
 
     /// When the core next needs [`Session::timeout`], as an offset from the
