@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use framehub::codec::{
-    Endian, FrameDecoder, FrameEncoder, FramingConfig, JsonConfig, LengthPrefix,
-    SpacePacketConfig,
+    Endian, FrameDecoder, FrameEncoder, FramingConfig, JsonConfig, LengthPrefix, SpacePacketConfig,
 };
 use framehub::fuzzing::{HeaderReader, MAX_HEADER_BYTES, Session, Step};
 use framehub::json::{
@@ -252,7 +251,11 @@ fn session_all(
     }
     drops.sort();
     let c = session.counts();
-    assert_eq!(c.frames_in, frames.len() as u64, "raw: every frame delivered");
+    assert_eq!(
+        c.frames_in,
+        frames.len() as u64,
+        "raw: every frame delivered"
+    );
     assert_eq!(c.dropped, drops.len() as u64);
     assert_eq!(c.bytes_in, bytes_in);
     (frames, drops, end)
@@ -295,10 +298,17 @@ pub fn codec(data: &[u8]) {
         s.sort();
         s
     };
-    let fatal = |out: &[Out]| out.last().is_some_and(|o| o.as_ref().is_err_and(|e| e.ends_with('!')));
+    let fatal = |out: &[Out]| {
+        out.last()
+            .is_some_and(|o| o.as_ref().is_err_and(|e| e.ends_with('!')))
+    };
     if framing != FramingConfig::Chunk {
         // Chunk frames are the reads themselves.
-        assert_eq!(frames(&whole), frames(&split_out), "frames depend on the reads");
+        assert_eq!(
+            frames(&whole),
+            frames(&split_out),
+            "frames depend on the reads"
+        );
         assert_eq!(fatal(&whole), fatal(&split_out));
     }
 
@@ -312,7 +322,11 @@ pub fn codec(data: &[u8]) {
 
     // The connection's own loop.
     let (delivered, drops, end) = session_all(&framing, max, depth, &reads, bound);
-    assert_eq!(delivered, frames(&split_out), "the hub delivers other frames");
+    assert_eq!(
+        delivered,
+        frames(&split_out),
+        "the hub delivers other frames"
+    );
     assert_eq!(drops, skips(&split_out), "the hub counts other drops");
     assert_eq!(
         matches!(end, Err(CloseReason::FramingLost(_))),
@@ -396,7 +410,11 @@ pub fn json_envelope(x: &[u8]) {
     let utf8 = std::str::from_utf8(x).is_ok();
     let ignored_ok = serde_json::from_slice::<IgnoredAny>(x).is_ok() && utf8;
     let unlimited = json::validate(x, usize::MAX);
-    assert_eq!(unlimited.is_ok(), ignored_ok, "validate={unlimited:?} serde={ignored_ok}");
+    assert_eq!(
+        unlimited.is_ok(),
+        ignored_ok,
+        "validate={unlimited:?} serde={ignored_ok}"
+    );
     if !utf8 {
         assert_eq!(unlimited, Err(JsonError::InvalidUtf8));
     }
@@ -423,11 +441,16 @@ pub fn json_envelope(x: &[u8]) {
                 let mut expected = map.clone();
                 expected.remove(key);
                 let mut frame = x.to_vec();
-                let len = remove_members(&mut frame, &[key.as_bytes()], DEFAULT_MAX_DEPTH, &mut None)
-                    .unwrap_or_else(|e| panic!("{e}: removing {key}"));
+                let len =
+                    remove_members(&mut frame, &[key.as_bytes()], DEFAULT_MAX_DEPTH, &mut None)
+                        .unwrap_or_else(|e| panic!("{e}: removing {key}"));
                 let out = &frame[..len];
-                let got: Value = serde_json::from_slice(out)
-                    .unwrap_or_else(|e| panic!("{e}: {:?} after removing {key}", String::from_utf8_lossy(out)));
+                let got: Value = serde_json::from_slice(out).unwrap_or_else(|e| {
+                    panic!(
+                        "{e}: {:?} after removing {key}",
+                        String::from_utf8_lossy(out)
+                    )
+                });
                 assert_eq!(got, Value::Object(expected), "removing {key}");
             }
         }
@@ -639,11 +662,19 @@ fn read_header(required: bool, trusted: bool, reads: &[&[u8]]) -> ProxyEnd {
         match step {
             Err(failure) => return ProxyEnd::Refused(failure),
             Ok(Step::Take(n)) => {
-                assert!(n > 0 && n <= peeked.len(), "take {n} of {} peeked", peeked.len());
+                assert!(
+                    n > 0 && n <= peeked.len(),
+                    "take {n} of {} peeked",
+                    peeked.len()
+                );
                 taken += n;
             }
             Ok(Step::Done { take, source }) => {
-                assert!(take <= peeked.len(), "take {take} of {} peeked", peeked.len());
+                assert!(
+                    take <= peeked.len(),
+                    "take {take} of {} peeked",
+                    peeked.len()
+                );
                 taken += take;
                 assert!(taken <= MAX_HEADER_BYTES);
                 return ProxyEnd::Done(taken, source);

@@ -43,9 +43,11 @@ fn hub_valid(hub: &HubConfig) {
 }
 
 fn round_trip(hub: &HubConfig) {
-    let text = toml::to_string(hub).unwrap_or_else(|e| panic!("a valid config does not serialize: {e}"));
-    let again: HubConfig = toml::from_str(&text)
-        .unwrap_or_else(|e| panic!("a valid config serializes to TOML that does not parse: {e}\n{text}"));
+    let text =
+        toml::to_string(hub).unwrap_or_else(|e| panic!("a valid config does not serialize: {e}"));
+    let again: HubConfig = toml::from_str(&text).unwrap_or_else(|e| {
+        panic!("a valid config serializes to TOML that does not parse: {e}\n{text}")
+    });
     hub_valid(&again);
     let text2 = toml::to_string(&again).expect("serialized once");
     assert_eq!(text, text2, "serializing is not stable");
@@ -58,7 +60,10 @@ fn build(hub: &HubConfig) {
         if buildable(&l) {
             // A token file is not read here: its path is the fuzzer's.
             let mut session = Session::new(&l).expect("tokens from the config");
-            let _ = session.read(b"{\"node_id\":\"a\",\"token\":\"t\"}\n", std::time::Duration::ZERO);
+            let _ = session.read(
+                b"{\"node_id\":\"a\",\"token\":\"t\"}\n",
+                std::time::Duration::ZERO,
+            );
         }
     }
 }

@@ -56,14 +56,34 @@ pub fn seeds(root: &Path) -> Vec<Seed> {
     let space_packet = b"\x18\x01\xc0\0\0\0\xbb\x08\x01\xc0\x01\0\x01ab";
     let cases: &[(&str, &[u8], u8, &[u8])] = &[
         ("lines", &[0], 255, b"{\"a\":1}\r\n\npartial"),
-        ("lines-oversize", &[0], 8, b"ok\nfar too long\npartial\nthis one is too long\nlast"),
-        ("length", &[1, 2, 0], 255, b"\0\0\0\x01a\0\0\0\x03abc\0\0\0\x09"),
+        (
+            "lines-oversize",
+            &[0],
+            8,
+            b"ok\nfar too long\npartial\nthis one is too long\nlast",
+        ),
+        (
+            "length",
+            &[1, 2, 0],
+            255,
+            b"\0\0\0\x01a\0\0\0\x03abc\0\0\0\x09",
+        ),
         ("length-le2", &[1, 1, 1], 255, b"\x03\0abc\x00\x00\x01\0z"),
         ("cobs", &[2], 4, b"\0\x0612345\0\x05a\0\x02b\0\x02c"),
         ("spacepacket", &[3, 0], 255, space_packet),
-        ("spacepacket-allowed", &[3, 1, 0x01, 0x18], 255, space_packet),
+        (
+            "spacepacket-allowed",
+            &[3, 1, 0x01, 0x18],
+            255,
+            space_packet,
+        ),
         ("chunk", &[4], 8, b"0123456789abcdef"),
-        ("json", &[5, 0], 255, b"{\"a\":[1,2]} {\"b\":\"x\\\"}\"}[true]\n\"s\" 12 {\"c\":{}}"),
+        (
+            "json",
+            &[5, 0],
+            255,
+            b"{\"a\":[1,2]} {\"b\":\"x\\\"}\"}[true]\n\"s\" 12 {\"c\":{}}",
+        ),
         ("json-garbage", &[5, 0], 255, b"}} {\"a\":1}x{\"b\":\xff}"),
         ("json-unvalidated", &[5, 1], 255, b"{\"a\":0x01}{\"b\":[}"),
     ];
@@ -113,9 +133,17 @@ pub fn seeds(root: &Path) -> Vec<Seed> {
         b"\n",
     ]
     .concat();
-    add("node_session", "shared-token", node(8 | 32, &login_then_frames));
+    add(
+        "node_session",
+        "shared-token",
+        node(8 | 32, &login_then_frames),
+    );
     add("node_session", "no-token", node(0, &login_then_frames));
-    add("node_session", "json-framing", node(1 | 8, &login_then_frames));
+    add(
+        "node_session",
+        "json-framing",
+        node(1 | 8, &login_then_frames),
+    );
     let per_node = [
         br#"{"token":"secret","type":"heartbeat"}"#.as_slice(),
         b"\n",
@@ -124,7 +152,11 @@ pub fn seeds(root: &Path) -> Vec<Seed> {
     ]
     .concat();
     add("node_session", "per-node-token", node(8 | 16, &per_node));
-    add("node_session", "wrong-token", node(8, b"{\"node_id\":\"r\",\"token\":\"guess\"}\n"));
+    add(
+        "node_session",
+        "wrong-token",
+        node(8, b"{\"node_id\":\"r\",\"token\":\"guess\"}\n"),
+    );
 
     // proxy_header: proxy_protocol.rs's headers, then the device's bytes.
     let v1 = b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n{\"node_id\":\"a\"}\n";
@@ -144,8 +176,16 @@ pub fn seeds(root: &Path) -> Vec<Seed> {
         ("none", &b"{\"node_id\":\"a\"}\n"[..]),
         ("partial", &b"PROX"[..]),
     ] {
-        add("proxy_header", &format!("{name}-required"), proxy(3, stream));
-        add("proxy_header", &format!("{name}-optional"), proxy(2, stream));
+        add(
+            "proxy_header",
+            &format!("{name}-required"),
+            proxy(3, stream),
+        );
+        add(
+            "proxy_header",
+            &format!("{name}-optional"),
+            proxy(2, stream),
+        );
     }
     add("proxy_header", "v1-untrusted", proxy(0, v1));
 
@@ -158,7 +198,11 @@ pub fn seeds(root: &Path) -> Vec<Seed> {
     docs.sort();
     for path in docs {
         let text = std::fs::read_to_string(&path).expect("a doc");
-        let stem = path.file_stem().expect("a name").to_string_lossy().into_owned();
+        let stem = path
+            .file_stem()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
         for (i, block) in text.split("```toml\n").skip(1).enumerate() {
             let toml = block.split("```").next().unwrap_or("");
             add("config", &format!("{stem}-{i}"), toml.as_bytes().to_vec());

@@ -18,9 +18,9 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-pub use crate::connection::proxy::{HeaderReader, MAX_HEADER_BYTES, Step};
 use crate::config::{ConfigError, ListenerConfig, Protocol};
 use crate::connection::proto::Core;
+pub use crate::connection::proxy::{HeaderReader, MAX_HEADER_BYTES, Step};
 use crate::event::{CloseReason, ConnectionCounts};
 use crate::frame::Source;
 use crate::node::NodeProtocol;

@@ -28,7 +28,12 @@ fn replay(target: &str, check: fn(&[u8])) {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    assert!(files.len() >= 5, "{}: only {} inputs", dir.display(), files.len());
+    assert!(
+        files.len() >= 5,
+        "{}: only {} inputs",
+        dir.display(),
+        files.len()
+    );
     for file in files {
         let data = std::fs::read(&file).unwrap();
         let name = file.display().to_string();
@@ -47,11 +52,23 @@ fn replay(target: &str, check: fn(&[u8])) {
 fn seeds_are_in_the_corpus() {
     let write = std::env::var_os("FRAMEHUB_WRITE_SEEDS").is_some();
     let seeds = seeds::seeds(&root());
-    for target in ["codec", "json_envelope", "node_session", "proxy_header", "config"] {
-        assert!(seeds.iter().any(|s| s.target == target), "no seed for {target}");
+    for target in [
+        "codec",
+        "json_envelope",
+        "node_session",
+        "proxy_header",
+        "config",
+    ] {
+        assert!(
+            seeds.iter().any(|s| s.target == target),
+            "no seed for {target}"
+        );
     }
     for seed in seeds {
-        let path = root().join("fuzz/corpus").join(seed.target).join(&seed.name);
+        let path = root()
+            .join("fuzz/corpus")
+            .join(seed.target)
+            .join(&seed.name);
         if write {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, &seed.bytes).unwrap();
