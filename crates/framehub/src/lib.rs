@@ -81,6 +81,8 @@
 //! - [`client`]: the node side: a reconnecting client with heartbeats and
 //!   a bounded outbox.
 //! - [`guide`]: the library guide (`docs/library.md`), its examples doctests.
+//! - `fuzzing` (hidden): the crate-internal sans-IO cores (connection core,
+//!   PROXY header reader) for the fuzz targets in `fuzz/`.
 
 #![forbid(unsafe_code)]
 
@@ -95,6 +97,8 @@ pub mod egress;
 pub mod event;
 pub mod fanin;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub mod guide;
 pub mod handler;

@@ -15,8 +15,8 @@
 mod arena;
 mod deliver;
 mod dispatch;
-mod proto;
-mod proxy;
+pub(crate) mod proto;
+pub(crate) mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

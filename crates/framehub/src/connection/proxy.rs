@@ -33,7 +33,7 @@ const V2_FIXED_BYTES: usize = 16;
 /// The longest v2 header accepted, TLVs included. The spec asks receivers
 /// for at least 536 bytes (one minimal TCP segment); balancers that add
 /// TLVs (TLS details, cloud endpoint IDs) stay well under 1 KiB.
-pub(crate) const MAX_HEADER_BYTES: usize = 1024;
+pub const MAX_HEADER_BYTES: usize = 1024;
 /// How long to wait before peeking again at a few bytes that might still
 /// become a signature (`optional` only: they cannot be taken, in case they
 /// are the device's own).
@@ -41,7 +41,7 @@ const UNDECIDED_PAUSE: Duration = Duration::from_millis(5);
 
 /// What to do after a peek.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
+pub enum Step {
     /// Take this many bytes off the socket (all of them the header's),
     /// then peek again.
     Take(usize),
@@ -53,7 +53,9 @@ pub(crate) enum Step {
     /// (a LOCAL command, as a balancer's health check sends, or a family
     /// other than TCP over IPv4/IPv6).
     Done {
+        /// Bytes still to take: the rest of the header.
         take: usize,
+        /// Where the connection comes from, if the header says.
         source: Option<SocketAddr>,
     },
     /// The stream does not start with a PROXY header (`optional`): it is
@@ -64,7 +66,7 @@ pub(crate) enum Step {
 /// Reads one PROXY header from peeked bytes, without I/O. Bytes it was
 /// told to take are kept, so each peek only shows what follows them.
 #[derive(Debug)]
-pub(crate) struct HeaderReader {
+pub struct HeaderReader {
     required: bool,
     trusted: bool,
     /// The header's bytes taken off the socket so far.
@@ -74,7 +76,7 @@ pub(crate) struct HeaderReader {
 impl HeaderReader {
     /// `required`: a stream without a header is refused; `trusted`: the
     /// socket's peer is in `trusted_proxies`.
-    pub(crate) fn new(required: bool, trusted: bool) -> HeaderReader {
+    pub fn new(required: bool, trusted: bool) -> HeaderReader {
         HeaderReader {
             required,
             trusted,
@@ -83,13 +85,13 @@ impl HeaderReader {
     }
 
     /// At most how many bytes the next peek needs to show.
-    pub(crate) fn peek_len(&self) -> usize {
+    pub fn peek_len(&self) -> usize {
         MAX_HEADER_BYTES - self.taken.len()
     }
 
     /// Decides from what the socket holds now (unread, after what was
     /// taken). `peeked` is not empty.
-    pub(crate) fn handle_peek(&mut self, peeked: &[u8]) -> Result<Step, ProxyFailure> {
+    pub fn handle_peek(&mut self, peeked: &[u8]) -> Result<Step, ProxyFailure> {
         let have = self.taken.len();
         let mut all = std::mem::take(&mut self.taken);
         all.extend_from_slice(peeked);
@@ -103,7 +105,7 @@ impl HeaderReader {
     }
 
     /// The stream ended with nothing more to peek.
-    pub(crate) fn handle_eof(&self) -> Result<Step, ProxyFailure> {
+    pub fn handle_eof(&self) -> Result<Step, ProxyFailure> {
         if self.taken.is_empty() && !self.required {
             Ok(Step::Absent)
         } else {
@@ -116,7 +118,7 @@ impl HeaderReader {
     /// been a signature's start) is not behind a balancer, which writes
     /// the header at once: it is served as itself, and its bytes are left
     /// for the driver.
-    pub(crate) fn handle_timeout(&self) -> Result<Step, ProxyFailure> {
+    pub fn handle_timeout(&self) -> Result<Step, ProxyFailure> {
         if self.taken.is_empty() && !self.required {
             Ok(Step::Absent)
         } else {
