@@ -828,6 +828,10 @@ mod tests {
         );
         assert_eq!(documented.hub.shutdown_grace, defaults.hub.shutdown_grace);
         assert_eq!(documented.hub.stats_interval, defaults.hub.stats_interval);
+        assert_eq!(
+            documented.hub.connection_history,
+            defaults.hub.connection_history
+        );
         assert_eq!(documented.hub.runtime, defaults.hub.runtime);
         assert_eq!(
             format!("{:?}", documented.serve),

@@ -22,6 +22,7 @@ use crate::egress::{self, EgressError};
 use crate::event::ConnectionEvent;
 use crate::group::Groups;
 use crate::handler::Handler;
+use crate::history::ConnectionHistory;
 use crate::listener;
 use crate::receiver::Receiver;
 use crate::registry::{self, ConnectionInfo};
@@ -110,6 +111,8 @@ struct HubInner {
     stats: watch::Sender<StatsSnapshot>,
     /// The hub's own I/O runtime (`[runtime]`), if it has one.
     runtime: Option<Runtime>,
+    /// The newest closed connections (`connection_history`).
+    history: Arc<ConnectionHistory>,
 }
 
 impl HubInner {
@@ -223,7 +226,9 @@ impl Hub {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let history = Arc::new(ConnectionHistory::new(config.connection_history));
         let context = HubContext {
+            history: history.clone(),
             router: router.clone(),
             events: events.clone(),
             next_conn_id: Arc::new(AtomicU64::new(1)),
@@ -313,6 +318,7 @@ impl Hub {
                 unrouted,
                 stats,
                 runtime,
+                history,
             }),
         })
     }
@@ -443,6 +449,22 @@ impl Hub {
         }
         out.sort_by_key(|c| c.id);
         out
+    }
+
+    /// The newest closed connections (at most `connection_history`), with
+    /// why each ended and what went through it; page them with
+    /// [`ConnectionHistory::page`].
+    ///
+    /// ```no_run
+    /// # fn demo(hub: &framehub::Hub) {
+    /// let page = hub.closed_connections().page(0, 20, |c| c.node.as_deref() == Some("radar3"));
+    /// for c in page.connections {
+    ///     println!("{} {} {:?}: {}", c.id, c.peer, c.duration(), c.reason);
+    /// }
+    /// # }
+    /// ```
+    pub fn closed_connections(&self) -> &ConnectionHistory {
+        &self.inner.history
     }
 
     /// Registers a node (if new) and returns its receiver, with the default
