@@ -23,7 +23,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use framehub::{ConnectionInfo, Hub};
+use framehub::{ClosedConnection, ConnectionInfo, Hub};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -240,11 +240,33 @@ async fn nodes(State(state): State<Arc<AdminState>>) -> Json<NodesResponse> {
     Json(NodesResponse { nodes })
 }
 
-/// `?sort=field` (ascending) or `?sort=-field` (descending); `?limit=n`.
+/// `?state=open` (the default) or `?state=closed`; `?sort=field`
+/// (ascending) or `?sort=-field` (descending; open connections only,
+/// closed ones are listed newest first); `?offset=n&limit=n`;
+/// `?node=NAME`, `?listener=NAME`.
 #[derive(Debug, Deserialize)]
 struct ConnectionsQuery {
+    state: Option<String>,
     sort: Option<String>,
+    offset: Option<usize>,
     limit: Option<usize>,
+    node: Option<String>,
+    listener: Option<String>,
+}
+
+impl ConnectionsQuery {
+    /// Whether a connection of `listener`, bound to `node`, passes the
+    /// `node=` and `listener=` filters.
+    fn keeps(&self, listener: &str, node: Option<&str>) -> bool {
+        self.listener.as_deref().is_none_or(|l| l == listener)
+            && self.node.as_deref().is_none_or(|n| Some(n) == node)
+    }
+
+    fn limit(&self) -> usize {
+        self.limit
+            .unwrap_or(DEFAULT_CONNECTIONS_LIMIT)
+            .min(MAX_CONNECTIONS_LIMIT)
+    }
 }
 
 /// Fields `/api/connections` sorts by.
@@ -279,12 +301,58 @@ struct ConnectionView {
 }
 
 #[derive(Serialize)]
-struct ConnectionsResponse {
-    /// Open connections in all.
+struct ConnectionsResponse<T> {
+    /// `open` or `closed`.
+    state: &'static str,
+    /// Connections that pass the filters, in all.
     total: usize,
+    /// How many were skipped (`offset`).
+    offset: usize,
     /// How many are listed (at most `limit`).
     returned: usize,
-    connections: Vec<ConnectionView>,
+    connections: Vec<T>,
+}
+
+/// A closed connection, from the hub's history.
+#[derive(Serialize)]
+struct ClosedView {
+    id: u64,
+    listener: String,
+    peer: SocketAddr,
+    node: Option<String>,
+    opened: String,
+    closed: String,
+    duration_seconds: f64,
+    /// The stable label (`peer_closed`, `auth_failed`, ...).
+    reason: &'static str,
+    /// The reason in words, with its detail.
+    detail: String,
+    bytes_in: u64,
+    frames_in: u64,
+    bytes_out: u64,
+    frames_out: u64,
+    dropped: u64,
+}
+
+impl From<ClosedConnection> for ClosedView {
+    fn from(c: ClosedConnection) -> ClosedView {
+        ClosedView {
+            id: c.id,
+            listener: c.listener.to_string(),
+            peer: c.peer,
+            node: c.node.as_deref().map(str::to_owned),
+            opened: rfc3339(c.opened),
+            closed: rfc3339(c.closed),
+            duration_seconds: c.duration().as_secs_f64(),
+            reason: c.reason.as_str(),
+            detail: c.reason.to_string(),
+            bytes_in: c.bytes_in,
+            frames_in: c.frames_in,
+            bytes_out: c.bytes_out,
+            frames_out: c.frames_out,
+            dropped: c.dropped,
+        }
+    }
 }
 
 fn sort_connections(conns: &mut [ConnectionInfo], field: &str) -> Result<(), String> {
@@ -321,18 +389,29 @@ async fn connections(
     State(state): State<Arc<AdminState>>,
     Query(query): Query<ConnectionsQuery>,
 ) -> Response {
-    let mut conns = state.hub.connections();
+    match query.state.as_deref().unwrap_or("open") {
+        "open" => open_connections(&state.hub, &query),
+        "closed" => closed_connections(&state.hub, &query),
+        other => (
+            StatusCode::BAD_REQUEST,
+            format!("unknown state {other:?}; open or closed\n"),
+        )
+            .into_response(),
+    }
+}
+
+fn open_connections(hub: &Hub, query: &ConnectionsQuery) -> Response {
+    let mut conns = hub.connections();
+    conns.retain(|c| query.keeps(&c.listener, c.node.as_deref()));
     if let Err(e) = sort_connections(&mut conns, query.sort.as_deref().unwrap_or("id")) {
         return (StatusCode::BAD_REQUEST, e).into_response();
     }
-    let limit = query
-        .limit
-        .unwrap_or(DEFAULT_CONNECTIONS_LIMIT)
-        .min(MAX_CONNECTIONS_LIMIT);
+    let offset = query.offset.unwrap_or(0);
     let total = conns.len();
     let connections: Vec<ConnectionView> = conns
         .into_iter()
-        .take(limit)
+        .skip(offset)
+        .take(query.limit())
         .map(|c| ConnectionView {
             id: c.id,
             listener: c.listener.to_string(),
@@ -349,7 +428,33 @@ async fn connections(
         })
         .collect();
     Json(ConnectionsResponse {
+        state: "open",
         total,
+        offset,
+        returned: connections.len(),
+        connections,
+    })
+    .into_response()
+}
+
+/// The hub's history of closed connections, newest first.
+fn closed_connections(hub: &Hub, query: &ConnectionsQuery) -> Response {
+    if query.sort.is_some() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "closed connections are listed newest first; sort is for state=open\n",
+        )
+            .into_response();
+    }
+    let offset = query.offset.unwrap_or(0);
+    let page = hub.closed_connections().page(offset, query.limit(), |c| {
+        query.keeps(&c.listener, c.node.as_deref())
+    });
+    let connections: Vec<ClosedView> = page.connections.into_iter().map(Into::into).collect();
+    Json(ConnectionsResponse {
+        state: "closed",
+        total: page.total,
+        offset,
         returned: connections.len(),
         connections,
     })
