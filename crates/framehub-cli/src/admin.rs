@@ -9,6 +9,7 @@
 //! `.route()` per endpoint; [`door`] keeps the door (token, TLS, deadlines,
 //! connection cap) in front of them.
 
+pub mod dashboard;
 pub mod door;
 
 use std::net::SocketAddr;
@@ -79,6 +80,15 @@ impl AdminState {
         }
         problems
     }
+
+    /// Batches waiting for the sink thread, and how many it holds at most
+    /// (0, 0 once it is gone).
+    pub fn sink_queue_depth(&self) -> (usize, usize) {
+        self.sink_queue
+            .upgrade()
+            .map(|tx| (tx.max_capacity() - tx.capacity(), tx.max_capacity()))
+            .unwrap_or((0, 0))
+    }
 }
 
 /// The probes and `/metrics`, with the JSON API under `/api`, every
@@ -89,6 +99,7 @@ pub fn router(state: Arc<AdminState>, door: Arc<Door>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .nest("/api", api_router())
+        .merge(dashboard::routes())
         .layer(axum::middleware::from_fn_with_state(door, door::gate))
         .with_state(state)
 }
@@ -164,11 +175,7 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 async fn metrics_text(State(state): State<Arc<AdminState>>) -> Response {
-    let sink_queue = state
-        .sink_queue
-        .upgrade()
-        .map(|tx| (tx.max_capacity() - tx.capacity(), tx.max_capacity()))
-        .unwrap_or((0, 0));
+    let sink_queue = state.sink_queue_depth();
     let mut text = metrics::render(&MetricsSources {
         hub: &state.hub,
         sinks: &state.sinks,
@@ -284,20 +291,52 @@ const SORT_FIELDS: &[&str] = &[
     "egress_pending",
 ];
 
-#[derive(Serialize)]
-struct ConnectionView {
-    id: u64,
-    listener: String,
-    peer: SocketAddr,
-    node: Option<String>,
-    since: String,
-    idle_seconds: f64,
-    bytes_in: u64,
-    frames_in: u64,
-    bytes_out: u64,
-    frames_out: u64,
-    dropped: u64,
-    egress_pending: u64,
+/// An open connection as `/api/connections` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConnectionView {
+    /// Its id.
+    pub id: u64,
+    /// The listener that accepted it.
+    pub listener: String,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The node it is bound to.
+    pub node: Option<String>,
+    /// When it was accepted (RFC 3339).
+    pub since: String,
+    /// Seconds since its last read.
+    pub idle_seconds: f64,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    /// Frames written.
+    pub frames_out: u64,
+    /// Its frames and messages dropped.
+    pub dropped: u64,
+    /// Bytes queued for it now.
+    pub egress_pending: u64,
+}
+
+impl From<ConnectionInfo> for ConnectionView {
+    fn from(c: ConnectionInfo) -> ConnectionView {
+        ConnectionView {
+            id: c.id,
+            listener: c.listener.to_string(),
+            peer: c.peer,
+            node: c.node.as_deref().map(str::to_owned),
+            since: rfc3339(c.since),
+            idle_seconds: c.idle.as_secs_f64(),
+            bytes_in: c.bytes_in,
+            frames_in: c.frames_in,
+            bytes_out: c.bytes_out,
+            frames_out: c.frames_out,
+            dropped: c.dropped,
+            egress_pending: c.egress_pending_bytes,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -314,24 +353,36 @@ struct ConnectionsResponse<T> {
 }
 
 /// A closed connection, from the hub's history.
-#[derive(Serialize)]
-struct ClosedView {
-    id: u64,
-    listener: String,
-    peer: SocketAddr,
-    node: Option<String>,
-    opened: String,
-    closed: String,
-    duration_seconds: f64,
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClosedView {
+    /// Its id.
+    pub id: u64,
+    /// The listener that accepted it.
+    pub listener: String,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The node it was bound to.
+    pub node: Option<String>,
+    /// When it was accepted (RFC 3339).
+    pub opened: String,
+    /// When it ended (RFC 3339).
+    pub closed: String,
+    /// How long it was open.
+    pub duration_seconds: f64,
     /// The stable label (`peer_closed`, `auth_failed`, ...).
-    reason: &'static str,
+    pub reason: String,
     /// The reason in words, with its detail.
-    detail: String,
-    bytes_in: u64,
-    frames_in: u64,
-    bytes_out: u64,
-    frames_out: u64,
-    dropped: u64,
+    pub detail: String,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    /// Frames written.
+    pub frames_out: u64,
+    /// Its frames and messages dropped.
+    pub dropped: u64,
 }
 
 impl From<ClosedConnection> for ClosedView {
@@ -344,7 +395,7 @@ impl From<ClosedConnection> for ClosedView {
             opened: rfc3339(c.opened),
             closed: rfc3339(c.closed),
             duration_seconds: c.duration().as_secs_f64(),
-            reason: c.reason.as_str(),
+            reason: c.reason.as_str().to_owned(),
             detail: c.reason.to_string(),
             bytes_in: c.bytes_in,
             frames_in: c.frames_in,
@@ -412,20 +463,7 @@ fn open_connections(hub: &Hub, query: &ConnectionsQuery) -> Response {
         .into_iter()
         .skip(offset)
         .take(query.limit())
-        .map(|c| ConnectionView {
-            id: c.id,
-            listener: c.listener.to_string(),
-            peer: c.peer,
-            node: c.node.as_deref().map(str::to_owned),
-            since: rfc3339(c.since),
-            idle_seconds: c.idle.as_secs_f64(),
-            bytes_in: c.bytes_in,
-            frames_in: c.frames_in,
-            bytes_out: c.bytes_out,
-            frames_out: c.frames_out,
-            dropped: c.dropped,
-            egress_pending: c.egress_pending_bytes,
-        })
+        .map(ConnectionView::from)
         .collect();
     Json(ConnectionsResponse {
         state: "open",
