@@ -12,6 +12,7 @@ mod admin;
 mod bench;
 mod config;
 mod metrics;
+mod notify;
 mod reload;
 mod send;
 mod serve;

@@ -173,8 +173,15 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
         reloads: admin.state.reloads.clone(),
     }
     .start(hup);
+    let notifier = Arc::new(crate::notify::Notifier::from_env());
+    notifier.ready();
+    let watchdog = notifier.spawn_watchdog();
 
     signal.await;
+    notifier.stopping();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     tracing::info!("shutting down");
     reloader.abort();
     admin.begin_shutdown();
