@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 pub mod file;
+pub mod retention;
 pub mod stdout;
 pub mod tap;
 

@@ -43,17 +43,21 @@ pub struct FileSink {
     active: Option<Active>,
     /// While failing: no attempt before this moment.
     retry_at: Option<Instant>,
+    /// What happens to rotated files (`keep_files`, `keep_for`, `compress`).
+    retention: Option<super::retention::Retention>,
 }
 
 impl FileSink {
     /// Opens the file now, so a path that cannot work is reported at
     /// start; the sink keeps retrying (at most once a second) either way.
     pub fn new(config: FileSinkConfig, status: Arc<SinkStatus>) -> FileSink {
+        let retention = super::retention::for_sink(&config, &status.name);
         let mut sink = FileSink {
             config,
             status,
             active: None,
             retry_at: None,
+            retention,
         };
         if let Err(e) = sink.open() {
             sink.failed(e, 0);
@@ -203,6 +207,9 @@ impl FileSink {
         self.active = None;
         self.status.rotations.fetch_add(1, Ordering::Relaxed);
         tracing::info!(sink = %self.status.name, rotated_to = %target.display(), "file rotated");
+        if let Some(retention) = &self.retention {
+            retention.rotated(target);
+        }
         self.open()
     }
 
