@@ -116,3 +116,60 @@ bind = "127.0.0.1:0"
     drop((a, b));
     assert_eq!(daemon.terminate(), 0);
 }
+
+/// `/metrics` carries the process families Prometheus' client libraries
+/// export, the history's size, and byte counters named `..._bytes_total`.
+#[test]
+fn metrics_have_process_families_and_history() {
+    let mut daemon = Daemon::start(&["--listen", "127.0.0.1:0", "--out", "/dev/null"]);
+    let addr = daemon.addr();
+    let admin = daemon.admin();
+    let s = TcpStream::connect(addr).expect("connect");
+    drop(s);
+    eventually("one closed connection", || {
+        get_json(admin, "/api/connections?state=closed")["total"] == 1
+    });
+    let (status, text) = http_get(admin, "/metrics");
+    assert_eq!(status, 200);
+    let lines: Vec<&str> = text.lines().collect();
+    let value = |name: &str| -> f64 {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .parse()
+            .expect("number")
+    };
+    let pid_fds = std::fs::read_dir(format!("/proc/{}/fd", daemon.child.id()))
+        .expect("daemon's fds")
+        .count() as f64;
+    let open = value("process_open_fds");
+    assert!(
+        open >= 5.0 && (open - pid_fds).abs() < 20.0,
+        "{open} vs {pid_fds}"
+    );
+    assert!(value("process_max_fds") >= open);
+    assert!(value("process_resident_memory_bytes") > 1_000_000.0);
+    assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let start = value("process_start_time_seconds");
+    assert!(
+        start <= now && start > now - 600.0,
+        "started {start}, now {now}"
+    );
+    assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
+    assert_eq!(value("framehub_connection_history_records"), 1.0);
+    assert_eq!(value("framehub_connection_history_evicted_total"), 0.0);
+    for name in [
+        "framehub_received_bytes_total",
+        "framehub_sent_bytes_total",
+        "framehub_sink_written_bytes_total",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} counter")), "{name}");
+    }
+    assert!(!text.contains("framehub_bytes_received_total"));
+}
