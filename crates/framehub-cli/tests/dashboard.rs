@@ -236,3 +236,55 @@ fn dashboard_page_is_self_contained() {
     assert_eq!(overview["listeners"][0]["name"], "default");
     assert_eq!(overview["sinks"][0]["name"], "out");
 }
+
+/// `framehub top --once` draws the same view in text: the node, its
+/// connection and the listener's total received.
+#[test]
+fn top_once_shows_the_daemon() {
+    let mut daemon = Daemon::start(&["--listen", "127.0.0.1:0", "--out", "/dev/null"]);
+    let addr = daemon.addr();
+    let admin = daemon.admin();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    for ts in 0..37 {
+        s.write_all(detection("radar7", None, ts).as_bytes())
+            .expect("write");
+    }
+    eventually("frames counted", || {
+        get_json(admin, "/api/overview")["listeners"][0]["frames_received_total"] == 37
+    });
+    let out = framehub()
+        .args(["top", "--once", "--size", "140x40", "--admin"])
+        .arg(admin.to_string())
+        .output()
+        .expect("run top");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let screen = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        screen.contains(&format!("framehub top · {admin}")),
+        "{screen}"
+    );
+    let listener = screen
+        .lines()
+        .find(|l| l.contains("│default "))
+        .unwrap_or_else(|| panic!("no listener row: {screen}"));
+    assert!(listener.split_whitespace().any(|w| w == "37"), "{listener}");
+    let peer = s.local_addr().expect("addr").to_string();
+    let conn = screen
+        .lines()
+        .find(|l| l.contains(&peer))
+        .unwrap_or_else(|| panic!("no connection row: {screen}"));
+    assert!(conn.contains("radar7") && conn.contains(" 37 "), "{conn}");
+    // A daemon that is not there: an error, not a blank screen.
+    drop(daemon);
+    let gone = framehub()
+        .args(["top", "--once", "--admin"])
+        .arg(admin.to_string())
+        .output()
+        .expect("run top");
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("cannot connect"));
+}
