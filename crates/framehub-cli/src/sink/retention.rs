@@ -348,7 +348,7 @@ mod tests {
         )
         .expect("pass");
         let gz = d.join("frames.ndjson.20260101T000000.000000Z.gz");
-        assert_eq!(pass.compressed, [gz.clone()]);
+        assert_eq!(pass.compressed, std::slice::from_ref(&gz));
         assert!(!rotated.exists());
         let mut back = String::new();
         GzDecoder::new(File::open(&gz).expect("gz"))
