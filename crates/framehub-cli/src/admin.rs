@@ -9,6 +9,7 @@
 //! `.route()` per endpoint; [`door`] keeps the door (token, TLS, deadlines,
 //! connection cap) in front of them.
 
+pub mod dashboard;
 pub mod door;
 
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use framehub::{ConnectionInfo, DropReason, Hub};
+use framehub::{ClosedConnection, ConnectionInfo, DropReason, Hub};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -92,6 +93,15 @@ impl AdminState {
         }
         problems
     }
+
+    /// Batches waiting for the sink thread, and how many it holds at most
+    /// (0, 0 once it is gone).
+    pub fn sink_queue_depth(&self) -> (usize, usize) {
+        self.sink_queue
+            .upgrade()
+            .map(|tx| (tx.max_capacity() - tx.capacity(), tx.max_capacity()))
+            .unwrap_or((0, 0))
+    }
 }
 
 /// The probes and `/metrics`, with the JSON API under `/api`, every
@@ -102,6 +112,7 @@ pub fn router(state: Arc<AdminState>, door: Arc<Door>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .nest("/api", api_router())
+        .merge(dashboard::routes())
         .layer(axum::middleware::from_fn_with_state(door, door::gate))
         .with_state(state)
 }
@@ -177,11 +188,7 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 async fn metrics_text(State(state): State<Arc<AdminState>>) -> Response {
-    let sink_queue = state
-        .sink_queue
-        .upgrade()
-        .map(|tx| (tx.max_capacity() - tx.capacity(), tx.max_capacity()))
-        .unwrap_or((0, 0));
+    let sink_queue = state.sink_queue_depth();
     let mut text = metrics::render(&MetricsSources {
         hub: &state.hub,
         sinks: &state.sinks,
@@ -253,11 +260,33 @@ async fn nodes(State(state): State<Arc<AdminState>>) -> Json<NodesResponse> {
     Json(NodesResponse { nodes })
 }
 
-/// `?sort=field` (ascending) or `?sort=-field` (descending); `?limit=n`.
+/// `?state=open` (the default) or `?state=closed`; `?sort=field`
+/// (ascending) or `?sort=-field` (descending; open connections only,
+/// closed ones are listed newest first); `?offset=n&limit=n`;
+/// `?node=NAME`, `?listener=NAME`.
 #[derive(Debug, Deserialize)]
 struct ConnectionsQuery {
+    state: Option<String>,
     sort: Option<String>,
+    offset: Option<usize>,
     limit: Option<usize>,
+    node: Option<String>,
+    listener: Option<String>,
+}
+
+impl ConnectionsQuery {
+    /// Whether a connection of `listener`, bound to `node`, passes the
+    /// `node=` and `listener=` filters.
+    fn keeps(&self, listener: &str, node: Option<&str>) -> bool {
+        self.listener.as_deref().is_none_or(|l| l == listener)
+            && self.node.as_deref().is_none_or(|n| Some(n) == node)
+    }
+
+    fn limit(&self) -> usize {
+        self.limit
+            .unwrap_or(DEFAULT_CONNECTIONS_LIMIT)
+            .min(MAX_CONNECTIONS_LIMIT)
+    }
 }
 
 /// Fields `/api/connections` sorts by.
@@ -275,29 +304,119 @@ const SORT_FIELDS: &[&str] = &[
     "egress_pending",
 ];
 
-#[derive(Serialize)]
-struct ConnectionView {
-    id: u64,
-    listener: String,
-    peer: SocketAddr,
-    node: Option<String>,
-    since: String,
-    idle_seconds: f64,
-    bytes_in: u64,
-    frames_in: u64,
-    bytes_out: u64,
-    frames_out: u64,
-    dropped: u64,
-    egress_pending: u64,
+/// An open connection as `/api/connections` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConnectionView {
+    /// Its id.
+    pub id: u64,
+    /// The listener that accepted it.
+    pub listener: String,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The node it is bound to.
+    pub node: Option<String>,
+    /// When it was accepted (RFC 3339).
+    pub since: String,
+    /// Seconds since its last read.
+    pub idle_seconds: f64,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    /// Frames written.
+    pub frames_out: u64,
+    /// Its frames and messages dropped.
+    pub dropped: u64,
+    /// Bytes queued for it now.
+    pub egress_pending: u64,
+}
+
+impl From<ConnectionInfo> for ConnectionView {
+    fn from(c: ConnectionInfo) -> ConnectionView {
+        ConnectionView {
+            id: c.id,
+            listener: c.listener.to_string(),
+            peer: c.peer,
+            node: c.node.as_deref().map(str::to_owned),
+            since: rfc3339(c.since),
+            idle_seconds: c.idle.as_secs_f64(),
+            bytes_in: c.bytes_in,
+            frames_in: c.frames_in,
+            bytes_out: c.bytes_out,
+            frames_out: c.frames_out,
+            dropped: c.dropped,
+            egress_pending: c.egress_pending_bytes,
+        }
+    }
 }
 
 #[derive(Serialize)]
-struct ConnectionsResponse {
-    /// Open connections in all.
+struct ConnectionsResponse<T> {
+    /// `open` or `closed`.
+    state: &'static str,
+    /// Connections that pass the filters, in all.
     total: usize,
+    /// How many were skipped (`offset`).
+    offset: usize,
     /// How many are listed (at most `limit`).
     returned: usize,
-    connections: Vec<ConnectionView>,
+    connections: Vec<T>,
+}
+
+/// A closed connection, from the hub's history.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClosedView {
+    /// Its id.
+    pub id: u64,
+    /// The listener that accepted it.
+    pub listener: String,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The node it was bound to.
+    pub node: Option<String>,
+    /// When it was accepted (RFC 3339).
+    pub opened: String,
+    /// When it ended (RFC 3339).
+    pub closed: String,
+    /// How long it was open.
+    pub duration_seconds: f64,
+    /// The stable label (`peer_closed`, `auth_failed`, ...).
+    pub reason: String,
+    /// The reason in words, with its detail.
+    pub detail: String,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    /// Frames written.
+    pub frames_out: u64,
+    /// Its frames and messages dropped.
+    pub dropped: u64,
+}
+
+impl From<ClosedConnection> for ClosedView {
+    fn from(c: ClosedConnection) -> ClosedView {
+        ClosedView {
+            id: c.id,
+            listener: c.listener.to_string(),
+            peer: c.peer,
+            node: c.node.as_deref().map(str::to_owned),
+            opened: rfc3339(c.opened),
+            closed: rfc3339(c.closed),
+            duration_seconds: c.duration().as_secs_f64(),
+            reason: c.reason.as_str().to_owned(),
+            detail: c.reason.to_string(),
+            bytes_in: c.bytes_in,
+            frames_in: c.frames_in,
+            bytes_out: c.bytes_out,
+            frames_out: c.frames_out,
+            dropped: c.dropped,
+        }
+    }
 }
 
 fn sort_connections(conns: &mut [ConnectionInfo], field: &str) -> Result<(), String> {
@@ -334,35 +453,59 @@ async fn connections(
     State(state): State<Arc<AdminState>>,
     Query(query): Query<ConnectionsQuery>,
 ) -> Response {
-    let mut conns = state.hub.connections();
+    match query.state.as_deref().unwrap_or("open") {
+        "open" => open_connections(&state.hub, &query),
+        "closed" => closed_connections(&state.hub, &query),
+        other => (
+            StatusCode::BAD_REQUEST,
+            format!("unknown state {other:?}; open or closed\n"),
+        )
+            .into_response(),
+    }
+}
+
+fn open_connections(hub: &Hub, query: &ConnectionsQuery) -> Response {
+    let mut conns = hub.connections();
+    conns.retain(|c| query.keeps(&c.listener, c.node.as_deref()));
     if let Err(e) = sort_connections(&mut conns, query.sort.as_deref().unwrap_or("id")) {
         return (StatusCode::BAD_REQUEST, e).into_response();
     }
-    let limit = query
-        .limit
-        .unwrap_or(DEFAULT_CONNECTIONS_LIMIT)
-        .min(MAX_CONNECTIONS_LIMIT);
+    let offset = query.offset.unwrap_or(0);
     let total = conns.len();
     let connections: Vec<ConnectionView> = conns
         .into_iter()
-        .take(limit)
-        .map(|c| ConnectionView {
-            id: c.id,
-            listener: c.listener.to_string(),
-            peer: c.peer,
-            node: c.node.as_deref().map(str::to_owned),
-            since: rfc3339(c.since),
-            idle_seconds: c.idle.as_secs_f64(),
-            bytes_in: c.bytes_in,
-            frames_in: c.frames_in,
-            bytes_out: c.bytes_out,
-            frames_out: c.frames_out,
-            dropped: c.dropped,
-            egress_pending: c.egress_pending_bytes,
-        })
+        .skip(offset)
+        .take(query.limit())
+        .map(ConnectionView::from)
         .collect();
     Json(ConnectionsResponse {
+        state: "open",
         total,
+        offset,
+        returned: connections.len(),
+        connections,
+    })
+    .into_response()
+}
+
+/// The hub's history of closed connections, newest first.
+fn closed_connections(hub: &Hub, query: &ConnectionsQuery) -> Response {
+    if query.sort.is_some() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "closed connections are listed newest first; sort is for state=open\n",
+        )
+            .into_response();
+    }
+    let offset = query.offset.unwrap_or(0);
+    let page = hub.closed_connections().page(offset, query.limit(), |c| {
+        query.keeps(&c.listener, c.node.as_deref())
+    });
+    let connections: Vec<ClosedView> = page.connections.into_iter().map(Into::into).collect();
+    Json(ConnectionsResponse {
+        state: "closed",
+        total: page.total,
+        offset,
         returned: connections.len(),
         connections,
     })

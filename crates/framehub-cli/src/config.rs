@@ -322,6 +322,18 @@ pub struct FileSinkConfig {
         serialize_with = "units::ser_opt_duration"
     )]
     pub rotate_every: Option<Duration>,
+    /// Keep at most this many rotated files, deleting the oldest (unset:
+    /// all).
+    pub keep_files: Option<usize>,
+    /// Delete rotated files last written longer ago than this (`"off"`:
+    /// never).
+    #[serde(
+        deserialize_with = "units::opt_duration",
+        serialize_with = "units::ser_opt_duration"
+    )]
+    pub keep_for: Option<Duration>,
+    /// Gzip each rotated file (`<name>.gz`), in the background.
+    pub compress: bool,
 }
 
 impl Default for FileSinkConfig {
@@ -333,6 +345,9 @@ impl Default for FileSinkConfig {
             fsync_interval: Duration::from_secs(1),
             rotate_bytes: None,
             rotate_every: None,
+            keep_files: None,
+            keep_for: None,
+            compress: false,
         }
     }
 }
@@ -871,6 +886,10 @@ mod tests {
         );
         assert_eq!(documented.hub.shutdown_grace, defaults.hub.shutdown_grace);
         assert_eq!(documented.hub.stats_interval, defaults.hub.stats_interval);
+        assert_eq!(
+            documented.hub.connection_history,
+            defaults.hub.connection_history
+        );
         assert_eq!(documented.hub.runtime, defaults.hub.runtime);
         assert_eq!(
             format!("{:?}", documented.serve),

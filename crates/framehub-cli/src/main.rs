@@ -12,11 +12,13 @@ mod admin;
 mod bench;
 mod config;
 mod metrics;
+mod notify;
 mod reload;
 mod send;
 mod serve;
 mod simulate;
 mod sink;
+mod top;
 
 /// Exit code for a configuration that cannot be used (sysexits EX_USAGE,
 /// as linkerd and others use for bad config).
@@ -47,6 +49,15 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// A running daemon's live view in the terminal (its admin API).
+    Top(top::TopArgs),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout: `framehub man > framehub.1`.
+    Man,
 }
 
 /// Log output format.
@@ -186,6 +197,33 @@ fn main() -> ExitCode {
         Command::Send(args) => {
             init_logs(args.log_format);
             block_on(send::run(args))
+        }
+        Command::Top(args) => match top::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("framehub top: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "framehub",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("framehub man: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Bench(args) => {
             init_logs(LogFormat::Pretty);

@@ -12,6 +12,8 @@
 //! (per-connection and per-node detail is in `/api/connections` and
 //! `/api/nodes`).
 
+mod process;
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,7 +119,7 @@ const SINK_FAMILIES: &[SinkFamily] = &[
         value: |s| &s.records_written,
     },
     SinkFamily {
-        name: "framehub_sink_bytes_written_total",
+        name: "framehub_sink_written_bytes_total",
         kind: "counter",
         help: "Bytes written by the sink.",
         of_type: None,
@@ -311,7 +313,77 @@ pub fn render(src: &MetricsSources<'_>) -> String {
     for family in SINK_FAMILIES {
         m.sink_family(family, src.sinks);
     }
+
+    let history = hub.closed_connections();
+    m.family(
+        "framehub_connection_history_records",
+        "gauge",
+        "Closed connections remembered for /api/connections?state=closed (at most connection_history).",
+    );
+    m.sample("framehub_connection_history_records", &[], history.len());
+    m.family(
+        "framehub_connection_history_evicted_total",
+        "counter",
+        "Closed connections forgotten to make room for newer ones.",
+    );
+    m.sample(
+        "framehub_connection_history_evicted_total",
+        &[],
+        history.evicted(),
+    );
+    m.process_families(&process::ProcessStats::read());
     m.out
+}
+
+impl Exposition {
+    /// The `process_*` families as Prometheus' client libraries name
+    /// them; one left out when `/proc` cannot say.
+    fn process_families(&mut self, p: &process::ProcessStats) {
+        let families: [(&str, &str, &str, Option<String>); 6] = [
+            (
+                "process_open_fds",
+                "gauge",
+                "Number of open file descriptors.",
+                p.open_fds.map(|v| v.to_string()),
+            ),
+            (
+                "process_max_fds",
+                "gauge",
+                "Maximum number of open file descriptors.",
+                p.max_fds.map(|v| v.to_string()),
+            ),
+            (
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                p.resident_memory_bytes.map(|v| v.to_string()),
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes.",
+                p.virtual_memory_bytes.map(|v| v.to_string()),
+            ),
+            (
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                p.cpu_seconds.map(|v| format!("{v:.2}")),
+            ),
+            (
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                p.start_time_seconds.map(|v| format!("{v:.2}")),
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            if let Some(value) = value {
+                self.family(name, kind, help);
+                self.sample(name, &[], value);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -213,8 +213,15 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
         reloads: admin.state.reloads.clone(),
     }
     .start(hup);
+    let notifier = Arc::new(crate::notify::Notifier::from_env());
+    notifier.ready();
+    let watchdog = notifier.spawn_watchdog();
 
     signal.await;
+    notifier.stopping();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     tracing::info!("shutting down");
     force_exit_on_second_signal();
     reloader.abort();
@@ -524,15 +531,18 @@ async fn status_line(hub: Hub, every: Duration) {
         at = Instant::now();
         let nodes = hub.nodes();
         let healthy = nodes.iter().filter(|n| n.healthy).count();
-        eprintln!(
-            "framehub status: connections={} nodes={} healthy={} frames_in/s={:.0} delivered/s={:.0} dropped={} auth_failures={}",
-            now.connections_open,
-            nodes.len(),
+        // Through the logging, so `--log-format json` is JSON only.
+        tracing::info!(
+            connections = now.connections_open,
+            nodes = nodes.len(),
             healthy,
-            (now.frames_received - last.frames_received) as f64 / secs,
-            (now.frames_delivered - last.frames_delivered) as f64 / secs,
-            now.dropped_total(),
-            now.auth_failures,
+            frames_in_per_sec =
+                ((now.frames_received - last.frames_received) as f64 / secs).round(),
+            delivered_per_sec =
+                ((now.frames_delivered - last.frames_delivered) as f64 / secs).round(),
+            dropped = now.dropped_total(),
+            auth_failures = now.auth_failures,
+            "status"
         );
         last = now;
     }

@@ -24,6 +24,7 @@ use self::durable::{Durability, MarkCollector, Marks};
 
 pub mod durable;
 pub mod file;
+pub mod retention;
 pub mod stdout;
 pub mod tap;
 

@@ -183,7 +183,7 @@ path = "{}"
     assert_eq!(m.get("framehub_frames_received_total", &radar_l), 303.0);
     assert_eq!(m.get("framehub_frames_delivered_total", &radar_l), 300.0);
     assert_eq!(
-        m.get("framehub_bytes_received_total", &radar_l),
+        m.get("framehub_received_bytes_total", &radar_l),
         radar_bytes as f64
     );
     assert_eq!(m.get("framehub_auth_failures_total", &radar_l), 1.0);
@@ -215,7 +215,7 @@ path = "{}"
     assert_eq!(m.get("framehub_frames_received_total", &ground_l), 50.0);
     assert_eq!(m.get("framehub_frames_delivered_total", &ground_l), 50.0);
     assert_eq!(
-        m.get("framehub_bytes_received_total", &ground_l),
+        m.get("framehub_received_bytes_total", &ground_l),
         ground_bytes as f64
     );
     assert_eq!(m.get("framehub_connections_open", &ground_l), 1.0);

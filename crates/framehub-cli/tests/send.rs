@@ -178,7 +178,19 @@ fn wait_records(path: &Path, n: usize) {
 }
 
 /// `key=value` from a summary or status line.
+/// The daemon's status line: a JSON log line (`--log-format json`).
+fn is_status(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(line)
+        .is_ok_and(|v| v["fields"]["message"] == "status")
+}
+
 fn field(line: &str, key: &str) -> u64 {
+    // A JSON log line (the daemon's status line): its `fields`.
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+        return v["fields"][key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {key} in {line}"));
+    }
     line.split_whitespace()
         .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
         .and_then(|v| v.trim_end_matches(',').parse().ok())
@@ -317,7 +329,7 @@ fn fifty_simulated_nodes_are_healthy_in_the_status_line() {
     ]);
     let mut sender = Proc::spawn("send", command);
     let status = daemon.wait_line("nodes=50 healthy=50", |l| {
-        l.starts_with("framehub status:") && l.contains("nodes=50 healthy=50")
+        is_status(l) && field(l, "nodes") == 50 && field(l, "healthy") == 50
     });
     assert_eq!(field(&status, "connections"), 50, "{status}");
     // Let a few rounds of frames through, then Ctrl-C.
@@ -381,7 +393,7 @@ fn simulation_fault_modes_show_up_on_the_server() {
     // close that the server acknowledges after reading everything).
     let status = |daemon: &mut Proc| {
         daemon.forget_lines();
-        daemon.wait_line("status", |l| l.starts_with("framehub status:"))
+        daemon.wait_line("status", is_status)
     };
 
     // Wrong token: every connection is refused; the client accounts for
@@ -444,7 +456,7 @@ fn simulation_fault_modes_show_up_on_the_server() {
     ]);
     let mut hb = Proc::spawn("send", command);
     daemon.wait_line("4 healthy heartbeat-only nodes", |l| {
-        l.starts_with("framehub status:") && l.contains("healthy=4")
+        is_status(l) && field(l, "healthy") == 4
     });
     std::thread::sleep(Duration::from_millis(600));
     hb.signal("INT");

@@ -69,6 +69,9 @@ pub struct HubConfig {
     pub stats_interval: Duration,
     /// The threads the hub's I/O runs on (`[runtime]`).
     pub runtime: RuntimeConfig,
+    /// Closed connections remembered for [`crate::Hub::closed_connections`]
+    /// (`/api/connections?state=closed`); the oldest go first. 0 keeps none.
+    pub connection_history: usize,
 }
 
 impl Default for HubConfig {
@@ -79,6 +82,7 @@ impl Default for HubConfig {
             shutdown_grace: Duration::from_secs(5),
             stats_interval: Duration::from_secs(1),
             runtime: RuntimeConfig::default(),
+            connection_history: crate::history::DEFAULT_CONNECTION_HISTORY,
         }
     }
 }
@@ -783,6 +787,12 @@ impl HubConfig {
 
     /// Checks everything that can be checked before binding a port.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.connection_history > crate::history::MAX_CONNECTION_HISTORY {
+            return Err(ConfigError::new(
+                "connection_history",
+                format!("must be at most {}", crate::history::MAX_CONNECTION_HISTORY),
+            ));
+        }
         let listeners = self.listeners();
         for (i, l) in listeners.iter().enumerate() {
             let key = |k: &str| format!("listener[{i}].{k}");

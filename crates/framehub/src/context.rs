@@ -22,6 +22,7 @@ use crate::config::{Delivery, ListenerConfig, Protocol};
 use crate::event::ConnectionEvent;
 use crate::group::{GroupQueue, Inbox};
 use crate::handler::Handler;
+use crate::history::ConnectionHistory;
 use crate::node::{NodeProtocol, heartbeat_payload};
 use crate::receiver::Queue;
 use crate::registry::Peers;
@@ -62,6 +63,8 @@ pub(crate) struct HubContext {
     pub(crate) cancel: CancellationToken,
     /// Acknowledged delivery's marks, per node and stream.
     pub(crate) acks: Arc<AckTable>,
+    /// Where connections that end are recorded.
+    pub(crate) history: Arc<ConnectionHistory>,
 }
 
 /// What every connection of one listener shares.
@@ -87,6 +90,8 @@ pub(crate) struct ListenerShared {
     pub(crate) events: broadcast::Sender<ConnectionEvent>,
     pub(crate) next_conn_id: Arc<AtomicU64>,
     pub(crate) cancel: CancellationToken,
+    /// Where connections that end are recorded, shared by the hub.
+    pub(crate) history: Arc<ConnectionHistory>,
     /// Whether the accept loop runs and its last `accept()` succeeded.
     pub(crate) accept_state: Mutex<AcceptState>,
     /// Rate limit of warnings about rejected connections and auth failures.
@@ -147,6 +152,7 @@ impl ListenerShared {
             events: hub.events.clone(),
             next_conn_id: hub.next_conn_id.clone(),
             cancel: hub.cancel.clone(),
+            history: hub.history.clone(),
             reject_warning: WarnLimiter::new(Duration::from_secs(5)),
             auth_warning: WarnLimiter::new(Duration::from_secs(1)),
             accept_state: Mutex::new(AcceptState::Starting),

@@ -23,6 +23,7 @@ use crate::egress::{self, EgressError};
 use crate::event::ConnectionEvent;
 use crate::group::Groups;
 use crate::handler::Handler;
+use crate::history::ConnectionHistory;
 use crate::listener;
 use crate::receiver::Receiver;
 use crate::registry::{self, ConnectionInfo};
@@ -113,6 +114,8 @@ struct HubInner {
     runtime: Option<Runtime>,
     /// Acknowledged delivery's marks.
     acks: Arc<AckTable>,
+    /// The newest closed connections (`connection_history`).
+    history: Arc<ConnectionHistory>,
 }
 
 impl HubInner {
@@ -248,8 +251,10 @@ impl Hub {
                 .map(|l| l.max_connections)
                 .sum::<usize>();
         let acks = Arc::new(AckTable::new(ack_capacity, durable));
+        let history = Arc::new(ConnectionHistory::new(config.connection_history));
         let context = HubContext {
             acks: acks.clone(),
+            history: history.clone(),
             router: router.clone(),
             events: events.clone(),
             next_conn_id: Arc::new(AtomicU64::new(1)),
@@ -340,6 +345,7 @@ impl Hub {
                 stats,
                 runtime,
                 acks,
+                history,
             }),
         })
     }
@@ -470,6 +476,22 @@ impl Hub {
         }
         out.sort_by_key(|c| c.id);
         out
+    }
+
+    /// The newest closed connections (at most `connection_history`), with
+    /// why each ended and what went through it; page them with
+    /// [`ConnectionHistory::page`].
+    ///
+    /// ```no_run
+    /// # fn demo(hub: &framehub::Hub) {
+    /// let page = hub.closed_connections().page(0, 20, |c| c.node.as_deref() == Some("radar3"));
+    /// for c in page.connections {
+    ///     println!("{} {} {:?}: {}", c.id, c.peer, c.duration(), c.reason);
+    /// }
+    /// # }
+    /// ```
+    pub fn closed_connections(&self) -> &ConnectionHistory {
+        &self.inner.history
     }
 
     /// Registers a node (if new) and returns its receiver, with the default

@@ -293,6 +293,7 @@ mod tests {
             next_conn_id: Arc::new(AtomicU64::new(1)),
             cancel: cancel.clone(),
             acks: Arc::new(crate::ack::AckTable::new(1, [])),
+            history: Arc::new(crate::history::ConnectionHistory::new(16)),
         };
         let shared = Arc::new(ListenerShared::new(config, &Default::default(), None, &hub));
         let receiver = Receiver::new(shared.raw_queue.clone().expect("raw queue"));

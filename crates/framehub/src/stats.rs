@@ -292,7 +292,7 @@ counter_set! {
             "Errors from accept() (out of file descriptors, ...); the listener backs off and retries.";
         auth_failures: count as "framehub_auth_failures_total",
             "Connections closed for a wrong or missing token, or an oversized or missing first message.";
-        bytes_received: count as "framehub_bytes_received_total",
+        bytes_received: count as "framehub_received_bytes_total",
             "Bytes read from the sockets.";
         frames_received: count as "framehub_frames_received_total",
             "Frames cut from the streams, before any protocol check.";
@@ -306,7 +306,7 @@ counter_set! {
             "Frames skipped because their timestamp repeated the previous one's (dedup).";
         frames_sent: count as "framehub_frames_sent_total",
             "Frames written to clients: egress messages, handler replies, server heartbeats.";
-        bytes_sent: count as "framehub_bytes_sent_total",
+        bytes_sent: count as "framehub_sent_bytes_total",
             "Bytes written to clients, framing included.";
         groups_published: count as "framehub_groups_published_total",
             "Groups published by a listener with delivery = \"groups\".";

@@ -45,8 +45,9 @@ pub const MAX_BODY_BYTES: usize = 2 << 20;
 /// Paths answered without a token: load balancers' and orchestrators'
 /// health checks often cannot send a header, and these say only whether
 /// the listeners accept and the sinks work; they list no peer and command
-/// nothing.
-const OPEN_PATHS: &[&str] = &["/healthz", "/readyz"];
+/// nothing. `/` is the dashboard's page, which holds no figure: it asks
+/// for the token and sends it with its API calls.
+const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/"];
 
 /// How often a warning of one kind may be logged; the others are counted
 /// in the next one's `suppressed`.

@@ -74,6 +74,8 @@ pub struct FileSink {
     marks: HashMap<Arc<str>, u64>,
     /// When the state file is next written.
     state_due: Instant,
+    /// What happens to rotated files (`keep_files`, `keep_for`, `compress`).
+    retention: Option<super::retention::Retention>,
 }
 
 impl FileSink {
@@ -98,6 +100,7 @@ impl FileSink {
             (d, index)
         });
         let syncer = Syncer::start(&config.path, status.clone(), durability.clone());
+        let retention = super::retention::for_sink(&config, &status.name);
         let mut sink = FileSink {
             config,
             status,
@@ -108,6 +111,7 @@ impl FileSink {
             last_chunk: 0,
             marks: HashMap::new(),
             state_due: Instant::now() + STATE_EVERY,
+            retention,
         };
         sink.repair_and_recover();
         if let Err(e) = sink.open() {
@@ -360,6 +364,9 @@ impl FileSink {
         self.active = None;
         self.status.rotations.fetch_add(1, Ordering::Relaxed);
         tracing::info!(sink = %self.status.name, rotated_to = %target.display(), "file rotated");
+        if let Some(retention) = &self.retention {
+            retention.rotated(target);
+        }
         self.open()
     }
 

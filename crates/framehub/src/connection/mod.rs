@@ -38,6 +38,7 @@ use crate::egress::EgressWriter;
 use crate::event::{CloseReason, ConnectionCounts, ConnectionEvent};
 use crate::frame::Source;
 use crate::node::push_json_string;
+use crate::history::ClosedConnection;
 use crate::reason::TlsFailure;
 use crate::registry::Peer;
 use crate::stats::{LinkCounters, ListenerCounters};
@@ -54,12 +55,13 @@ pub(crate) async fn serve(
     socket_peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
 ) {
+    let opened = SystemTime::now();
     // Who the peer is, settled once and before anything that shows it
     // (the registry's handle, the frames' source, events, logs) exists:
     // behind a load balancer, the device its PROXY header names.
     let peer = match proxy::origin(&shared, &mut stream, socket_peer).await {
         Ok(peer) => peer,
-        Err(reason) => return refuse(&shared, socket_peer, reason),
+        Err(reason) => return refuse(&shared, socket_peer, opened, reason),
     };
     let conn = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
     if peer == socket_peer {
@@ -77,7 +79,7 @@ pub(crate) async fn serve(
     // handshake.
     let (transport, identity) = match secure(&shared, stream).await {
         Ok(secured) => secured,
-        Err(reason) => return refused(&shared, conn, peer, reason),
+        Err(reason) => return refused(&shared, (conn, peer, opened), reason),
     };
     let link = Arc::new(Peer::new(
         conn,
@@ -133,7 +135,7 @@ pub(crate) async fn serve(
 /// refused, or it ended or the hub shut down before the header came: logged
 /// with the socket's address, and reported as a connection that opened and
 /// closed.
-fn refuse(shared: &ListenerShared, peer: SocketAddr, reason: CloseReason) {
+fn refuse(shared: &ListenerShared, peer: SocketAddr, opened: SystemTime, reason: CloseReason) {
     let conn = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
     if let CloseReason::ProxyRejected(why) = reason {
         shared.counters.proxy_rejected(why);
@@ -148,7 +150,7 @@ fn refuse(shared: &ListenerShared, peer: SocketAddr, reason: CloseReason) {
         peer,
         listener: shared.name.clone(),
     });
-    refused(shared, conn, peer, reason);
+    refused(shared, (conn, peer, opened), reason);
 }
 
 /// The TLS handshake, when the listener has TLS (bounded by its
@@ -181,8 +183,19 @@ async fn secure(
 /// Ends a connection that never got to be served (its PROXY header was
 /// refused, its TLS handshake failed, or the hub shut down meanwhile):
 /// counted as closed, TLS failures logged within limits, reported.
-fn refused(shared: &ListenerShared, conn: u64, peer: SocketAddr, reason: CloseReason) {
+fn refused(
+    shared: &ListenerShared,
+    (conn, peer, opened): (u64, SocketAddr, SystemTime),
+    reason: CloseReason,
+) {
     shared.counters.closed(&reason);
+    record_closed(
+        shared,
+        (conn, peer, opened),
+        None,
+        &reason,
+        &ConnectionCounts::default(),
+    );
     if let CloseReason::TlsFailed(failure) = reason {
         shared.counters.tls_failed(failure);
         if let Some(suppressed) = shared.tls_warning.check() {
@@ -443,6 +456,13 @@ impl Driver {
                 tracing::debug!(%peer, conn, node = node.as_deref().unwrap_or("-"), "connection closed: {reason}");
             }
         }
+        record_closed(
+            shared,
+            (conn, peer, self.link.since),
+            node.clone(),
+            &reason,
+            &self.core.counts,
+        );
         shared.emit(ConnectionEvent::Closed {
             conn,
             peer,
@@ -451,4 +471,28 @@ impl Driver {
             counts: self.core.counts,
         });
     }
+}
+
+/// Keeps the record of a connection that ended in the hub's history.
+fn record_closed(
+    shared: &ListenerShared,
+    (id, peer, opened): (u64, SocketAddr, SystemTime),
+    node: Option<Arc<str>>,
+    reason: &CloseReason,
+    counts: &ConnectionCounts,
+) {
+    shared.history.record(ClosedConnection {
+        id,
+        listener: shared.name.clone(),
+        peer,
+        node,
+        opened,
+        closed: SystemTime::now(),
+        reason: reason.clone(),
+        frames_in: counts.frames_in,
+        bytes_in: counts.bytes_in,
+        frames_out: counts.frames_out,
+        bytes_out: counts.bytes_out,
+        dropped: counts.dropped,
+    });
 }
