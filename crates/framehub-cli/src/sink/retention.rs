@@ -377,10 +377,12 @@ mod tests {
         let status = SinkStatus::new("file", "file", true);
         let mut sink = FileSink::new(config, status.clone());
         let record = format!("{{\"pad\":\"{}\"}}\n", "x".repeat(200));
-        for _ in 0..200 {
+        for no in 1..=200 {
             sink.write(&Chunk {
                 bytes: bytes::Bytes::from(record.clone()),
                 records: 1,
+                no,
+                marks: std::sync::Arc::from(Vec::new()),
             });
         }
         sink.finish();
