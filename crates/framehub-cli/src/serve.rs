@@ -20,6 +20,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{self, FileConfig, SinkConfig, TapSinkConfig};
 use crate::reload::Reloader;
 use crate::sink::file::FileSink;
+use crate::sink::nats::NatsSinkWriter;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::tap::Tap;
 use crate::sink::{self, Message, Sink, SinkStatus};
@@ -88,7 +89,11 @@ struct Sinks {
     taps: Vec<Tap>,
 }
 
-async fn build_sinks(configs: Vec<SinkConfig>) -> Result<Sinks, String> {
+async fn build_sinks(
+    configs: Vec<SinkConfig>,
+    cfg: &FileConfig,
+    nats: Option<&crate::cluster::Nats>,
+) -> Result<Sinks, String> {
     let mut built = Sinks {
         sinks: Vec::new(),
         statuses: Vec::new(),
@@ -108,6 +113,22 @@ async fn build_sinks(configs: Vec<SinkConfig>) -> Result<Sinks, String> {
                 let publisher = tap.publisher();
                 built.taps.push(tap);
                 Box::new(publisher)
+            }
+            SinkConfig::Nats(c) => {
+                let nats = nats.ok_or("a nats sink without a NATS connection")?;
+                let listeners = cfg.hub.listeners();
+                let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+                Box::new(
+                    NatsSinkWriter::start(
+                        nats.client.clone(),
+                        c,
+                        nats.instance.clone(),
+                        &names,
+                        status,
+                        None,
+                    )
+                    .await?,
+                )
             }
         };
         built.sinks.push(sink);
@@ -159,12 +180,18 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
     // The daemon's own ports are bound before the hub's, so a port that is
     // taken fails the start before any device has connected.
     let admin_listener = bind_admin(&cfg).await?;
-    let sinks = build_sinks(cfg.sinks())
+    let nats = crate::cluster::connect(&cfg).await.map_err(|e| match e {
+        framehub::nats::NatsError::Config(_) => StartError::config(e.to_string()),
+        _ => StartError::failure(e.to_string()),
+    })?;
+    let sinks = build_sinks(cfg.sinks(), &cfg, nats.as_ref())
         .await
         .map_err(StartError::failure)?;
-    let hub = start_hub(&cfg).await?;
+    let hub = start_hub(&cfg, crate::cluster::handlers(&cfg, nats.as_ref())).await?;
     let sink_thread = SinkThread::start(sinks, &hub)?;
+    let cluster = crate::cluster::Cluster::start(nats.as_ref(), &hub).await;
     let admin = Admin::start(admin_listener, &cfg, &hub, &sink_thread, started);
+    admin.set_cluster_view(cluster.view.clone());
     let status = start_status_output(&args, &cfg, &hub);
     let reloader = Reloader {
         args,
@@ -182,6 +209,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
     if let Some(status) = status {
         status.abort();
     }
+    drop(cluster);
     let code = sink_thread.finish(&hub).await;
     admin.stop().await;
     Ok(code)
@@ -227,17 +255,22 @@ struct AdminListener {
     door: DoorConfig,
 }
 
-async fn start_hub(cfg: &FileConfig) -> Result<Hub, StartError> {
+async fn start_hub(
+    cfg: &FileConfig,
+    handlers: Vec<(String, framehub::Handler)>,
+) -> Result<Hub, StartError> {
     if !cfg.hub.nodes.auto_provision {
         tracing::warn!(
             "nodes.auto_provision is off: node frames have no receiver in `serve` and will be dropped (counted)"
         );
     }
-    Hub::start(cfg.hub.clone()).await.map_err(|e| match e {
-        // A certificate file that is missing or bad is a config error.
-        HubError::Config(_) => StartError::config(e.to_string()),
-        _ => StartError::failure(e.to_string()),
-    })
+    Hub::start_with(cfg.hub.clone(), handlers)
+        .await
+        .map_err(|e| match e {
+            // A certificate file that is missing or bad is a config error.
+            HubError::Config(_) => StartError::config(e.to_string()),
+            _ => StartError::failure(e.to_string()),
+        })
 }
 
 /// The sink thread, fed every delivered frame by the hub's fan-in, and the
@@ -374,6 +407,7 @@ impl Admin {
             allow_send: cfg.admin.send,
             reloads: Arc::default(),
             door: Arc::default(),
+            cluster_view: Default::default(),
         });
         let stop = CancellationToken::new();
         let server = listener.map(|AdminListener { listener, door }| {
@@ -393,6 +427,11 @@ impl Admin {
             stop,
             server,
         }
+    }
+
+    /// Where `/api/nodes?scope=cluster` reads (NATS).
+    fn set_cluster_view(&self, view: Option<crate::cluster::ViewCell>) {
+        *self.state.cluster_view.lock() = view;
     }
 
     /// `/readyz` turns 503 from now on.

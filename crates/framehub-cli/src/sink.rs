@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 pub mod file;
+pub mod nats;
 pub mod stdout;
 pub mod tap;
 
@@ -240,6 +241,14 @@ pub trait Sink: Send {
     fn status(&self) -> &Arc<SinkStatus>;
     /// Writes whole records.
     fn write(&mut self, chunk: &Chunk);
+    /// Takes the frames themselves, before they are encoded (a sink that
+    /// publishes each frame as it is, e.g. NATS).
+    fn write_frames(&mut self, _frames: &[Frame]) {}
+    /// Whether it takes records at all: when no sink does, none are
+    /// encoded.
+    fn wants_records(&self) -> bool {
+        true
+    }
     /// Called about once a second: periodic work such as interval syncs.
     fn tick(&mut self) {}
     /// Called once at exit, after the last chunk: flush and sync.
@@ -274,6 +283,12 @@ struct Encoder {
 
 impl Encoder {
     fn encode(&mut self, batch: &[Frame], sinks: &mut [Box<dyn Sink>]) {
+        for s in sinks.iter_mut() {
+            s.write_frames(batch);
+        }
+        if !sinks.iter().any(|s| s.wants_records()) {
+            return;
+        }
         for frame in batch {
             let len = self.buf.len();
             if let Err(e) = self.records.write(&mut self.buf, frame) {
@@ -305,7 +320,7 @@ impl Encoder {
             records: std::mem::take(&mut self.count),
         };
         self.buf.clear();
-        for s in sinks.iter_mut() {
+        for s in sinks.iter_mut().filter(|s| s.wants_records()) {
             s.write(&chunk);
         }
     }

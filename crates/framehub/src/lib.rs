@@ -98,6 +98,8 @@ pub mod handler;
 mod hub;
 pub mod json;
 mod listener;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod node;
 pub mod outbuf;
 pub mod reason;
