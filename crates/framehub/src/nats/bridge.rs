@@ -164,7 +164,10 @@ fn error_reply(failure: &Failure) -> Bytes {
         Failure::Error(e) => e.to_string(),
         Failure::Panicked => "internal error".to_owned(),
     };
-    Bytes::from(serde_json::json!({ "type": "error", "error": why }).to_string())
+    // Written by hand so that `type` comes first, as in every frame of the
+    // node protocol.
+    let why = serde_json::Value::String(why).to_string();
+    Bytes::from(format!("{{\"type\":\"error\",\"error\":{why}}}"))
 }
 
 /// A request handler that sends each request frame as a NATS request to

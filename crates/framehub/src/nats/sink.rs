@@ -213,9 +213,18 @@ impl NatsSink {
             let stream = stream_config(&config, subjects);
             // Seen at start when NATS is there: a missing stream that must
             // exist stops the start rather than blocking every device.
-            let known = crate::nats::wait_connected(&client, Duration::from_secs(2)).await;
-            if known {
-                ensure_stream(&js, &stream, js_cfg.create).await?;
+            let mut known = false;
+            if crate::nats::wait_connected(&client, Duration::from_secs(2)).await {
+                match ensure_stream(&js, &stream, js_cfg.create).await {
+                    Ok(()) => known = true,
+                    // A stream that must exist and does not: the start fails.
+                    Err(e @ StreamError::Missing(_)) => {
+                        return Err(NatsError::JetStream(e.to_string()));
+                    }
+                    // JetStream not answering yet (a cluster electing its
+                    // leader): checked again before the first publish.
+                    Err(e) => shared.fail(e.to_string()),
+                }
             } else {
                 shared.fail("not connected to NATS yet".to_owned());
             }
@@ -481,18 +490,29 @@ fn stream_config(config: &NatsSinkConfig, subjects: Vec<String>) -> StreamConfig
     }
 }
 
+/// Why the stream is not there.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    /// It does not exist and may not be created.
+    #[error("{0}")]
+    Missing(String),
+    /// JetStream did not answer or refused.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// Finds the stream, or creates it when `create` is on.
 async fn ensure_stream(
     js: &jetstream::Context,
     stream: &StreamConfig,
     create: bool,
-) -> Result<(), NatsError> {
+) -> Result<(), StreamError> {
     match js.get_stream(&stream.name).await {
         Ok(mut s) => {
             let info = s
                 .info()
                 .await
-                .map_err(|e| NatsError::JetStream(e.to_string()))?;
+                .map_err(|e| StreamError::Unavailable(e.to_string()))?;
             tracing::info!(
                 stream = %stream.name,
                 subjects = ?info.config.subjects,
@@ -509,13 +529,13 @@ async fn ensure_stream(
             ) =>
         {
             if !create {
-                return Err(NatsError::JetStream(format!(
+                return Err(StreamError::Missing(format!(
                     "stream {:?} does not exist, and jetstream.create is off: {e}",
                     stream.name
                 )));
             }
             js.create_stream(stream.clone()).await.map_err(|e| {
-                NatsError::JetStream(format!("cannot create stream {:?}: {e}", stream.name))
+                StreamError::Unavailable(format!("cannot create stream {:?}: {e}", stream.name))
             })?;
             tracing::info!(
                 stream = %stream.name,
@@ -525,7 +545,7 @@ async fn ensure_stream(
             );
             Ok(())
         }
-        Err(e) => Err(NatsError::JetStream(format!(
+        Err(e) => Err(StreamError::Unavailable(format!(
             "cannot look up stream {:?}: {e}",
             stream.name
         ))),

@@ -47,6 +47,8 @@ pub struct ClusterNode {
 
 /// The running view of one instance.
 pub struct NodeView {
+    js: jetstream::Context,
+    bucket: String,
     kv: kv::Store,
     task: JoinHandle<()>,
 }
@@ -67,6 +69,7 @@ impl NodeView {
         instance: String,
     ) -> Result<NodeView, NatsError> {
         let js = jetstream::new(client);
+        let bucket = config.bucket.clone();
         let kv = match js.get_key_value(&config.bucket).await {
             Ok(kv) => kv,
             Err(_) => js
@@ -88,13 +91,18 @@ impl NodeView {
                 })?,
         };
         let task = tokio::spawn(record(kv.clone(), hub, instance, config.ttl / 3));
-        Ok(NodeView { kv, task })
+        Ok(NodeView {
+            js,
+            bucket,
+            kv,
+            task,
+        })
     }
 
     /// Every node of the cluster, by name (a node held by two instances at
     /// once, during a move, is listed with the latest holder).
     pub async fn cluster(&self) -> Result<Vec<ClusterNode>, NatsError> {
-        list(&self.kv).await
+        list(&self.js, &self.bucket, &self.kv).await
     }
 }
 
@@ -104,15 +112,26 @@ impl Drop for NodeView {
     }
 }
 
-/// Reads the bucket's current values.
-pub async fn list(kv: &kv::Store) -> Result<Vec<ClusterNode>, NatsError> {
+/// Reads the current values of `bucket` (opened as `kv`).
+pub async fn list(
+    js: &jetstream::Context,
+    bucket: &str,
+    kv: &kv::Store,
+) -> Result<Vec<ClusterNode>, NatsError> {
     let err = |e: &dyn std::fmt::Display| NatsError::JetStream(format!("node view: {e}"));
-    let status = kv.status().await.map_err(|e| err(&e))?;
+    // Fresh from the server (the store's own status is the one it had
+    // when opened): a watch of an empty bucket would wait for ever.
+    let mut stream = js
+        .get_stream(format!("KV_{bucket}"))
+        .await
+        .map_err(|e| err(&e))?;
+    let messages = stream.info().await.map_err(|e| err(&e))?.state.messages;
     let mut out = BTreeMap::new();
-    if status.values() == 0 {
+    if messages == 0 {
         return Ok(Vec::new());
     }
-    let mut watch = kv.watch_all().await.map_err(|e| err(&e))?;
+    // The last entry of every key, then updates: read until the last one.
+    let mut watch = kv.watch_with_history(">").await.map_err(|e| err(&e))?;
     let read = async {
         while let Some(entry) = watch.next().await {
             let entry = entry.map_err(|e| err(&e))?;
