@@ -230,7 +230,7 @@ impl NatsSink {
             }
             Publisher::JetStream {
                 js,
-                stream,
+                stream: Box::new(stream),
                 create: js_cfg.create,
                 known,
                 max_in_flight: js_cfg.max_acks_in_flight,
@@ -461,7 +461,7 @@ fn health(sh: &Shared) -> Result<(), String> {
 enum Publisher {
     JetStream {
         js: jetstream::Context,
-        stream: StreamConfig,
+        stream: Box<StreamConfig>,
         create: bool,
         /// The stream was found or made at start.
         known: bool,
