@@ -4,6 +4,7 @@
 //! SIGHUP (`reload.rs`), and a clean exit on SIGINT or SIGTERM with
 //! everything received written and synced.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,7 @@ use crate::admin::door::DoorConfig;
 use crate::admin::{self, AdminState};
 use crate::config::{self, FileConfig, SinkConfig, TapSinkConfig};
 use crate::reload::Reloader;
+use crate::sink::durable::Durability;
 use crate::sink::file::FileSink;
 use crate::sink::nats::NatsSinkWriter;
 use crate::sink::stdout::StdoutSink;
@@ -78,6 +80,11 @@ fn apply_flags(
     if args.no_admin {
         cfg.admin.enabled = false;
     }
+    if cfg.apply_serve_defaults() {
+        tracing::debug!(
+            "a file sink is configured: queues whose overflow is not set block instead of dropping"
+        );
+    }
     cfg.validate().map_err(|e| e.to_string())
 }
 
@@ -87,10 +94,18 @@ struct Sinks {
     sinks: Vec<Box<dyn Sink>>,
     statuses: Vec<Arc<SinkStatus>>,
     taps: Vec<Tap>,
+    /// Acknowledged delivery: what the file sinks made durable.
+    durability: Arc<Durability>,
+    /// Each node's durable sequence number found again in every file sink
+    /// (the lowest of theirs; a node one of them lacks is not durable).
+    recovered: Vec<(String, u64)>,
 }
 
+/// `acks`: some listener acknowledges frames, so file sinks find their
+/// durable marks again and report their syncs.
 async fn build_sinks(
     configs: Vec<SinkConfig>,
+    acks: bool,
     cfg: &FileConfig,
     nats: Option<&crate::cluster::Nats>,
 ) -> Result<Sinks, String> {
@@ -98,12 +113,36 @@ async fn build_sinks(
         sinks: Vec::new(),
         statuses: Vec::new(),
         taps: Vec::new(),
+        durability: Durability::new(),
+        recovered: Vec::new(),
     };
+    let mut recovered: Option<HashMap<String, u64>> = None;
+    let mut skip_recovery = false;
     for config in configs {
         let status = SinkStatus::new(config.name(), config.kind(), config.is_durable());
         built.statuses.push(status.clone());
         let sink: Box<dyn Sink> = match config {
-            SinkConfig::File(c) => Box::new(FileSink::new(c, status)),
+            SinkConfig::File(c) => {
+                let durability = acks.then(|| built.durability.clone());
+                let file = FileSink::with_durability(c, status, durability);
+                if acks {
+                    let found: HashMap<String, u64> = file.recovered().into_iter().collect();
+                    recovered = Some(match recovered {
+                        None => found,
+                        Some(mut so_far) => {
+                            so_far.retain(|node, seq| match found.get(node) {
+                                Some(other) => {
+                                    *seq = (*seq).min(*other);
+                                    true
+                                }
+                                None => false,
+                            });
+                            so_far
+                        }
+                    });
+                }
+                Box::new(file)
+            }
             SinkConfig::Stdout(_) => Box::new(StdoutSink::new(status)),
             SinkConfig::Tap(c) => {
                 let bind = c.bind;
@@ -118,6 +157,12 @@ async fn build_sinks(
                 let nats = nats.ok_or("a nats sink without a NATS connection")?;
                 let listeners = cfg.hub.listeners();
                 let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+                let durability = acks.then(|| built.durability.clone());
+                // The file sinks' marks say nothing of what the stream
+                // holds: resends after a restart are taken again (the
+                // stream stores them once by Nats-Msg-Id; a file beside it
+                // may hold them twice).
+                skip_recovery = true;
                 Box::new(
                     NatsSinkWriter::start(
                         nats.client.clone(),
@@ -125,13 +170,16 @@ async fn build_sinks(
                         nats.instance.clone(),
                         &names,
                         status,
-                        None,
+                        durability,
                     )
                     .await?,
                 )
             }
         };
         built.sinks.push(sink);
+    }
+    if !skip_recovery {
+        built.recovered = recovered.unwrap_or_default().into_iter().collect();
     }
     Ok(built)
 }
@@ -184,10 +232,13 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
         framehub::nats::NatsError::Config(_) => StartError::config(e.to_string()),
         _ => StartError::failure(e.to_string()),
     })?;
-    let sinks = build_sinks(cfg.sinks(), &cfg, nats.as_ref())
+    let acks = cfg.hub.listeners().iter().any(|l| l.ack.is_on());
+    let mut sinks = build_sinks(cfg.sinks(), acks, &cfg, nats.as_ref())
         .await
         .map_err(StartError::failure)?;
-    let hub = start_hub(&cfg, crate::cluster::handlers(&cfg, nats.as_ref())).await?;
+    let handlers = crate::cluster::handlers(&cfg, nats.as_ref());
+    let hub = start_hub(&cfg, handlers, std::mem::take(&mut sinks.recovered)).await?;
+    sinks.durability.set_acks(hub.acks());
     let sink_thread = SinkThread::start(sinks, &hub)?;
     let cluster = crate::cluster::Cluster::start(nats.as_ref(), &hub).await;
     let admin = Admin::start(admin_listener, &cfg, &hub, &sink_thread, started);
@@ -203,6 +254,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
 
     signal.await;
     tracing::info!("shutting down");
+    force_exit_on_second_signal();
     reloader.abort();
     admin.begin_shutdown();
     hub.shutdown().await;
@@ -213,6 +265,22 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
     let code = sink_thread.finish(&hub).await;
     admin.stop().await;
     Ok(code)
+}
+
+/// A second SIGINT or SIGTERM during the shutdown exits at once (code
+/// 130), for a shutdown that cannot finish (a sink blocked on a full pipe,
+/// a disk that does not answer): what is not written is lost, and said so.
+fn force_exit_on_second_signal() {
+    match crate::shutdown_signal() {
+        Ok(second) => {
+            tokio::spawn(async move {
+                second.await;
+                tracing::error!("second signal: exiting now; frames not yet written are lost");
+                std::process::exit(130);
+            });
+        }
+        Err(e) => tracing::warn!("cannot watch for a second signal: {e}"),
+    }
 }
 
 /// The file config (if any) with the command-line flags and the
@@ -258,13 +326,14 @@ struct AdminListener {
 async fn start_hub(
     cfg: &FileConfig,
     handlers: Vec<(String, framehub::Handler)>,
+    recovered: Vec<(String, u64)>,
 ) -> Result<Hub, StartError> {
     if !cfg.hub.nodes.auto_provision {
         tracing::warn!(
             "nodes.auto_provision is off: node frames have no receiver in `serve` and will be dropped (counted)"
         );
     }
-    Hub::start_with(cfg.hub.clone(), handlers)
+    Hub::start_recovered(cfg.hub.clone(), handlers, recovered)
         .await
         .map_err(|e| match e {
             // A certificate file that is missing or bad is a config error.
@@ -288,12 +357,13 @@ impl SinkThread {
     fn start(sinks: Sinks, hub: &Hub) -> Result<SinkThread, StartError> {
         let (tx, rx) = mpsc::channel::<Message>(SINK_QUEUE);
         let writers = sinks.sinks;
+        let durability = sinks.durability;
         let (sink_done, done) = oneshot::channel();
         // A named thread of its own, so `top -H` shows what the sinks cost.
         std::thread::Builder::new()
             .name("framehub-sink".to_owned())
             .spawn(move || {
-                let _ = sink_done.send(sink::run(rx, writers));
+                let _ = sink_done.send(sink::run(rx, writers, durability));
             })
             .map_err(|e| StartError::failure(format!("cannot start the sink thread: {e}")))?;
         tokio::spawn(sink::ticker(tx.downgrade()));
@@ -365,6 +435,23 @@ fn report_exit(
                 "stopped; some delivered frames could not be written"
             );
             ExitCode::FAILURE
+        }
+        Some(busy) if written < counters.frames_delivered => {
+            // Delivered frames a drop policy evicted from a full queue
+            // before the sinks took them (counted as queue_full).
+            tracing::warn!(
+                written,
+                failed,
+                write_secs = busy.as_secs_f64(),
+                received = counters.frames_received,
+                delivered = counters.frames_delivered,
+                not_written = counters.frames_delivered - written,
+                dropped = counters.dropped_total(),
+                heartbeats = counters.heartbeats,
+                duplicates = counters.duplicates,
+                "stopped; some delivered frames were dropped from full queues before the sinks took them"
+            );
+            ExitCode::SUCCESS
         }
         Some(busy) => {
             tracing::info!(

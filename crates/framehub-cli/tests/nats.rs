@@ -531,3 +531,245 @@ fn an_r3_stream_survives_a_nats_server_killed_mid_run() {
     assert_eq!(by_node.len(), nodes);
     assert_eq!(ids.len(), messages.len());
 }
+
+/// A device of the ack protocol, written here from docs/acks.md (not the
+/// library's client): frames numbered `seq` 1..=`frames`, at most
+/// `window` unacknowledged, kept until acknowledged and sent again, in
+/// order, after a reconnect; on a lost connection it moves to the next
+/// instance. Returns how many times it connected.
+fn acked_device(
+    addrs: Vec<SocketAddr>,
+    first: usize,
+    node: String,
+    frames: u64,
+    window: u64,
+    acked: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        let mut at = first;
+        let mut connections = 0;
+        'connect: while acked.load(Ordering::Relaxed) < frames {
+            assert!(Instant::now() < deadline, "{node}: not done in time");
+            let Ok(mut s) = TcpStream::connect(addrs[at % addrs.len()]) else {
+                at += 1;
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            };
+            connections += 1;
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            let mut reader = BufReader::new(s.try_clone().expect("clone"));
+            // Everything not acknowledged is sent again, in order.
+            let mut next = acked.load(Ordering::Relaxed) + 1;
+            let mut line = String::new();
+            while acked.load(Ordering::Relaxed) < frames {
+                let mut out = String::new();
+                while next <= frames && next <= acked.load(Ordering::Relaxed) + window {
+                    out.push_str(&format!(
+                        "{{\"node_id\":\"{node}\",\"seq\":{next},\"n\":{next}}}\n"
+                    ));
+                    next += 1;
+                }
+                if !out.is_empty() && s.write_all(out.as_bytes()).is_err() {
+                    at += 1;
+                    continue 'connect;
+                }
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) => {
+                        at += 1;
+                        continue 'connect;
+                    }
+                    Ok(_) => {
+                        let v: Value = serde_json::from_str(&line).expect("a JSON line");
+                        if v["type"] == "ack" {
+                            let seq = v["seq"].as_u64().expect("ack seq");
+                            acked.fetch_max(seq, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        line.clear();
+                    }
+                    Err(_) => {
+                        at += 1;
+                        continue 'connect;
+                    }
+                }
+            }
+        }
+        connections
+    })
+}
+
+/// Issue 15: three `framehub serve` instances and one nats-server; 50
+/// nodes with acks spread over the three; `kill -9` of one instance
+/// mid-run; its nodes move to the others; the stream then holds every
+/// frame exactly once (by Nats-Msg-Id), in order per node, as read by the
+/// nats-py consumer.
+#[test]
+fn three_instances_one_killed_the_stream_holds_every_frame_once_in_order() {
+    let dir = temp_dir("nats-three");
+    let nats = NatsServer::start(&dir);
+    let mut daemons: Vec<Daemon> = (0..3)
+        .map(|i| {
+            let d = dir.join(format!("i{i}"));
+            std::fs::create_dir_all(&d).expect("dir");
+            let cfg = config(
+                &[nats.url()],
+                "[listener.ack]\nmode = \"durable\"\n[listener.queue]\noverflow = \"block\"\n\
+                 [[sink]]\ntype = \"nats\"\n",
+            )
+            .replace("[nats]\n", &format!("[nats]\ninstance = \"i{i}\"\n"));
+            Daemon::with_config(&d, &cfg, &[])
+        })
+        .collect();
+    let addrs: Vec<SocketAddr> = daemons.iter_mut().map(Daemon::addr).collect();
+    let admins: Vec<SocketAddr> = daemons.iter_mut().map(Daemon::admin).collect();
+    let nodes = 50;
+    let frames = 1000;
+    let acked: Vec<Arc<AtomicU64>> = (0..nodes).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let devices: Vec<_> = (0..nodes)
+        .map(|i| {
+            acked_device(
+                addrs.clone(),
+                i % 3,
+                format!("node{i}"),
+                frames,
+                100,
+                acked[i].clone(),
+            )
+        })
+        .collect();
+    let total = || acked.iter().map(|a| a.load(Ordering::Relaxed)).sum::<u64>();
+    eventually("a third of the frames acknowledged", || {
+        total() > nodes as u64 * frames / 3
+    });
+    let held_by_first = get_json(admins[0], "/api/nodes")["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["connected"] == true)
+        .count();
+    assert!(held_by_first > 0, "instance 0 held no node");
+    daemons[0].child.kill().expect("kill -9");
+    let _ = daemons[0].child.wait();
+    let connections: Vec<usize> = devices
+        .into_iter()
+        .map(|d| d.join().expect("device"))
+        .collect();
+    assert_eq!(total(), nodes as u64 * frames, "every frame acknowledged");
+    // The nodes of the killed instance moved.
+    assert!(
+        connections.iter().filter(|c| **c > 1).count() >= held_by_first,
+        "{connections:?}"
+    );
+    for d in &mut daemons[1..] {
+        assert_eq!(d.terminate(), 0);
+    }
+    let messages = dump_stream(&nats.url(), "FRAMEHUB");
+    let mut by_node: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    for m in &messages {
+        let id = m["headers"]["Nats-Msg-Id"].as_str().expect("Nats-Msg-Id");
+        *ids.entry(id.to_owned()).or_default() += 1;
+        let data: Value = serde_json::from_str(m["data"].as_str().expect("data")).expect("frame");
+        let node = data["node_id"].as_str().expect("node").to_owned();
+        let seq = data["seq"].as_u64().expect("seq");
+        assert_eq!(id, format!("{node}:{seq}"), "Msg-Id is node:seq");
+        assert_eq!(m["headers"]["Framehub-Seq"], seq.to_string().as_str());
+        by_node.entry(node).or_default().push(seq);
+    }
+    assert!(ids.values().all(|c| *c == 1), "a Msg-Id stored twice");
+    assert_eq!(by_node.len(), nodes);
+    for (node, seqs) in &by_node {
+        check_complete(node, seqs, frames, true);
+    }
+}
+
+/// Issue 15 item 2: with acks on, a frame is acknowledged only after
+/// JetStream acknowledged it, and with a file sink beside it, after both:
+/// while NATS is stopped the file takes the frames and the device gets no
+/// ack for them; once NATS is back, it does.
+#[test]
+fn acks_wait_for_jetstream_even_when_the_file_sink_has_synced() {
+    let dir = temp_dir("nats-acks");
+    let mut nats = NatsServer::start(&dir);
+    let out = dir.join("frames.ndjson");
+    let mut daemon = Daemon::with_config(
+        &dir,
+        &config(
+            &[nats.url()],
+            &format!(
+                "[listener.ack]\nmode = \"durable\"\n[listener.queue]\noverflow = \"block\"\n\
+                 [[sink]]\ntype = \"file\"\npath = {:?}\nfsync = \"always\"\n\
+                 [[sink]]\ntype = \"nats\"\n[sink.jetstream]\nack_timeout = \"1s\"\n",
+                out.to_str().expect("path")
+            ),
+        ),
+        &[],
+    );
+    let addr = daemon.addr();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut reader = BufReader::new(s.try_clone().expect("clone"));
+    let mut highest = 0;
+    let mut read_acks = |reader: &mut BufReader<TcpStream>, until: Instant| -> u64 {
+        let mut line = String::new();
+        while Instant::now() < until {
+            line.clear();
+            if reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                let v: Value = serde_json::from_str(&line).expect("JSON");
+                if v["type"] == "ack" {
+                    highest = highest.max(v["seq"].as_u64().expect("seq"));
+                }
+            }
+        }
+        highest
+    };
+    let send = |s: &mut TcpStream, from: u64, to: u64| {
+        for seq in from..=to {
+            s.write_all(format!("{{\"node_id\":\"sat7\",\"seq\":{seq}}}\n").as_bytes())
+                .expect("write");
+        }
+    };
+    send(&mut s, 1, 10);
+    let deadline = Instant::now() + common::PATIENCE;
+    while read_acks(&mut reader, Instant::now() + Duration::from_millis(300)) < 10 {
+        assert!(Instant::now() < deadline, "no ack for 10 frames");
+    }
+
+    nats.stop(false);
+    send(&mut s, 11, 20);
+    eventually("the file holds all 20", || common::line_count(&out) == 20);
+    assert_eq!(
+        read_acks(&mut reader, Instant::now() + Duration::from_secs(3)),
+        10,
+        "acknowledged while NATS was down"
+    );
+
+    nats.resume();
+    let deadline = Instant::now() + common::PATIENCE;
+    while read_acks(&mut reader, Instant::now() + Duration::from_millis(300)) < 20 {
+        assert!(Instant::now() < deadline, "no ack after NATS came back");
+    }
+    drop(s);
+    assert_eq!(daemon.terminate(), 0);
+    let messages = dump_stream(&nats.url(), "FRAMEHUB");
+    let seqs: Vec<u64> = messages
+        .iter()
+        .map(|m| {
+            m["headers"]["Framehub-Seq"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("Framehub-Seq")
+        })
+        .collect();
+    check_complete("sat7", &seqs, 20, true);
+}

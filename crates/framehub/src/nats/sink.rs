@@ -46,6 +46,8 @@ pub const HEADER_CONN: &str = "Framehub-Conn";
 pub const HEADER_PEER: &str = "Framehub-Peer";
 /// Header: the instance that took the frame.
 pub const HEADER_INSTANCE: &str = "Framehub-Instance";
+/// Header: the frame's sequence number (acknowledged delivery).
+pub const HEADER_SEQ: &str = "Framehub-Seq";
 
 /// Bytes counted per frame besides its payload: subject and headers.
 const OVERHEAD: usize = 192;
@@ -75,10 +77,20 @@ pub struct NatsSinkStats {
     pub buffered_bytes: AtomicU64,
 }
 
-/// Acknowledged frames, reported to the application in the order they came
-/// ([`NatsSink::start`]'s `on_acked`): every frame before them was
-/// acknowledged or given up.
-pub type OnAcked = Arc<dyn Fn(&[Frame]) + Send + Sync>;
+/// Frames JetStream acknowledged, in the order they came.
+#[derive(Debug)]
+pub struct Acked<'a> {
+    /// The frames.
+    pub frames: &'a [Frame],
+    /// Every frame taken up to this number ([`NatsSink::taken`]) is now
+    /// acknowledged (or was given up, counted as failed, or dropped with
+    /// `on_full = "drop"`).
+    pub through: u64,
+}
+
+/// Hears of acknowledged frames ([`NatsSink::start`]'s `on_acked`): e.g. a
+/// library user's `acks.acknowledge_frames(acked.frames)`.
+pub type OnAcked = Arc<dyn Fn(Acked<'_>) + Send + Sync>;
 
 /// What the intake and the publisher task share.
 struct Shared {
@@ -260,6 +272,12 @@ impl NatsSink {
         &self.shared.stats
     }
 
+    /// How many frames were taken so far (dropped ones included): frame
+    /// `n` is the `n`th taken, as [`Acked::through`] counts.
+    pub fn taken(&self) -> u64 {
+        self.next
+    }
+
     /// `Err(why)` while the sink cannot publish: not connected, publishes
     /// failing, or the buffer full.
     pub fn health(&self) -> Result<(), String> {
@@ -306,9 +324,17 @@ impl NatsSink {
             let mut headers = c.headers.clone();
             headers.insert(HEADER_RECEIVED_AT, c.time_text.as_str());
             self.next += 1;
-            // No sequence number from the device: the id only makes this
-            // sink's own resends idempotent.
-            let id = format!("{:016x}-{}", self.boot, self.next);
+            let id = match (&frame.source.node, frame.seq) {
+                // The device's own number: a resend through any instance
+                // is stored once within the duplicate window.
+                (Some(node), Some(seq)) => {
+                    headers.insert(HEADER_SEQ, seq.value().to_string().as_str());
+                    format!("{node}:{}", seq.value())
+                }
+                // No number from the device: the id only makes this sink's
+                // own resends idempotent.
+                _ => format!("{:016x}-{}", self.boot, self.next),
+            };
             headers.insert("Nats-Msg-Id", id.as_str());
             let cost = (frame.payload.len() + OVERHEAD).min(self.shared.buffer_bytes);
             out.push(Item {
@@ -610,6 +636,7 @@ async fn core_loop(
 ) {
     while let Some(items) = rx.recv().await {
         let mut frames = Vec::with_capacity(items.len());
+        let through = items.last().map_or(0, |i| i.n);
         for item in items {
             let len = item.frame.payload.len() as u64;
             // Waits while the client's own queue is full (reconnecting).
@@ -630,7 +657,10 @@ async fn core_loop(
             frames.push(item.frame);
         }
         if let Some(cb) = &on_acked {
-            cb(&frames);
+            cb(Acked {
+                frames: &frames,
+                through,
+            });
         }
     }
 }
@@ -767,8 +797,12 @@ async fn jetstream_loop(
 fn report(acked: &mut Vec<(u64, Frame)>, on_acked: Option<&OnAcked>) {
     if let Some(cb) = on_acked {
         acked.sort_by_key(|(n, _)| *n);
+        let through = acked.last().map_or(0, |(n, _)| *n);
         let frames: Vec<Frame> = acked.drain(..).map(|(_, f)| f).collect();
-        cb(&frames);
+        cb(Acked {
+            frames: &frames,
+            through,
+        });
     } else {
         acked.clear();
     }
