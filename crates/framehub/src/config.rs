@@ -327,12 +327,19 @@ pub struct HandlerConfig {
     pub max_in_flight: usize,
 }
 
+/// How long a request may run by default (every handler's default, also
+/// [`crate::handler::DEFAULT_TIMEOUT`]).
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests of one connection in flight by default (also
+/// [`crate::handler::DEFAULT_MAX_IN_FLIGHT`]).
+pub const DEFAULT_HANDLER_MAX_IN_FLIGHT: usize = 64;
+
 fn default_handler_timeout() -> Duration {
-    crate::handler::DEFAULT_TIMEOUT
+    DEFAULT_HANDLER_TIMEOUT
 }
 
 fn default_handler_in_flight() -> usize {
-    crate::handler::DEFAULT_MAX_IN_FLIGHT
+    DEFAULT_HANDLER_MAX_IN_FLIGHT
 }
 
 /// Whether a listener acknowledges frames, and how they are numbered
