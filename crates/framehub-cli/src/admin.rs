@@ -58,6 +58,8 @@ pub struct AdminState {
     pub reloads: Arc<Reloads>,
     /// What the door turned away, for `/metrics`.
     pub door: Arc<DoorCounters>,
+    /// The NATS node view `/api/nodes?scope=cluster` reads, when NATS is on.
+    pub cluster_view: parking_lot::Mutex<Option<crate::cluster::ViewCell>>,
 }
 
 impl AdminState {
@@ -234,9 +236,43 @@ struct NodesResponse {
     nodes: Vec<NodeView>,
 }
 
+/// `?scope=cluster`: every instance's nodes, from the NATS node view.
+#[derive(Debug, Deserialize)]
+struct NodesScope {
+    scope: Option<String>,
+}
+
+/// `/api/nodes?scope=cluster`: which instance holds which node, fleet-wide.
+async fn cluster_nodes(state: &AdminState) -> Response {
+    let cell = state.cluster_view.lock().clone();
+    let Some(cell) = cell else {
+        return (
+            StatusCode::NOT_FOUND,
+            "scope=cluster needs NATS with [nats.view] enabled\n",
+        )
+            .into_response();
+    };
+    let Some(view) = cell.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the NATS node view is not open yet\n",
+        )
+            .into_response();
+    };
+    match view.cluster().await {
+        Ok(nodes) => {
+            Json(serde_json::json!({ "scope": "cluster", "nodes": nodes })).into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
 /// Every node with its rate over the latest statistics period (0 before
-/// the first one ended).
-async fn nodes(State(state): State<Arc<AdminState>>) -> Json<NodesResponse> {
+/// the first one ended); `?scope=cluster`: the whole fleet's.
+async fn nodes(State(state): State<Arc<AdminState>>, Query(q): Query<NodesScope>) -> Response {
+    if q.scope.as_deref() == Some("cluster") {
+        return cluster_nodes(&state).await;
+    }
     let nodes = state.hub.nodes();
     let stats = state.hub.stats();
     // Held only while the views are built: the sampler waits for it.
@@ -257,7 +293,7 @@ async fn nodes(State(state): State<Arc<AdminState>>) -> Json<NodesResponse> {
             name: n.name,
         })
         .collect();
-    Json(NodesResponse { nodes })
+    Json(NodesResponse { nodes }).into_response()
 }
 
 /// `?state=open` (the default) or `?state=closed`; `?sort=field`

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use framehub::nats::{NatsConfig, NatsSinkConfig};
 use framehub::units;
 use framehub::{ByteSize, HubConfig, OverflowPolicy};
 use serde::{Deserialize, Serialize};
@@ -250,6 +251,8 @@ pub enum SinkConfig {
     Stdout(StdoutSinkConfig),
     /// Records streamed live to every TCP subscriber.
     Tap(TapSinkConfig),
+    /// Every frame published to NATS, into a JetStream stream by default.
+    Nats(NatsSinkConfig),
 }
 
 impl SinkConfig {
@@ -259,6 +262,7 @@ impl SinkConfig {
             SinkConfig::File(_) => "file",
             SinkConfig::Stdout(_) => "stdout",
             SinkConfig::Tap(_) => "tap",
+            SinkConfig::Nats(_) => "nats",
         }
     }
 
@@ -268,12 +272,13 @@ impl SinkConfig {
             SinkConfig::File(c) => &c.name,
             SinkConfig::Stdout(c) => &c.name,
             SinkConfig::Tap(c) => &c.name,
+            SinkConfig::Nats(c) => &c.name,
         };
         name.as_deref().unwrap_or(self.kind())
     }
 
     /// Whether frames must reach it for the daemon to have done its job
-    /// (file, stdout); a tap is best effort.
+    /// (file, stdout, nats); a tap is best effort.
     pub fn is_durable(&self) -> bool {
         !matches!(self, SinkConfig::Tap(_))
     }
@@ -410,6 +415,8 @@ pub struct FileConfig {
     pub admin: AdminConfig,
     /// The sinks (`[[sink]]` tables).
     pub sink: Vec<SinkConfig>,
+    /// The NATS connection (`[nats]`), when the file has the table.
+    pub nats: Option<NatsConfig>,
     /// Per `[[listener]]`, whether the file sets `queue.overflow` and
     /// `group_overflow` itself (else `serve` picks its own default).
     pub overflow_set: Vec<(bool, bool)>,
@@ -462,11 +469,40 @@ impl FileConfig {
         sinks
     }
 
+    /// The NATS connection to keep: `[nats]` when the file has it, its
+    /// defaults when only a `nats` sink or a listener's NATS handler asks
+    /// for one; `None` when nothing uses NATS.
+    pub fn nats(&self) -> Option<NatsConfig> {
+        let needed = self.sink.iter().any(|s| matches!(s, SinkConfig::Nats(_)))
+            || self.hub.listener.iter().any(|l| l.handler.is_some());
+        match &self.nats {
+            Some(n) => Some(n.clone()),
+            None => needed.then(NatsConfig::default),
+        }
+    }
+
     /// Checks everything that can be checked before binding: the hub, then
     /// the daemon's tables, naming the key at fault.
     pub fn validate(&self) -> Result<(), BadConfig> {
         self.hub.validate().map_err(|e| BadConfig(e.to_string()))?;
         self.admin.validate()?;
+        if let Some(n) = &self.nats {
+            n.validate().map_err(|e| BadConfig(e.to_string()))?;
+        }
+        if let Some(n) = self.nats()
+            && n.egress
+            && let Some(l) = self
+                .hub
+                .listeners()
+                .iter()
+                .find(|l| l.name == "send" || l.name == "broadcast")
+        {
+            // Its frames' subjects would be the egress subjects.
+            return Err(BadConfig(format!(
+                "listener name {:?}: taken by the NATS egress subjects ({}.{}.<node>); rename the listener or set [nats] egress = false",
+                l.name, n.subject_prefix, l.name
+            )));
+        }
         let configured = self.sink.len();
         let sinks = self.sinks();
         for (i, s) in sinks.iter().enumerate() {
@@ -521,6 +557,23 @@ impl FileConfig {
                         )));
                     }
                 }
+                SinkConfig::Nats(n) => {
+                    n.validate(&key).map_err(|e| BadConfig(e.to_string()))?;
+                    if self.hub.listeners().iter().any(|l| l.ack.is_on()) {
+                        if n.on_full == framehub::nats::NatsOverflow::Drop {
+                            return Err(BadConfig(format!(
+                                "{}: must be \"block\" with acknowledged delivery (a dropped frame would be covered by a later ack)",
+                                key("on_full")
+                            )));
+                        }
+                        if !n.jetstream.enabled {
+                            return Err(BadConfig(format!(
+                                "{}: must be on with acknowledged delivery (core NATS publishes are not acknowledged)",
+                                key("jetstream.enabled")
+                            )));
+                        }
+                    }
+                }
                 SinkConfig::Tap(t) => {
                     if t.buffer_bytes.0 == 0 {
                         return Err(BadConfig(format!("{}: must be > 0", key("buffer_bytes"))));
@@ -561,6 +614,10 @@ pub fn parse(text: &str) -> Result<FileConfig, BadConfig> {
         Some(value) => deserialize::<AdminConfig>(value, "admin.")?,
         None => AdminConfig::default(),
     };
+    let nats = match table.remove("nats") {
+        Some(value) => Some(deserialize::<NatsConfig>(value, "nats.")?),
+        None => None,
+    };
     let sink = match table.remove("sink") {
         Some(toml::Value::Array(items)) => items
             .into_iter()
@@ -590,6 +647,7 @@ pub fn parse(text: &str) -> Result<FileConfig, BadConfig> {
         serve,
         admin,
         sink,
+        nats,
         overflow_set,
     };
     cfg.apply_serve_defaults();
@@ -610,7 +668,7 @@ fn deserialize_sink(value: toml::Value, i: usize) -> Result<SinkConfig, BadConfi
         Some(_) => return Err(BadConfig(format!("{prefix}type: must be a string"))),
         None => {
             return Err(BadConfig(format!(
-                "{prefix}type: required: file, stdout or tap"
+                "{prefix}type: required: file, stdout, tap or nats"
             )));
         }
     };
@@ -619,9 +677,10 @@ fn deserialize_sink(value: toml::Value, i: usize) -> Result<SinkConfig, BadConfi
         "file" => SinkConfig::File(deserialize(value, &prefix)?),
         "stdout" => SinkConfig::Stdout(deserialize(value, &prefix)?),
         "tap" => SinkConfig::Tap(deserialize(value, &prefix)?),
+        "nats" => SinkConfig::Nats(deserialize(value, &prefix)?),
         other => {
             return Err(BadConfig(format!(
-                "{prefix}type: unknown sink type {other:?}: expected file, stdout or tap"
+                "{prefix}type: unknown sink type {other:?}: expected file, stdout, tap or nats"
             )));
         }
     })
@@ -672,8 +731,15 @@ pub fn check_config(path: &Path) -> ExitCode {
                     SinkConfig::File(f) => format!("{} (fsync {:?})", f.path.display(), f.fsync),
                     SinkConfig::Stdout(_) => "stdout".to_owned(),
                     SinkConfig::Tap(t) => format!("subscribers on {}", t.bind),
+                    SinkConfig::Nats(n) if n.jetstream.enabled => {
+                        format!("{} into stream {}", n.subject, n.jetstream.stream)
+                    }
+                    SinkConfig::Nats(n) => format!("{} (core NATS)", n.subject),
                 };
                 println!("  sink {} ({}): {target}", s.name(), s.kind());
+            }
+            if let Some(n) = cfg.nats() {
+                println!("  nats {}", n.servers.join(", "));
             }
             if cfg.admin.enabled {
                 // The same check `serve` makes, with the environment this
@@ -911,13 +977,15 @@ mod tests {
                 }),
                 SinkConfig::Stdout(_) => SinkConfig::Stdout(StdoutSinkConfig::default()),
                 SinkConfig::Tap(_) => SinkConfig::Tap(TapSinkConfig::default()),
+                SinkConfig::Nats(_) => SinkConfig::Nats(NatsSinkConfig::default()),
             };
             assert_eq!(
                 *s, expected,
                 "docs/configuration.md sink differs from the defaults"
             );
         }
-        assert_eq!(kinds, ["file", "stdout", "tap"]);
+        assert_eq!(kinds, ["file", "stdout", "tap", "nats"]);
+        assert_eq!(documented.nats, Some(NatsConfig::default()));
     }
 
     /// A stage-mode file: every new key parses, from the daemon's config.
@@ -1047,13 +1115,17 @@ mod tests {
         // Adding a sink type breaks this match until the list below has it.
         fn every_sink_type(s: &SinkConfig) {
             match s {
-                SinkConfig::File(_) | SinkConfig::Stdout(_) | SinkConfig::Tap(_) => {}
+                SinkConfig::File(_)
+                | SinkConfig::Stdout(_)
+                | SinkConfig::Tap(_)
+                | SinkConfig::Nats(_) => {}
             }
         }
         let sinks = vec![
             SinkConfig::File(FileSinkConfig::default()),
             SinkConfig::Stdout(StdoutSinkConfig::default()),
             SinkConfig::Tap(TapSinkConfig::default()),
+            SinkConfig::Nats(NatsSinkConfig::default()),
         ];
         sinks.iter().for_each(every_sink_type);
         let mut hub = serde_json::to_value(HubConfig {
@@ -1071,6 +1143,10 @@ mod tests {
             serde_json::to_value(AdminConfig::default()).expect("admin"),
         );
         map.insert("sink".into(), serde_json::to_value(&sinks).expect("sinks"));
+        map.insert(
+            "nats".into(),
+            serde_json::to_value(NatsConfig::default()).expect("nats"),
+        );
         let mut keys = BTreeSet::new();
         key_paths(&hub, "", &mut keys);
         let documented = documented_paths(reference_block());

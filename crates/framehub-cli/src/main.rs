@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod admin;
 mod bench;
+mod cluster;
 mod config;
 mod metrics;
 mod notify;

@@ -30,8 +30,9 @@ const READ_BYTES: usize = 64 << 10;
 /// Arguments of `framehub send`.
 #[derive(clap::Args, Debug)]
 pub struct SendArgs {
-    /// The server, HOST:PORT (resolved again on every reconnect).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// The server, HOST:PORT (resolved again on every reconnect); several,
+    /// comma-separated: the next is tried when one is down.
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]")]
     pub to: String,
     /// Node id, filled into JSON messages that lack one (node protocol).
     #[arg(long)]

@@ -22,6 +22,7 @@ use crate::config::{self, FileConfig, SinkConfig, TapSinkConfig};
 use crate::reload::Reloader;
 use crate::sink::durable::Durability;
 use crate::sink::file::FileSink;
+use crate::sink::nats::NatsSinkWriter;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::tap::Tap;
 use crate::sink::{self, Message, Sink, SinkStatus};
@@ -102,7 +103,12 @@ struct Sinks {
 
 /// `acks`: some listener acknowledges frames, so file sinks find their
 /// durable marks again and report their syncs.
-async fn build_sinks(configs: Vec<SinkConfig>, acks: bool) -> Result<Sinks, String> {
+async fn build_sinks(
+    configs: Vec<SinkConfig>,
+    acks: bool,
+    cfg: &FileConfig,
+    nats: Option<&crate::cluster::Nats>,
+) -> Result<Sinks, String> {
     let mut built = Sinks {
         sinks: Vec::new(),
         statuses: Vec::new(),
@@ -111,6 +117,7 @@ async fn build_sinks(configs: Vec<SinkConfig>, acks: bool) -> Result<Sinks, Stri
         recovered: Vec::new(),
     };
     let mut recovered: Option<HashMap<String, u64>> = None;
+    let mut skip_recovery = false;
     for config in configs {
         let status = SinkStatus::new(config.name(), config.kind(), config.is_durable());
         built.statuses.push(status.clone());
@@ -146,10 +153,34 @@ async fn build_sinks(configs: Vec<SinkConfig>, acks: bool) -> Result<Sinks, Stri
                 built.taps.push(tap);
                 Box::new(publisher)
             }
+            SinkConfig::Nats(c) => {
+                let nats = nats.ok_or("a nats sink without a NATS connection")?;
+                let listeners = cfg.hub.listeners();
+                let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+                let durability = acks.then(|| built.durability.clone());
+                // The file sinks' marks say nothing of what the stream
+                // holds: resends after a restart are taken again (the
+                // stream stores them once by Nats-Msg-Id; a file beside it
+                // may hold them twice).
+                skip_recovery = true;
+                Box::new(
+                    NatsSinkWriter::start(
+                        nats.client.clone(),
+                        c,
+                        nats.instance.clone(),
+                        &names,
+                        status,
+                        durability,
+                    )
+                    .await?,
+                )
+            }
         };
         built.sinks.push(sink);
     }
-    built.recovered = recovered.unwrap_or_default().into_iter().collect();
+    if !skip_recovery {
+        built.recovered = recovered.unwrap_or_default().into_iter().collect();
+    }
     Ok(built)
 }
 
@@ -197,14 +228,21 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
     // The daemon's own ports are bound before the hub's, so a port that is
     // taken fails the start before any device has connected.
     let admin_listener = bind_admin(&cfg).await?;
+    let nats = crate::cluster::connect(&cfg).await.map_err(|e| match e {
+        framehub::nats::NatsError::Config(_) => StartError::config(e.to_string()),
+        _ => StartError::failure(e.to_string()),
+    })?;
     let acks = cfg.hub.listeners().iter().any(|l| l.ack.is_on());
-    let mut sinks = build_sinks(cfg.sinks(), acks)
+    let mut sinks = build_sinks(cfg.sinks(), acks, &cfg, nats.as_ref())
         .await
         .map_err(StartError::failure)?;
-    let hub = start_hub(&cfg, std::mem::take(&mut sinks.recovered)).await?;
+    let handlers = crate::cluster::handlers(&cfg, nats.as_ref());
+    let hub = start_hub(&cfg, handlers, std::mem::take(&mut sinks.recovered)).await?;
     sinks.durability.set_acks(hub.acks());
     let sink_thread = SinkThread::start(sinks, &hub)?;
+    let cluster = crate::cluster::Cluster::start(nats.as_ref(), &hub).await;
     let admin = Admin::start(admin_listener, &cfg, &hub, &sink_thread, started);
+    admin.set_cluster_view(cluster.view.clone());
     let status = start_status_output(&args, &cfg, &hub);
     let reloader = Reloader {
         args,
@@ -230,6 +268,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
     if let Some(status) = status {
         status.abort();
     }
+    drop(cluster);
     let code = sink_thread.finish(&hub).await;
     admin.stop().await;
     Ok(code)
@@ -291,13 +330,16 @@ struct AdminListener {
     door: DoorConfig,
 }
 
-async fn start_hub(cfg: &FileConfig, recovered: Vec<(String, u64)>) -> Result<Hub, StartError> {
+async fn start_hub(
+    cfg: &FileConfig,
+    handlers: Vec<(String, framehub::Handler)>,
+    recovered: Vec<(String, u64)>,
+) -> Result<Hub, StartError> {
     if !cfg.hub.nodes.auto_provision {
         tracing::warn!(
             "nodes.auto_provision is off: node frames have no receiver in `serve` and will be dropped (counted)"
         );
     }
-    let handlers: Vec<(String, framehub::Handler)> = Vec::new();
     Hub::start_recovered(cfg.hub.clone(), handlers, recovered)
         .await
         .map_err(|e| match e {
@@ -459,6 +501,7 @@ impl Admin {
             allow_send: cfg.admin.send,
             reloads: Arc::default(),
             door: Arc::default(),
+            cluster_view: Default::default(),
         });
         let stop = CancellationToken::new();
         let server = listener.map(|AdminListener { listener, door }| {
@@ -478,6 +521,11 @@ impl Admin {
             stop,
             server,
         }
+    }
+
+    /// Where `/api/nodes?scope=cluster` reads (NATS).
+    fn set_cluster_view(&self, view: Option<crate::cluster::ViewCell>) {
+        *self.state.cluster_view.lock() = view;
     }
 
     /// `/readyz` turns 503 from now on.

@@ -24,6 +24,7 @@ use self::durable::{Durability, MarkCollector, Marks};
 
 pub mod durable;
 pub mod file;
+pub mod nats;
 pub mod retention;
 pub mod stdout;
 pub mod tap;
@@ -256,8 +257,17 @@ impl SinkStatus {
 pub trait Sink: Send {
     /// Its health and counters.
     fn status(&self) -> &Arc<SinkStatus>;
-    /// Writes whole records.
+    /// Writes whole records (`chunk.bytes` is empty when no sink
+    /// [`Sink::wants_records`]; its number and marks still count).
     fn write(&mut self, chunk: &Chunk);
+    /// Takes the frames themselves, before they are encoded (a sink that
+    /// publishes each frame as it is, e.g. NATS).
+    fn write_frames(&mut self, _frames: &[Frame]) {}
+    /// Whether it takes records at all: when no sink does, none are
+    /// encoded.
+    fn wants_records(&self) -> bool {
+        true
+    }
     /// Called about once a second: periodic work such as interval syncs.
     fn tick(&mut self) {}
     /// Called once at exit, after the last chunk: flush and sync.
@@ -296,9 +306,15 @@ struct Encoder {
 
 impl Encoder {
     fn encode(&mut self, batch: &[Frame], sinks: &mut [Box<dyn Sink>]) {
+        for s in sinks.iter_mut() {
+            s.write_frames(batch);
+        }
+        // No sink takes records (NATS alone): none are encoded, but the
+        // chunks are still cut and numbered for acknowledged delivery.
+        let records = sinks.iter().any(|s| s.wants_records());
         for frame in batch {
             let len = self.buf.len();
-            if let Err(e) = self.records.write(&mut self.buf, frame) {
+            if records && let Err(e) = self.records.write(&mut self.buf, frame) {
                 // Writing into memory cannot fail short of a bug; still,
                 // the record is counted as failed by every sink.
                 self.buf.truncate(len);
@@ -314,6 +330,9 @@ impl Encoder {
             if self.buf.len() >= CHUNK_BYTES {
                 self.emit(sinks);
             }
+        }
+        if !records {
+            self.emit(sinks);
         }
     }
 

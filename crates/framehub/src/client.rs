@@ -85,7 +85,9 @@ const EVENT_CAPACITY: usize = 256;
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// The server, `host:port`; resolved again on every connect, so a
-    /// server that moves to another address is found.
+    /// server that moves to another address is found. Several servers,
+    /// comma-separated (`"a:30050,b:30050"`): the client connects to the
+    /// one that answered last and moves to the next when it is down.
     pub addr: String,
     /// How messages are framed on the wire (and the server's frames read).
     pub framing: FramingConfig,

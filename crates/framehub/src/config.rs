@@ -299,9 +299,51 @@ pub struct ListenerConfig {
     /// after it.
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub proxy_timeout: Duration,
+    /// Every frame is a request answered by a NATS service
+    /// (`handler = { nats = "svc.commands" }`) instead of going to a
+    /// receiver; the application builds the handler
+    /// (`framehub::nats::request_handler`, feature `nats`) and passes it to
+    /// [`crate::Hub::start_with`], as `framehub serve` does.
+    pub handler: Option<HandlerConfig>,
     /// Acknowledged delivery (`[listener.ack]`, off by default): the
     /// server tells each client which of its frames are durable.
     pub ack: AckConfig,
+}
+
+/// A listener's requests answered by a NATS service:
+/// `handler = { nats = "svc.commands", timeout = "5s", max_in_flight = 64 }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerConfig {
+    /// The subject each request frame is sent to as a NATS request.
+    pub nats: String,
+    /// How long a request may take before the device gets the timeout
+    /// reply.
+    #[serde(
+        default = "default_handler_timeout",
+        deserialize_with = "duration",
+        serialize_with = "ser_duration"
+    )]
+    pub timeout: Duration,
+    /// Requests of one connection in flight at most; past this the
+    /// connection stops reading.
+    #[serde(default = "default_handler_in_flight")]
+    pub max_in_flight: usize,
+}
+
+/// How long a request may run by default (every handler's default, also
+/// [`crate::handler::DEFAULT_TIMEOUT`]).
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests of one connection in flight by default (also
+/// [`crate::handler::DEFAULT_MAX_IN_FLIGHT`]).
+pub const DEFAULT_HANDLER_MAX_IN_FLIGHT: usize = 64;
+
+fn default_handler_timeout() -> Duration {
+    DEFAULT_HANDLER_TIMEOUT
+}
+
+fn default_handler_in_flight() -> usize {
+    DEFAULT_HANDLER_MAX_IN_FLIGHT
 }
 
 /// Whether a listener acknowledges frames, and how they are numbered
@@ -444,6 +486,7 @@ impl Default for ListenerConfig {
             proxy_protocol: ProxyProtocol::Off,
             trusted_proxies: Vec::new(),
             proxy_timeout: DEFAULT_PROXY_TIMEOUT,
+            handler: None,
             ack: AckConfig::default(),
         }
     }
@@ -853,6 +896,26 @@ impl HubConfig {
                 }
                 if l.proxy_timeout.is_zero() {
                     return Err(ConfigError::new(key("proxy_timeout"), "must be > 0"));
+                }
+            }
+            if let Some(h) = &l.handler {
+                if h.nats.is_empty()
+                    || h.nats.contains(['*', '>'])
+                    || h.nats.contains(char::is_whitespace)
+                {
+                    return Err(ConfigError::new(
+                        key("handler.nats"),
+                        "a NATS subject without wildcards or spaces",
+                    ));
+                }
+                if h.timeout.is_zero() {
+                    return Err(ConfigError::new(key("handler.timeout"), "must be > 0"));
+                }
+                if h.max_in_flight == 0 {
+                    return Err(ConfigError::new(
+                        key("handler.max_in_flight"),
+                        "must be > 0",
+                    ));
                 }
             }
             // The node protocol's heartbeat is a JSON object, which `json`

@@ -32,11 +32,11 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long a request may run by default before it is answered as timed
 /// out.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_TIMEOUT: Duration = crate::config::DEFAULT_HANDLER_TIMEOUT;
 
 /// How many requests of one connection may be running or waiting to be
 /// answered by default.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = crate::config::DEFAULT_HANDLER_MAX_IN_FLIGHT;
 
 pub(crate) type Outcome = Result<Replies, HandlerError>;
 type BoxFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;

@@ -78,6 +78,9 @@
 //! - `ack`: acknowledged delivery's marks per node and stream (accepted,
 //!   durable), the acks sent back, and [`Acks`], the consumer's side.
 //! - `hub`: the facade that ties them together.
+//! - `nats` (feature `nats`): NATS JetStream as the backbone of several
+//!   instances: the sink with publish acks, the egress and command bridge,
+//!   the cluster-wide node view.
 //! - [`client`]: the node side: a reconnecting client with heartbeats and
 //!   a bounded outbox.
 //! - [`guide`]: the library guide (`docs/library.md`), its examples doctests.
@@ -106,6 +109,8 @@ pub mod history;
 mod hub;
 pub mod json;
 mod listener;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod node;
 pub mod outbuf;
 pub mod reason;

@@ -76,7 +76,7 @@ impl AuthConfig {
 }
 
 /// Reads a file that holds secrets, warning when others may read it.
-fn read_secret_file(path: &Path, key: &str) -> Result<String, ConfigError> {
+pub(crate) fn read_secret_file(path: &Path, key: &str) -> Result<String, ConfigError> {
     let error = |what: String| ConfigError::new(key, format!("{}: {what}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
     warn_if_open(path);
@@ -85,7 +85,7 @@ fn read_secret_file(path: &Path, key: &str) -> Result<String, ConfigError> {
 
 /// A shared token: the whole file, surrounding whitespace (the trailing
 /// newline editors add) removed.
-fn read_token(path: &Path, key: &str) -> Result<String, ConfigError> {
+pub(crate) fn read_token(path: &Path, key: &str) -> Result<String, ConfigError> {
     let text = read_secret_file(path, key)?;
     let token = text.trim();
     if token.is_empty() {

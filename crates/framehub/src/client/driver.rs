@@ -48,6 +48,9 @@ pub(super) async fn run(shared: Arc<Shared>) {
     let mut pending = Pending::default();
     let mut attempt = 0u32;
     let connect_warning = WarnLimiter::new(Duration::from_secs(10));
+    // Which of the servers (`addr` may list several) is tried first: the
+    // one that answered last.
+    let mut first = 0;
     loop {
         if shared.shutdown.is_cancelled() || is_flushed(&shared, &pending) {
             break;
@@ -61,7 +64,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
         let connected = tokio::select! {
             biased;
             _ = shared.shutdown.cancelled() => break,
-            connected = connect(&shared) => connected,
+            connected = connect(&shared, &mut first) => connected,
         };
         let reason = match connected {
             Ok((stream, peer, local)) => {
@@ -134,44 +137,65 @@ fn is_flushed(shared: &Shared, pending: &Pending) -> bool {
     shared.outbox.is_closed() && pending.is_empty() && shared.outbox.len() == 0
 }
 
-/// Resolves the address (again on every attempt) and connects to the
-/// first address that answers, with the socket options set, then makes
-/// the TLS handshake if the client has TLS: all within `connect_timeout`.
-async fn connect(shared: &Shared) -> Result<(Link, SocketAddr, SocketAddr), DisconnectReason> {
+/// Connects to the first server that answers, starting with `first` (the
+/// one that answered last) and moving to the next when one is down
+/// (`addr` may list several, comma-separated): each address resolved
+/// again, the socket options set, then the TLS handshake if the client
+/// has TLS, all within `connect_timeout` per server.
+async fn connect(
+    shared: &Shared,
+    first: &mut usize,
+) -> Result<(Link, SocketAddr, SocketAddr), DisconnectReason> {
     let config = &shared.config;
-    let attempt = async {
-        let mut last_error = None;
-        for addr in tokio::net::lookup_host(&config.addr).await? {
-            match connect_one(addr, config).await {
-                Ok(stream) => {
-                    let local = stream.local_addr()?;
-                    let link = match &shared.tls {
-                        None => Link::Plain(stream),
-                        Some(tls) => {
-                            Link::Tls(Box::new(tls.connect(stream).await.map_err(|e| {
-                                io::Error::new(e.kind(), format!("TLS handshake failed: {e}"))
-                            })?))
-                        }
-                    };
-                    return Ok((link, addr, local));
-                }
-                Err(e) => last_error = Some(e),
+    let servers: Vec<&str> = config
+        .addr
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let mut errors = Vec::new();
+    for i in 0..servers.len() {
+        let at = (*first + i) % servers.len();
+        match tokio::time::timeout(config.connect_timeout, connect_to(shared, servers[at])).await {
+            Ok(Ok(connected)) => {
+                *first = at;
+                return Ok(connected);
             }
+            Ok(Err(e)) => errors.push(format!("cannot connect to {}: {e}", servers[at])),
+            Err(_) => errors.push(format!(
+                "cannot connect to {}: timed out after {:?}",
+                servers[at], config.connect_timeout
+            )),
         }
-        Err(last_error
-            .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the name has no address")))
-    };
-    match tokio::time::timeout(config.connect_timeout, attempt).await {
-        Ok(Ok(connected)) => Ok(connected),
-        Ok(Err(e)) => Err(DisconnectReason::ConnectFailed(format!(
-            "cannot connect to {}: {e}",
-            config.addr
-        ))),
-        Err(_) => Err(DisconnectReason::ConnectFailed(format!(
-            "cannot connect to {}: timed out after {:?}",
-            config.addr, config.connect_timeout
-        ))),
     }
+    if errors.is_empty() {
+        errors.push(format!("no server address in {:?}", config.addr));
+    }
+    Err(DisconnectReason::ConnectFailed(errors.join("; ")))
+}
+
+/// Resolves one `host:port` and connects to the first of its addresses
+/// that answers.
+async fn connect_to(shared: &Shared, server: &str) -> io::Result<(Link, SocketAddr, SocketAddr)> {
+    let config = &shared.config;
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(server).await? {
+        match connect_one(addr, config).await {
+            Ok(stream) => {
+                let local = stream.local_addr()?;
+                let link = match &shared.tls {
+                    None => Link::Plain(stream),
+                    Some(tls) => Link::Tls(Box::new(tls.connect(stream).await.map_err(|e| {
+                        io::Error::new(e.kind(), format!("TLS handshake failed: {e}"))
+                    })?)),
+                };
+                return Ok((link, addr, local));
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the name has no address")))
 }
 
 async fn connect_one(addr: SocketAddr, config: &ClientConfig) -> io::Result<TcpStream> {
