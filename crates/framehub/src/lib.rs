@@ -113,7 +113,7 @@ mod transport;
 pub mod units;
 
 pub use client::{
-    Client, ClientConfig, ClientCounters, ClientError, ClientEvent, ClientProtocol, ClientState,
+    ACK_OVERHEAD_BYTES, AckConfig, AckMode, Client, ClientConfig, ClientCounters, ClientError, ClientEvent, ClientProtocol, ClientState,
     ClientTlsConfig, DisconnectReason, NodeIdentity, OutboxPolicy,
 };
 pub use codec::FramingConfig;
