@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use framehub::codec::{FrameDecoder, FramingConfig};
 use framehub::units::{parse_duration, parse_opt_duration};
 use framehub::{
-    AckConfig, AckMode, ByteSize, Client, ClientConfig, ClientCounters, ClientError,
+    ByteSize, Client, ClientAckConfig, ClientAckMode, ClientConfig, ClientCounters, ClientError,
     ClientProtocol, ClientTlsConfig, NodeIdentity, OutboxPolicy,
 };
 use serde::Deserialize;
@@ -182,14 +182,14 @@ pub fn client_config(args: &SendArgs) -> Result<ClientConfig, String> {
         return Err("--simulate sends node-protocol frames: use lines framing".into());
     }
     let ack_mode = match (args.ack, node, &args.stream_id) {
-        (false, _, _) => AckMode::Off,
-        (true, true, None) => AckMode::Node {
+        (false, _, _) => ClientAckMode::Off,
+        (true, true, None) => ClientAckMode::Node {
             seq_field: args.seq_field.clone(),
         },
         (true, true, Some(_)) => {
             return Err("--stream-id is for --ack with length framing".into());
         }
-        (true, false, Some(stream_id)) => AckMode::Length {
+        (true, false, Some(stream_id)) => ClientAckMode::Length {
             stream_id: stream_id.clone(),
         },
         (true, false, None) => {
@@ -198,7 +198,7 @@ pub fn client_config(args: &SendArgs) -> Result<ClientConfig, String> {
             );
         }
     };
-    if ack_mode != AckMode::Off && args.heartbeat_frame.is_some() {
+    if ack_mode != ClientAckMode::Off && args.heartbeat_frame.is_some() {
         return Err("--heartbeat-frame cannot be told from data under --ack".into());
     }
     let protocol = if node {
@@ -233,7 +233,7 @@ pub fn client_config(args: &SendArgs) -> Result<ClientConfig, String> {
             server_name: args.server_name.clone(),
             ..ClientTlsConfig::new(ca)
         }),
-        ack: AckConfig {
+        ack: ClientAckConfig {
             mode: ack_mode,
             first_seq: args.first_seq,
             max_unacked_bytes: args.max_unacked,
@@ -485,14 +485,18 @@ mod tests {
         .expect("config");
         assert_eq!(
             c.ack,
-            AckConfig {
-                mode: AckMode::node(),
+            ClientAckConfig {
+                mode: ClientAckMode::node(),
                 first_seq: Some(5),
                 max_unacked_bytes: 2 << 20,
                 timeout: Duration::from_secs(3),
             }
         );
-        assert_eq!(c.outbox_policy, OutboxPolicy::Block, "lines are never dropped");
+        assert_eq!(
+            c.outbox_policy,
+            OutboxPolicy::Block,
+            "lines are never dropped"
+        );
         let c = client_config(&args(&[
             "--to",
             "h:1",
@@ -505,13 +509,19 @@ mod tests {
         .expect("config");
         assert_eq!(
             c.ack.mode,
-            AckMode::Length {
+            ClientAckMode::Length {
                 stream_id: "cam".into()
             }
         );
         let err = client_config(&args(&["--to", "h:1", "--ack", "--framing", "length"]))
             .expect_err("length needs a stream id");
         assert!(err.contains("--stream-id"), "{err}");
-        assert_eq!(client_config(&args(&["--to", "h:1"])).expect("config").ack.mode, AckMode::Off);
+        assert_eq!(
+            client_config(&args(&["--to", "h:1"]))
+                .expect("config")
+                .ack
+                .mode,
+            ClientAckMode::Off
+        );
     }
 }

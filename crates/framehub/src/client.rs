@@ -39,7 +39,7 @@
 //!   is written again, whole, on the next connection. Without acks, bytes
 //!   the kernel had accepted but the server had not read when the link died
 //!   (the socket buffers) are lost: delivery is at most once.
-//! - **Acknowledged delivery** ([`AckConfig`], off by default; the server's
+//! - **Acknowledged delivery** ([`ClientAckConfig`], off by default; the server's
 //!   listener needs `[listener.ack] mode = "durable"`, docs/acks.md): the
 //!   client numbers every message, keeps it after writing it until the
 //!   server's cumulative ack says it is durable, and after a reconnect
@@ -138,7 +138,7 @@ pub struct ClientConfig {
     /// TLS to the server (unset: plaintext).
     pub tls: Option<ClientTlsConfig>,
     /// Acknowledged delivery (off).
-    pub ack: AckConfig,
+    pub ack: ClientAckConfig,
 }
 
 /// Acknowledged delivery (docs/acks.md): the client numbers messages,
@@ -149,9 +149,9 @@ pub struct ClientConfig {
 /// ```no_run
 /// # async fn demo() -> Result<(), framehub::ClientError> {
 /// use std::time::Duration;
-/// use framehub::{AckConfig, AckMode, Client, ClientConfig, OutboxPolicy};
+/// use framehub::{ClientAckConfig, ClientAckMode, Client, ClientConfig, OutboxPolicy};
 /// let client = Client::start(ClientConfig {
-///     ack: AckConfig::new(AckMode::node()),
+///     ack: ClientAckConfig::new(ClientAckMode::node()),
 ///     // Nothing is dropped: a full outbox makes `send` wait.
 ///     outbox_policy: OutboxPolicy::Block,
 ///     ..ClientConfig::new("hub.example:30050")
@@ -162,9 +162,9 @@ pub struct ClientConfig {
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AckConfig {
+pub struct ClientAckConfig {
     /// How messages are numbered and acks read (`Off`: no acks).
-    pub mode: AckMode,
+    pub mode: ClientAckMode,
     /// The first message's sequence number (> 0). Unset: the wall clock in
     /// microseconds since the Unix epoch when the client starts, so a
     /// restarted device numbers above its previous run without storing
@@ -181,10 +181,10 @@ pub struct AckConfig {
     pub timeout: Duration,
 }
 
-impl AckConfig {
+impl ClientAckConfig {
     /// Acks in `mode` with the default bounds.
-    pub fn new(mode: AckMode) -> AckConfig {
-        AckConfig {
+    pub fn new(mode: ClientAckMode) -> ClientAckConfig {
+        ClientAckConfig {
             mode,
             first_seq: None,
             max_unacked_bytes: 8 << 20,
@@ -194,19 +194,19 @@ impl AckConfig {
 
     /// Whether acks are on.
     pub fn is_on(&self) -> bool {
-        self.mode != AckMode::Off
+        self.mode != ClientAckMode::Off
     }
 }
 
-impl Default for AckConfig {
-    fn default() -> AckConfig {
-        AckConfig::new(AckMode::Off)
+impl Default for ClientAckConfig {
+    fn default() -> ClientAckConfig {
+        ClientAckConfig::new(ClientAckMode::Off)
     }
 }
 
 /// How an acknowledged client numbers its messages (docs/acks.md).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum AckMode {
+pub enum ClientAckMode {
     /// No numbering, no acks: at most once.
     #[default]
     Off,
@@ -229,10 +229,10 @@ pub enum AckMode {
     },
 }
 
-impl AckMode {
+impl ClientAckMode {
     /// The node protocol with the default member `seq`.
-    pub fn node() -> AckMode {
-        AckMode::Node {
+    pub fn node() -> ClientAckMode {
+        ClientAckMode::Node {
             seq_field: "seq".into(),
         }
     }
@@ -300,7 +300,7 @@ impl ClientConfig {
             outbox_capacity: 2000,
             outbox_policy: OutboxPolicy::DropOldest,
             tls: None,
-            ack: AckConfig::default(),
+            ack: ClientAckConfig::default(),
         }
     }
 
@@ -353,8 +353,8 @@ impl ClientConfig {
         let bad = |key: &'static str, message: String| ClientError::Config { key, message };
         let ack = &self.ack;
         match (&ack.mode, &self.protocol) {
-            (AckMode::Off, _) => return Ok(()),
-            (AckMode::Node { seq_field }, ClientProtocol::Node(identity)) => {
+            (ClientAckMode::Off, _) => return Ok(()),
+            (ClientAckMode::Node { seq_field }, ClientProtocol::Node(identity)) => {
                 if seq_field.is_empty() || *seq_field == identity.fields.node_id {
                     return Err(bad(
                         "ack.mode",
@@ -362,14 +362,14 @@ impl ClientConfig {
                     ));
                 }
             }
-            (AckMode::Node { .. }, ClientProtocol::Raw { .. }) => {
+            (ClientAckMode::Node { .. }, ClientProtocol::Raw { .. }) => {
                 return Err(bad(
                     "ack.mode",
-                    "node acks need the node protocol; use AckMode::Length for length framing"
+                    "node acks need the node protocol; use ClientAckMode::Length for length framing"
                         .into(),
                 ));
             }
-            (AckMode::Length { stream_id }, protocol) => {
+            (ClientAckMode::Length { stream_id }, protocol) => {
                 if !matches!(self.framing, FramingConfig::Length(_)) {
                     return Err(bad(
                         "ack.mode",
@@ -388,10 +388,7 @@ impl ClientConfig {
                     ));
                 }
                 if !(1..=128).contains(&stream_id.len()) {
-                    return Err(bad(
-                        "ack.mode",
-                        "stream_id must be 1 to 128 bytes".into(),
-                    ));
+                    return Err(bad("ack.mode", "stream_id must be 1 to 128 bytes".into()));
                 }
             }
         }
@@ -737,7 +734,7 @@ impl Shared {
             return Ok(message);
         };
         let seq_field = match &self.config.ack.mode {
-            AckMode::Node { seq_field } => Some(seq_field.as_bytes()),
+            ClientAckMode::Node { seq_field } => Some(seq_field.as_bytes()),
             _ => None,
         };
         let node_id = identity.node_id.as_deref();
@@ -784,12 +781,12 @@ impl Shared {
     fn render(&self, message: &[u8], seq: u64) -> Result<Bytes, ClientError> {
         let numbered;
         let payload: &[u8] = match &self.config.ack.mode {
-            AckMode::Off => message,
-            AckMode::Node { seq_field } => {
+            ClientAckMode::Off => message,
+            ClientAckMode::Node { seq_field } => {
                 numbered = insert_field(message, seq_field, &seq.to_string());
                 &numbered
             }
-            AckMode::Length { .. } => {
+            ClientAckMode::Length { .. } => {
                 let mut out = Vec::with_capacity(8 + message.len());
                 out.extend_from_slice(&seq.to_be_bytes());
                 out.extend_from_slice(message);
@@ -974,7 +971,7 @@ impl Client {
             .map(|payload| frame_once(&payload, "heartbeat"))
             .transpose()?;
         let opener = match &config.ack.mode {
-            AckMode::Length { stream_id } => {
+            ClientAckMode::Length { stream_id } => {
                 let mut payload = 0u64.to_be_bytes().to_vec();
                 payload.extend_from_slice(stream_id.as_bytes());
                 Some(frame_once(&payload, "ack.mode's stream_id")?)
@@ -1220,9 +1217,7 @@ mod tests {
     }
 
     fn frame(shared: &Shared, message: Bytes, seq: u64) -> Result<Bytes, ClientError> {
-        shared
-            .prepare(message)
-            .and_then(|m| shared.render(&m, seq))
+        shared.prepare(message).and_then(|m| shared.render(&m, seq))
     }
 
     #[test]
@@ -1250,13 +1245,21 @@ mod tests {
                 ..NodeIdentity::default()
             }),
             outbox_policy: OutboxPolicy::Block,
-            ack: AckConfig::new(AckMode::Node {
+            ack: ClientAckConfig::new(ClientAckMode::Node {
                 seq_field: "sq".into(),
             }),
             ..ClientConfig::new("127.0.0.1:1")
         });
         let wire = frame(&shared, Bytes::from_static(br#"{"timestamp":5}"#), 42).unwrap();
-        assert_eq!(&wire[..], br#"{"sq":42,"node_id":"n","timestamp":5}"#.as_slice().iter().chain(b"\n").copied().collect::<Vec<_>>());
+        assert_eq!(
+            &wire[..],
+            br#"{"sq":42,"node_id":"n","timestamp":5}"#
+                .as_slice()
+                .iter()
+                .chain(b"\n")
+                .copied()
+                .collect::<Vec<_>>()
+        );
         assert_eq!(
             &frame(&shared, Bytes::from_static(b"{}"), 7).unwrap()[..],
             b"{\"sq\":7,\"node_id\":\"n\"}\n"
@@ -1279,7 +1282,7 @@ mod tests {
             framing: FramingConfig::Length(Default::default()),
             protocol: ClientProtocol::Raw { heartbeat: None },
             outbox_policy: OutboxPolicy::Fail,
-            ack: AckConfig::new(AckMode::Length {
+            ack: ClientAckConfig::new(ClientAckMode::Length {
                 stream_id: "cam".into(),
             }),
             ..ClientConfig::new("127.0.0.1:1")
@@ -1334,36 +1337,40 @@ mod tests {
             Err(ClientError::Config { key, .. }) => key,
             other => panic!("expected a config error, got {other:?}"),
         };
-        let acked = |ack: AckConfig| ClientConfig {
+        let acked = |ack: ClientAckConfig| ClientConfig {
             outbox_policy: OutboxPolicy::Block,
             ack,
             ..ClientConfig::new("h:1")
         };
-        assert!(acked(AckConfig::new(AckMode::node())).validate().is_ok());
+        assert!(
+            acked(ClientAckConfig::new(ClientAckMode::node()))
+                .validate()
+                .is_ok()
+        );
         // Acks never drop: drop-oldest is refused.
         assert_eq!(
             key(ClientConfig {
-                ack: AckConfig::new(AckMode::node()),
+                ack: ClientAckConfig::new(ClientAckMode::node()),
                 ..ClientConfig::new("h:1")
             }),
             "outbox_policy"
         );
         assert_eq!(
-            key(acked(AckConfig {
+            key(acked(ClientAckConfig {
                 first_seq: Some(0),
-                ..AckConfig::new(AckMode::node())
+                ..ClientAckConfig::new(ClientAckMode::node())
             })),
             "ack.first_seq"
         );
         assert_eq!(
-            key(acked(AckConfig {
+            key(acked(ClientAckConfig {
                 max_unacked_bytes: 1000,
-                ..AckConfig::new(AckMode::node())
+                ..ClientAckConfig::new(ClientAckMode::node())
             })),
             "ack.max_unacked_bytes"
         );
         assert_eq!(
-            key(acked(AckConfig::new(AckMode::Length {
+            key(acked(ClientAckConfig::new(ClientAckMode::Length {
                 stream_id: "s".into()
             }))),
             "ack.mode"
@@ -1371,7 +1378,7 @@ mod tests {
         let length = |stream_id: &str, heartbeat: Option<Bytes>| ClientConfig {
             framing: FramingConfig::Length(Default::default()),
             protocol: ClientProtocol::Raw { heartbeat },
-            ..acked(AckConfig::new(AckMode::Length {
+            ..acked(ClientAckConfig::new(ClientAckMode::Length {
                 stream_id: stream_id.into(),
             }))
         };

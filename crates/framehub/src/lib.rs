@@ -113,8 +113,9 @@ mod transport;
 pub mod units;
 
 pub use client::{
-    ACK_OVERHEAD_BYTES, AckConfig, AckMode, Client, ClientConfig, ClientCounters, ClientError, ClientEvent, ClientProtocol, ClientState,
-    ClientTlsConfig, DisconnectReason, NodeIdentity, OutboxPolicy,
+    ACK_OVERHEAD_BYTES, Client, ClientAckConfig, ClientAckMode, ClientConfig, ClientCounters,
+    ClientError, ClientEvent, ClientProtocol, ClientState, ClientTlsConfig, DisconnectReason,
+    NodeIdentity, OutboxPolicy,
 };
 pub use codec::FramingConfig;
 pub use config::{

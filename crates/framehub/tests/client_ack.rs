@@ -16,8 +16,8 @@ use bytes::{Bytes, BytesMut};
 use common::{PATIENCE, loopback};
 use framehub::codec::{FrameDecoder, FramingConfig};
 use framehub::{
-    ACK_OVERHEAD_BYTES, AckConfig, AckMode, Client, ClientConfig, ClientError, ClientProtocol,
-    DisconnectReason, NodeIdentity, OutboxPolicy,
+    ACK_OVERHEAD_BYTES, Client, ClientAckConfig, ClientAckMode, ClientConfig, ClientError,
+    ClientProtocol, DisconnectReason, NodeIdentity, OutboxPolicy,
 };
 use proxy::{Mode, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,7 +68,11 @@ impl Conn {
     /// The next frame, or `None` at the end of the stream.
     async fn frame(&mut self) -> Option<Bytes> {
         loop {
-            if let Some(frame) = self.decoder.decode_next(&mut self.buf, false).expect("framing") {
+            if let Some(frame) = self
+                .decoder
+                .decode_next(&mut self.buf, false)
+                .expect("framing")
+            {
                 return Some(frame);
             }
             let n = tokio::time::timeout(PATIENCE, self.stream.read_buf(&mut self.buf))
@@ -133,7 +137,7 @@ impl Conn {
     }
 }
 
-fn node_client(addr: SocketAddr, ack: AckConfig) -> ClientConfig {
+fn node_client(addr: SocketAddr, ack: ClientAckConfig) -> ClientConfig {
     ClientConfig {
         protocol: ClientProtocol::Node(NodeIdentity {
             node_id: Some("dev1".into()),
@@ -147,10 +151,10 @@ fn node_client(addr: SocketAddr, ack: AckConfig) -> ClientConfig {
     }
 }
 
-fn node_ack(first_seq: u64) -> AckConfig {
-    AckConfig {
+fn node_ack(first_seq: u64) -> ClientAckConfig {
+    ClientAckConfig {
         first_seq: Some(first_seq),
-        ..AckConfig::new(AckMode::node())
+        ..ClientAckConfig::new(ClientAckMode::node())
     }
 }
 
@@ -182,8 +186,8 @@ fn seqs(seen: &[Seen]) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_numbered_and_acks_free_them() {
     let listener = listener().await;
-    let client = Client::start(node_client(listener.local_addr().unwrap(), node_ack(100)))
-        .expect("client");
+    let client =
+        Client::start(node_client(listener.local_addr().unwrap(), node_ack(100))).expect("client");
     for ts in 0..5 {
         client.send(message(ts)).await.expect("queued");
     }
@@ -291,7 +295,7 @@ async fn a_full_outbox_waits_or_fails_and_never_drops() {
             max_frame_bytes: 256,
             ..node_client(
                 listener.local_addr().unwrap(),
-                AckConfig {
+                ClientAckConfig {
                     max_unacked_bytes: 4 * one + one / 2,
                     ..node_ack(1)
                 },
@@ -348,7 +352,7 @@ async fn no_ack_progress_within_the_timeout_means_reconnect_and_resend() {
         liveness_timeout: None,
         ..node_client(
             listener.local_addr().unwrap(),
-            AckConfig {
+            ClientAckConfig {
                 timeout,
                 ..node_ack(1)
             },
@@ -389,7 +393,7 @@ async fn a_silent_network_drop_is_noticed_by_the_missing_acks() {
     let proxy = Proxy::start(listener.local_addr().unwrap()).await;
     let client = Client::start(node_client(
         proxy.addr(),
-        AckConfig {
+        ClientAckConfig {
             timeout: Duration::from_secs(1),
             ..node_ack(1)
         },
@@ -449,9 +453,9 @@ async fn length_framing_carries_numbers_and_a_stream_id() {
         outbox_policy: OutboxPolicy::Block,
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_millis(200),
-        ack: AckConfig {
+        ack: ClientAckConfig {
             first_seq: Some(7),
-            ..AckConfig::new(AckMode::Length {
+            ..ClientAckConfig::new(ClientAckMode::Length {
                 stream_id: "camera-2".into(),
             })
         },
@@ -476,7 +480,11 @@ async fn length_framing_carries_numbers_and_a_stream_id() {
     drop(conn);
     let mut conn = Conn::accept(&listener, true).await;
     assert_eq!(seqs(&conn.data(2).await), [8, 9]);
-    assert_eq!(conn.unnumbered, [Bytes::from(opener)], "every connection opens with it");
+    assert_eq!(
+        conn.unnumbered,
+        [Bytes::from(opener)],
+        "every connection opens with it"
+    );
     let finished = conn.ack_and_finish(9);
     client.close(PATIENCE).await.expect("acknowledged");
     finished.await.expect("server task");

@@ -18,7 +18,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::backoff::Backoff;
 use super::outbox::Outgoing;
-use super::{AckMode, ClientConfig, ClientEvent, ClientState, DisconnectReason, Shared, add};
+use super::{ClientAckMode, ClientConfig, ClientEvent, ClientState, DisconnectReason, Shared, add};
 use crate::codec::FrameDecoder;
 use crate::json::{self, EnvelopeKeys};
 use crate::stats::WarnLimiter;
@@ -385,11 +385,11 @@ fn read_frames(
 
 /// The number an ack frame acknowledges up to (docs/acks.md): node
 /// protocol `{"type":"ack","seq":N}`, `length` framing 8 bytes big-endian.
-fn parse_ack(mode: &AckMode, frame: &[u8]) -> Option<u64> {
+fn parse_ack(mode: &ClientAckMode, frame: &[u8]) -> Option<u64> {
     match mode {
-        AckMode::Off => None,
-        AckMode::Length { .. } => Some(u64::from_be_bytes(frame.try_into().ok()?)),
-        AckMode::Node { .. } => {
+        ClientAckMode::Off => None,
+        ClientAckMode::Length { .. } => Some(u64::from_be_bytes(frame.try_into().ok()?)),
+        ClientAckMode::Node { .. } => {
             // The timestamp's slot finds `seq`: nothing here needs a
             // timestamp.
             let keys = EnvelopeKeys {
@@ -400,7 +400,10 @@ fn parse_ack(mode: &AckMode, frame: &[u8]) -> Option<u64> {
             if !envelope.msg_type?.str_eq("ack") {
                 return None;
             }
-            std::str::from_utf8(envelope.timestamp?.raw()).ok()?.parse().ok()
+            std::str::from_utf8(envelope.timestamp?.raw())
+                .ok()?
+                .parse()
+                .ok()
         }
     }
 }
@@ -719,18 +722,24 @@ mod tests {
 
     #[test]
     fn acks_are_parsed_per_mode() {
-        let node = AckMode::node();
+        let node = ClientAckMode::node();
         assert_eq!(parse_ack(&node, br#"{"type":"ack","seq":42}"#), Some(42));
-        assert_eq!(parse_ack(&node, br#"{ "seq" : 7 , "type" : "ack" }"#), Some(7));
+        assert_eq!(
+            parse_ack(&node, br#"{ "seq" : 7 , "type" : "ack" }"#),
+            Some(7)
+        );
         assert_eq!(parse_ack(&node, br#"{"type":"heartbeat"}"#), None);
         assert_eq!(parse_ack(&node, br#"{"type":"ack","seq":-1}"#), None);
         assert_eq!(parse_ack(&node, br#"{"type":"ack","seq":"5"}"#), None);
         assert_eq!(parse_ack(&node, b"garbage"), None);
-        let length = AckMode::Length {
+        let length = ClientAckMode::Length {
             stream_id: "s".into(),
         };
         assert_eq!(parse_ack(&length, &9u64.to_be_bytes()), Some(9));
         assert_eq!(parse_ack(&length, b"short"), None);
-        assert_eq!(parse_ack(&AckMode::Off, br#"{"type":"ack","seq":1}"#), None);
+        assert_eq!(
+            parse_ack(&ClientAckMode::Off, br#"{"type":"ack","seq":1}"#),
+            None
+        );
     }
 }

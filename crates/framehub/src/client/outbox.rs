@@ -180,8 +180,7 @@ impl Outbox {
             queue.frames.push_back(Outgoing { seq, frame, cost });
             match self.budget {
                 Budget::Frames(capacity)
-                    if self.policy == OutboxPolicy::DropOldest
-                        && queue.frames.len() > capacity =>
+                    if self.policy == OutboxPolicy::DropOldest && queue.frames.len() > capacity =>
                 {
                     queue.frames.pop_front();
                     Pushed::DroppedOldest
@@ -382,7 +381,10 @@ mod tests {
     #[test]
     fn fail_policy_refuses_at_once_when_full() {
         let outbox = Outbox::new(Budget::Bytes(10), OutboxPolicy::Fail, 1);
-        assert_eq!(outbox.try_push(10, as_is(b"x")).unwrap(), Ok(Pushed::Queued));
+        assert_eq!(
+            outbox.try_push(10, as_is(b"x")).unwrap(),
+            Ok(Pushed::Queued)
+        );
         assert_eq!(
             outbox.try_push(1, as_is(b"y")).unwrap(),
             Err(PushError::Full)
@@ -393,6 +395,9 @@ mod tests {
     async fn fail_policy_push_does_not_wait() {
         let outbox = Outbox::new(Budget::Bytes(10), OutboxPolicy::Fail, 1);
         outbox.push(10, as_is(b"x")).await.unwrap().unwrap();
-        assert_eq!(outbox.push(1, as_is(b"y")).await.unwrap(), Err(PushError::Full));
+        assert_eq!(
+            outbox.push(1, as_is(b"y")).await.unwrap(),
+            Err(PushError::Full)
+        );
     }
 }
