@@ -111,6 +111,7 @@ impl KeyFrom {
                     token: name,
                     msg_type: name,
                     timestamp: name,
+                    seq: None,
                 };
                 let envelope = json::scan_envelope(payload, &keys, MAX_DEPTH).ok()?;
                 let value = envelope.node_id?;

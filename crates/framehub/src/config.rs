@@ -295,6 +295,55 @@ pub struct ListenerConfig {
     /// after it.
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub proxy_timeout: Duration,
+    /// Acknowledged delivery (`[listener.ack]`, off by default): the
+    /// server tells each client which of its frames are durable.
+    pub ack: AckConfig,
+}
+
+/// Whether a listener acknowledges frames, and how they are numbered
+/// (`docs/acks.md` has the protocol).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AckConfig {
+    /// `"off"` (existing clients untouched) or `"durable"`: frames that
+    /// carry a sequence number are acknowledged, cumulatively, once every
+    /// durable consumer says they are safe; resends are dropped as
+    /// `duplicate`. Needs `protocol = "node"` (on `lines` or `json`) or
+    /// `protocol = "raw"` on `framing = "length"`, and `overflow = "block"`
+    /// for the queues (a frame dropped after it was accepted would be
+    /// covered by a later ack).
+    pub mode: AckMode,
+    /// Node protocol: the top-level member holding a frame's sequence
+    /// number (an integer > 0, increasing per node).
+    pub seq_field: String,
+}
+
+impl Default for AckConfig {
+    fn default() -> Self {
+        AckConfig {
+            mode: AckMode::Off,
+            seq_field: "seq".to_owned(),
+        }
+    }
+}
+
+impl AckConfig {
+    /// Whether the listener acknowledges frames.
+    pub fn is_on(&self) -> bool {
+        self.mode != AckMode::Off
+    }
+}
+
+/// See [`AckConfig::mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AckMode {
+    /// No acknowledgements; sequence numbers are not looked for.
+    #[default]
+    Off,
+    /// Acknowledge what is durable (written and synced by every durable
+    /// sink; for a library user: what the consumer acknowledged).
+    Durable,
 }
 
 /// Whether a listener's connections carry a PROXY protocol header.
@@ -391,6 +440,7 @@ impl Default for ListenerConfig {
             proxy_protocol: ProxyProtocol::Off,
             trusted_proxies: Vec::new(),
             proxy_timeout: DEFAULT_PROXY_TIMEOUT,
+            ack: AckConfig::default(),
         }
     }
 }
@@ -812,6 +862,7 @@ impl HubConfig {
                 ));
             }
             l.validate_tls(&key)?;
+            l.validate_ack(&key)?;
             match l.protocol {
                 Protocol::Node => {
                     if !matches!(l.framing, FramingConfig::Lines | FramingConfig::Json(_)) {
@@ -907,6 +958,38 @@ impl HubConfig {
 }
 
 impl ListenerConfig {
+    /// Acknowledged delivery needs a protocol that carries sequence
+    /// numbers, and queues that never drop what was accepted.
+    fn validate_ack(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        if !self.ack.is_on() {
+            return Ok(());
+        }
+        let carries_seq = match self.protocol {
+            Protocol::Node => true,
+            Protocol::Raw => matches!(self.framing, FramingConfig::Length(_)),
+        };
+        if !carries_seq {
+            return Err(ConfigError::new(
+                key("ack.mode"),
+                "acknowledged delivery needs protocol = \"node\", or protocol = \"raw\" with framing = \"length\"",
+            ));
+        }
+        if self.protocol == Protocol::Node && self.ack.seq_field.is_empty() {
+            return Err(ConfigError::new(key("ack.seq_field"), "must not be empty"));
+        }
+        let (name, policy) = match self.delivery {
+            Delivery::Groups => ("group_overflow", self.group_overflow),
+            Delivery::Receivers => ("queue.overflow", self.queue.overflow),
+        };
+        if policy != OverflowPolicy::Block {
+            return Err(ConfigError::new(
+                key(name),
+                "must be \"block\" with ack.mode = \"durable\": a frame dropped after it was accepted would be covered by a later ack",
+            ));
+        }
+        Ok(())
+    }
+
     /// The TLS keys fit together; the files are read later, by the hub.
     fn validate_tls(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
         let tls = &self.tls;

@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 
+use crate::ack::AckTable;
 use crate::codec::{CodecError, FrameEncoder};
 use crate::config::{Delivery, ListenerConfig, Protocol};
 use crate::event::ConnectionEvent;
@@ -59,6 +60,8 @@ pub(crate) struct HubContext {
     pub(crate) next_conn_id: Arc<AtomicU64>,
     /// Cancelled when the hub shuts down.
     pub(crate) cancel: CancellationToken,
+    /// Acknowledged delivery's marks, per node and stream.
+    pub(crate) acks: Arc<AckTable>,
 }
 
 /// What every connection of one listener shares.
@@ -103,6 +106,8 @@ pub(crate) struct ListenerShared {
     pub(crate) tls: Option<Arc<Tls>>,
     /// Rate limit of warnings about failed TLS handshakes.
     pub(crate) tls_warning: WarnLimiter,
+    /// Acknowledged delivery's marks, when `[listener.ack]` is on.
+    pub(crate) acks: Option<Arc<AckTable>>,
 }
 
 impl ListenerShared {
@@ -128,6 +133,7 @@ impl ListenerShared {
         let heartbeat = config
             .server_heartbeat
             .and_then(|every| heartbeat_frame(&config).ok().map(|f| (f, every)));
+        let acks = config.ack.is_on().then(|| hub.acks.clone());
         ListenerShared {
             name,
             heartbeat,
@@ -150,6 +156,7 @@ impl ListenerShared {
             handler,
             tls: None,
             tls_warning: WarnLimiter::new(Duration::from_secs(1)),
+            acks,
         }
     }
 
@@ -220,6 +227,7 @@ fn node_protocol(config: &ListenerConfig, tokens: &Tokens) -> NodeProtocol {
         &config.redact,
         config.max_json_depth,
     )
+    .with_seq(config.ack.is_on().then_some(config.ack.seq_field.as_str()))
 }
 
 /// The bytes of one heartbeat on the wire for this listener.

@@ -234,6 +234,7 @@ mod tests {
                 node: None,
                 protocol: Protocol::Raw,
             }),
+            seq: None,
         }
     }
 

@@ -37,6 +37,36 @@ pub struct Frame {
     pub received_at: SystemTime,
     /// The connection it came from.
     pub source: Arc<Source>,
+    /// Its sequence number, on a listener with acknowledged delivery
+    /// (`[listener.ack]`); `None` otherwise, or when the frame carried
+    /// none. Acknowledge it with [`crate::Acks`] once it is safe.
+    pub seq: Option<Seq>,
+}
+
+/// A frame's sequence number under acknowledged delivery, as
+/// [`crate::Acks::acknowledge`] takes it back: the number the client gave
+/// it, and the round of its node's acknowledgements it belongs to (after
+/// [`crate::Acks::fail`], acknowledgements of frames accepted before are
+/// ignored, since the client sends them again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Seq {
+    value: u64,
+    epoch: u64,
+}
+
+impl Seq {
+    pub(crate) fn new(value: u64, epoch: u64) -> Seq {
+        Seq { value, epoch }
+    }
+
+    /// The number the client gave the frame.
+    pub fn value(self) -> u64 {
+        self.value
+    }
+
+    pub(crate) fn epoch(self) -> u64 {
+        self.epoch
+    }
 }
 
 /// A frame on its way into a queue, with the span of its dedup key.

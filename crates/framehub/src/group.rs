@@ -540,6 +540,7 @@ mod tests {
                     node: None,
                     protocol: Protocol::Raw,
                 }),
+                seq: None,
             },
             None,
         )

@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::ack::{AckTable, Acks};
 use crate::codec::FramingConfig;
 use crate::config::{ConfigError, Delivery, HubConfig, ListenerConfig, Protocol, QueueConfig};
 use crate::context::{AcceptState, HubContext, ListenerShared};
@@ -110,6 +111,8 @@ struct HubInner {
     stats: watch::Sender<StatsSnapshot>,
     /// The hub's own I/O runtime (`[runtime]`), if it has one.
     runtime: Option<Runtime>,
+    /// Acknowledged delivery's marks.
+    acks: Arc<AckTable>,
 }
 
 impl HubInner {
@@ -200,6 +203,19 @@ impl Hub {
         config: HubConfig,
         handlers: impl IntoIterator<Item = (N, Handler)>,
     ) -> Result<Hub, HubError> {
+        Hub::start_recovered(config, handlers, Vec::new()).await
+    }
+
+    /// [`Hub::start_with`] for acknowledged delivery after a restart: the
+    /// highest durable sequence number per node (or `length` stream) that
+    /// the consumer found again in what it stored (a daemon's file sink
+    /// scans its file). Resends at or below it are dropped as `duplicate`
+    /// and acknowledged, from the first connection on.
+    pub async fn start_recovered<N: Into<String>>(
+        config: HubConfig,
+        handlers: impl IntoIterator<Item = (N, Handler)>,
+        durable: Vec<(String, u64)>,
+    ) -> Result<Hub, HubError> {
         config.validate()?;
         let mut handlers: HashMap<String, Handler> =
             handlers.into_iter().map(|(n, h)| (n.into(), h)).collect();
@@ -223,7 +239,17 @@ impl Hub {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        // Every node, and every `length` stream a connection of an ack
+        // listener may name.
+        let ack_capacity = config.nodes.max_nodes.max(1)
+            + listeners
+                .iter()
+                .filter(|l| l.ack.is_on() && l.protocol == Protocol::Raw)
+                .map(|l| l.max_connections)
+                .sum::<usize>();
+        let acks = Arc::new(AckTable::new(ack_capacity, durable));
         let context = HubContext {
+            acks: acks.clone(),
             router: router.clone(),
             events: events.clone(),
             next_conn_id: Arc::new(AtomicU64::new(1)),
@@ -313,6 +339,7 @@ impl Hub {
                 unrouted,
                 stats,
                 runtime,
+                acks,
             }),
         })
     }
@@ -569,6 +596,13 @@ impl Hub {
             self.inner.unrouted.dropped(DropReason::NoClient, 1);
         }
         Ok(sent)
+    }
+
+    /// The consumer's side of acknowledged delivery (`[listener.ack]`):
+    /// acknowledge frames once they are safe, and the server tells their
+    /// clients. See [`Acks`].
+    pub fn acks(&self) -> Acks {
+        Acks::new(&self.inner.acks)
     }
 
     /// The traffic statistics, a new [`StatsSnapshot`] every

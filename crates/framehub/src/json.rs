@@ -37,6 +37,9 @@ pub struct EnvelopeKeys<'k> {
     pub msg_type: &'k [u8],
     /// Key of the frame timestamp (default `timestamp`).
     pub timestamp: &'k [u8],
+    /// Key of the sequence number of acknowledged delivery (`seq` on a
+    /// listener with `[listener.ack]`); `None`: not looked for.
+    pub seq: Option<&'k [u8]>,
 }
 
 impl EnvelopeKeys<'static> {
@@ -46,6 +49,7 @@ impl EnvelopeKeys<'static> {
         token: b"token",
         msg_type: b"type",
         timestamp: b"timestamp",
+        seq: None,
     };
 }
 
@@ -137,6 +141,8 @@ pub struct Envelope<'a> {
     pub msg_type: Option<RawValue<'a>>,
     /// The value of the `timestamp` key (any JSON type).
     pub timestamp: Option<RawValue<'a>>,
+    /// The value of the `seq` key, when [`EnvelopeKeys::seq`] names one.
+    pub seq: Option<RawValue<'a>>,
 }
 
 /// Why a frame is not acceptable JSON.
@@ -525,6 +531,7 @@ const F_NODE_ID: u8 = 1;
 const F_TOKEN: u8 = 2;
 const F_TYPE: u8 = 4;
 const F_TIMESTAMP: u8 = 8;
+const F_SEQ: u8 = 16;
 
 /// A cheap fingerprint of a key: length (mod 256), first and last byte. Equal keys have equal
 /// tags.
@@ -538,24 +545,34 @@ fn key_tag(k: &[u8]) -> u32 {
 /// The envelope keys with their tags. Built once per call (a few instructions, independent of
 /// the input); a member key is compared in full only when its tag matches.
 struct KeyMatcher<'k> {
-    /// node_id, token, type, timestamp: bit `n` of a match result is `keys[n]`.
-    keys: [&'k [u8]; 4],
-    tags: [u32; 4],
+    /// node_id, token, type, timestamp, seq: bit `n` of a match result is `keys[n]`.
+    keys: [&'k [u8]; 5],
+    tags: [u32; 5],
 }
 
 impl<'k> KeyMatcher<'k> {
     const NONE: KeyMatcher<'static> = KeyMatcher {
-        keys: [&[]; 4],
-        tags: [u32::MAX; 4],
+        keys: [&[]; 5],
+        tags: [u32::MAX; 5],
     };
 
     #[inline(always)]
     fn new(keys: &EnvelopeKeys<'k>) -> Self {
-        let keys = [keys.node_id, keys.token, keys.msg_type, keys.timestamp];
-        KeyMatcher {
-            keys,
-            tags: keys.map(key_tag),
+        let seq = keys.seq;
+        let keys = [
+            keys.node_id,
+            keys.token,
+            keys.msg_type,
+            keys.timestamp,
+            seq.unwrap_or_default(),
+        ];
+        let mut tags = keys.map(key_tag);
+        if seq.is_none() {
+            // A tag no key has (a length byte of 0xff with more bits set):
+            // the seq slot never matches.
+            tags[4] = u32::MAX;
         }
+        KeyMatcher { keys, tags }
     }
 
     /// Which envelope fields the key `input[start..end]` (still escaped if `escaped`) names; a
@@ -595,7 +612,8 @@ impl<'k> KeyMatcher<'k> {
     fn matches_escaped(&self, content: &[u8]) -> u8 {
         let mut m = 0;
         for (f, key) in self.keys.iter().enumerate() {
-            m |= u8::from(unescaped_eq(content, key)) << f;
+            // (A slot that is not looked for has the tag no key has.)
+            m |= u8::from(self.tags[f] != u32::MAX && unescaped_eq(content, key)) << f;
         }
         m
     }
@@ -617,6 +635,9 @@ fn commit<'a>(env: &mut Envelope<'a>, fields: u8, raw: &'a [u8]) {
     }
     if fields & F_TIMESTAMP != 0 {
         env.timestamp = v;
+    }
+    if fields & F_SEQ != 0 {
+        env.seq = v;
     }
 }
 

@@ -75,6 +75,8 @@
 //!   their files, the handshake under its timeout, its failures told apart,
 //!   the node a client certificate names; `transport`: the plaintext or
 //!   TLS halves the read loop and the egress writer work on.
+//! - `ack`: acknowledged delivery's marks per node and stream (accepted,
+//!   durable), the acks sent back, and [`Acks`], the consumer's side.
 //! - `hub`: the facade that ties them together.
 //! - [`client`]: the node side: a reconnecting client with heartbeats and
 //!   a bounded outbox.
@@ -82,6 +84,7 @@
 
 #![forbid(unsafe_code)]
 
+mod ack;
 pub mod client;
 pub mod codec;
 pub mod command;
@@ -112,6 +115,7 @@ mod tls;
 mod transport;
 pub mod units;
 
+pub use ack::Acks;
 pub use client::{
     ACK_OVERHEAD_BYTES, Client, ClientAckConfig, ClientAckMode, ClientConfig, ClientCounters,
     ClientError, ClientEvent, ClientProtocol, ClientState, ClientTlsConfig, DisconnectReason,
@@ -119,14 +123,14 @@ pub use client::{
 };
 pub use codec::FramingConfig;
 pub use config::{
-    AuthConfig, ConfigError, Delivery, FieldsConfig, HubConfig, Identity, IdentityFrom,
-    ListenerConfig, NodesConfig, OverflowPolicy, Protocol, ProxyProtocol, QueueConfig,
-    RuntimeConfig, SlowClientPolicy, SocketConfig, ThreadPriority, TlsConfig,
+    AckConfig, AckMode, AuthConfig, ConfigError, Delivery, FieldsConfig, HubConfig, Identity,
+    IdentityFrom, ListenerConfig, NodesConfig, OverflowPolicy, Protocol, ProxyProtocol,
+    QueueConfig, RuntimeConfig, SlowClientPolicy, SocketConfig, ThreadPriority, TlsConfig,
 };
 pub use egress::EgressError;
 pub use event::{ConnectionCounts, ConnectionEvent};
 pub use fanin::{AllFrames, AllFramesConfig, NewNodesTaken};
-pub use frame::{Frame, Source};
+pub use frame::{Frame, Seq, Source};
 pub use group::{Group, GroupStats, Groups};
 pub use handler::{Failure, Handler, HandlerError, Replies, Request};
 pub use hub::{ACCEPT_ERROR_MEMORY, Hub, HubError, ListenerInfo};

@@ -292,6 +292,7 @@ mod tests {
             events: broadcast::channel(16).0,
             next_conn_id: Arc::new(AtomicU64::new(1)),
             cancel: cancel.clone(),
+            acks: Arc::new(crate::ack::AckTable::new(1, [])),
         };
         let shared = Arc::new(ListenerShared::new(config, &Default::default(), None, &hub));
         let receiver = Receiver::new(shared.raw_queue.clone().expect("raw queue"));

@@ -27,6 +27,8 @@ pub(crate) struct NodeProtocol {
     token: Box<[u8]>,
     msg_type: Box<[u8]>,
     timestamp: Box<[u8]>,
+    /// The sequence number's key, on a listener with acknowledged delivery.
+    seq: Option<Box<[u8]>>,
     heartbeat: Box<str>,
     shared_token: Option<Box<[u8]>>,
     node_tokens: HashMap<Box<str>, Box<[u8]>>,
@@ -80,6 +82,7 @@ impl NodeProtocol {
             token: bytes(&fields.token),
             msg_type: bytes(&fields.msg_type),
             timestamp: bytes(&fields.timestamp),
+            seq: None,
             heartbeat: fields.heartbeat.clone().into_boxed_str(),
             shared_token: tokens.shared.as_deref().map(bytes),
             node_tokens: tokens
@@ -95,6 +98,13 @@ impl NodeProtocol {
         }
     }
 
+    /// Looks for each frame's sequence number in `key` (acknowledged
+    /// delivery).
+    pub(crate) fn with_seq(mut self, key: Option<&str>) -> Self {
+        self.seq = key.map(|k| k.as_bytes().to_vec().into_boxed_slice());
+        self
+    }
+
     pub(crate) fn requires_auth(&self) -> bool {
         self.shared_token.is_some() || !self.node_tokens.is_empty()
     }
@@ -105,6 +115,7 @@ impl NodeProtocol {
             token: &self.token,
             msg_type: &self.msg_type,
             timestamp: &self.timestamp,
+            seq: self.seq.as_deref(),
         }
     }
 
@@ -144,6 +155,8 @@ pub(crate) struct NodeSession {
     /// equal raw bytes need no unescaping to compare.
     node_raw: Vec<u8>,
     just_bound: bool,
+    /// The sequence number of the last frame delivered, if it had one.
+    seq: Option<u64>,
 }
 
 impl NodeSession {
@@ -155,6 +168,7 @@ impl NodeSession {
             node: None,
             node_raw: Vec::new(),
             just_bound: false,
+            seq: None,
         }
     }
 
@@ -170,6 +184,7 @@ impl NodeSession {
             node: Some(node),
             node_raw,
             just_bound: true,
+            seq: None,
         }
     }
 
@@ -184,6 +199,12 @@ impl NodeSession {
         } else {
             None
         }
+    }
+
+    /// The sequence number of the frame [`NodeSession::handle`] just
+    /// delivered: `None` without one (or one that is not an integer > 0).
+    pub(crate) fn seq(&self) -> Option<u64> {
+        self.seq
     }
 
     /// Removes the token and the `redact` fields from a frame this session
@@ -258,11 +279,24 @@ impl NodeSession {
         if is_heartbeat {
             return Verdict::Heartbeat;
         }
+        self.seq = envelope.seq.and_then(|v| parse_seq(v.raw()));
         Verdict::Deliver {
             timestamp: envelope.timestamp.map(|ts| span_in(frame, ts)),
             redact: envelope.token.is_some() || protocol.has_redact_field(frame),
         }
     }
+}
+
+/// A sequence number: a JSON integer from 1 to `u64::MAX`, written
+/// without sign, fraction or exponent.
+pub(crate) fn parse_seq(raw: &[u8]) -> Option<u64> {
+    if raw.is_empty() || raw.len() > 20 || (raw[0] == b'0') {
+        return None;
+    }
+    raw.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// The byte range of `value` within `frame` (it is a sub-slice of it).

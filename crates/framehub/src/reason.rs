@@ -112,6 +112,12 @@ pub enum CloseReason {
     /// The TLS handshake failed or did not finish within
     /// `tls.handshake_timeout` (a TLS listener only).
     TlsFailed(TlsFailure),
+    /// Acknowledged delivery (`[listener.ack]`): frames this connection
+    /// sent were accepted and then lost before they were durable (a
+    /// durable sink failed, or a frame could not be delivered); the server
+    /// fell back to the last durable sequence number and closed the
+    /// connection so that the client sends the rest again.
+    Rewound,
 }
 
 /// Why a TLS handshake failed (the connection is then closed). Each has a
@@ -213,7 +219,7 @@ pub enum Ending {
 impl CloseReason {
     /// Every label [`CloseReason::as_str`] returns, in a fixed order (the
     /// index into counter arrays).
-    pub const LABELS: [&'static str; 10] = [
+    pub const LABELS: [&'static str; 11] = [
         "peer_closed",
         "shutdown",
         "idle_timeout",
@@ -224,6 +230,7 @@ impl CloseReason {
         "slow_client",
         "proxy_rejected",
         "tls_failed",
+        "rewound",
     ];
 
     pub(crate) fn index(&self) -> usize {
@@ -257,6 +264,7 @@ impl CloseReason {
             CloseReason::SlowClient => "slow_client",
             CloseReason::ProxyRejected(_) => "proxy_rejected",
             CloseReason::TlsFailed(_) => "tls_failed",
+            CloseReason::Rewound => "rewound",
         }
     }
 }
@@ -328,11 +336,19 @@ pub enum DropReason {
     /// (no token, a wrong one, or not a valid node message): the
     /// connection is closed and the frame counted here.
     AuthFailed,
+    /// Acknowledged delivery: a frame whose sequence number is at or
+    /// below the highest its node (or stream) already had accepted, i.e. a
+    /// resend of a frame the server has (it is acknowledged all the same,
+    /// once durable: acks are cumulative).
+    Duplicate,
+    /// Read from a socket but not delivered because the hub shut down
+    /// before its queue had room (`block`, after `shutdown_grace`).
+    Shutdown,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the index into counter arrays).
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::Oversize,
         DropReason::InvalidJson,
         DropReason::InvalidUtf8,
@@ -353,6 +369,8 @@ impl DropReason {
         DropReason::Unanswered,
         DropReason::ReplyUnencodable,
         DropReason::AuthFailed,
+        DropReason::Duplicate,
+        DropReason::Shutdown,
     ];
 
     /// A stable snake_case label for logs and metrics.
@@ -378,6 +396,8 @@ impl DropReason {
             DropReason::Unanswered => "unanswered",
             DropReason::ReplyUnencodable => "reply_unencodable",
             DropReason::AuthFailed => "auth_failed",
+            DropReason::Duplicate => "duplicate",
+            DropReason::Shutdown => "shutdown",
         }
     }
 
@@ -409,6 +429,7 @@ mod tests {
             CloseReason::SlowClient,
             CloseReason::ProxyRejected(ProxyFailure::Missing),
             CloseReason::TlsFailed(TlsFailure::Timeout),
+            CloseReason::Rewound,
         ];
         for (i, r) in closes.iter().enumerate() {
             assert_eq!(r.index(), i, "{r:?}");

@@ -619,6 +619,7 @@ mod tests {
                 payload: Bytes::from_static(payload.as_bytes()),
                 received_at: SystemTime::now(),
                 source: source(),
+                seq: None,
             },
             ts,
         )

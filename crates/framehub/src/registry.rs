@@ -88,6 +88,9 @@ pub(crate) struct Peer {
     pub(crate) cancel: CancellationToken,
     /// Set once when egress disconnects this client for being slow.
     pub(crate) slow: AtomicBool,
+    /// Set when acknowledged delivery closes this connection so that its
+    /// client sends again from its last ack.
+    pub(crate) rewound: AtomicBool,
     /// Framed messages waiting for the egress writer, bounded by the
     /// listener's `egress_buffer_bytes`.
     pub(crate) egress: OutBuf<Messages>,
@@ -110,6 +113,7 @@ impl Peer {
             last_read_nanos: AtomicU64::new(0),
             cancel,
             slow: AtomicBool::new(false),
+            rewound: AtomicBool::new(false),
             egress: OutBuf::new(limit),
         }
     }

@@ -64,6 +64,7 @@ mod tests {
                         payload: big.slice(i * 10..i * 10 + 5),
                         received_at: SystemTime::now(),
                         source: source(),
+                        seq: None,
                     },
                     None,
                 )

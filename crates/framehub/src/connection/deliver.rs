@@ -65,8 +65,10 @@ impl Delivery {
         let Some(node) = node else {
             return;
         };
-        if shared.groups.is_some() {
-            // Grouped delivery: every frame goes to the listener's stream.
+        if shared.groups.is_some() || shared.raw_queue.is_some() {
+            // Grouped delivery: every frame goes to the listener's stream;
+            // a raw listener's `length` streams (acknowledged delivery)
+            // go to its receiver.
             return;
         }
         match shared.router.resolve(node, shared.config.queue) {
@@ -113,6 +115,7 @@ impl Delivery {
             let reason = self.no_queue;
             let n = Self::drop_batch(core, reason);
             core.warn_drop(reason, n, &"no receiver for this node");
+            rewind_if_acked(core);
             return Ok(());
         };
         // A consumer that keeps up on average may just not have been
@@ -122,16 +125,29 @@ impl Delivery {
             OverflowPolicy::Block => None,
             _ => Some(Instant::now() + queue.full_grace()),
         };
+        // With `block`, a shutdown does not drop what was read: the
+        // consumers drain while the hub waits (`shutdown_grace`), and only
+        // what is left when the queues are finished is dropped, counted as
+        // `shutdown`.
+        let mut draining = false;
         loop {
             let may_drop = grace.is_some_and(|deadline| Instant::now() >= deadline);
             let out = queue.push(core.batch(), may_drop);
+            let closed = if shared.cancel.is_cancelled() {
+                DropReason::Shutdown
+            } else {
+                DropReason::ReceiverClosed
+            };
             let counters = &shared.counters;
             core.counts.delivered += out.enqueued as u64;
             ListenerCounters::add(&counters.frames_delivered, out.enqueued as u64);
             ListenerCounters::add(&counters.duplicates, out.duplicates as u64);
             ListenerCounters::add(&counters.groups_published, out.groups_published as u64);
             core.dropped(DropReason::QueueFull, out.dropped_full as u64);
-            core.dropped(DropReason::ReceiverClosed, out.dropped_closed as u64);
+            core.dropped(closed, out.dropped_closed as u64);
+            if out.dropped_closed > 0 {
+                rewind_if_acked(core);
+            }
             if out.dropped_full > 0
                 && let Some(suppressed) = queue.full_warning().check()
             {
@@ -160,8 +176,13 @@ impl Delivery {
             let rest = core.batch().len();
             tokio::select! {
                 biased;
-                _ = link.cancel.cancelled() => {
+                _ = link.cancel.cancelled(), if !draining => {
+                    if grace.is_none() && shared.cancel.is_cancelled() {
+                        draining = true;
+                        continue;
+                    }
                     Self::drop_batch(core, DropReason::QueueFull);
+                    rewind_if_acked(core);
                     return Err(cancel_reason(shared, link));
                 }
                 // Room for the whole rest (or a full queue's worth): waking
@@ -210,5 +231,15 @@ impl Delivery {
             return Err(cancel_reason(shared, link));
         }
         Ok(())
+    }
+}
+
+/// Acknowledged delivery: frames of this connection were accepted and then
+/// not delivered; a later ack must not cover them, so the node's marks
+/// fall back to what is durable and its connections close (the client
+/// sends again from its last ack).
+fn rewind_if_acked(core: &Core) {
+    if let Some(stream) = core.ack_stream() {
+        stream.rewind();
     }
 }

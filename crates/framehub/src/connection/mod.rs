@@ -31,11 +31,13 @@ use tokio::time::Instant;
 
 use self::deliver::Delivery;
 use self::proto::Core;
+use crate::ack::Binding;
 use crate::config::Protocol;
 use crate::context::ListenerShared;
 use crate::egress::EgressWriter;
 use crate::event::{CloseReason, ConnectionCounts, ConnectionEvent};
 use crate::frame::Source;
+use crate::node::push_json_string;
 use crate::reason::TlsFailure;
 use crate::registry::Peer;
 use crate::stats::{LinkCounters, ListenerCounters};
@@ -199,10 +201,61 @@ fn refused(shared: &ListenerShared, conn: u64, peer: SocketAddr, reason: CloseRe
 /// Why the connection's token was cancelled: the hub is shutting down, or
 /// egress found this client too slow.
 fn cancel_reason(shared: &ListenerShared, link: &Peer) -> CloseReason {
-    if link.is_slow() && !shared.cancel.is_cancelled() {
+    if shared.cancel.is_cancelled() {
+        CloseReason::Shutdown
+    } else if link.rewound.load(Ordering::Relaxed) {
+        CloseReason::Rewound
+    } else if link.is_slow() {
         CloseReason::SlowClient
     } else {
         CloseReason::Shutdown
+    }
+}
+
+/// How acks reach this connection: through its egress buffer, in the
+/// listener's framing (`{"type":"ack","seq":N}` with the configured names,
+/// or the `length` layout's 8-byte number); and how a rewind closes it.
+/// Weak: the ack table never keeps a closed connection alive.
+fn ack_binding(shared: &Arc<ListenerShared>, link: &Arc<Peer>, prefixed: bool) -> Binding {
+    let (to_shared, to_link) = (Arc::downgrade(shared), Arc::downgrade(link));
+    let mut node_ack = Vec::new();
+    if !prefixed {
+        node_ack.push(b'{');
+        push_json_string(&mut node_ack, &shared.config.fields.msg_type);
+        node_ack.extend_from_slice(b":\"ack\",");
+        push_json_string(&mut node_ack, &shared.config.ack.seq_field);
+        node_ack.push(b':');
+    }
+    let closing = Arc::downgrade(link);
+    Binding {
+        conn: link.conn,
+        send: Box::new(move |seq| {
+            let (Some(shared), Some(link)) = (to_shared.upgrade(), to_link.upgrade()) else {
+                return;
+            };
+            let msg = if prefixed {
+                seq.to_be_bytes().to_vec()
+            } else {
+                let mut msg = node_ack.clone();
+                msg.extend_from_slice(seq.to_string().as_bytes());
+                msg.push(b'}');
+                msg
+            };
+            match crate::egress::encode(&shared, &msg) {
+                Ok(wire) => {
+                    crate::egress::deliver(&shared, &link, &wire);
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %link.addr, conn = link.conn, "cannot frame an ack: {e}")
+                }
+            }
+        }),
+        close: Box::new(move || {
+            if let Some(link) = closing.upgrade() {
+                link.rewound.store(true, Ordering::Relaxed);
+                link.cancel.cancel();
+            }
+        }),
     }
 }
 
@@ -228,7 +281,7 @@ impl Driver {
             node: None,
             protocol: shared.config.protocol,
         };
-        let core = Core::new(
+        let mut core = Core::new(
             &shared.config,
             shared.current_node_protocol(),
             source,
@@ -236,6 +289,10 @@ impl Driver {
             identity,
             Instant::now(),
         );
+        if let Some(table) = &shared.acks {
+            let prefixed = shared.config.protocol == Protocol::Raw;
+            core = core.with_acks(table.clone(), prefixed);
+        }
         Driver {
             delivery: Delivery::new(&shared, &link),
             core,
@@ -316,6 +373,10 @@ impl Driver {
             node,
         });
         self.delivery.resolve_queue(self.core.node(), &self.shared);
+        if let Some(stream) = self.core.ack_stream() {
+            let prefixed = self.core.acks_prefixed();
+            stream.bind(ack_binding(&self.shared, &self.link, prefixed), prefixed);
+        }
     }
 
     /// Adds what the core counted since the last read to the listener's
@@ -341,6 +402,9 @@ impl Driver {
 
     fn finish(mut self, reason: CloseReason) {
         self.publish_counts();
+        if let Some(stream) = self.core.ack_stream() {
+            stream.unbind(self.link.conn);
+        }
         self.delivery.close();
         let shared = &self.shared;
         let (conn, peer) = (self.link.conn, self.link.addr);

@@ -16,10 +16,11 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::arena::{compact, pack, share_out};
+use crate::ack::{AckTable, Stream};
 use crate::codec::{CodecError, FrameDecoder, consume};
 use crate::config::ListenerConfig;
 use crate::event::{CloseReason, ConnectionCounts};
-use crate::frame::{Frame, Incoming, Source};
+use crate::frame::{Frame, Incoming, Seq, Source};
 use crate::node::{AuthFailure, NodeProtocol, NodeSession, Verdict};
 use crate::stats::{DropReason, WarnLimiter};
 
@@ -65,6 +66,22 @@ struct Limits {
     idle_timeout: Option<Duration>,
 }
 
+/// Acknowledged delivery on one connection (`[listener.ack]`).
+struct AckSession {
+    table: Arc<AckTable>,
+    /// `length` framing: every frame starts with an 8-byte big-endian
+    /// sequence number, and the first one (number 0) names the stream.
+    prefixed: bool,
+    /// The marks of the node or stream the connection is bound to; `None`
+    /// before it binds, or when the table had no room.
+    stream: Option<Arc<Stream>>,
+    /// The round of acknowledgements this connection's frames belong to.
+    epoch: u64,
+}
+
+/// The longest stream id a `length` connection's hello may carry.
+pub(crate) const MAX_STREAM_ID: usize = 128;
+
 /// One connection's protocol state: decoder, node session, the frames of
 /// the current read, its counts and its deadlines.
 pub(crate) struct Core {
@@ -92,6 +109,13 @@ pub(crate) struct Core {
     /// a peer which reconnects after every bad frame cannot flood the log.
     warning: WarnLimiter,
     listener_warning: Arc<WarnLimiter>,
+    /// Acknowledged delivery, when the listener has it.
+    ack: Option<AckSession>,
+    /// The sequence number of the frame being accepted, for its `Frame`.
+    seq: Option<Seq>,
+    /// Bytes to cut from the front of the frame being accepted (the
+    /// `length` layout's sequence number).
+    strip: usize,
 }
 
 impl Core {
@@ -139,11 +163,51 @@ impl Core {
             pending: Pending::default(),
             warning: WarnLimiter::new(Duration::from_secs(5)),
             listener_warning,
+            ack: None,
+            seq: None,
+            strip: 0,
         };
         if let Some(node) = bound {
             core.bind(node);
         }
         core
+    }
+
+    /// Turns on acknowledged delivery with the hub's marks (`prefixed`: the
+    /// `length` layout). A connection bound from the start (by its
+    /// certificate) finds its node's marks at once.
+    pub(crate) fn with_acks(mut self, table: Arc<AckTable>, prefixed: bool) -> Core {
+        self.ack = Some(AckSession {
+            table,
+            prefixed,
+            stream: None,
+            epoch: 0,
+        });
+        if let Some(node) = self.source.node.clone() {
+            self.find_stream(&node);
+        }
+        self
+    }
+
+    /// The marks of the node or stream this connection is bound to, under
+    /// acknowledged delivery.
+    pub(crate) fn ack_stream(&self) -> Option<&Arc<Stream>> {
+        self.ack.as_ref().and_then(|a| a.stream.as_ref())
+    }
+
+    /// Whether acks use the `length` layout (else the node protocol's).
+    pub(crate) fn acks_prefixed(&self) -> bool {
+        self.ack.as_ref().is_some_and(|a| a.prefixed)
+    }
+
+    fn find_stream(&mut self, node: &Arc<str>) {
+        if let Some(ack) = &mut self.ack {
+            ack.stream = ack.table.stream(node);
+            ack.epoch = ack.stream.as_ref().map_or(0, |s| s.epoch());
+            if ack.stream.is_none() {
+                tracing::warn!(peer = %self.source.peer, conn = self.source.conn, node = %node, "acknowledgement table full: this node's frames are dropped (max_nodes)");
+            }
+        }
     }
 
     pub(crate) fn is_authenticated(&self) -> bool {
@@ -359,8 +423,14 @@ impl Core {
         let result = loop {
             let decoded = self.decoder.decode_next(buf, eof);
             match decoded {
-                Ok(Some(frame)) => match self.accept(&frame) {
-                    Ok(Fate::Deliver(timestamp)) => self.push_frame(frame, received_at, timestamp),
+                Ok(Some(mut frame)) => match self.accept(&frame) {
+                    Ok(Fate::Deliver(timestamp)) => {
+                        let strip = std::mem::take(&mut self.strip);
+                        if strip > 0 {
+                            frame = frame.slice(strip..);
+                        }
+                        self.push_frame(frame, received_at, timestamp)
+                    }
                     Ok(Fate::Redact(mut timestamp)) => {
                         // Node frames come in `lines`, decoded in place;
                         // any other framing pays a copy here.
@@ -414,13 +484,20 @@ impl Core {
         self.pending.frame_bytes += len;
         self.pending.max_frame = self.pending.max_frame.max(len);
         let Some(session) = self.session.as_mut() else {
+            if self.acks_prefixed() {
+                return self.accept_prefixed(payload);
+            }
             return Ok(Fate::Deliver(None));
         };
         let verdict = session.handle(payload);
+        let seq = session.seq();
         if let Some(node) = session.take_just_bound() {
             self.bind(node);
         }
         match verdict {
+            Verdict::Deliver { .. } if self.ack.is_some() && !self.sequence(seq) => {
+                Ok(Fate::Absorbed)
+            }
             Verdict::Deliver {
                 timestamp,
                 redact: false,
@@ -445,6 +522,74 @@ impl Core {
         }
     }
 
+    /// Acknowledged delivery's check of a frame about to be delivered:
+    /// false (counted) for a duplicate, or when the node has no marks (the
+    /// table was full); a frame without a sequence number is delivered and
+    /// never acknowledged.
+    fn sequence(&mut self, seq: Option<u64>) -> bool {
+        let Some(ack) = &self.ack else {
+            return true;
+        };
+        let Some(stream) = &ack.stream else {
+            self.skip(
+                DropReason::MaxNodes,
+                &"no room for this node's acknowledgements",
+            );
+            return false;
+        };
+        let Some(seq) = seq else {
+            return true;
+        };
+        if !stream.accept(seq) {
+            // A resend after a reconnect: expected, counted, not logged.
+            self.dropped(DropReason::Duplicate, 1);
+            return false;
+        }
+        self.seq = Some(Seq::new(seq, ack.epoch));
+        true
+    }
+
+    /// A frame of a `length` listener with acknowledged delivery: an
+    /// 8-byte big-endian sequence number, then the payload; the first
+    /// frame (number 0) carries the stream id instead and binds the
+    /// connection to it.
+    fn accept_prefixed(&mut self, payload: &[u8]) -> Result<Fate, CloseReason> {
+        let Some((head, rest)) = payload.split_first_chunk::<8>() else {
+            self.skip(
+                DropReason::Truncated,
+                &"shorter than its 8-byte sequence number",
+            );
+            return Ok(Fate::Absorbed);
+        };
+        let seq = u64::from_be_bytes(*head);
+        if self.source.node.is_none() {
+            if seq != 0 {
+                return Err(CloseReason::FramingLost(
+                    "acknowledged delivery: the first frame must be the stream hello (sequence number 0, then the stream id)".to_owned(),
+                ));
+            }
+            let id = std::str::from_utf8(rest)
+                .ok()
+                .filter(|id| (1..=MAX_STREAM_ID).contains(&id.len()))
+                .ok_or_else(|| {
+                    CloseReason::FramingLost(format!(
+                        "acknowledged delivery: the stream id must be 1 to {MAX_STREAM_ID} bytes of UTF-8"
+                    ))
+                })?;
+            self.bind(Arc::from(id));
+            return Ok(Fate::Absorbed);
+        }
+        if seq == 0 {
+            self.skip(DropReason::InvalidHeader, &"a second stream hello");
+            return Ok(Fate::Absorbed);
+        }
+        if !self.sequence(Some(seq)) {
+            return Ok(Fate::Absorbed);
+        }
+        self.strip = head.len();
+        Ok(Fate::Deliver(None))
+    }
+
     /// Takes the token and the `redact` fields out of a frame about to be
     /// delivered: returns its new length, `timestamp` moved with its bytes.
     fn redact(&self, frame: &mut [u8], timestamp: &mut Option<Range<usize>>) -> usize {
@@ -465,6 +610,7 @@ impl Core {
                 payload,
                 received_at,
                 source: self.source.clone(),
+                seq: self.seq.take(),
             },
             timestamp,
         ));
@@ -479,6 +625,7 @@ impl Core {
             node: Some(node.clone()),
             ..(*self.source).clone()
         });
+        self.find_stream(&node);
         self.just_bound = Some(node);
     }
 

@@ -60,6 +60,7 @@ fn configured_keys_of_every_length_match_exactly() {
         token: b"tok",
         msg_type: b"12345678",
         timestamp: b"timestamp_ns",
+        seq: None,
     };
     let frame = br#"{"to":1,"tok":2,"toke":3,"1234567":4,"12345679":5,"12345678":6,"timestamp_nt":7,"timestamp_ns":8,"timestamp_ns_":9,"":10}"#;
     let env = scan_envelope(frame, &keys, DEFAULT_MAX_DEPTH).unwrap();
@@ -614,4 +615,34 @@ proptest::proptest! {
         let walked = with_utf8(&input, |x, u| scan_container(x, 0, outer, max_depth, u));
         proptest::prop_assert_eq!(flat, walked, "{:?}", String::from_utf8_lossy(&input));
     }
+}
+
+/// Acknowledged delivery (issue 14): the `seq` member is found in the same
+/// pass when a key is named for it, and never when none is.
+#[test]
+fn the_seq_member_is_found_only_when_looked_for() {
+    let frame = br#"{"node_id":"r","seq":42,"x":{"seq":7},"timestamp":1}"#;
+    let keys = EnvelopeKeys {
+        seq: Some(b"seq"),
+        ..EnvelopeKeys::DEFAULT
+    };
+    let env = scan_envelope(frame, &keys, DEFAULT_MAX_DEPTH).unwrap();
+    assert_eq!(env.seq.map(|v| v.raw()), Some(&b"42"[..]));
+    assert_eq!(env.timestamp.map(|v| v.raw()), Some(&b"1"[..]));
+    let env = scan_envelope(frame, &EnvelopeKeys::DEFAULT, DEFAULT_MAX_DEPTH).unwrap();
+    assert_eq!(env.seq, None);
+    // An empty key (even escaped) does not match a slot that is not looked for.
+    let env = scan_envelope(
+        br#"{"":1,"\u0073":2}"#,
+        &EnvelopeKeys::DEFAULT,
+        DEFAULT_MAX_DEPTH,
+    )
+    .unwrap();
+    assert_eq!(env.seq, None);
+    let escaped = EnvelopeKeys {
+        seq: Some(b"s"),
+        ..EnvelopeKeys::DEFAULT
+    };
+    let env = scan_envelope(br#"{"\u0073":2}"#, &escaped, DEFAULT_MAX_DEPTH).unwrap();
+    assert_eq!(env.seq.map(|v| v.raw()), Some(&b"2"[..]));
 }
