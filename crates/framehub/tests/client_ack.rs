@@ -540,10 +540,19 @@ async fn against_a_real_hub_every_message_arrives_once_across_cuts() {
     for ts in 0..N {
         client.send(message(ts)).await.expect("queued");
         if ts > 0 && ts % (N / 4) == 0 {
+            // Mid-stream, on a live link: some acknowledged, much not.
+            until(&client, "progress", |c| c.acked >= ts - N / 8).await;
+            until(&client, "a link", |_| {
+                client.is_connected() && proxy.open_links() > 0
+            })
+            .await;
             proxy.cut();
         }
     }
-    client.close(PATIENCE * 3).await.expect("every message acknowledged");
+    client
+        .close(PATIENCE * 3)
+        .await
+        .expect("every message acknowledged");
     let timestamps = consumer.await.expect("consumer");
     assert_once_in_order(&timestamps, N);
     let drops = hub.counters();

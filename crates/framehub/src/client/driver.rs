@@ -18,7 +18,10 @@ use tokio_rustls::client::TlsStream;
 
 use super::backoff::Backoff;
 use super::outbox::Outgoing;
-use super::{ClientAckMode, ClientConfig, ClientEvent, ClientState, DisconnectReason, Shared, add};
+use super::{
+    ClientAckMode, ClientConfig, ClientEvent, ClientProtocol, ClientState, DisconnectReason,
+    Shared, add,
+};
 use crate::codec::FrameDecoder;
 use crate::json::{self, EnvelopeKeys};
 use crate::stats::WarnLimiter;
@@ -367,7 +370,7 @@ fn read_frames(
         match decoder.decode_next(received, false) {
             Ok(Some(frame)) => {
                 add(&shared.stats.frames_received, 1);
-                match parse_ack(&shared.config.ack.mode, &frame) {
+                match parse_ack(&shared.config, &frame) {
                     Some(seq) => {
                         add(&shared.stats.acks_received, 1);
                         got.ack = got.ack.max(Some(seq));
@@ -384,16 +387,18 @@ fn read_frames(
 }
 
 /// The number an ack frame acknowledges up to (docs/acks.md): node
-/// protocol `{"type":"ack","seq":N}`, `length` framing 8 bytes big-endian.
-fn parse_ack(mode: &ClientAckMode, frame: &[u8]) -> Option<u64> {
-    match mode {
-        ClientAckMode::Off => None,
-        ClientAckMode::Length { .. } => Some(u64::from_be_bytes(frame.try_into().ok()?)),
-        ClientAckMode::Node { .. } => {
-            // The timestamp's slot finds `seq`: nothing here needs a
+/// protocol `{"type":"ack","seq":N}` in the listener's names (its
+/// `fields.msg_type` and `ack.seq_field`, which the client's identity and
+/// ack mode mirror), `length` framing 8 bytes big-endian.
+fn parse_ack(config: &ClientConfig, frame: &[u8]) -> Option<u64> {
+    match (&config.ack.mode, &config.protocol) {
+        (ClientAckMode::Length { .. }, _) => Some(u64::from_be_bytes(frame.try_into().ok()?)),
+        (ClientAckMode::Node { seq_field }, ClientProtocol::Node(identity)) => {
+            // The timestamp's slot finds the number: nothing here needs a
             // timestamp.
             let keys = EnvelopeKeys {
-                timestamp: b"seq",
+                msg_type: identity.fields.msg_type.as_bytes(),
+                timestamp: seq_field.as_bytes(),
                 ..EnvelopeKeys::DEFAULT
             };
             let envelope = json::scan_envelope(frame, &keys, 4).ok()?;
@@ -405,6 +410,7 @@ fn parse_ack(mode: &ClientAckMode, frame: &[u8]) -> Option<u64> {
                 .parse()
                 .ok()
         }
+        _ => None,
     }
 }
 
@@ -721,8 +727,11 @@ mod tests {
     }
 
     #[test]
-    fn acks_are_parsed_per_mode() {
-        let node = ClientAckMode::node();
+    fn acks_are_parsed_per_mode_in_the_listeners_names() {
+        let node = ClientConfig {
+            ack: super::super::ClientAckConfig::new(ClientAckMode::node()),
+            ..ClientConfig::new("h:1")
+        };
         assert_eq!(parse_ack(&node, br#"{"type":"ack","seq":42}"#), Some(42));
         assert_eq!(
             parse_ack(&node, br#"{ "seq" : 7 , "type" : "ack" }"#),
@@ -732,14 +741,24 @@ mod tests {
         assert_eq!(parse_ack(&node, br#"{"type":"ack","seq":-1}"#), None);
         assert_eq!(parse_ack(&node, br#"{"type":"ack","seq":"5"}"#), None);
         assert_eq!(parse_ack(&node, b"garbage"), None);
-        let length = ClientAckMode::Length {
-            stream_id: "s".into(),
+        let mut renamed = node.clone();
+        renamed.ack.mode = ClientAckMode::Node {
+            seq_field: "n".into(),
+        };
+        if let ClientProtocol::Node(identity) = &mut renamed.protocol {
+            identity.fields.msg_type = "kind".into();
+        }
+        assert_eq!(parse_ack(&renamed, br#"{"kind":"ack","n":3}"#), Some(3));
+        assert_eq!(parse_ack(&renamed, br#"{"type":"ack","seq":3}"#), None);
+        let length = ClientConfig {
+            ack: super::super::ClientAckConfig::new(ClientAckMode::Length {
+                stream_id: "s".into(),
+            }),
+            ..ClientConfig::new("h:1")
         };
         assert_eq!(parse_ack(&length, &9u64.to_be_bytes()), Some(9));
         assert_eq!(parse_ack(&length, b"short"), None);
-        assert_eq!(
-            parse_ack(&ClientAckMode::Off, br#"{"type":"ack","seq":1}"#),
-            None
-        );
+        let off = ClientConfig::new("h:1");
+        assert_eq!(parse_ack(&off, br#"{"type":"ack","seq":1}"#), None);
     }
 }
