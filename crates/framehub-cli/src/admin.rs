@@ -23,7 +23,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use framehub::{ConnectionInfo, Hub};
+use framehub::{ConnectionInfo, DropReason, Hub};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -75,6 +75,19 @@ impl AdminState {
         for s in &self.sinks {
             if let Some(e) = s.error() {
                 problems.push(format!("sink {:?} ({}): {e}", s.name, s.kind));
+            }
+        }
+        // The sinks do not keep up and the queues in front of them drop
+        // (a drop policy): frames are being lost now. (Full with `block`
+        // is backpressure, not a fault.)
+        if let Some(queue) = self.sink_queue.upgrade()
+            && queue.capacity() == 0
+        {
+            let dropped = self.hub.counters().dropped(DropReason::QueueFull);
+            if dropped > 0 {
+                problems.push(format!(
+                    "the sinks' queue is full and receiver queues drop frames ({dropped} dropped as queue_full so far)"
+                ));
             }
         }
         problems

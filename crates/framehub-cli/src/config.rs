@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use framehub::units;
-use framehub::{ByteSize, HubConfig};
+use framehub::{ByteSize, HubConfig, OverflowPolicy};
 use serde::{Deserialize, Serialize};
 
 /// The admin HTTP server's default address: next to the listener's 30050,
@@ -395,9 +395,40 @@ pub struct FileConfig {
     pub admin: AdminConfig,
     /// The sinks (`[[sink]]` tables).
     pub sink: Vec<SinkConfig>,
+    /// Per `[[listener]]`, whether the file sets `queue.overflow` and
+    /// `group_overflow` itself (else `serve` picks its own default).
+    pub overflow_set: Vec<(bool, bool)>,
 }
 
 impl FileConfig {
+    /// `serve`'s defaults where they differ from the library's: with a
+    /// file sink, a listener whose overflow policies the file leaves
+    /// unset blocks (stops reading, so TCP pushes back on devices)
+    /// instead of dropping, since a user who asked for a file of what
+    /// arrived expects all of it there. Returns whether any changed.
+    pub fn apply_serve_defaults(&mut self) -> bool {
+        let has_file = self
+            .sinks()
+            .iter()
+            .any(|s| matches!(s, SinkConfig::File(_)));
+        if !has_file {
+            return false;
+        }
+        let mut changed = false;
+        for (i, l) in self.hub.listener.iter_mut().enumerate() {
+            let (queue_set, group_set) = self.overflow_set.get(i).copied().unwrap_or_default();
+            if !queue_set && l.queue.overflow != OverflowPolicy::Block {
+                l.queue.overflow = OverflowPolicy::Block;
+                changed = true;
+            }
+            if !group_set && l.group_overflow != OverflowPolicy::Block {
+                l.group_overflow = OverflowPolicy::Block;
+                changed = true;
+            }
+        }
+        changed
+    }
+
     /// The sinks to run: the configured ones, `[serve] out` as a file sink,
     /// and stdout when neither names a file or stdout sink (a tap alone
     /// does not replace stdout).
@@ -528,13 +559,25 @@ pub fn parse(text: &str) -> Result<FileConfig, BadConfig> {
         }
         None => Vec::new(),
     };
+    let overflow_set = match table.get("listener") {
+        Some(toml::Value::Array(listeners)) => listeners
+            .iter()
+            .map(|l| {
+                let queue = l.get("queue").and_then(|q| q.get("overflow")).is_some();
+                (queue, l.get("group_overflow").is_some())
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let hub: HubConfig = deserialize(toml::Value::Table(table), "")?;
-    let cfg = FileConfig {
+    let mut cfg = FileConfig {
         hub,
         serve,
         admin,
         sink,
+        overflow_set,
     };
+    cfg.apply_serve_defaults();
     cfg.validate()?;
     Ok(cfg)
 }

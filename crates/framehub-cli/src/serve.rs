@@ -4,6 +4,7 @@
 //! SIGHUP (`reload.rs`), and a clean exit on SIGINT or SIGTERM with
 //! everything received written and synced.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,7 @@ use crate::admin::door::DoorConfig;
 use crate::admin::{self, AdminState};
 use crate::config::{self, FileConfig, SinkConfig, TapSinkConfig};
 use crate::reload::Reloader;
+use crate::sink::durable::Durability;
 use crate::sink::file::FileSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::tap::Tap;
@@ -77,6 +79,11 @@ fn apply_flags(
     if args.no_admin {
         cfg.admin.enabled = false;
     }
+    if cfg.apply_serve_defaults() {
+        tracing::debug!(
+            "a file sink is configured: queues whose overflow is not set block instead of dropping"
+        );
+    }
     cfg.validate().map_err(|e| e.to_string())
 }
 
@@ -86,19 +93,49 @@ struct Sinks {
     sinks: Vec<Box<dyn Sink>>,
     statuses: Vec<Arc<SinkStatus>>,
     taps: Vec<Tap>,
+    /// Acknowledged delivery: what the file sinks made durable.
+    durability: Arc<Durability>,
+    /// Each node's durable sequence number found again in every file sink
+    /// (the lowest of theirs; a node one of them lacks is not durable).
+    recovered: Vec<(String, u64)>,
 }
 
-async fn build_sinks(configs: Vec<SinkConfig>) -> Result<Sinks, String> {
+/// `acks`: some listener acknowledges frames, so file sinks find their
+/// durable marks again and report their syncs.
+async fn build_sinks(configs: Vec<SinkConfig>, acks: bool) -> Result<Sinks, String> {
     let mut built = Sinks {
         sinks: Vec::new(),
         statuses: Vec::new(),
         taps: Vec::new(),
+        durability: Durability::new(),
+        recovered: Vec::new(),
     };
+    let mut recovered: Option<HashMap<String, u64>> = None;
     for config in configs {
         let status = SinkStatus::new(config.name(), config.kind(), config.is_durable());
         built.statuses.push(status.clone());
         let sink: Box<dyn Sink> = match config {
-            SinkConfig::File(c) => Box::new(FileSink::new(c, status)),
+            SinkConfig::File(c) => {
+                let durability = acks.then(|| built.durability.clone());
+                let file = FileSink::with_durability(c, status, durability);
+                if acks {
+                    let found: HashMap<String, u64> = file.recovered().into_iter().collect();
+                    recovered = Some(match recovered {
+                        None => found,
+                        Some(mut so_far) => {
+                            so_far.retain(|node, seq| match found.get(node) {
+                                Some(other) => {
+                                    *seq = (*seq).min(*other);
+                                    true
+                                }
+                                None => false,
+                            });
+                            so_far
+                        }
+                    });
+                }
+                Box::new(file)
+            }
             SinkConfig::Stdout(_) => Box::new(StdoutSink::new(status)),
             SinkConfig::Tap(c) => {
                 let bind = c.bind;
@@ -112,6 +149,7 @@ async fn build_sinks(configs: Vec<SinkConfig>) -> Result<Sinks, String> {
         };
         built.sinks.push(sink);
     }
+    built.recovered = recovered.unwrap_or_default().into_iter().collect();
     Ok(built)
 }
 
@@ -159,10 +197,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
     // The daemon's own ports are bound before the hub's, so a port that is
     // taken fails the start before any device has connected.
     let admin_listener = bind_admin(&cfg).await?;
-    let sinks = build_sinks(cfg.sinks())
+    let acks = cfg.hub.listeners().iter().any(|l| l.ack.is_on());
+    let mut sinks = build_sinks(cfg.sinks(), acks)
         .await
         .map_err(StartError::failure)?;
-    let hub = start_hub(&cfg).await?;
+    let hub = start_hub(&cfg, std::mem::take(&mut sinks.recovered)).await?;
+    sinks.durability.set_acks(hub.acks());
     let sink_thread = SinkThread::start(sinks, &hub)?;
     let admin = Admin::start(admin_listener, &cfg, &hub, &sink_thread, started);
     let status = start_status_output(&args, &cfg, &hub);
@@ -176,6 +216,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
 
     signal.await;
     tracing::info!("shutting down");
+    force_exit_on_second_signal();
     reloader.abort();
     admin.begin_shutdown();
     hub.shutdown().await;
@@ -185,6 +226,22 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
     let code = sink_thread.finish(&hub).await;
     admin.stop().await;
     Ok(code)
+}
+
+/// A second SIGINT or SIGTERM during the shutdown exits at once (code
+/// 130), for a shutdown that cannot finish (a sink blocked on a full pipe,
+/// a disk that does not answer): what is not written is lost, and said so.
+fn force_exit_on_second_signal() {
+    match crate::shutdown_signal() {
+        Ok(second) => {
+            tokio::spawn(async move {
+                second.await;
+                tracing::error!("second signal: exiting now; frames not yet written are lost");
+                std::process::exit(130);
+            });
+        }
+        Err(e) => tracing::warn!("cannot watch for a second signal: {e}"),
+    }
 }
 
 /// The file config (if any) with the command-line flags and the
@@ -227,17 +284,20 @@ struct AdminListener {
     door: DoorConfig,
 }
 
-async fn start_hub(cfg: &FileConfig) -> Result<Hub, StartError> {
+async fn start_hub(cfg: &FileConfig, recovered: Vec<(String, u64)>) -> Result<Hub, StartError> {
     if !cfg.hub.nodes.auto_provision {
         tracing::warn!(
             "nodes.auto_provision is off: node frames have no receiver in `serve` and will be dropped (counted)"
         );
     }
-    Hub::start(cfg.hub.clone()).await.map_err(|e| match e {
-        // A certificate file that is missing or bad is a config error.
-        HubError::Config(_) => StartError::config(e.to_string()),
-        _ => StartError::failure(e.to_string()),
-    })
+    let handlers: Vec<(String, framehub::Handler)> = Vec::new();
+    Hub::start_recovered(cfg.hub.clone(), handlers, recovered)
+        .await
+        .map_err(|e| match e {
+            // A certificate file that is missing or bad is a config error.
+            HubError::Config(_) => StartError::config(e.to_string()),
+            _ => StartError::failure(e.to_string()),
+        })
 }
 
 /// The sink thread, fed every delivered frame by the hub's fan-in, and the
@@ -255,12 +315,13 @@ impl SinkThread {
     fn start(sinks: Sinks, hub: &Hub) -> Result<SinkThread, StartError> {
         let (tx, rx) = mpsc::channel::<Message>(SINK_QUEUE);
         let writers = sinks.sinks;
+        let durability = sinks.durability;
         let (sink_done, done) = oneshot::channel();
         // A named thread of its own, so `top -H` shows what the sinks cost.
         std::thread::Builder::new()
             .name("framehub-sink".to_owned())
             .spawn(move || {
-                let _ = sink_done.send(sink::run(rx, writers));
+                let _ = sink_done.send(sink::run(rx, writers, durability));
             })
             .map_err(|e| StartError::failure(format!("cannot start the sink thread: {e}")))?;
         tokio::spawn(sink::ticker(tx.downgrade()));
@@ -332,6 +393,23 @@ fn report_exit(
                 "stopped; some delivered frames could not be written"
             );
             ExitCode::FAILURE
+        }
+        Some(busy) if written < counters.frames_delivered => {
+            // Delivered frames a drop policy evicted from a full queue
+            // before the sinks took them (counted as queue_full).
+            tracing::warn!(
+                written,
+                failed,
+                write_secs = busy.as_secs_f64(),
+                received = counters.frames_received,
+                delivered = counters.frames_delivered,
+                not_written = counters.frames_delivered - written,
+                dropped = counters.dropped_total(),
+                heartbeats = counters.heartbeats,
+                duplicates = counters.duplicates,
+                "stopped; some delivered frames were dropped from full queues before the sinks took them"
+            );
+            ExitCode::SUCCESS
         }
         Some(busy) => {
             tracing::info!(

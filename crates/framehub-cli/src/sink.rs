@@ -5,7 +5,9 @@
 //! A record: `{"received_at":"2026-01-20T18:02:52.478123Z","listener":"default",
 //! "node":"radar3","conn":7,"peer":"10.0.0.5:51234","frame":{...}}` with
 //! `frame` holding the original JSON byte for byte, or `frame_b64` for any
-//! frame that is not single-line JSON.
+//! frame that is not single-line JSON. A frame with a sequence number
+//! (acknowledged delivery) has `"seq":N` before `frame`, so that a file
+//! sink finds each node's durable mark again at start.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -18,6 +20,9 @@ use framehub::{Frame, Protocol, Source};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
+use self::durable::{Durability, MarkCollector, Marks};
+
+pub mod durable;
 pub mod file;
 pub mod stdout;
 pub mod tap;
@@ -65,6 +70,9 @@ impl RecordWriter {
         out.write_all(b"{\"received_at\":\"")?;
         out.write_all(self.time_text.as_bytes())?;
         out.write_all(&self.source_text)?;
+        if let Some(seq) = frame.seq {
+            write!(out, "\"seq\":{},", seq.value())?;
+        }
         // Node-protocol frames were validated as single-line JSON objects
         // on the way in; anything else is checked here.
         if frame.source.protocol == Protocol::Node || is_single_line_json(&frame.payload) {
@@ -102,6 +110,11 @@ pub struct Chunk {
     pub bytes: Bytes,
     /// How many records `bytes` holds.
     pub records: u64,
+    /// Its number, from 1 (acknowledged delivery: what a durable sink
+    /// reports as synced).
+    pub no: u64,
+    /// The last sequence number of each node in it.
+    pub marks: Marks,
 }
 
 /// What the sink thread is handed.
@@ -142,6 +155,9 @@ pub struct SinkStatus {
     pub records_failed: AtomicU64,
     /// Files rotated (file sinks).
     pub rotations: AtomicU64,
+    /// Partial last records cut off at start (file sinks: the previous run
+    /// ended mid-write).
+    pub partial_records_cut: AtomicU64,
     /// Subscribers connected now (taps).
     pub subscribers: AtomicU64,
     /// Records a subscriber missed because its buffer was full (taps).
@@ -172,6 +188,7 @@ impl SinkStatus {
             bytes_written: AtomicU64::new(0),
             records_failed: AtomicU64::new(0),
             rotations: AtomicU64::new(0),
+            partial_records_cut: AtomicU64::new(0),
             subscribers: AtomicU64::new(0),
             records_lost: AtomicU64::new(0),
             subscribers_cut: AtomicU64::new(0),
@@ -270,6 +287,10 @@ struct Encoder {
     records: RecordWriter,
     buf: Vec<u8>,
     count: u64,
+    /// Chunks cut so far.
+    chunks: u64,
+    marks: MarkCollector,
+    durability: Arc<Durability>,
 }
 
 impl Encoder {
@@ -286,6 +307,9 @@ impl Encoder {
                 continue;
             }
             self.count += 1;
+            if let (Some(node), Some(seq)) = (&frame.source.node, frame.seq) {
+                self.marks.note(node, seq);
+            }
             if self.buf.len() >= CHUNK_BYTES {
                 self.emit(sinks);
             }
@@ -300,11 +324,15 @@ impl Encoder {
         // not keep a whole chunk-sized allocation alive in a tap
         // subscriber's buffer, whose bound counts bytes, not capacity. The
         // encoding buffer is reused.
+        self.chunks += 1;
         let chunk = Chunk {
             bytes: Bytes::copy_from_slice(&self.buf),
             records: std::mem::take(&mut self.count),
+            no: self.chunks,
+            marks: self.marks.take(),
         };
         self.buf.clear();
+        self.durability.emitted(chunk.no, &chunk.marks);
         for s in sinks.iter_mut() {
             s.write(&chunk);
         }
@@ -315,13 +343,20 @@ impl Encoder {
 /// sink (flush, sync). File and pipe writes block, hence a thread of its
 /// own rather than a task. Returns the time from the first batch to the
 /// end of the last write (the sinks' throughput, reported at exit).
-pub fn run(mut rx: mpsc::Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>) -> Duration {
+pub fn run(
+    mut rx: mpsc::Receiver<Message>,
+    mut sinks: Vec<Box<dyn Sink>>,
+    durability: Arc<Durability>,
+) -> Duration {
     let mut first: Option<Instant> = None;
     let mut busy = Duration::ZERO;
     let mut encoder = Encoder {
         records: RecordWriter::default(),
         buf: Vec::with_capacity(CHUNK_BYTES + 4096),
         count: 0,
+        chunks: 0,
+        marks: MarkCollector::default(),
+        durability,
     };
     while let Some(message) = rx.blocking_recv() {
         let mut tick = false;
@@ -399,6 +434,7 @@ mod tests {
                     Protocol::Raw
                 },
             }),
+            seq: None,
         }
     }
 
@@ -444,7 +480,7 @@ mod tests {
         }
         tx.blocking_send(Message::Tick).expect("tick");
         drop(tx);
-        run(rx, sinks);
+        run(rx, sinks, Durability::new());
         let a = collected[0].lock();
         let b = collected[1].lock();
         assert_eq!(a.len(), b.len());

@@ -29,16 +29,34 @@ pub(crate) struct Binding {
     pub(crate) close: Box<dyn Fn() + Send + Sync>,
 }
 
+/// What [`Stream::accept`] made of a frame's sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Accepted {
+    /// Above everything accepted: deliver it.
+    Taken,
+    /// At or below the accepted mark: a resend the server has.
+    Duplicate,
+    /// The connection belongs to a round that was rewound (it is being
+    /// closed; its client sends the frame again).
+    Stale,
+}
+
+/// The accepted mark and the round it belongs to, changed together.
+struct Marks {
+    /// The highest sequence number handed to the consumers.
+    accepted: u64,
+    /// Raised by a rewind: acknowledgements of frames accepted before it
+    /// are ignored, and connections of an earlier round accept nothing.
+    epoch: u64,
+}
+
 /// One node's (or stream's) marks.
 pub(crate) struct Stream {
-    /// The highest sequence number handed to the consumers. Raised by the
-    /// connection's read loop without a lock (one atomic per frame).
-    accepted: AtomicU64,
+    /// Taken once per frame by the connection bound to the node: a lock
+    /// nobody else wants but a rewind.
+    marks: Mutex<Marks>,
     /// The highest sequence number the consumers acknowledged.
     durable: AtomicU64,
-    /// Raised by a rewind: acknowledgements of frames accepted before it
-    /// are ignored.
-    epoch: AtomicU64,
     /// The connections bound now (usually one; a reconnect briefly
     /// overlaps the dead connection's last moments).
     bindings: Mutex<Vec<Binding>>,
@@ -47,22 +65,32 @@ pub(crate) struct Stream {
 impl Stream {
     fn new(durable: u64) -> Stream {
         Stream {
-            accepted: AtomicU64::new(durable),
+            marks: Mutex::new(Marks {
+                accepted: durable,
+                epoch: 0,
+            }),
             durable: AtomicU64::new(durable),
-            epoch: AtomicU64::new(0),
             bindings: Mutex::new(Vec::new()),
         }
     }
 
-    /// Takes `seq` if it is above everything accepted so far (and raises
-    /// the mark); false for a duplicate.
-    pub(crate) fn accept(&self, seq: u64) -> bool {
-        self.accepted.fetch_max(seq, Ordering::AcqRel) < seq
+    /// Takes `seq`, from a connection of round `epoch`, if it is above
+    /// everything accepted so far (and raises the mark).
+    pub(crate) fn accept(&self, seq: u64, epoch: u64) -> Accepted {
+        let mut marks = self.marks.lock();
+        if marks.epoch != epoch {
+            Accepted::Stale
+        } else if seq <= marks.accepted {
+            Accepted::Duplicate
+        } else {
+            marks.accepted = seq;
+            Accepted::Taken
+        }
     }
 
     /// The round frames accepted now belong to.
     pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+        self.marks.lock().epoch
     }
 
     pub(crate) fn durable(&self) -> u64 {
@@ -110,8 +138,11 @@ impl Stream {
     /// on, and the bound connections are closed so their clients resend.
     pub(crate) fn rewind(&self) {
         let bindings = self.bindings.lock();
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.accepted.store(self.durable(), Ordering::Release);
+        {
+            let mut marks = self.marks.lock();
+            marks.epoch += 1;
+            marks.accepted = self.durable();
+        }
         for b in bindings.iter() {
             (b.close)();
         }
@@ -288,13 +319,10 @@ mod tests {
         let table = Arc::new(AckTable::new(4, [("r".to_owned(), 10)]));
         let acks = Acks::new(&table);
         let s = table.stream(&Arc::from("r")).expect("room");
-        assert!(
-            !s.accept(10),
-            "recovered as durable: a resend is a duplicate"
-        );
-        assert!(s.accept(11));
-        assert!(s.accept(15));
-        assert!(!s.accept(12));
+        assert_eq!(s.accept(10, 0), Accepted::Duplicate, "recovered as durable");
+        assert_eq!(s.accept(11, 0), Accepted::Taken);
+        assert_eq!(s.accept(15, 0), Accepted::Taken);
+        assert_eq!(s.accept(12, 0), Accepted::Duplicate);
         let sent = Arc::new(Mutex::new(Vec::new()));
         let closed = Arc::new(AtomicBool::new(false));
         s.bind(binding(1, &sent, &closed), false);
@@ -311,7 +339,16 @@ mod tests {
         // taken again and is.
         acks.acknowledge("r", Seq::new(15, e0));
         assert_eq!(*sent.lock(), [10, 11]);
-        assert!(s.accept(12), "accepted fell back to durable");
+        assert_eq!(
+            s.accept(16, e0),
+            Accepted::Stale,
+            "the old round accepts nothing"
+        );
+        assert_eq!(
+            s.accept(12, s.epoch()),
+            Accepted::Taken,
+            "fell back to durable"
+        );
         acks.acknowledge("r", Seq::new(12, s.epoch()));
         assert_eq!(*sent.lock(), [10, 11, 12]);
         s.unbind(1);

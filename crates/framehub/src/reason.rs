@@ -344,11 +344,15 @@ pub enum DropReason {
     /// Read from a socket but not delivered because the hub shut down
     /// before its queue had room (`block`, after `shutdown_grace`).
     Shutdown,
+    /// Acknowledged delivery: read on a connection being closed because
+    /// its node was rewound (frames were lost before they were durable);
+    /// the client sends it again.
+    Rewound,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the index into counter arrays).
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::Oversize,
         DropReason::InvalidJson,
         DropReason::InvalidUtf8,
@@ -371,6 +375,7 @@ impl DropReason {
         DropReason::AuthFailed,
         DropReason::Duplicate,
         DropReason::Shutdown,
+        DropReason::Rewound,
     ];
 
     /// A stable snake_case label for logs and metrics.
@@ -398,6 +403,7 @@ impl DropReason {
             DropReason::AuthFailed => "auth_failed",
             DropReason::Duplicate => "duplicate",
             DropReason::Shutdown => "shutdown",
+            DropReason::Rewound => "rewound",
         }
     }
 

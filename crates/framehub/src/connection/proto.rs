@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::arena::{compact, pack, share_out};
-use crate::ack::{AckTable, Stream};
+use crate::ack::{Accepted, AckTable, Stream};
 use crate::codec::{CodecError, FrameDecoder, consume};
 use crate::config::ListenerConfig;
 use crate::event::{CloseReason, ConnectionCounts};
@@ -540,10 +540,17 @@ impl Core {
         let Some(seq) = seq else {
             return true;
         };
-        if !stream.accept(seq) {
-            // A resend after a reconnect: expected, counted, not logged.
-            self.dropped(DropReason::Duplicate, 1);
-            return false;
+        match stream.accept(seq, ack.epoch) {
+            Accepted::Taken => {}
+            Accepted::Duplicate => {
+                // A resend after a reconnect: expected, counted, not logged.
+                self.dropped(DropReason::Duplicate, 1);
+                return false;
+            }
+            Accepted::Stale => {
+                self.dropped(DropReason::Rewound, 1);
+                return false;
+            }
         }
         self.seq = Some(Seq::new(seq, ack.epoch));
         true
@@ -673,12 +680,15 @@ mod tests {
 
     fn core_at(config: &ListenerConfig, now: Instant) -> Core {
         let node = (config.protocol == Protocol::Node).then(|| {
-            Arc::new(NodeProtocol::new(
-                &config.auth.load_tokens().expect("tokens"),
-                &config.fields,
-                &config.redact,
-                config.max_json_depth,
-            ))
+            Arc::new(
+                NodeProtocol::new(
+                    &config.auth.load_tokens().expect("tokens"),
+                    &config.fields,
+                    &config.redact,
+                    config.max_json_depth,
+                )
+                .with_seq(config.ack.is_on().then_some(config.ack.seq_field.as_str())),
+            )
         });
         let source = Source {
             conn: 7,
@@ -979,6 +989,137 @@ mod tests {
         let item = core.batch().pop().expect("frame");
         assert_eq!(item.frame.payload.len(), 62);
         assert!(buf.is_empty(), "the read was handed out whole");
+    }
+
+    fn ack_config(framing: FramingConfig, protocol: Protocol) -> ListenerConfig {
+        let mut c = config(framing, protocol);
+        c.ack.mode = crate::config::AckMode::Durable;
+        c.queue.overflow = crate::config::OverflowPolicy::Block;
+        c
+    }
+
+    fn seqs(core: &mut Core) -> Vec<Option<u64>> {
+        core.batch()
+            .drain(..)
+            .map(|i| i.frame.seq.map(|s| s.value()))
+            .collect()
+    }
+
+    /// Acknowledged delivery, node protocol: each frame's seq is read in
+    /// the envelope scan, frames at or below the node's accepted mark are
+    /// dropped as `duplicate` (across connections: the mark is the
+    /// node's), and a frame without a (valid) seq is delivered unnumbered.
+    #[test]
+    fn node_frames_carry_their_seq_and_resends_are_duplicates() {
+        let c = ack_config(FramingConfig::Lines, Protocol::Node);
+        let table = Arc::new(AckTable::new(8, [("n".to_owned(), 2)]));
+        let mut core = new_core(&c).with_acks(table.clone(), false);
+        let mut buf = BytesMut::new();
+        read(
+            &mut core,
+            &mut buf,
+            b"{\"node_id\":\"n\",\"seq\":1}\n\
+              {\"node_id\":\"n\",\"seq\":3}\n\
+              {\"node_id\":\"n\",\"seq\":3}\n\
+              {\"node_id\":\"n\",\"x\":{\"seq\":9}}\n\
+              {\"node_id\":\"n\",\"seq\":\"4\"}\n\
+              {\"node_id\":\"n\",\"seq\":0}\n\
+              {\"node_id\":\"n\",\"seq\":5.0}\n\
+              {\"node_id\":\"n\",\"seq\":4}\n",
+        )
+        .expect("open");
+        assert_eq!(seqs(&mut core), [Some(3), None, None, None, None, Some(4)]);
+        assert_eq!(drops(&core.take_pending()), [("duplicate", 2)]);
+        assert!(core.ack_stream().is_some());
+        // Another connection of the node shares its marks.
+        let mut other = new_core(&c).with_acks(table, false);
+        let mut buf = BytesMut::new();
+        read(
+            &mut other,
+            &mut buf,
+            b"{\"node_id\":\"n\",\"seq\":4}\n{\"node_id\":\"n\",\"seq\":18446744073709551615}\n",
+        )
+        .expect("open");
+        assert_eq!(seqs(&mut other), [Some(u64::MAX)]);
+        assert_eq!(drops(&other.take_pending()), [("duplicate", 1)]);
+    }
+
+    #[test]
+    fn seq_values_that_are_not_positive_integers_are_none() {
+        use crate::node::parse_seq;
+        assert_eq!(parse_seq(b"1"), Some(1));
+        assert_eq!(parse_seq(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b"0"[..],
+            b"01",
+            b"-1",
+            b"1.5",
+            b"1e3",
+            b"\"1\"",
+            b"",
+            b"18446744073709551616",
+        ] {
+            assert_eq!(parse_seq(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// The `length` layout: the hello binds the stream and is absorbed,
+    /// later frames lose their 8-byte prefix, duplicates and a second
+    /// hello are dropped, a short frame is truncated; a first frame that
+    /// is not a hello, or a bad stream id, closes.
+    #[test]
+    fn length_frames_bind_by_hello_and_lose_their_prefix() {
+        let c = ack_config(
+            FramingConfig::Length(LengthPrefix::default()),
+            Protocol::Raw,
+        );
+        let table = Arc::new(AckTable::new(8, []));
+        let frame = |seq: u64, payload: &[u8]| {
+            let mut f = ((8 + payload.len()) as u32).to_be_bytes().to_vec();
+            f.extend_from_slice(&seq.to_be_bytes());
+            f.extend_from_slice(payload);
+            f
+        };
+        let mut core = new_core(&c).with_acks(table.clone(), true);
+        let mut buf = BytesMut::new();
+        let mut wire = frame(0, b"cam-1");
+        wire.extend(frame(1, b"a"));
+        wire.extend(frame(2, b"b"));
+        wire.extend(frame(2, b"b again"));
+        wire.extend(frame(0, b"cam-1"));
+        wire.extend(b"\0\0\0\x03abc");
+        wire.extend(frame(3, b""));
+        read(&mut core, &mut buf, &wire).expect("open");
+        assert_eq!(core.take_bound().as_deref(), Some("cam-1"));
+        let batch: Vec<_> = core.batch().drain(..).collect();
+        let got: Vec<_> = batch
+            .iter()
+            .map(|i| (i.frame.payload.to_vec(), i.frame.seq.map(|s| s.value())))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (b"a".to_vec(), Some(1)),
+                (b"b".to_vec(), Some(2)),
+                (Vec::new(), Some(3))
+            ]
+        );
+        assert_eq!(batch[0].frame.source.node.as_deref(), Some("cam-1"));
+        assert_eq!(
+            drops(&core.take_pending()),
+            [("duplicate", 1), ("invalid_header", 1), ("truncated", 1)]
+        );
+        for first in [
+            frame(1, b"x"),
+            frame(0, b""),
+            frame(0, &[b'x'; 129]),
+            frame(0, b"\xff"),
+        ] {
+            let mut core = new_core(&c).with_acks(table.clone(), true);
+            let mut buf = BytesMut::new();
+            let end = read(&mut core, &mut buf, &first);
+            assert!(matches!(end, Err(CloseReason::FramingLost(_))), "{end:?}");
+        }
     }
 
     fn same_allocation(frame: &Bytes, buf: &BytesMut) -> bool {
