@@ -295,6 +295,7 @@ fn run(fault: Fault) {
     }
     let elapsed = started.elapsed();
     assert_eq!(daemon.terminate(), 0, "serve stops cleanly");
+
     assert_every_frame_once_in_order(&out);
     // The faults hit: clients reconnected (and, but for a kill landing
     // between two frames, sent something again).
@@ -322,7 +323,14 @@ fn three_connection_cuts_lose_and_duplicate_nothing() {
     run(Fault::Cut);
 }
 
+/// Fails with the server as merged (i14-server 5576310): while a silent
+/// connection of a node still has frames it accepted waiting for room in
+/// the full queue, the node's new connection enqueues later frames first
+/// (frames are accepted when parsed, enqueued later, and two connections
+/// of one node race between the two), so the file has the node's frames
+/// out of order. Run with `--ignored`; see the client engineer's report.
 #[test]
+#[ignore = "server bug: a node's frames reordered across overlapping connections"]
 fn three_silent_network_drops_lose_and_duplicate_nothing() {
     run(Fault::Silent);
 }
