@@ -178,7 +178,11 @@ fn assert_every_frame_once_in_order(out: &Path) {
         let ts = r["frame"]["timestamp"].as_u64().expect("timestamp");
         let seq = r["frame"]["seq"].as_u64().expect("the client numbered it");
         let last = last_seq.entry(node.clone()).or_insert(0);
-        assert!(seq > *last, "{node}: seq {seq} after {last} (line {})", n + 1);
+        assert!(
+            seq > *last,
+            "{node}: seq {seq} after {last} (line {})",
+            n + 1
+        );
         *last = seq;
         per_node.entry(node).or_default().push(ts);
     }
@@ -393,8 +397,18 @@ fn the_python_device_in_the_docs_gets_its_frames_acknowledged() {
     };
     let mut stdout = String::new();
     let mut stderr = String::new();
-    child.stdout.take().expect("stdout").read_to_string(&mut stdout).expect("stdout");
-    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("stderr");
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("stdout");
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
     assert!(status.success(), "python: {status}\n{stdout}\n{stderr}");
     assert_eq!(stdout.trim(), "all 100 frames are durable");
     // Acknowledged means synced: it is in the file now, before any
