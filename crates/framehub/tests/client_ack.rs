@@ -186,8 +186,11 @@ fn seqs(seen: &[Seen]) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_numbered_and_acks_free_them() {
     let listener = listener().await;
-    let client =
-        Client::start(node_client(listener.local_addr().unwrap(), node_ack(100))).expect("client");
+    let client = Client::start(node_client(
+        listener.local_addr().expect("local addr"),
+        node_ack(100),
+    ))
+    .expect("client");
     for ts in 0..5 {
         client.send(message(ts)).await.expect("queued");
     }
@@ -231,8 +234,11 @@ async fn messages_are_numbered_and_acks_free_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacknowledged_messages_are_resent_in_order_before_new_ones() {
     let listener = listener().await;
-    let client =
-        Client::start(node_client(listener.local_addr().unwrap(), node_ack(1))).expect("client");
+    let client = Client::start(node_client(
+        listener.local_addr().expect("local addr"),
+        node_ack(1),
+    ))
+    .expect("client");
     for ts in 1..=10 {
         client.send(message(ts)).await.expect("queued");
     }
@@ -264,8 +270,11 @@ async fn unacknowledged_messages_are_resent_in_order_before_new_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ack_for_resent_messages_frees_them() {
     let listener = listener().await;
-    let client =
-        Client::start(node_client(listener.local_addr().unwrap(), node_ack(1))).expect("client");
+    let client = Client::start(node_client(
+        listener.local_addr().expect("local addr"),
+        node_ack(1),
+    ))
+    .expect("client");
     for ts in 1..=6 {
         client.send(message(ts)).await.expect("queued");
     }
@@ -294,7 +303,7 @@ async fn a_full_outbox_waits_or_fails_and_never_drops() {
             outbox_policy: policy,
             max_frame_bytes: 256,
             ..node_client(
-                listener.local_addr().unwrap(),
+                listener.local_addr().expect("local addr"),
                 ClientAckConfig {
                     max_unacked_bytes: 4 * one + one / 2,
                     ..node_ack(1)
@@ -351,7 +360,7 @@ async fn no_ack_progress_within_the_timeout_means_reconnect_and_resend() {
     let client = Client::start(ClientConfig {
         liveness_timeout: None,
         ..node_client(
-            listener.local_addr().unwrap(),
+            listener.local_addr().expect("local addr"),
             ClientAckConfig {
                 timeout,
                 ..node_ack(1)
@@ -390,7 +399,7 @@ async fn no_ack_progress_within_the_timeout_means_reconnect_and_resend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_network_drop_is_noticed_by_the_missing_acks() {
     let listener = listener().await;
-    let proxy = Proxy::start(listener.local_addr().unwrap()).await;
+    let proxy = Proxy::start(listener.local_addr().expect("local addr")).await;
     let client = Client::start(node_client(
         proxy.addr(),
         ClientAckConfig {
@@ -423,8 +432,11 @@ async fn a_silent_network_drop_is_noticed_by_the_missing_acks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_reports_what_was_never_acknowledged() {
     let listener = listener().await;
-    let client =
-        Client::start(node_client(listener.local_addr().unwrap(), node_ack(1))).expect("client");
+    let client = Client::start(node_client(
+        listener.local_addr().expect("local addr"),
+        node_ack(1),
+    ))
+    .expect("client");
     for ts in 1..=3 {
         client.send(message(ts)).await.expect("queued");
     }
@@ -459,7 +471,7 @@ async fn length_framing_carries_numbers_and_a_stream_id() {
                 stream_id: "camera-2".into(),
             })
         },
-        ..ClientConfig::new(listener.local_addr().unwrap().to_string())
+        ..ClientConfig::new(listener.local_addr().expect("local addr").to_string())
     })
     .expect("client");
     for payload in ["a", "b", "c"] {
