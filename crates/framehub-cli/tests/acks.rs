@@ -417,3 +417,64 @@ fn healthz_reports_a_sink_queue_that_is_full_and_dropping() {
     let _ = daemon.child.kill();
     let _ = sender.join();
 }
+
+/// Issue 18 item 6: a sync that does not return holds up neither the
+/// file's writes nor another sink nor ingest; its acks wait for it.
+#[test]
+fn a_stalled_sync_stops_neither_writes_nor_other_sinks_and_holds_its_acks() {
+    let dir = temp_dir("held-sync");
+    let out = dir.join("frames.ndjson");
+    let hold = dir.join("hold-sync");
+    std::fs::write(&hold, "").expect("hold");
+    let config = dir.join("framehub.toml");
+    let text = format!(
+        "{}[[sink]]\ntype = \"tap\"\nname = \"live\"\nbind = \"127.0.0.1:0\"\n",
+        ack_config(&out, "always")
+    );
+    std::fs::write(&config, text).expect("config");
+    let mut command = framehub();
+    command
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--quiet",
+            "--no-admin",
+            "--config",
+        ])
+        .arg(&config)
+        .env("FRAMEHUB_TEST_HOLD_SYNC", &hold);
+    let mut daemon = Daemon::spawn(command);
+    let addr = daemon.addr();
+    let tap = daemon.tap("live");
+    let mut subscriber = BufReader::new(TcpStream::connect(tap).expect("tap"));
+    std::thread::sleep(Duration::from_millis(200));
+    let mut dev = Device::connect(addr);
+    dev.send("dev", 1..=10);
+    eventually("the first batch is written", || line_count(&out) >= 10);
+    // The sync of the first batch is stuck; the next batches are still
+    // written, and the tap still gets every record.
+    for round in 1..5u64 {
+        dev.send("dev", round * 10 + 1..=round * 10 + 10);
+        eventually("a later batch is written while the sync waits", || {
+            line_count(&out) >= (round as usize + 1) * 10
+        });
+    }
+    let mut line = String::new();
+    for _ in 0..50 {
+        line.clear();
+        subscriber.read_line(&mut line).expect("tap record");
+        assert!(line.contains("\"node\":\"dev\""), "{line}");
+    }
+    assert!(hold.exists(), "the sync was held all along");
+    assert_eq!(
+        dev.line_within(Duration::from_millis(500)),
+        None,
+        "no ack while the sync has not returned"
+    );
+    std::fs::remove_file(&hold).expect("release");
+    let acks = dev.acked_through(50);
+    assert_eq!(acks.last(), Some(&50));
+    assert_eq!(daemon.terminate(), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -229,8 +229,8 @@ impl CloseReason {
         "read_error",
         "slow_client",
         "proxy_rejected",
-        "tls_failed",
         "rewound",
+        "tls_failed",
     ];
 
     pub(crate) fn index(&self) -> usize {
@@ -434,8 +434,8 @@ mod tests {
             CloseReason::ReadError(String::new()),
             CloseReason::SlowClient,
             CloseReason::ProxyRejected(ProxyFailure::Missing),
-            CloseReason::TlsFailed(TlsFailure::Timeout),
             CloseReason::Rewound,
+            CloseReason::TlsFailed(TlsFailure::Timeout),
         ];
         for (i, r) in closes.iter().enumerate() {
             assert_eq!(r.index(), i, "{r:?}");

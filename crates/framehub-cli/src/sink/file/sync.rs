@@ -22,6 +22,11 @@ use crate::sink::durable::Durability;
 /// precedes a sync; a release build ignores it.
 pub const FAIL_SYNC_ENV: &str = "FRAMEHUB_TEST_FAIL_SYNC";
 
+/// Test-only, debug builds only, as [`FAIL_SYNC_ENV`]: while the file this
+/// names exists, every sync waits (a disk whose fsync takes forever), to
+/// show that the writes, ingest and the other sinks go on meanwhile.
+pub const HOLD_SYNC_ENV: &str = "FRAMEHUB_TEST_HOLD_SYNC";
+
 /// The state file beside `path`: `.<name>.acks` (hidden, so that nothing
 /// that looks for rotated `path.*` files takes it for one).
 pub fn state_path(path: &Path) -> PathBuf {
@@ -200,6 +205,13 @@ impl Worker {
 }
 
 fn sync_data(file: &File) -> io::Result<()> {
+    if cfg!(debug_assertions)
+        && let Some(flag) = std::env::var_os(HOLD_SYNC_ENV)
+    {
+        while Path::new(&flag).exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
     if cfg!(debug_assertions)
         && let Some(flag) = std::env::var_os(FAIL_SYNC_ENV)
         && Path::new(&flag).exists()
