@@ -9,9 +9,12 @@
 //!   a NATS subscriber, or nothing (a remote server).
 //! - [`idle`]: many idle authenticated connections and the server's memory.
 //! - [`tls`]: the generator's TLS client (`--tls-ca`).
+//! - [`ack`]: the library's `Client` as the generator, with or without
+//!   acknowledged delivery: throughput, ack latency, outbox memory.
 
 #![forbid(unsafe_code)]
 
+pub mod ack;
 pub mod frames;
 pub mod idle;
 pub mod load;

@@ -85,6 +85,27 @@ pub struct BenchArgs {
     /// The name the server's certificate must carry (default: its IP).
     #[arg(long, value_name = "NAME", requires = "tls_ca")]
     pub tls_server_name: Option<String>,
+    /// Send through the library's reconnecting `Client` (one per
+    /// connection) to `--to`; ends when every frame was written.
+    #[arg(long, requires = "to")]
+    pub client: bool,
+    /// With the client: acknowledged delivery (the listener needs
+    /// [listener.ack] mode = "durable"); ends when every frame was
+    /// acknowledged, and reports the latency from send to ack.
+    #[arg(long, requires = "client")]
+    pub ack: bool,
+    /// With the client: bytes of unacknowledged frames (or, without acks,
+    /// about as many bytes of queued frames) each client holds at most.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    pub max_unacked: usize,
+    /// Measure the client's memory per MiB of unacknowledged frames (a
+    /// server in this process that never acknowledges), then exit.
+    #[arg(long)]
+    pub outbox_memory: bool,
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    framehub::ByteSize::parse(text).map(|s| s.0)
 }
 
 impl BenchArgs {
@@ -109,6 +130,37 @@ pub async fn run(args: BenchArgs) -> ExitCode {
 }
 
 async fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
+    if args.outbox_memory {
+        let report = framehub_bench::ack::outbox_memory(args.size, args.max_unacked).await?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(());
+    }
+    if args.client {
+        let to = args
+            .to
+            .ok_or_else(|| anyhow::anyhow!("--client needs --to"))?;
+        let report = framehub_bench::ack::run(framehub_bench::ack::ClientLoad {
+            to: to.to_string(),
+            conns: args.conns.max(1),
+            frames: args.frames.unwrap_or(100_000),
+            size: args.size,
+            rate: args.rate,
+            token: args.token.clone(),
+            ack: args.ack,
+            max_unacked: args.max_unacked,
+        })
+        .await?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(());
+    }
     if let Some(n) = args.idle_conns {
         let to = args
             .to

@@ -1,6 +1,6 @@
 //! `framehub send`: stdin's lines (or a simulated fleet, see `simulate`)
 //! through the library's reconnecting client, exiting 0 once everything
-//! read was written.
+//! read was written (with `--ack`: acknowledged as durable by the server).
 //!
 //! Stdin is cut into lines with the library's `lines` decoder, so a line
 //! that never ends cannot grow a buffer past `--max-frame-bytes`.
@@ -13,8 +13,8 @@ use bytes::{Bytes, BytesMut};
 use framehub::codec::{FrameDecoder, FramingConfig};
 use framehub::units::{parse_duration, parse_opt_duration};
 use framehub::{
-    ByteSize, Client, ClientConfig, ClientCounters, ClientError, ClientProtocol, ClientTlsConfig,
-    NodeIdentity, OutboxPolicy,
+    ByteSize, Client, ClientAckConfig, ClientAckMode, ClientConfig, ClientCounters, ClientError,
+    ClientProtocol, ClientTlsConfig, NodeIdentity, OutboxPolicy,
 };
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
@@ -85,9 +85,35 @@ pub struct SendArgs {
     /// Largest message.
     #[arg(long, default_value = "1MiB", value_parser = parse_size)]
     pub max_frame_bytes: usize,
-    /// How long the final flush may take before giving up.
+    /// How long the final flush may take before giving up; with --ack,
+    /// how long to wait at the end of stdin for the last acks.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub close_timeout: Duration,
+    /// Acknowledged delivery: number every line, keep it until the server
+    /// acknowledges it as durable, send it again after a reconnect; exit 0
+    /// only when every line was acknowledged (the listener needs
+    /// [listener.ack] mode = "durable").
+    #[arg(long, conflicts_with = "simulate")]
+    pub ack: bool,
+    /// With --ack (node protocol): the member carrying the number.
+    #[arg(long, default_value = "seq", requires = "ack")]
+    pub seq_field: String,
+    /// With --ack and length framing: the stream's id (what the server
+    /// deduplicates and acknowledges by).
+    #[arg(long, requires = "ack")]
+    pub stream_id: Option<String>,
+    /// With --ack: the first line's number (default: the wall clock in
+    /// microseconds, so a rerun numbers above the last run).
+    #[arg(long, requires = "ack")]
+    pub first_seq: Option<u64>,
+    /// With --ack: bytes of lines sent and not acknowledged held at most
+    /// (stdin waits when full; replaces --outbox).
+    #[arg(long, default_value = "8MiB", value_parser = parse_size, requires = "ack")]
+    pub max_unacked: usize,
+    /// With --ack: lines outstanding and no ack for this long means the
+    /// link is dead (a silent network drop): reconnect and send again.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, requires = "ack")]
+    pub ack_timeout: Duration,
     /// Simulate N radar nodes (node-1..node-N) instead of reading stdin.
     #[arg(long, value_name = "N")]
     pub simulate: Option<usize>,
@@ -156,6 +182,26 @@ pub fn client_config(args: &SendArgs) -> Result<ClientConfig, String> {
     if args.simulate.is_some() && !node {
         return Err("--simulate sends node-protocol frames: use lines framing".into());
     }
+    let ack_mode = match (args.ack, node, &args.stream_id) {
+        (false, _, _) => ClientAckMode::Off,
+        (true, true, None) => ClientAckMode::Node {
+            seq_field: args.seq_field.clone(),
+        },
+        (true, true, Some(_)) => {
+            return Err("--stream-id is for --ack with length framing".into());
+        }
+        (true, false, Some(stream_id)) => ClientAckMode::Length {
+            stream_id: stream_id.clone(),
+        },
+        (true, false, None) => {
+            return Err(
+                "--ack with a binary framing needs --framing length and --stream-id".into(),
+            );
+        }
+    };
+    if ack_mode != ClientAckMode::Off && args.heartbeat_frame.is_some() {
+        return Err("--heartbeat-frame cannot be told from data under --ack".into());
+    }
     let protocol = if node {
         ClientProtocol::Node(NodeIdentity {
             node_id: args.node_id.clone(),
@@ -188,6 +234,12 @@ pub fn client_config(args: &SendArgs) -> Result<ClientConfig, String> {
             server_name: args.server_name.clone(),
             ..ClientTlsConfig::new(ca)
         }),
+        ack: ClientAckConfig {
+            mode: ack_mode,
+            first_seq: args.first_seq,
+            max_unacked_bytes: args.max_unacked,
+            timeout: args.ack_timeout,
+        },
         ..ClientConfig::new(args.to.clone())
     };
     Ok(config)
@@ -241,10 +293,17 @@ pub async fn run(args: SendArgs) -> ExitCode {
     let interrupted = read.is_none();
     let closed = client.close(args.close_timeout).await;
     let c = client.counters();
-    eprintln!("{}", summary(&c, &lines));
+    eprintln!("{}", summary(&c, &lines, args.ack));
     match (read, closed) {
         (Some(Err(e)), _) => {
             eprintln!("framehub send: reading stdin failed: {e}");
+            ExitCode::FAILURE
+        }
+        (_, Err(ClientError::Unacknowledged { unacked })) => {
+            eprintln!(
+                "framehub send: {unacked} of {} lines not acknowledged within --close-timeout {:?}",
+                lines.queued, args.close_timeout
+            );
             ExitCode::FAILURE
         }
         (_, Err(e)) => {
@@ -257,9 +316,9 @@ pub async fn run(args: SendArgs) -> ExitCode {
     }
 }
 
-/// The last line on stderr; tests parse it.
-fn summary(c: &ClientCounters, lines: &Lines) -> String {
-    format!(
+/// The summary line on stderr; tests parse it.
+fn summary(c: &ClientCounters, lines: &Lines, ack: bool) -> String {
+    let mut line = format!(
         "framehub send: lines={} skipped={} sent={} resent={} heartbeats={} connects={} disconnects={} dropped={} unsent={}",
         lines.queued,
         lines.skipped,
@@ -270,7 +329,17 @@ fn summary(c: &ClientCounters, lines: &Lines) -> String {
         c.disconnects,
         c.dropped_outbox_full,
         c.dropped_unsent,
-    )
+    );
+    if ack {
+        line.push_str(&format!(
+            " acked={} unacked={} bytes_resent={} acked_seq={}",
+            c.acked,
+            c.dropped_unacked + c.dropped_unsent,
+            c.bytes_resent,
+            c.acked_seq,
+        ));
+    }
+    line
 }
 
 /// Reads stdin to its end, handing each line to the client (waiting while
@@ -324,7 +393,7 @@ async fn pump_stdin(
             };
             match client.send(message).await {
                 Ok(()) => lines.queued += 1,
-                Err(ClientError::Unframeable(e)) => {
+                Err(e @ (ClientError::Unframeable(_) | ClientError::Unnumberable(_))) => {
                     lines.skipped += 1;
                     tracing::warn!(skipped = lines.skipped, "stdin line skipped: {e}");
                 }
@@ -399,5 +468,61 @@ mod tests {
         let err =
             client_config(&args(&["--to", "h:1", "--framing", "xml"])).expect_err("bad framing");
         assert!(err.contains("--framing"), "{err}");
+    }
+
+    #[test]
+    fn ack_flags_become_ack_settings() {
+        let c = client_config(&args(&[
+            "--to",
+            "h:1",
+            "--ack",
+            "--first-seq",
+            "5",
+            "--max-unacked",
+            "2MiB",
+            "--ack-timeout",
+            "3s",
+        ]))
+        .expect("config");
+        assert_eq!(
+            c.ack,
+            ClientAckConfig {
+                mode: ClientAckMode::node(),
+                first_seq: Some(5),
+                max_unacked_bytes: 2 << 20,
+                timeout: Duration::from_secs(3),
+            }
+        );
+        assert_eq!(
+            c.outbox_policy,
+            OutboxPolicy::Block,
+            "lines are never dropped"
+        );
+        let c = client_config(&args(&[
+            "--to",
+            "h:1",
+            "--ack",
+            "--framing",
+            "length",
+            "--stream-id",
+            "cam",
+        ]))
+        .expect("config");
+        assert_eq!(
+            c.ack.mode,
+            ClientAckMode::Length {
+                stream_id: "cam".into()
+            }
+        );
+        let err = client_config(&args(&["--to", "h:1", "--ack", "--framing", "length"]))
+            .expect_err("length needs a stream id");
+        assert!(err.contains("--stream-id"), "{err}");
+        assert_eq!(
+            client_config(&args(&["--to", "h:1"]))
+                .expect("config")
+                .ack
+                .mode,
+            ClientAckMode::Off
+        );
     }
 }

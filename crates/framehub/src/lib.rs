@@ -127,8 +127,9 @@ pub mod units;
 
 pub use ack::Acks;
 pub use client::{
-    Client, ClientConfig, ClientCounters, ClientError, ClientEvent, ClientProtocol, ClientState,
-    ClientTlsConfig, DisconnectReason, NodeIdentity, OutboxPolicy,
+    ACK_OVERHEAD_BYTES, Client, ClientAckConfig, ClientAckMode, ClientConfig, ClientCounters,
+    ClientError, ClientEvent, ClientProtocol, ClientState, ClientTlsConfig, DisconnectReason,
+    NodeIdentity, OutboxPolicy,
 };
 pub use codec::FramingConfig;
 pub use config::{

@@ -1,6 +1,7 @@
 //! The client's one background task: connect, write the outbox in order,
-//! read and watch the server, and after any failure back off and
-//! reconnect, until the client is closed or dropped.
+//! read and watch the server (its acks free what they cover), and after any
+//! failure back off, reconnect and write again what was not acknowledged,
+//! until the client is closed or dropped.
 
 use std::collections::VecDeque;
 use std::io;
@@ -16,8 +17,13 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_rustls::client::TlsStream;
 
 use super::backoff::Backoff;
-use super::{ClientConfig, ClientEvent, ClientState, DisconnectReason, Shared, add};
+use super::outbox::Outgoing;
+use super::{
+    ClientAckMode, ClientConfig, ClientEvent, ClientProtocol, ClientState, DisconnectReason,
+    Shared, add,
+};
 use crate::codec::FrameDecoder;
+use crate::json::{self, EnvelopeKeys};
 use crate::stats::WarnLimiter;
 
 /// Bytes taken from the outbox per write: large enough that a backlog
@@ -45,7 +51,7 @@ enum End {
 pub(super) async fn run(shared: Arc<Shared>) {
     let config = &shared.config;
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
-    let mut pending = Pending::default();
+    let mut pending = Pending::new(config.ack.is_on());
     let mut attempt = 0u32;
     let connect_warning = WarnLimiter::new(Duration::from_secs(10));
     // Which of the servers (`addr` may list several) is tried first: the
@@ -123,18 +129,25 @@ pub(super) async fn run(shared: Arc<Shared>) {
         }
     }
     let unsent = pending.data_frames() as u64 + shared.outbox.clear() as u64;
+    let unacked = pending.unacked.len() as u64;
     add(&shared.stats.dropped_unsent, unsent);
-    if unsent > 0 {
-        tracing::warn!(addr = %config.addr, unsent, "client stopped with messages unsent");
+    add(&shared.stats.dropped_unacked, unacked);
+    if unsent > 0 || unacked > 0 {
+        tracing::warn!(
+            addr = %config.addr,
+            unsent,
+            unacked,
+            "client stopped with messages unsent or not acknowledged"
+        );
     }
     shared.set_state(ClientState::Closed);
     shared.emit(ClientEvent::Closed { unsent });
     shared.done.cancel();
 }
 
-/// Closing, and nothing is left to write.
+/// Closing, and nothing is left to write or to be acknowledged.
 fn is_flushed(shared: &Shared, pending: &Pending) -> bool {
-    shared.outbox.is_closed() && pending.is_empty() && shared.outbox.len() == 0
+    shared.outbox.is_closed() && pending.is_settled() && shared.outbox.len() == 0
 }
 
 /// Connects to the first server that answers, starting with `first` (the
@@ -221,35 +234,39 @@ async fn connect_one(addr: SocketAddr, config: &ClientConfig) -> io::Result<TcpS
 }
 
 /// One connection: writes what is pending, then the outbox, heartbeats
-/// when idle; reads and counts what the server sends; ends at the first
-/// sign the link is gone. Generic over the halves, so plaintext stays on
-/// the bare TCP halves.
+/// when idle; reads the server's frames (acks free what they cover); ends
+/// at the first sign the link is gone. Generic over the halves, so
+/// plaintext stays on the bare TCP halves.
 async fn session<R, W>(shared: &Shared, mut reader: R, mut writer: W, pending: &mut Pending) -> End
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let config = &shared.config;
-    let opener = shared
-        .heartbeat
-        .as_ref()
-        .filter(|_| shared.heartbeat_authenticates);
-    let resent = pending.restart(opener);
-    add(&shared.stats.resent, resent);
+    let resent = pending.restart(shared.opener.as_ref());
+    add(&shared.stats.resent, resent.frames);
+    add(&shared.stats.bytes_resent, resent.bytes);
     let heartbeat = shared.heartbeat.as_ref().and(config.heartbeat_interval);
     let mut decoder = FrameDecoder::new(&config.framing, config.max_frame_bytes);
     let mut received = BytesMut::with_capacity(READ_BYTES);
-    // Liveness is only judged once the server has shown it sends at all.
+    let mut freed = Vec::new();
+    // Liveness is only judged once the server has shown it sends at all
+    // (acks do not count: a server sends them only when there is
+    // something to acknowledge, so an idle link would look dead).
     let mut last_received: Option<Instant> = None;
+    // Since when messages have been outstanding without ack progress.
+    let mut ack_wait: Option<Instant> = None;
+    let ack_timeout = config.ack.is_on().then_some(config.ack.timeout);
     let mut last_sent = Instant::now();
     let mut half_closed = false;
     let far = Instant::now() + Duration::from_secs(86400 * 365);
     loop {
         if pending.is_empty() && !half_closed {
             pending.fill(&shared.outbox);
-            if pending.is_empty() && shared.outbox.is_closed() {
-                // Everything is in the kernel. A FIN after it lets the
-                // server read to the end; its own close tells us it has.
+            if pending.is_settled() && shared.outbox.is_closed() {
+                // Everything is in the kernel (and acknowledged). A FIN
+                // after it lets the server read to the end; its own close
+                // tells us it has.
                 if let Err(e) = writer.shutdown().await {
                     return End::Lost(DisconnectReason::WriteError(e.to_string()));
                 }
@@ -259,6 +276,14 @@ where
         if received.capacity() - received.len() < READ_BYTES / 2 {
             received.reserve(READ_BYTES);
         }
+        if ack_timeout.is_some() {
+            ack_wait = match (pending.is_outstanding(), ack_wait) {
+                (false, _) => None,
+                (true, None) => Some(Instant::now()),
+                (true, since) => since,
+            };
+        }
+        let ack_due = ack_timeout.zip(ack_wait).map(|(t, since)| since + t);
         let heartbeat_due = heartbeat
             .filter(|_| pending.is_empty() && !half_closed)
             .map(|every| last_sent + every);
@@ -271,10 +296,20 @@ where
                 Ok(0) if half_closed => return End::Closed,
                 Ok(0) => return End::Lost(DisconnectReason::PeerClosed),
                 Ok(n) => {
-                    last_received = Some(Instant::now());
                     add(&shared.stats.bytes_received, n as u64);
-                    if let Err(reason) = count_frames(shared, &mut decoder, &mut received) {
-                        return End::Lost(reason);
+                    let got = match read_frames(shared, &mut decoder, &mut received) {
+                        Ok(got) => got,
+                        Err(reason) => return End::Lost(reason),
+                    };
+                    if got.other {
+                        last_received = Some(Instant::now());
+                    }
+                    if let Some(seq) = got.ack {
+                        if pending.ack(seq, &mut freed) {
+                            ack_wait = None;
+                        }
+                        shared.acknowledged(&freed, pending.acked);
+                        freed.clear();
                     }
                 }
                 // Everything was written; a reset now loses nothing of ours.
@@ -288,6 +323,9 @@ where
                 let silent = liveness.unwrap_or_default();
                 return End::Lost(DisconnectReason::LivenessTimeout(silent));
             }
+            _ = sleep_until(ack_due.unwrap_or(far)), if ack_due.is_some() => {
+                return End::Lost(DisconnectReason::AckTimeout(ack_timeout.unwrap_or_default()));
+            }
             written = writer.write(pending.unwritten()), if !pending.is_empty() => match written {
                 Ok(0) => {
                     return End::Lost(DisconnectReason::WriteError(
@@ -296,18 +334,26 @@ where
                 }
                 Ok(n) => {
                     last_sent = Instant::now();
-                    let done = pending.advance(n);
+                    let done = pending.advance(n, &mut freed);
                     add(&shared.stats.bytes_sent, n as u64);
                     add(&shared.stats.sent, done.data);
                     add(&shared.stats.heartbeats_sent, done.heartbeats);
+                    if !freed.is_empty() {
+                        shared.acknowledged(&freed, pending.acked);
+                        freed.clear();
+                    }
                     // TLS may hold what it took until flushed (a no-op on
                     // TCP); still judged by shutdown and liveness meanwhile.
+                    let due = liveness_due.into_iter().chain(ack_due).min();
                     tokio::select! {
                         biased;
                         _ = shared.shutdown.cancelled() => return End::Shutdown,
-                        _ = sleep_until(liveness_due.unwrap_or(far)), if liveness_due.is_some() => {
-                            let silent = liveness.unwrap_or_default();
-                            return End::Lost(DisconnectReason::LivenessTimeout(silent));
+                        _ = sleep_until(due.unwrap_or(far)), if due.is_some() => {
+                            return End::Lost(if liveness_due == due {
+                                DisconnectReason::LivenessTimeout(liveness.unwrap_or_default())
+                            } else {
+                                DisconnectReason::AckTimeout(ack_timeout.unwrap_or_default())
+                            });
                         }
                         flushed = writer.flush() => if let Err(e) = flushed {
                             return End::Lost(DisconnectReason::WriteError(e.to_string()));
@@ -319,24 +365,44 @@ where
             _ = shared.outbox.ready.notified(), if pending.is_empty() && !half_closed => {}
             _ = sleep_until(heartbeat_due.unwrap_or(far)), if heartbeat_due.is_some() => {
                 if let Some(frame) = &shared.heartbeat {
-                    pending.push(frame.clone(), true);
+                    pending.push(Outgoing::unnumbered(frame.clone()), true);
                 }
             }
         }
     }
 }
 
-/// Cuts the server's frames out of `received` and counts them; they carry
-/// nothing for the application (heartbeats), so they are not kept.
-fn count_frames(
+/// What one read brought.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Received {
+    /// The highest ack in it.
+    ack: Option<u64>,
+    /// Whether anything but acks came (heartbeats): the server is alive.
+    other: bool,
+}
+
+/// Cuts the server's frames out of `received`: acks are read (the highest
+/// is returned), anything else is counted and dropped (heartbeats carry
+/// nothing for the application).
+fn read_frames(
     shared: &Shared,
     decoder: &mut FrameDecoder,
     received: &mut BytesMut,
-) -> Result<(), DisconnectReason> {
+) -> Result<Received, DisconnectReason> {
+    let mut got = Received::default();
     loop {
         match decoder.decode_next(received, false) {
-            Ok(Some(_)) => add(&shared.stats.frames_received, 1),
-            Ok(None) => return Ok(()),
+            Ok(Some(frame)) => {
+                add(&shared.stats.frames_received, 1);
+                match parse_ack(&shared.config, &frame) {
+                    Some(seq) => {
+                        add(&shared.stats.acks_received, 1);
+                        got.ack = got.ack.max(Some(seq));
+                    }
+                    None => got.other = true,
+                }
+            }
+            Ok(None) => return Ok(got),
             Err(e) if e.is_fatal() => return Err(DisconnectReason::FramingLost(e.to_string())),
             // A bad frame from the server costs only that frame.
             Err(_) => add(&shared.stats.frames_received_invalid, 1),
@@ -344,9 +410,38 @@ fn count_frames(
     }
 }
 
+/// The number an ack frame acknowledges up to (docs/acks.md): node
+/// protocol `{"type":"ack","seq":N}` in the listener's names (its
+/// `fields.msg_type` and `ack.seq_field`, which the client's identity and
+/// ack mode mirror), `length` framing 8 bytes big-endian.
+fn parse_ack(config: &ClientConfig, frame: &[u8]) -> Option<u64> {
+    match (&config.ack.mode, &config.protocol) {
+        (ClientAckMode::Length { .. }, _) => Some(u64::from_be_bytes(frame.try_into().ok()?)),
+        (ClientAckMode::Node { seq_field }, ClientProtocol::Node(identity)) => {
+            // The timestamp's slot finds the number: nothing here needs a
+            // timestamp.
+            let keys = EnvelopeKeys {
+                msg_type: identity.fields.msg_type.as_bytes(),
+                timestamp: seq_field.as_bytes(),
+                ..EnvelopeKeys::DEFAULT
+            };
+            let envelope = json::scan_envelope(frame, &keys, 4).ok()?;
+            if !envelope.msg_type?.str_eq("ack") {
+                return None;
+            }
+            std::str::from_utf8(envelope.timestamp?.raw())
+                .ok()?
+                .parse()
+                .ok()
+        }
+        _ => None,
+    }
+}
+
 /// Frames taken from the outbox (and heartbeats) that the kernel has not
 /// fully taken yet, oldest first, with their bytes back to back so that one
-/// `write` can carry many.
+/// `write` can carry many; with acks, also the frames written whole and not
+/// acknowledged yet.
 #[derive(Debug, Default)]
 struct Pending {
     entries: VecDeque<Entry>,
@@ -354,12 +449,18 @@ struct Pending {
     /// Bytes of `wire` the kernel has taken.
     written: usize,
     /// Reused for taking batches from the outbox.
-    batch: Vec<Bytes>,
+    batch: Vec<Outgoing>,
+    /// Acks on: written frames wait in `unacked` for their ack.
+    acking: bool,
+    /// Written whole, not acknowledged, oldest (lowest number) first.
+    unacked: VecDeque<Outgoing>,
+    /// The highest number acknowledged.
+    acked: u64,
 }
 
 #[derive(Debug)]
 struct Entry {
-    frame: Bytes,
+    out: Outgoing,
     /// Offset in `wire` just past this frame.
     end: usize,
     heartbeat: bool,
@@ -372,9 +473,47 @@ struct Done {
     heartbeats: u64,
 }
 
+/// What a new connection writes again.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Resent {
+    /// Frames written before (whole, or in part when the link broke).
+    frames: u64,
+    /// Their bytes.
+    bytes: u64,
+}
+
+impl Outgoing {
+    /// A frame outside the numbering and the budget (heartbeat, opener).
+    fn unnumbered(frame: Bytes) -> Outgoing {
+        Outgoing {
+            seq: 0,
+            frame,
+            cost: 0,
+        }
+    }
+}
+
 impl Pending {
+    fn new(acking: bool) -> Pending {
+        Pending {
+            acking,
+            ..Pending::default()
+        }
+    }
+
+    /// Nothing to write.
     fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Nothing to write and nothing waiting for an ack.
+    fn is_settled(&self) -> bool {
+        self.entries.is_empty() && self.unacked.is_empty()
+    }
+
+    /// Something written or to be written waits for an ack.
+    fn is_outstanding(&self) -> bool {
+        self.acking && !self.is_settled()
     }
 
     fn unwritten(&self) -> &[u8] {
@@ -385,10 +524,10 @@ impl Pending {
         self.entries.iter().filter(|e| !e.heartbeat).count()
     }
 
-    fn push(&mut self, frame: Bytes, heartbeat: bool) {
-        self.wire.extend_from_slice(&frame);
+    fn push(&mut self, out: Outgoing, heartbeat: bool) {
+        self.wire.extend_from_slice(&out.frame);
         self.entries.push_back(Entry {
-            frame,
+            out,
             end: self.wire.len(),
             heartbeat,
         });
@@ -404,20 +543,31 @@ impl Pending {
         self.batch = batch;
     }
 
-    /// The kernel took `n` more bytes: frames now complete leave.
-    fn advance(&mut self, n: usize) -> Done {
+    /// The kernel took `n` more bytes: frames now complete leave, with
+    /// acks into `unacked` (or into `freed` if an ack already covers them).
+    fn advance(&mut self, n: usize, freed: &mut Vec<Outgoing>) -> Done {
         self.written += n;
         let mut done = Done::default();
         while let Some(entry) = self.entries.front() {
             if entry.end > self.written {
                 break;
             }
+            let Some(entry) = self.entries.pop_front() else {
+                break;
+            };
             if entry.heartbeat {
                 done.heartbeats += 1;
-            } else {
-                done.data += 1;
+                continue;
             }
-            self.entries.pop_front();
+            done.data += 1;
+            if !self.acking {
+                continue;
+            }
+            if entry.out.seq <= self.acked {
+                freed.push(entry.out);
+            } else {
+                self.unacked.push_back(entry.out);
+            }
         }
         if self.entries.is_empty() {
             self.wire.clear();
@@ -426,24 +576,47 @@ impl Pending {
         done
     }
 
-    /// Prepares a new connection: stale heartbeats go, `opener` (the
-    /// authenticating heartbeat) comes first, and every frame not fully
-    /// taken by the old connection is written again, whole. Returns how
-    /// many data frames the old connection had taken in part.
-    fn restart(&mut self, opener: Option<&Bytes>) -> u64 {
-        let partial = self.entries.front().is_some_and(|e| {
-            !e.heartbeat && e.end - e.frame.len() < self.written && self.written > 0
-        });
+    /// The server acknowledged every frame numbered up to `seq`: those
+    /// waiting leave into `freed`. Returns whether this was progress (a
+    /// higher number than before).
+    fn ack(&mut self, seq: u64, freed: &mut Vec<Outgoing>) -> bool {
+        let raised = seq > self.acked;
+        self.acked = self.acked.max(seq);
+        while self.unacked.front().is_some_and(|f| f.seq <= self.acked) {
+            freed.extend(self.unacked.pop_front());
+        }
+        raised
+    }
+
+    /// Prepares a new connection: stale heartbeats go, `opener` comes
+    /// first, then every frame written but not acknowledged (acks), then
+    /// every frame not fully taken by the old connection, whole, in order.
+    fn restart(&mut self, opener: Option<&Bytes>) -> Resent {
+        let mut resent = Resent::default();
+        if let Some(e) = self.entries.front()
+            && !e.heartbeat
+            && self.written > 0
+            && e.end - e.out.frame.len() < self.written
+        {
+            resent.frames += 1;
+            resent.bytes += e.out.frame.len() as u64;
+        }
         let entries = std::mem::take(&mut self.entries);
+        let unacked = std::mem::take(&mut self.unacked);
         self.wire.clear();
         self.written = 0;
         if let Some(opener) = opener {
-            self.push(opener.clone(), true);
+            self.push(Outgoing::unnumbered(opener.clone()), true);
+        }
+        for out in unacked {
+            resent.frames += 1;
+            resent.bytes += out.frame.len() as u64;
+            self.push(out, false);
         }
         for entry in entries.into_iter().filter(|e| !e.heartbeat) {
-            self.push(entry.frame, false);
+            self.push(entry.out, false);
         }
-        u64::from(partial)
+        resent
     }
 }
 
@@ -451,16 +624,35 @@ impl Pending {
 mod tests {
     use super::*;
 
+    fn data(frame: &'static [u8]) -> Outgoing {
+        Outgoing::unnumbered(Bytes::from_static(frame))
+    }
+
+    fn numbered(seq: u64) -> Outgoing {
+        Outgoing {
+            seq,
+            frame: Bytes::from(format!("{seq}\n")),
+            cost: 1,
+        }
+    }
+
+    fn advance(p: &mut Pending, n: usize) -> Done {
+        let mut freed = Vec::new();
+        let done = p.advance(n, &mut freed);
+        assert!(freed.is_empty());
+        done
+    }
+
     #[test]
     fn frames_leave_only_when_the_kernel_took_their_last_byte() {
         let mut p = Pending::default();
-        p.push(Bytes::from_static(b"aaa\n"), false);
-        p.push(Bytes::from_static(b"hb\n"), true);
-        p.push(Bytes::from_static(b"bbb\n"), false);
+        p.push(data(b"aaa\n"), false);
+        p.push(data(b"hb\n"), true);
+        p.push(data(b"bbb\n"), false);
         assert_eq!(p.unwritten(), b"aaa\nhb\nbbb\n");
-        assert_eq!(p.advance(3), Done::default());
+        assert_eq!(advance(&mut p, 3), Done::default());
         assert_eq!(
-            p.advance(3),
+            advance(&mut p, 3),
             Done {
                 data: 1,
                 heartbeats: 0
@@ -468,7 +660,7 @@ mod tests {
         );
         assert_eq!(p.unwritten(), b"\nbbb\n");
         assert_eq!(
-            p.advance(1),
+            advance(&mut p, 1),
             Done {
                 data: 0,
                 heartbeats: 1
@@ -477,33 +669,120 @@ mod tests {
         assert_eq!(p.data_frames(), 1);
         // Cut after part of "bbb\n": it is written again whole, after the
         // new connection's opener.
-        p.advance(2);
+        advance(&mut p, 2);
         let opener = Bytes::from_static(b"auth\n");
-        assert_eq!(p.restart(Some(&opener)), 1);
+        assert_eq!(
+            p.restart(Some(&opener)),
+            Resent {
+                frames: 1,
+                bytes: 4
+            }
+        );
         assert_eq!(p.unwritten(), b"auth\nbbb\n");
         assert_eq!(
-            p.advance(9),
+            advance(&mut p, 9),
             Done {
                 data: 1,
                 heartbeats: 1
             }
         );
         assert!(p.is_empty() && p.unwritten().is_empty());
+        assert!(p.is_settled(), "without acks nothing waits once written");
     }
 
     #[test]
     fn restart_drops_stale_heartbeats_and_counts_no_partial_when_none() {
         let mut p = Pending::default();
-        p.push(Bytes::from_static(b"hb\n"), true);
-        p.push(Bytes::from_static(b"a\n"), false);
-        assert_eq!(p.restart(None), 0);
+        p.push(data(b"hb\n"), true);
+        p.push(data(b"a\n"), false);
+        assert_eq!(p.restart(None), Resent::default());
         assert_eq!(p.unwritten(), b"a\n");
         // The heartbeat was taken in part: no data frame was.
         let mut p = Pending::default();
-        p.push(Bytes::from_static(b"hb\n"), true);
-        p.push(Bytes::from_static(b"a\n"), false);
-        p.advance(1);
-        assert_eq!(p.restart(None), 0);
+        p.push(data(b"hb\n"), true);
+        p.push(data(b"a\n"), false);
+        advance(&mut p, 1);
+        assert_eq!(p.restart(None), Resent::default());
         assert_eq!(p.unwritten(), b"a\n");
+    }
+
+    /// Written frames wait for their ack; an ack frees every frame up to
+    /// its number; a reconnect writes the rest again, in order, before the
+    /// frames never written.
+    #[test]
+    fn acks_free_written_frames_and_a_restart_resends_the_rest_first() {
+        let mut p = Pending::new(true);
+        for seq in 1..=4 {
+            p.push(numbered(seq), false);
+        }
+        // 1, 2 and 3 written whole ("1\n2\n3\n"), 4 not yet.
+        assert_eq!(advance(&mut p, 6).data, 3);
+        assert!(!p.is_empty() && p.is_outstanding());
+        assert_eq!(p.unacked.len(), 3);
+        let mut freed = Vec::new();
+        assert!(p.ack(1, &mut freed));
+        assert_eq!(freed.iter().map(|f| f.seq).collect::<Vec<_>>(), [1]);
+        // An old ack is no progress and frees nothing.
+        freed.clear();
+        assert!(!p.ack(1, &mut freed));
+        assert!(freed.is_empty());
+        let resent = p.restart(Some(&Bytes::from_static(b"hi\n")));
+        assert_eq!(
+            resent,
+            Resent {
+                frames: 2,
+                bytes: 4
+            }
+        );
+        assert_eq!(p.unwritten(), b"hi\n2\n3\n4\n");
+        // The server knew 3 already (its ack on binding): once written
+        // again, 2 and 3 leave at once.
+        assert!(p.ack(3, &mut freed));
+        assert!(freed.is_empty(), "nothing written on this connection yet");
+        p.advance(7, &mut freed);
+        assert_eq!(freed.iter().map(|f| f.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(p.unacked.len(), 0);
+        freed.clear();
+        p.advance(2, &mut freed);
+        assert_eq!(p.unacked.iter().map(|f| f.seq).collect::<Vec<_>>(), [4]);
+        assert!(p.is_empty() && !p.is_settled());
+        assert!(p.ack(10, &mut freed));
+        assert!(p.is_settled());
+    }
+
+    #[test]
+    fn acks_are_parsed_per_mode_in_the_listeners_names() {
+        let node = ClientConfig {
+            ack: super::super::ClientAckConfig::new(ClientAckMode::node()),
+            ..ClientConfig::new("h:1")
+        };
+        assert_eq!(parse_ack(&node, br#"{"type":"ack","seq":42}"#), Some(42));
+        assert_eq!(
+            parse_ack(&node, br#"{ "seq" : 7 , "type" : "ack" }"#),
+            Some(7)
+        );
+        assert_eq!(parse_ack(&node, br#"{"type":"heartbeat"}"#), None);
+        assert_eq!(parse_ack(&node, br#"{"type":"ack","seq":-1}"#), None);
+        assert_eq!(parse_ack(&node, br#"{"type":"ack","seq":"5"}"#), None);
+        assert_eq!(parse_ack(&node, b"garbage"), None);
+        let mut renamed = node.clone();
+        renamed.ack.mode = ClientAckMode::Node {
+            seq_field: "n".into(),
+        };
+        if let ClientProtocol::Node(identity) = &mut renamed.protocol {
+            identity.fields.msg_type = "kind".into();
+        }
+        assert_eq!(parse_ack(&renamed, br#"{"kind":"ack","n":3}"#), Some(3));
+        assert_eq!(parse_ack(&renamed, br#"{"type":"ack","seq":3}"#), None);
+        let length = ClientConfig {
+            ack: super::super::ClientAckConfig::new(ClientAckMode::Length {
+                stream_id: "s".into(),
+            }),
+            ..ClientConfig::new("h:1")
+        };
+        assert_eq!(parse_ack(&length, &9u64.to_be_bytes()), Some(9));
+        assert_eq!(parse_ack(&length, b"short"), None);
+        let off = ClientConfig::new("h:1");
+        assert_eq!(parse_ack(&off, br#"{"type":"ack","seq":1}"#), None);
     }
 }
