@@ -603,6 +603,17 @@ impl std::fmt::Display for BadConfig {
 
 /// Parses TOML text; errors name the key (`listener[0].queue.capacity`).
 pub fn parse(text: &str) -> Result<FileConfig, BadConfig> {
+    let cfg = parse_unchecked(text)?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// [`parse`] without the final validation, for `serve`: its flags
+/// (`--out`, `--token`...) complete the file's config before it is
+/// validated, so a file that is valid only with them (acknowledged
+/// delivery with `--out`, whose file sink makes queues block) is not
+/// refused first.
+pub fn parse_unchecked(text: &str) -> Result<FileConfig, BadConfig> {
     let mut table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| BadConfig(format!("not valid TOML: {e}")))?;
@@ -651,7 +662,6 @@ pub fn parse(text: &str) -> Result<FileConfig, BadConfig> {
         overflow_set,
     };
     cfg.apply_serve_defaults();
-    cfg.validate()?;
     Ok(cfg)
 }
 
@@ -699,9 +709,18 @@ fn deserialize<T: serde::de::DeserializeOwned>(
 
 /// Reads and parses a config file.
 pub fn load(path: &Path) -> Result<FileConfig, BadConfig> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| BadConfig(format!("cannot read {}: {e}", path.display())))?;
-    parse(&text)
+    parse(&read(path)?)
+}
+
+/// Reads and parses a config file that `serve`'s flags complete before it
+/// is validated ([`parse_unchecked`]).
+pub fn load_unchecked(path: &Path) -> Result<FileConfig, BadConfig> {
+    parse_unchecked(&read(path)?)
+}
+
+fn read(path: &Path) -> Result<String, BadConfig> {
+    std::fs::read_to_string(path)
+        .map_err(|e| BadConfig(format!("cannot read {}: {e}", path.display())))
 }
 
 /// `framehub check-config FILE`: 0 when valid, 64 naming the bad key.

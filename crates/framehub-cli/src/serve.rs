@@ -85,7 +85,7 @@ fn apply_flags(
             "a file sink is configured: queues whose overflow is not set block instead of dropping"
         );
     }
-    cfg.validate().map_err(|e| e.to_string())
+    Ok(())
 }
 
 /// The sinks, built: the sink-thread halves, their statuses, and the taps'
@@ -294,7 +294,10 @@ fn force_exit_on_second_signal() {
 /// environment on top; also what a reload reads.
 pub(crate) fn load_config(args: &ServeArgs) -> Result<FileConfig, StartError> {
     let mut cfg = match &args.config {
-        Some(path) => config::load(path)
+        // Validated once the flags are applied: `--out` can make a file
+        // valid (acknowledged delivery needs the blocking queues a file
+        // sink brings).
+        Some(path) => config::load_unchecked(path)
             .map_err(|e| StartError::config(format!("{}: {e}", path.display())))?,
         None => FileConfig::default(),
     };
@@ -302,6 +305,12 @@ pub(crate) fn load_config(args: &ServeArgs) -> Result<FileConfig, StartError> {
         .ok()
         .filter(|t| !t.is_empty());
     apply_flags(&mut cfg, args, env_token).map_err(StartError::config)?;
+    cfg.validate().map_err(|e| {
+        StartError::config(match &args.config {
+            Some(path) => format!("{}: {e}", path.display()),
+            None => e.to_string(),
+        })
+    })?;
     Ok(cfg)
 }
 

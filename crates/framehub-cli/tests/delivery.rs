@@ -48,15 +48,13 @@ fn free_port() -> u16 {
 
 fn serve_config(dir: &Path, port: u16) -> PathBuf {
     let path = dir.join("serve.toml");
-    // overflow = "block" is serve's default with a file sink, but a file
-    // sink given by --out is not known yet when the file is validated, so
-    // ack.mode = "durable" would be refused without it (reported).
+    // No `overflow`: the file sink given by --out makes serve's queues
+    // block, which acknowledged delivery needs (the issue's own command).
     std::fs::write(
         &path,
         format!(
             "[[listener]]\nbind = \"127.0.0.1:{port}\"\n\
              [listener.auth]\ntoken = \"secret\"\n\
-             [listener.queue]\noverflow = \"block\"\n\
              [listener.ack]\nmode = \"durable\"\n"
         ),
     )
@@ -327,14 +325,12 @@ fn three_connection_cuts_lose_and_duplicate_nothing() {
     run(Fault::Cut);
 }
 
-/// Fails with the server as merged (i14-server 5576310): while a silent
-/// connection of a node still has frames it accepted waiting for room in
-/// the full queue, the node's new connection enqueues later frames first
-/// (frames are accepted when parsed, enqueued later, and two connections
-/// of one node race between the two), so the file has the node's frames
-/// out of order. Run with `--ignored`; see the client engineer's report.
+/// A silent drop leaves the old connection open on the server, possibly
+/// holding frames it read while waiting for room in the full queue, while
+/// the node's new connection sends those frames again and later ones:
+/// frames reach the queue in the node's order whichever connection read
+/// them (`Stream::deliver_in_order`).
 #[test]
-#[ignore = "server bug: a node's frames reordered across overlapping connections"]
 fn three_silent_network_drops_lose_and_duplicate_nothing() {
     run(Fault::Silent);
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::frame::{Frame, Seq};
+use crate::frame::{Frame, Incoming, Seq};
 
 /// How one bound connection is told an ack, and closed after a rewind.
 pub(crate) struct Binding {
@@ -39,6 +39,15 @@ pub(crate) enum Accepted {
     /// The connection belongs to a round that was rewound (it is being
     /// closed; its client sends the frame again).
     Stale,
+}
+
+/// What [`Stream::deliver_in_order`] took out of a batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Filtered {
+    /// At or below what the node's consumers already have: resends.
+    pub(crate) duplicates: u64,
+    /// Read in a round that was rewound since.
+    pub(crate) stale: u64,
 }
 
 /// The accepted mark and the round it belongs to, changed together.
@@ -74,18 +83,86 @@ impl Stream {
         }
     }
 
-    /// Takes `seq`, from a connection of round `epoch`, if it is above
-    /// everything accepted so far (and raises the mark).
-    pub(crate) fn accept(&self, seq: u64, epoch: u64) -> Accepted {
-        let mut marks = self.marks.lock();
+    /// What a frame numbered `seq`, from a connection of round `epoch`,
+    /// is as it is read: taken if it is above everything handed to the
+    /// consumers so far. The mark is not raised here: it rises only when
+    /// the frame is queued ([`Stream::deliver_in_order`]), since a frame
+    /// read by one connection may still wait for room while the node's
+    /// next connection delivers.
+    pub(crate) fn check(&self, seq: u64, epoch: u64) -> Accepted {
+        Self::verdict(&self.marks.lock(), seq, epoch)
+    }
+
+    fn verdict(marks: &Marks, seq: u64, epoch: u64) -> Accepted {
         if marks.epoch != epoch {
             Accepted::Stale
         } else if seq <= marks.accepted {
             Accepted::Duplicate
         } else {
-            marks.accepted = seq;
             Accepted::Taken
         }
+    }
+
+    /// Takes `seq` if it is above everything accepted so far and raises
+    /// the mark: [`Stream::check`] and the queueing in one step.
+    #[cfg(test)]
+    pub(crate) fn accept(&self, seq: u64, epoch: u64) -> Accepted {
+        let mut marks = self.marks.lock();
+        let verdict = Self::verdict(&marks, seq, epoch);
+        if verdict == Accepted::Taken {
+            marks.accepted = seq;
+        }
+        verdict
+    }
+
+    /// Hands a connection's numbered frames to the consumers in the node's
+    /// order. Under the node's lock: frames at or below what was already
+    /// handed over (by this or another connection of the node) are taken
+    /// out of `batch` as duplicates, frames of a rewound round as stale;
+    /// then `push` queues from the front of `batch` (what does not fit
+    /// stays there), and the mark rises to the last frame it took.
+    ///
+    /// Why here and not as frames are read: after a silent network drop
+    /// the node's old connection can hold a read's frames while it waits
+    /// for room, and the client's new connection sends those frames and
+    /// later ones; had the old connection raised the mark as it read, the
+    /// new one's later frames would be queued first and the old ones after
+    /// them, out of order.
+    pub(crate) fn deliver_in_order<T>(
+        &self,
+        batch: &mut Vec<Incoming>,
+        push: impl FnOnce(&mut Vec<Incoming>) -> T,
+    ) -> (T, Filtered) {
+        let mut marks = self.marks.lock();
+        let mut filtered = Filtered::default();
+        batch.retain(|item| match item.frame.seq {
+            None => true,
+            Some(seq) => match Self::verdict(&marks, seq.value(), seq.epoch()) {
+                Accepted::Taken => true,
+                Accepted::Duplicate => {
+                    filtered.duplicates += 1;
+                    false
+                }
+                Accepted::Stale => {
+                    filtered.stale += 1;
+                    false
+                }
+            },
+        });
+        // Numbers rise within a connection's batch, so what `push` took is
+        // everything below the first numbered frame it left.
+        let last = batch.iter().rev().find_map(|i| i.frame.seq);
+        let out = push(batch);
+        let taken = match batch.iter().find_map(|i| i.frame.seq) {
+            Some(first_left) => first_left.value().checked_sub(1),
+            None => last.map(|s| s.value()),
+        };
+        if let Some(taken) = taken
+            && taken > marks.accepted
+        {
+            marks.accepted = taken;
+        }
+        (out, filtered)
     }
 
     /// The round frames accepted now belong to.

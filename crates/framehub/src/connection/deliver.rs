@@ -132,7 +132,18 @@ impl Delivery {
         let mut draining = false;
         loop {
             let may_drop = grace.is_some_and(|deadline| Instant::now() >= deadline);
-            let out = queue.push(core.batch(), may_drop);
+            let out = match core.ack_stream().cloned() {
+                // Acknowledged delivery: frames go to the queue in the
+                // node's order, whichever of its connections read them.
+                Some(stream) => {
+                    let (out, filtered) =
+                        stream.deliver_in_order(core.batch(), |batch| queue.push(batch, may_drop));
+                    core.dropped(DropReason::Duplicate, filtered.duplicates);
+                    core.dropped(DropReason::Rewound, filtered.stale);
+                    out
+                }
+                None => queue.push(core.batch(), may_drop),
+            };
             let closed = if shared.cancel.is_cancelled() {
                 DropReason::Shutdown
             } else {
@@ -145,7 +156,10 @@ impl Delivery {
             ListenerCounters::add(&counters.groups_published, out.groups_published as u64);
             core.dropped(DropReason::QueueFull, out.dropped_full as u64);
             core.dropped(closed, out.dropped_closed as u64);
-            if out.dropped_closed > 0 {
+            // Acknowledged delivery: a frame a drop policy evicted (a node
+            // whose receiver was made with a dropping policy) would be
+            // covered by a later ack; rewinding makes its client resend.
+            if out.dropped_closed > 0 || out.dropped_full > 0 {
                 rewind_if_acked(core);
             }
             if out.dropped_full > 0

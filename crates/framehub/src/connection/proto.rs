@@ -77,6 +77,8 @@ struct AckSession {
     stream: Option<Arc<Stream>>,
     /// The round of acknowledgements this connection's frames belong to.
     epoch: u64,
+    /// The last sequence number this connection took.
+    last: u64,
 }
 
 /// The longest stream id a `length` connection's hello may carry.
@@ -182,6 +184,7 @@ impl Core {
             prefixed,
             stream: None,
             epoch: 0,
+            last: 0,
         });
         if let Some(node) = self.source.node.clone() {
             self.find_stream(&node);
@@ -527,7 +530,7 @@ impl Core {
     /// table was full); a frame without a sequence number is delivered and
     /// never acknowledged.
     fn sequence(&mut self, seq: Option<u64>) -> bool {
-        let Some(ack) = &self.ack else {
+        let Some(ack) = &mut self.ack else {
             return true;
         };
         let Some(stream) = &ack.stream else {
@@ -540,8 +543,16 @@ impl Core {
         let Some(seq) = seq else {
             return true;
         };
-        match stream.accept(seq, ack.epoch) {
-            Accepted::Taken => {}
+        // Within one connection numbers must rise; across connections of
+        // the node the queue decides (`Stream::deliver_in_order`).
+        let verdict = if seq <= ack.last {
+            Accepted::Duplicate
+        } else {
+            stream.check(seq, ack.epoch)
+        };
+        let epoch = ack.epoch;
+        match verdict {
+            Accepted::Taken => ack.last = seq,
             Accepted::Duplicate => {
                 // A resend after a reconnect: expected, counted, not logged.
                 self.dropped(DropReason::Duplicate, 1);
@@ -552,7 +563,7 @@ impl Core {
                 return false;
             }
         }
-        self.seq = Some(Seq::new(seq, ack.epoch));
+        self.seq = Some(Seq::new(seq, epoch));
         true
     }
 
@@ -1028,11 +1039,12 @@ mod tests {
               {\"node_id\":\"n\",\"seq\":4}\n",
         )
         .expect("open");
-        assert_eq!(seqs(&mut core), [Some(3), None, None, None, None, Some(4)]);
         assert_eq!(drops(&core.take_pending()), [("duplicate", 2)]);
-        assert!(core.ack_stream().is_some());
-        // Another connection of the node shares its marks.
-        let mut other = new_core(&c).with_acks(table, false);
+        let stream = core.ack_stream().cloned().expect("bound");
+        // Another connection of the node shares its marks, which rise only
+        // as frames reach the queue: read before the first connection's
+        // frames are queued, seq 4 is taken by both...
+        let mut other = new_core(&c).with_acks(table.clone(), false);
         let mut buf = BytesMut::new();
         read(
             &mut other,
@@ -1040,8 +1052,28 @@ mod tests {
             b"{\"node_id\":\"n\",\"seq\":4}\n{\"node_id\":\"n\",\"seq\":18446744073709551615}\n",
         )
         .expect("open");
-        assert_eq!(seqs(&mut other), [Some(u64::MAX)]);
-        assert_eq!(drops(&other.take_pending()), [("duplicate", 1)]);
+        // ...and the queue keeps the node's order: the first connection's
+        // frames go in, then of the other's only what is above them.
+        let (first, filtered) = stream.deliver_in_order(core.batch(), |b| {
+            b.drain(..)
+                .map(|i| i.frame.seq.map(|s| s.value()))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(first, [Some(3), None, None, None, None, Some(4)]);
+        assert_eq!(filtered.duplicates, 0);
+        let (second, filtered) = stream.deliver_in_order(other.batch(), |b| {
+            b.drain(..)
+                .map(|i| i.frame.seq.map(|s| s.value()))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(second, [Some(u64::MAX)]);
+        assert_eq!(filtered.duplicates, 1);
+        // Read after the queueing, a resend is a duplicate at once.
+        let mut late = new_core(&c).with_acks(table, false);
+        let mut buf = BytesMut::new();
+        read(&mut late, &mut buf, b"{\"node_id\":\"n\",\"seq\":4}\n").expect("open");
+        assert_eq!(seqs(&mut late), []);
+        assert_eq!(drops(&late.take_pending()), [("duplicate", 1)]);
     }
 
     #[test]
