@@ -167,6 +167,13 @@ const SINK_FAMILIES: &[SinkFamily] = &[
         of_type: Some("tap"),
         value: |s| &s.subscribers_rejected,
     },
+    SinkFamily {
+        name: "framehub_tap_filters_refused_total",
+        kind: "counter",
+        help: "First lines from tap subscribers that were not a filter (those subscribers get every record).",
+        of_type: Some("tap"),
+        value: |s| &s.subscribe_refused,
+    },
 ];
 
 /// Label values are escaped as the text format requires.

@@ -116,6 +116,22 @@ pub struct Chunk {
     pub no: u64,
     /// The last sequence number of each node in it.
     pub marks: Marks,
+    /// Where each connection's records lie in `bytes`, in order: what a
+    /// tap filters on (`--node`, `--listener`) without parsing records.
+    pub runs: Vec<Run>,
+}
+
+/// Consecutive records of one connection in a chunk. A chunk holds at most
+/// one run per record, so the list is bounded as the chunk is.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Where its last record ends in the chunk's bytes (the run starts
+    /// where the previous one ends).
+    pub end: usize,
+    /// How many records it holds.
+    pub records: u64,
+    /// The connection they came from.
+    pub source: Arc<Source>,
 }
 
 /// What the sink thread is handed.
@@ -167,6 +183,9 @@ pub struct SinkStatus {
     pub subscribers_cut: AtomicU64,
     /// Subscribers refused because `max_subscribers` were connected (taps).
     pub subscribers_rejected: AtomicU64,
+    /// First lines from subscribers that were not a filter (taps): those
+    /// subscribers get every record.
+    pub subscribe_refused: AtomicU64,
     failure: Mutex<Failure>,
 }
 
@@ -194,6 +213,7 @@ impl SinkStatus {
             records_lost: AtomicU64::new(0),
             subscribers_cut: AtomicU64::new(0),
             subscribers_rejected: AtomicU64::new(0),
+            subscribe_refused: AtomicU64::new(0),
             failure: Mutex::new(Failure::default()),
         })
     }
@@ -291,6 +311,7 @@ struct Encoder {
     /// Chunks cut so far.
     chunks: u64,
     marks: MarkCollector,
+    runs: Vec<Run>,
     durability: Arc<Durability>,
 }
 
@@ -308,6 +329,18 @@ impl Encoder {
                 continue;
             }
             self.count += 1;
+            let end = self.buf.len();
+            match self.runs.last_mut() {
+                Some(run) if Arc::ptr_eq(&run.source, &frame.source) => {
+                    run.end = end;
+                    run.records += 1;
+                }
+                _ => self.runs.push(Run {
+                    end,
+                    records: 1,
+                    source: frame.source.clone(),
+                }),
+            }
             if let (Some(node), Some(seq)) = (&frame.source.node, frame.seq) {
                 self.marks.note(node, seq);
             }
@@ -331,6 +364,7 @@ impl Encoder {
             records: std::mem::take(&mut self.count),
             no: self.chunks,
             marks: self.marks.take(),
+            runs: std::mem::take(&mut self.runs),
         };
         self.buf.clear();
         self.durability.emitted(chunk.no, &chunk.marks);
@@ -357,6 +391,7 @@ pub fn run(
         count: 0,
         chunks: 0,
         marks: MarkCollector::default(),
+        runs: Vec::new(),
         durability,
     };
     while let Some(message) = rx.blocking_recv() {
@@ -494,6 +529,8 @@ mod tests {
                 memchr::memchr_iter(b'\n', &x.bytes).count()
             );
             assert!(x.bytes.ends_with(b"}\n"));
+            assert_eq!(x.runs.iter().map(|r| r.records).sum::<u64>(), x.records);
+            assert_eq!(x.runs.last().map(|r| r.end), Some(x.bytes.len()));
             records += x.records;
         }
         assert_eq!(records, 12);

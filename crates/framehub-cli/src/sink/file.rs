@@ -529,6 +529,7 @@ mod tests {
             records: records.len() as u64,
             no: 1,
             marks: Arc::from(Vec::new()),
+            runs: Vec::new(),
         }
     }
 

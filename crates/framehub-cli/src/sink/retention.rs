@@ -381,6 +381,9 @@ mod tests {
             sink.write(&Chunk {
                 bytes: bytes::Bytes::from(record.clone()),
                 records: 1,
+                no: 1,
+                marks: std::sync::Arc::from(Vec::new()),
+                runs: Vec::new(),
             });
         }
         sink.finish();
