@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod admin;
 mod bench;
 mod config;
+mod histogram;
 mod metrics;
 mod notify;
 mod reload;

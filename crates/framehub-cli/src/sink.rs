@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use self::durable::{Durability, MarkCollector, Marks};
+use crate::histogram::Histogram;
 
 pub mod durable;
 pub mod file;
@@ -95,6 +96,11 @@ fn is_single_line_json(payload: &[u8]) -> bool {
     memchr::memchr(b'\n', payload).is_none()
         && framehub::json::validate(payload, framehub::json::DEFAULT_MAX_DEPTH).is_ok()
 }
+
+/// Time from the read that carried a frame (`received_at`) to the sink
+/// thread taking it: the queues' wait, as `/metrics` shows it. One sink
+/// thread per process, so one histogram.
+pub static DELIVERY_LATENCY: Histogram = Histogram::new();
 
 /// Target size of one chunk of records: large enough that a busy stream is
 /// written in few system calls, small enough that a tap subscriber's
@@ -186,6 +192,11 @@ pub struct SinkStatus {
     /// First lines from subscribers that were not a filter (taps): those
     /// subscribers get every record.
     pub subscribe_refused: AtomicU64,
+    /// How long each write of a chunk took, a rotation included (file
+    /// sinks).
+    pub write_duration: Histogram,
+    /// How long each sync on the sync thread took (file sinks).
+    pub sync_duration: Histogram,
     failure: Mutex<Failure>,
 }
 
@@ -214,6 +225,8 @@ impl SinkStatus {
             subscribers_cut: AtomicU64::new(0),
             subscribers_rejected: AtomicU64::new(0),
             subscribe_refused: AtomicU64::new(0),
+            write_duration: Histogram::new(),
+            sync_duration: Histogram::new(),
             failure: Mutex::new(Failure::default()),
         })
     }
@@ -317,6 +330,7 @@ struct Encoder {
 
 impl Encoder {
     fn encode(&mut self, batch: &[Frame], sinks: &mut [Box<dyn Sink>]) {
+        observe_delivery(&DELIVERY_LATENCY, batch, SystemTime::now());
         for frame in batch {
             let len = self.buf.len();
             if let Err(e) = self.records.write(&mut self.buf, frame) {
@@ -371,6 +385,26 @@ impl Encoder {
         for s in sinks.iter_mut() {
             s.write(&chunk);
         }
+    }
+}
+
+/// Counts each frame's wait from its read to `taken`; the frames of one
+/// read share their time, so one run of them is one observation call.
+fn observe_delivery(histogram: &Histogram, batch: &[Frame], taken: SystemTime) {
+    let mut frames = batch.iter().peekable();
+    while let Some(first) = frames.next() {
+        let mut n = 1;
+        while frames
+            .next_if(|f| f.received_at == first.received_at)
+            .is_some()
+        {
+            n += 1;
+        }
+        // A clock stepped back since the read: counted as no wait.
+        let waited = taken
+            .duration_since(first.received_at)
+            .unwrap_or(Duration::ZERO);
+        histogram.observe_n(waited, n);
     }
 }
 
@@ -534,6 +568,28 @@ mod tests {
             records += x.records;
         }
         assert_eq!(records, 12);
+    }
+
+    #[test]
+    fn delivery_latency_counts_every_frame_from_its_read() {
+        let h = Histogram::new();
+        let read = frame(b"{}", Some("a"));
+        let later = Frame {
+            received_at: read.received_at + Duration::from_millis(20),
+            ..read.clone()
+        };
+        let taken = read.received_at + Duration::from_millis(30);
+        observe_delivery(&h, &[read.clone(), read.clone(), later, read], taken);
+        let b = h.buckets();
+        let total = b.last().expect("+Inf").cumulative;
+        assert_eq!(total, 4, "every frame counted");
+        // 30 ms for three frames (in two runs), 10 ms for one.
+        let at = |le: f64| b.iter().find(|b| b.le == Some(le)).expect("bucket").cumulative;
+        assert_eq!(at(0.005), 0);
+        assert_eq!(at(0.01), 1);
+        assert_eq!(at(0.025), 1);
+        assert_eq!(at(0.05), 4);
+        assert!((h.sum_seconds() - 0.1).abs() < 1e-6, "{}", h.sum_seconds());
     }
 
     #[test]
