@@ -111,14 +111,26 @@ mod tests {
         h.observe_n(Duration::from_millis(3), 2);
         h.observe(Duration::from_secs(60)); // +Inf
         let b = h.buckets();
-        assert_eq!(b[0], Bucket { le: Some(0.00005), cumulative: 1 });
+        assert_eq!(
+            b[0],
+            Bucket {
+                le: Some(0.00005),
+                cumulative: 1
+            }
+        );
         assert_eq!(b[1].cumulative, 2);
         assert_eq!(b[5].le, Some(0.0025));
         assert_eq!(b[5].cumulative, 2);
         assert_eq!(b[6].le, Some(0.005));
         assert_eq!(b[6].cumulative, 4);
         assert_eq!(b[BUCKETS - 2].cumulative, 4);
-        assert_eq!(b[BUCKETS - 1], Bucket { le: None, cumulative: 5 });
+        assert_eq!(
+            b[BUCKETS - 1],
+            Bucket {
+                le: None,
+                cumulative: 5
+            }
+        );
         assert!(b.windows(2).all(|w| w[0].cumulative <= w[1].cumulative));
         let sum = 0.00005 + 0.000051 + 0.006 + 60.0;
         assert!((h.sum_seconds() - sum).abs() < 1e-9, "{}", h.sum_seconds());

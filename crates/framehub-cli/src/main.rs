@@ -14,6 +14,7 @@ mod config;
 mod histogram;
 mod metrics;
 mod notify;
+mod progress;
 mod reload;
 mod send;
 mod serve;

@@ -584,7 +584,12 @@ mod tests {
         let total = b.last().expect("+Inf").cumulative;
         assert_eq!(total, 4, "every frame counted");
         // 30 ms for three frames (in two runs), 10 ms for one.
-        let at = |le: f64| b.iter().find(|b| b.le == Some(le)).expect("bucket").cumulative;
+        let at = |le: f64| {
+            b.iter()
+                .find(|b| b.le == Some(le))
+                .expect("bucket")
+                .cumulative
+        };
         assert_eq!(at(0.005), 0);
         assert_eq!(at(0.01), 1);
         assert_eq!(at(0.025), 1);

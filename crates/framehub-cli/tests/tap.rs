@@ -17,7 +17,13 @@ use common::*;
 /// `framehub tap` as a child process printing `count` records.
 fn tap_command(tap: SocketAddr, filter: &[&str], count: u64) -> Child {
     framehub()
-        .args(["tap", "--tap", &tap.to_string(), "--count", &count.to_string()])
+        .args([
+            "tap",
+            "--tap",
+            &tap.to_string(),
+            "--count",
+            &count.to_string(),
+        ])
         .args(filter)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -112,7 +118,9 @@ fn a_filtered_tap_gets_only_its_node_and_an_unfiltered_one_gets_both() {
     let only_a = node_and_ts(&records_of(only_a));
     assert_eq!(
         only_a,
-        (0..20).map(|ts| ("alpha".to_owned(), ts)).collect::<Vec<_>>(),
+        (0..20)
+            .map(|ts| ("alpha".to_owned(), ts))
+            .collect::<Vec<_>>(),
         "framehub tap --node alpha prints alpha's records, in order"
     );
 
@@ -137,10 +145,7 @@ fn a_filtered_tap_gets_only_its_node_and_an_unfiltered_one_gets_both() {
     let mut expected: Vec<(String, u64)> = (0..20).map(|ts| ("bravo".to_owned(), ts)).collect();
     expected.push(("bravo".to_owned(), 999));
     assert_eq!(node_and_ts(&got), expected);
-    assert!(
-        got.iter().all(|r| r["listener"] == "default"),
-        "{got:?}"
-    );
+    assert!(got.iter().all(|r| r["listener"] == "default"), "{got:?}");
     drop((a, b));
     assert_eq!(daemon.terminate(), 0);
 }

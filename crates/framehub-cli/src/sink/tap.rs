@@ -272,7 +272,9 @@ impl HelloReader {
     /// complete.
     fn feed(&mut self, bytes: &[u8], shared: &TapShared, sub: &Subscriber) -> Option<TapFilter> {
         let end = memchr::memchr(b'\n', bytes);
-        let take = end.unwrap_or(bytes.len()).min(MAX_HELLO_BYTES + 1 - self.line.len());
+        let take = end
+            .unwrap_or(bytes.len())
+            .min(MAX_HELLO_BYTES + 1 - self.line.len());
         self.line.extend_from_slice(&bytes[..take]);
         if end.is_none() && self.line.len() <= MAX_HELLO_BYTES {
             return None;

@@ -233,7 +233,10 @@ mod tests {
             Some(filter(&["x"], &[]))
         );
         assert_eq!(TapFilter::from_hello(b"hello there"), None);
-        assert_eq!(TapFilter::from_hello(b"{\"subscribe\":{\"nodes\":[]}}"), None);
+        assert_eq!(
+            TapFilter::from_hello(b"{\"subscribe\":{\"nodes\":[]}}"),
+            None
+        );
         assert!(TapFilter::is_confirm(&f.confirm_line()));
         assert!(!TapFilter::is_confirm(
             b"{\"received_at\":\"x\",\"subscribed\":{}}"
