@@ -40,6 +40,8 @@ pub struct Load {
     pub size: usize,
     /// Frames per second per connection; 0 = as fast as possible.
     pub rate: u64,
+    /// Also counts the frames written here, as they go (a progress line).
+    pub progress: Option<Arc<AtomicU64>>,
 }
 
 impl Load {
@@ -163,6 +165,9 @@ async fn flood(stream: &mut Conn, block: &Block, load: &Load, c: &Counters) -> a
         stream.write_all(bytes).await?;
         sent += frames;
         c.frames.fetch_add(frames, Ordering::Relaxed);
+        if let Some(p) = &load.progress {
+            p.fetch_add(frames, Ordering::Relaxed);
+        }
         c.payload_bytes.fetch_add(payload, Ordering::Relaxed);
         c.wire_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -204,6 +209,9 @@ async fn paced(
             stream.write_all(&block.bytes[begin..end]).await?;
             stream.flush().await?;
             c.frames.fetch_add(1, Ordering::Relaxed);
+            if let Some(p) = &load.progress {
+                p.fetch_add(1, Ordering::Relaxed);
+            }
             c.payload_bytes.fetch_add(per_frame, Ordering::Relaxed);
             c.wire_bytes
                 .fetch_add((end - begin) as u64, Ordering::Relaxed);

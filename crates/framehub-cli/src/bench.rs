@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::ValueEnum;
@@ -13,6 +15,8 @@ use framehub_bench::load::Load;
 use framehub_bench::targets::{BenchConfig, Target};
 use framehub_bench::tls::{BenchTls, Connector};
 use serde::Deserialize;
+
+use crate::progress::{Figures, Progress};
 
 /// What receives the load.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -186,6 +190,7 @@ async fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
         (Mode::Hub, None, true) => Target::Inproc,
         (Mode::Hub, None, false) => anyhow::bail!("give --to HOST:PORT or --inproc"),
     };
+    let sent = Arc::new(AtomicU64::new(0));
     let frames = match (args.frames, args.duration) {
         (None, None) => Some(100_000),
         (f, _) => f,
@@ -198,6 +203,7 @@ async fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
             duration: args.duration.unwrap_or(Duration::from_secs(10)),
             size: args.size,
             rate: args.rate,
+            progress: Some(sent.clone()),
         },
         framing,
         token: args.token.clone(),
@@ -205,7 +211,13 @@ async fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
         queue_capacity: args.queue.max(1),
         tls: args.tls(),
     };
-    let report = framehub_bench::targets::run(cfg).await?;
+    let progress = Progress::start(move || Figures {
+        sent: sent.load(Ordering::Relaxed),
+        acked: None,
+    });
+    let report = framehub_bench::targets::run(cfg).await;
+    progress.finish();
+    let report = report?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -12,13 +12,16 @@ mod admin;
 mod bench;
 mod cluster;
 mod config;
+mod histogram;
 mod metrics;
 mod notify;
+mod progress;
 mod reload;
 mod send;
 mod serve;
 mod simulate;
 mod sink;
+mod subscribe;
 mod top;
 
 /// Exit code for a configuration that cannot be used (sysexits EX_USAGE,
@@ -52,6 +55,9 @@ enum Command {
     },
     /// A running daemon's live view in the terminal (its admin API).
     Top(top::TopArgs),
+    /// Subscribe to a daemon's tap sink: its records live on stdout,
+    /// filtered by the daemon (--node, --listener).
+    Tap(subscribe::TapArgs),
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -203,6 +209,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("framehub top: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Tap(args) => match subscribe::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("framehub tap: {e:#}");
                 ExitCode::FAILURE
             }
         },

@@ -21,8 +21,9 @@ use std::time::Instant;
 
 use framehub::{Counters, Hub};
 
+use crate::histogram::Histogram;
 use crate::reload::Reloads;
-use crate::sink::SinkStatus;
+use crate::sink::{DELIVERY_LATENCY, SinkStatus};
 
 /// What `/metrics` reports besides the hub itself.
 pub struct MetricsSources<'a> {
@@ -99,6 +100,57 @@ impl Exposition {
     }
 }
 
+impl Exposition {
+    /// A histogram's samples: cumulative `_bucket`s by `le` (`+Inf`
+    /// last), `_sum` in seconds, `_count`.
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+        let bucket = format!("{name}_bucket");
+        let mut count = 0;
+        for b in h.buckets() {
+            let le = b.le.map_or_else(|| "+Inf".to_owned(), |le| le.to_string());
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&bucket, &with_le, b.cumulative);
+            count = b.cumulative;
+        }
+        self.sample(&format!("{name}_sum"), labels, h.sum_seconds());
+        self.sample(&format!("{name}_count"), labels, count);
+    }
+
+    /// A histogram family with one histogram per sink of its type.
+    fn sink_histogram(&mut self, family: &SinkHistogram, sinks: &[Arc<SinkStatus>]) {
+        self.family(family.name, "histogram", family.help);
+        for s in sinks.iter().filter(|s| s.kind == family.of_type) {
+            self.histogram(family.name, &[("sink", &s.name)], (family.value)(s));
+        }
+    }
+}
+
+/// A sink's histogram as `/metrics` shows it.
+struct SinkHistogram {
+    name: &'static str,
+    help: &'static str,
+    /// The sink type that has it.
+    of_type: &'static str,
+    value: fn(&SinkStatus) -> &Histogram,
+}
+
+/// The sinks' histograms, in the order `/metrics` shows them.
+const SINK_HISTOGRAMS: &[SinkHistogram] = &[
+    SinkHistogram {
+        name: "framehub_sink_file_write_duration_seconds",
+        help: "Time a file sink took to write one chunk of records (a rotation included).",
+        of_type: "file",
+        value: |s| &s.write_duration,
+    },
+    SinkHistogram {
+        name: "framehub_sink_file_sync_duration_seconds",
+        help: "Time one fsync of a file sink's sync thread took.",
+        of_type: "file",
+        value: |s| &s.sync_duration,
+    },
+];
+
 /// A sink counter as `/metrics` shows it.
 struct SinkFamily {
     name: &'static str,
@@ -166,6 +218,13 @@ const SINK_FAMILIES: &[SinkFamily] = &[
         help: "Tap subscribers refused because max_subscribers were connected.",
         of_type: Some("tap"),
         value: |s| &s.subscribers_rejected,
+    },
+    SinkFamily {
+        name: "framehub_tap_filters_refused_total",
+        kind: "counter",
+        help: "First lines from tap subscribers that were not a filter (those subscribers get every record).",
+        of_type: Some("tap"),
+        value: |s| &s.subscribe_refused,
     },
 ];
 
@@ -313,6 +372,19 @@ pub fn render(src: &MetricsSources<'_>) -> String {
     for family in SINK_FAMILIES {
         m.sink_family(family, src.sinks);
     }
+    m.family(
+        "framehub_sink_delivery_latency_seconds",
+        "histogram",
+        "Time from the read that carried a frame to the sink thread taking it (queue wait), per frame.",
+    );
+    m.histogram(
+        "framehub_sink_delivery_latency_seconds",
+        &[],
+        &DELIVERY_LATENCY,
+    );
+    for family in SINK_HISTOGRAMS {
+        m.sink_histogram(family, src.sinks);
+    }
 
     let history = hub.closed_connections();
     m.family(
@@ -430,6 +502,23 @@ mod tests {
         }
         // Nothing else: figures without a family stay out.
         assert_eq!(m.out.matches("# HELP ").count(), exported);
+    }
+
+    #[test]
+    fn a_histogram_is_exposed_with_cumulative_buckets_sum_and_count() {
+        let h = Histogram::new();
+        h.observe(std::time::Duration::from_millis(2));
+        h.observe(std::time::Duration::from_secs(30));
+        let mut m = Exposition { out: String::new() };
+        m.histogram("x_seconds", &[("sink", "f")], &h);
+        let lines: Vec<&str> = m.out.lines().collect();
+        assert_eq!(lines[0], "x_seconds_bucket{sink=\"f\",le=\"0.00005\"} 0");
+        assert!(lines.contains(&"x_seconds_bucket{sink=\"f\",le=\"0.0025\"} 1"));
+        assert!(lines.contains(&"x_seconds_bucket{sink=\"f\",le=\"10\"} 1"));
+        let n = lines.len();
+        assert_eq!(lines[n - 3], "x_seconds_bucket{sink=\"f\",le=\"+Inf\"} 2");
+        assert_eq!(lines[n - 2], "x_seconds_sum{sink=\"f\"} 30.002");
+        assert_eq!(lines[n - 1], "x_seconds_count{sink=\"f\"} 2");
     }
 
     #[test]

@@ -286,10 +286,16 @@ pub async fn run(args: SendArgs) -> ExitCode {
         }
     };
     let mut lines = Lines::default();
+    let watched = client.clone();
+    let progress = crate::progress::Progress::start(move || crate::progress::Figures {
+        sent: watched.counters().sent,
+        acked: None,
+    });
     let read = tokio::select! {
         read = pump_stdin(&client, &args, node, &mut lines) => Some(read),
         _ = signal => None,
     };
+    progress.finish();
     let interrupted = read.is_none();
     let closed = client.close(args.close_timeout).await;
     let c = client.counters();

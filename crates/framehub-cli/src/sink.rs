@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use self::durable::{Durability, MarkCollector, Marks};
+use crate::histogram::Histogram;
 
 pub mod durable;
 pub mod file;
@@ -97,6 +98,11 @@ fn is_single_line_json(payload: &[u8]) -> bool {
         && framehub::json::validate(payload, framehub::json::DEFAULT_MAX_DEPTH).is_ok()
 }
 
+/// Time from the read that carried a frame (`received_at`) to the sink
+/// thread taking it: the queues' wait, as `/metrics` shows it. One sink
+/// thread per process, so one histogram.
+pub static DELIVERY_LATENCY: Histogram = Histogram::new();
+
 /// Target size of one chunk of records: large enough that a busy stream is
 /// written in few system calls, small enough that a tap subscriber's
 /// buffer holds several.
@@ -117,6 +123,22 @@ pub struct Chunk {
     pub no: u64,
     /// The last sequence number of each node in it.
     pub marks: Marks,
+    /// Where each connection's records lie in `bytes`, in order: what a
+    /// tap filters on (`--node`, `--listener`) without parsing records.
+    pub runs: Vec<Run>,
+}
+
+/// Consecutive records of one connection in a chunk. A chunk holds at most
+/// one run per record, so the list is bounded as the chunk is.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Where its last record ends in the chunk's bytes (the run starts
+    /// where the previous one ends).
+    pub end: usize,
+    /// How many records it holds.
+    pub records: u64,
+    /// The connection they came from.
+    pub source: Arc<Source>,
 }
 
 /// What the sink thread is handed.
@@ -168,6 +190,14 @@ pub struct SinkStatus {
     pub subscribers_cut: AtomicU64,
     /// Subscribers refused because `max_subscribers` were connected (taps).
     pub subscribers_rejected: AtomicU64,
+    /// First lines from subscribers that were not a filter (taps): those
+    /// subscribers get every record.
+    pub subscribe_refused: AtomicU64,
+    /// How long each write of a chunk took, a rotation included (file
+    /// sinks).
+    pub write_duration: Histogram,
+    /// How long each sync on the sync thread took (file sinks).
+    pub sync_duration: Histogram,
     failure: Mutex<Failure>,
 }
 
@@ -195,6 +225,9 @@ impl SinkStatus {
             records_lost: AtomicU64::new(0),
             subscribers_cut: AtomicU64::new(0),
             subscribers_rejected: AtomicU64::new(0),
+            subscribe_refused: AtomicU64::new(0),
+            write_duration: Histogram::new(),
+            sync_duration: Histogram::new(),
             failure: Mutex::new(Failure::default()),
         })
     }
@@ -301,11 +334,13 @@ struct Encoder {
     /// Chunks cut so far.
     chunks: u64,
     marks: MarkCollector,
+    runs: Vec<Run>,
     durability: Arc<Durability>,
 }
 
 impl Encoder {
     fn encode(&mut self, batch: &[Frame], sinks: &mut [Box<dyn Sink>]) {
+        observe_delivery(&DELIVERY_LATENCY, batch, SystemTime::now());
         for s in sinks.iter_mut() {
             s.write_frames(batch);
         }
@@ -324,6 +359,18 @@ impl Encoder {
                 continue;
             }
             self.count += 1;
+            let end = self.buf.len();
+            match self.runs.last_mut() {
+                Some(run) if Arc::ptr_eq(&run.source, &frame.source) => {
+                    run.end = end;
+                    run.records += 1;
+                }
+                _ => self.runs.push(Run {
+                    end,
+                    records: 1,
+                    source: frame.source.clone(),
+                }),
+            }
             if let (Some(node), Some(seq)) = (&frame.source.node, frame.seq) {
                 self.marks.note(node, seq);
             }
@@ -350,12 +397,33 @@ impl Encoder {
             records: std::mem::take(&mut self.count),
             no: self.chunks,
             marks: self.marks.take(),
+            runs: std::mem::take(&mut self.runs),
         };
         self.buf.clear();
         self.durability.emitted(chunk.no, &chunk.marks);
         for s in sinks.iter_mut() {
             s.write(&chunk);
         }
+    }
+}
+
+/// Counts each frame's wait from its read to `taken`; the frames of one
+/// read share their time, so one run of them is one observation call.
+fn observe_delivery(histogram: &Histogram, batch: &[Frame], taken: SystemTime) {
+    let mut frames = batch.iter().peekable();
+    while let Some(first) = frames.next() {
+        let mut n = 1;
+        while frames
+            .next_if(|f| f.received_at == first.received_at)
+            .is_some()
+        {
+            n += 1;
+        }
+        // A clock stepped back since the read: counted as no wait.
+        let waited = taken
+            .duration_since(first.received_at)
+            .unwrap_or(Duration::ZERO);
+        histogram.observe_n(waited, n);
     }
 }
 
@@ -376,6 +444,7 @@ pub fn run(
         count: 0,
         chunks: 0,
         marks: MarkCollector::default(),
+        runs: Vec::new(),
         durability,
     };
     while let Some(message) = rx.blocking_recv() {
@@ -513,9 +582,38 @@ mod tests {
                 memchr::memchr_iter(b'\n', &x.bytes).count()
             );
             assert!(x.bytes.ends_with(b"}\n"));
+            assert_eq!(x.runs.iter().map(|r| r.records).sum::<u64>(), x.records);
+            assert_eq!(x.runs.last().map(|r| r.end), Some(x.bytes.len()));
             records += x.records;
         }
         assert_eq!(records, 12);
+    }
+
+    #[test]
+    fn delivery_latency_counts_every_frame_from_its_read() {
+        let h = Histogram::new();
+        let read = frame(b"{}", Some("a"));
+        let later = Frame {
+            received_at: read.received_at + Duration::from_millis(20),
+            ..read.clone()
+        };
+        let taken = read.received_at + Duration::from_millis(30);
+        observe_delivery(&h, &[read.clone(), read.clone(), later, read], taken);
+        let b = h.buckets();
+        let total = b.last().expect("+Inf").cumulative;
+        assert_eq!(total, 4, "every frame counted");
+        // 30 ms for three frames (in two runs), 10 ms for one.
+        let at = |le: f64| {
+            b.iter()
+                .find(|b| b.le == Some(le))
+                .expect("bucket")
+                .cumulative
+        };
+        assert_eq!(at(0.005), 0);
+        assert_eq!(at(0.01), 1);
+        assert_eq!(at(0.025), 1);
+        assert_eq!(at(0.05), 4);
+        assert!((h.sum_seconds() - 0.1).abs() < 1e-6, "{}", h.sum_seconds());
     }
 
     #[test]

@@ -28,10 +28,16 @@ impl Metrics {
         let lines: Vec<std::io::Result<String>> = body.lines().map(|l| Ok(l.to_owned())).collect();
         let scrape = Scrape::parse(lines.into_iter()).expect("Prometheus text format");
         // The parser skips lines it cannot read: every sample line must
-        // have become a sample.
+        // have become a sample. A histogram's `_bucket` lines become one
+        // sample per series (its labels but `le`, which comes last).
+        let mut series = std::collections::HashSet::new();
         let sample_lines = body
             .lines()
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter(|l| match l.split_once("_bucket{") {
+                Some(_) => series.insert(l.split("le=\"").next().unwrap_or(l)),
+                None => true,
+            })
             .count();
         assert_eq!(
             scrape.samples.len(),
@@ -116,12 +122,26 @@ path = "{}"
 
     let before = Metrics::scrape(admin);
     // Every family has help text and a type; labels are never per peer.
+    // The parser gives a histogram's `_sum` and `_count` lines samples of
+    // their own; their HELP is the histogram's.
+    let histograms: Vec<&str> = before
+        .scrape
+        .samples
+        .iter()
+        .filter(|s| matches!(s.value, Sample::Histogram(_)))
+        .map(|s| s.metric.as_str())
+        .collect();
     for s in &before.scrape.samples {
+        let family = ["_sum", "_count"]
+            .iter()
+            .filter_map(|suffix| s.metric.strip_suffix(suffix))
+            .find(|base| histograms.contains(base))
+            .unwrap_or(&s.metric);
         assert!(
             before
                 .scrape
                 .docs
-                .get(&s.metric)
+                .get(family)
                 .is_some_and(|d| !d.is_empty()),
             "{} has no HELP",
             s.metric

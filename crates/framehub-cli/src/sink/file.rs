@@ -400,7 +400,10 @@ impl Sink for FileSink {
             return;
         }
         self.retry_at = None;
-        match self.write_chunk(chunk) {
+        let started = Instant::now();
+        let written = self.write_chunk(chunk);
+        self.status.write_duration.observe(started.elapsed());
+        match written {
             Ok(()) => {
                 // Bytes were counted as they went; records once whole.
                 self.status
@@ -529,6 +532,7 @@ mod tests {
             records: records.len() as u64,
             no: 1,
             marks: Arc::from(Vec::new()),
+            runs: Vec::new(),
         }
     }
 

@@ -383,6 +383,7 @@ mod tests {
                 records: 1,
                 no,
                 marks: std::sync::Arc::from(Vec::new()),
+                runs: Vec::new(),
             });
         }
         sink.finish();

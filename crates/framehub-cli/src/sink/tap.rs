@@ -8,8 +8,13 @@
 //! copying them. Publishing never waits: a subscriber whose
 //! buffer is full misses those records (`on_full = "drop"`, counted) or is
 //! disconnected (`"disconnect"`, counted), so a slow or stuck subscriber
-//! never slows ingest or the other sinks. What a subscriber sends is read
-//! and ignored (to notice when it leaves).
+//! never slows ingest or the other sinks.
+//!
+//! A subscriber may state a filter in its first line (`framehub tap --node
+//! --listener`, see [`filter`]): from then on the tap queues only matching
+//! records for it, so a filtered subscriber costs neither its bandwidth
+//! nor its buffer for the rest. Anything else it sends is read and ignored
+//! (to notice when it leaves).
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use framehub::outbuf::{Offer, OutBuf, Take};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,6 +32,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{TapOverflow, TapSinkConfig};
 use crate::sink::{Chunk, Sink, SinkStatus};
+
+use self::filter::{MAX_HELLO_BYTES, Selected, TapFilter};
+
+pub mod filter;
 
 /// A running tap: its port, its subscribers.
 pub struct Tap {
@@ -52,6 +62,10 @@ struct Subscriber {
     cut: CancellationToken,
     lost: AtomicU64,
     warned: AtomicBool,
+    /// Its filter, once confirmed in its stream; `None`: every record.
+    /// Set and read under the subscriber list's lock, so it changes
+    /// between two chunks.
+    filter: Mutex<Option<TapFilter>>,
 }
 
 impl Tap {
@@ -138,6 +152,7 @@ async fn accept_loop(
                     cut: hard_stop.child_token(),
                     lost: AtomicU64::new(0),
                     warned: AtomicBool::new(false),
+                    filter: Mutex::new(None),
                 });
                 subs.push(sub.clone());
                 shared
@@ -170,16 +185,35 @@ async fn accept_loop(
 async fn serve(shared: Arc<TapShared>, sub: Arc<Subscriber>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let mut ignored = [0u8; 512];
+    let mut input = [0u8; 512];
+    let mut hello = HelloReader::default();
+    let mut wanted: Option<TapFilter> = None;
     let why = loop {
+        // The hello line is looked for between writes too: a subscriber
+        // that connects into a flood gets its filter without waiting for
+        // the backlog.
+        if !hello.done {
+            match reader.try_read(&mut input) {
+                Ok(0) => break "subscriber left",
+                Ok(n) => wanted = wanted.or(hello.feed(&input[..n], &shared, &sub)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break "subscriber left",
+            }
+        }
+        if let Some(filter) = wanted.take() {
+            wanted = apply_filter(&shared, &sub, filter);
+        }
         match sub.buffer.take() {
             Take::Ended => break "tap closed",
             Take::Idle => tokio::select! {
                 biased;
                 _ = sub.cut.cancelled() => break "cut",
                 _ = sub.buffer.ready() => {}
-                read = reader.read(&mut ignored) => match read {
+                read = reader.read(&mut input) => match read {
                     Ok(0) | Err(_) => break "subscriber left",
+                    Ok(n) if !hello.done => {
+                        wanted = wanted.or(hello.feed(&input[..n], &shared, &sub));
+                    }
                     Ok(_) => {}
                 },
             },
@@ -224,6 +258,74 @@ async fn serve(shared: Arc<TapShared>, sub: Arc<Subscriber>, stream: TcpStream) 
     );
 }
 
+/// The first line a subscriber sends, gathered up to [`MAX_HELLO_BYTES`].
+#[derive(Default)]
+struct HelloReader {
+    line: Vec<u8>,
+    /// A line was read (a filter or not), or too much came without one:
+    /// what comes next is ignored.
+    done: bool,
+}
+
+impl HelloReader {
+    /// Takes bytes from the subscriber; the filter, once a hello line is
+    /// complete.
+    fn feed(&mut self, bytes: &[u8], shared: &TapShared, sub: &Subscriber) -> Option<TapFilter> {
+        let end = memchr::memchr(b'\n', bytes);
+        let take = end
+            .unwrap_or(bytes.len())
+            .min(MAX_HELLO_BYTES + 1 - self.line.len());
+        self.line.extend_from_slice(&bytes[..take]);
+        if end.is_none() && self.line.len() <= MAX_HELLO_BYTES {
+            return None;
+        }
+        self.done = true;
+        let line = std::mem::take(&mut self.line);
+        let filter = if line.len() <= MAX_HELLO_BYTES {
+            TapFilter::from_hello(&line)
+        } else {
+            None
+        };
+        if filter.is_none() {
+            shared
+                .status
+                .subscribe_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                sink = %shared.status.name,
+                peer = %sub.peer,
+                "tap subscriber sent something that is not a filter; it gets every record"
+            );
+        }
+        filter
+    }
+}
+
+/// Puts the confirmation into the subscriber's stream and sets its filter
+/// in one step, under the list's lock, so every chunk after that line is
+/// filtered and none before it. Returns the filter when the buffer has no
+/// room for the line yet (tried again after the next write).
+fn apply_filter(shared: &TapShared, sub: &Subscriber, filter: TapFilter) -> Option<TapFilter> {
+    let _subs = shared.subscribers.lock();
+    match sub
+        .buffer
+        .offer_shared(Bytes::from(filter.confirm_line()), 0)
+    {
+        Offer::Full => return Some(filter),
+        Offer::Closed => return None,
+        Offer::Taken => {}
+    }
+    tracing::info!(
+        sink = %shared.status.name,
+        peer = %sub.peer,
+        node = ?filter.node,
+        listener = ?filter.listener,
+        "tap subscriber filters"
+    );
+    *sub.filter.lock() = (!filter.is_everything()).then_some(filter);
+    None
+}
+
 /// The tap's sink-thread half: hands each chunk to every subscriber's
 /// buffer without ever waiting.
 pub struct TapPublisher {
@@ -242,17 +344,24 @@ impl Sink for TapPublisher {
         let len = chunk.bytes.len();
         let mut subs = shared.subscribers.lock();
         subs.retain(|sub| {
-            match sub.buffer.offer_shared(chunk.bytes.clone(), chunk.records) {
+            let selected = match &*sub.filter.lock() {
+                Some(filter) => filter.select(chunk),
+                None => Selected::All,
+            };
+            let (bytes, records) = match selected {
+                Selected::All => (chunk.bytes.clone(), chunk.records),
+                Selected::Some(bytes, records) => (bytes, records),
+                Selected::Nothing => return true,
+            };
+            match sub.buffer.offer_shared(bytes, records) {
                 // A closed buffer's subscriber is on its way out.
                 Offer::Taken | Offer::Closed => return true,
                 Offer::Full => {}
             }
             match shared.config.on_full {
                 TapOverflow::Drop => {
-                    sub.lost.fetch_add(chunk.records, Ordering::Relaxed);
-                    status
-                        .records_lost
-                        .fetch_add(chunk.records, Ordering::Relaxed);
+                    sub.lost.fetch_add(records, Ordering::Relaxed);
+                    status.records_lost.fetch_add(records, Ordering::Relaxed);
                     if !sub.warned.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             sink = %status.name,
@@ -265,7 +374,7 @@ impl Sink for TapPublisher {
                 }
                 TapOverflow::Disconnect => {
                     // What it had buffered is lost with it.
-                    let lost = chunk.records + sub.buffer.close();
+                    let lost = records + sub.buffer.close();
                     sub.lost.fetch_add(lost, Ordering::Relaxed);
                     status.records_lost.fetch_add(lost, Ordering::Relaxed);
                     status.subscribers_cut.fetch_add(1, Ordering::Relaxed);

@@ -182,7 +182,10 @@ impl Worker {
     }
 
     fn sync(&self, request: Request) {
-        match sync_data(&request.file) {
+        let started = std::time::Instant::now();
+        let synced = sync_data(&request.file);
+        self.status.sync_duration.observe(started.elapsed());
+        match synced {
             Ok(()) => {
                 if let Some(state) = request.state
                     && let Err(e) = state.write(&self.state_path)
