@@ -112,6 +112,12 @@ pub enum CloseReason {
     /// The TLS handshake failed or did not finish within
     /// `tls.handshake_timeout` (a TLS listener only).
     TlsFailed(TlsFailure),
+    /// A frame was not whole within `frame_timeout` of its first byte (a
+    /// peer trickling a never-ending frame).
+    FrameTimeout,
+    /// The connection held one of the largest unfinished frames when all
+    /// connections together held more than `partial_frame_budget`.
+    PartialBudget,
 }
 
 /// Why a TLS handshake failed (the connection is then closed). Each has a
@@ -213,7 +219,7 @@ pub enum Ending {
 impl CloseReason {
     /// Every label [`CloseReason::as_str`] returns, in a fixed order (the
     /// index into counter arrays).
-    pub const LABELS: [&'static str; 10] = [
+    pub const LABELS: [&'static str; 12] = [
         "peer_closed",
         "shutdown",
         "idle_timeout",
@@ -224,6 +230,8 @@ impl CloseReason {
         "slow_client",
         "proxy_rejected",
         "tls_failed",
+        "frame_timeout",
+        "partial_budget",
     ];
 
     pub(crate) fn index(&self) -> usize {
@@ -257,6 +265,8 @@ impl CloseReason {
             CloseReason::SlowClient => "slow_client",
             CloseReason::ProxyRejected(_) => "proxy_rejected",
             CloseReason::TlsFailed(_) => "tls_failed",
+            CloseReason::FrameTimeout => "frame_timeout",
+            CloseReason::PartialBudget => "partial_budget",
         }
     }
 }
@@ -409,6 +419,8 @@ mod tests {
             CloseReason::SlowClient,
             CloseReason::ProxyRejected(ProxyFailure::Missing),
             CloseReason::TlsFailed(TlsFailure::Timeout),
+            CloseReason::FrameTimeout,
+            CloseReason::PartialBudget,
         ];
         for (i, r) in closes.iter().enumerate() {
             assert_eq!(r.index(), i, "{r:?}");

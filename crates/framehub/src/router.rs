@@ -193,6 +193,7 @@ mod tests {
         let router = Router::new(NodesConfig {
             auto_provision: true,
             max_nodes: 2,
+            ..NodesConfig::default()
         });
         let mut new = router.take_new_nodes().expect("first take");
         assert!(router.take_new_nodes().is_none());
@@ -220,6 +221,7 @@ mod tests {
         let router = Router::new(NodesConfig {
             auto_provision: false,
             max_nodes: 2,
+            ..NodesConfig::default()
         });
         let q = QueueConfig::default();
         assert_eq!(router.resolve("x", q).err(), Some(DropReason::UnknownNode));

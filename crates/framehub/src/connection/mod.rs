@@ -281,6 +281,13 @@ impl Driver {
                         if n == 0 {
                             return CloseReason::PeerClosed;
                         }
+                        // A read may bring a deadline earlier than the one
+                        // armed (a frame began: `frame_timeout`).
+                        let next = self.core.poll_timeout();
+                        if next.is_some_and(|next| deadline.is_none_or(|armed| next < armed)) {
+                            deadline = next;
+                            timer.as_mut().reset(deadline.unwrap_or(far));
+                        }
                     }
                     Err(e) => return CloseReason::ReadError(e.to_string()),
                 },
@@ -370,7 +377,11 @@ impl Driver {
                     );
                 }
             }
-            CloseReason::FramingLost(_) | CloseReason::ReadError(_) | CloseReason::SlowClient => {
+            CloseReason::FramingLost(_)
+            | CloseReason::ReadError(_)
+            | CloseReason::SlowClient
+            | CloseReason::FrameTimeout
+            | CloseReason::PartialBudget => {
                 if let Some(suppressed) = shared.close_warning.check() {
                     tracing::warn!(%peer, conn, node = node.as_deref().unwrap_or("-"), suppressed, "connection closed: {reason}");
                 }
