@@ -118,8 +118,10 @@ impl ListenerShared {
             .then(|| RwLock::new(Arc::new(node_protocol(&config, tokens))));
         let (raw_queue, groups) = match (config.delivery, config.protocol) {
             (Delivery::Groups, _) => (None, Some(GroupQueue::new(name.clone(), &config))),
+            // Anyone may connect to a raw listener: its queue is fair to
+            // each connection, so a flooder loses only its own frames.
             (Delivery::Receivers, Protocol::Raw) => {
-                (Some(Queue::new(name.clone(), config.queue)), None)
+                (Some(Queue::fair(name.clone(), config.queue)), None)
             }
             (Delivery::Receivers, Protocol::Node) => (None, None),
         };

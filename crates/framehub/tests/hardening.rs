@@ -84,3 +84,84 @@ async fn a_never_ending_frame_trickled_byte_by_byte_is_closed() {
     }
     assert!(still_open(&mut polite, Duration::from_millis(200)).await);
 }
+
+/// One flooder on a raw listener (no auth: anyone may connect) can only
+/// lose its own frames: a polite peer sending 20 frames/s through a slow
+/// consumer loses none, and the flooder's drops are counted, on its own
+/// connection.
+#[tokio::test]
+async fn a_flooder_on_a_raw_listener_loses_only_its_own_frames() {
+    let mut listener = raw_lines();
+    listener.queue.capacity = 64;
+    let hub = start(listener).await;
+    let receiver = hub.listener_receiver("default").expect("raw receiver");
+    let mut flooder = connect(&hub).await;
+    let mut polite = connect(&hub).await;
+    let polite_addr = polite.local_addr().expect("addr");
+    let flooder_addr = flooder.local_addr().expect("addr");
+    const POLITE_FRAMES: usize = 60;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let flood = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let burst = "flood flood flood flood flood flood\n".repeat(2000);
+            let mut sent = 0u64;
+            while !stop.is_cancelled() {
+                flooder.write_all(burst.as_bytes()).await.expect("flood");
+                sent += 2000;
+            }
+            (flooder, sent)
+        }
+    });
+    // The slow consumer: about 200 frames/s, far below the flood. It
+    // gives up once the polite peer is long done (a lost frame would
+    // never come).
+    let give_up =
+        tokio::time::Instant::now() + Duration::from_millis(50) * POLITE_FRAMES as u32 + PATIENCE;
+    let consumer = tokio::spawn(async move {
+        let mut polite_seen = Vec::new();
+        let mut flood_seen = 0u64;
+        while polite_seen.len() < POLITE_FRAMES && tokio::time::Instant::now() < give_up {
+            let Ok(f) = receiver.recv_timeout(PATIENCE).await else {
+                break;
+            };
+            if let Some(n) = f.payload.strip_prefix(b"polite ") {
+                polite_seen.push(String::from_utf8_lossy(n).parse::<usize>().expect("n"));
+            } else {
+                flood_seen += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (polite_seen, flood_seen)
+    });
+    for n in 0..POLITE_FRAMES {
+        send_line(&mut polite, &format!("polite {n}")).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (polite_seen, flood_seen) = consumer.await.expect("consumer");
+    let conns = hub.connections();
+    stop.cancel();
+    let (_flooder, flood_sent) = flood.await.expect("flooder");
+    assert_eq!(
+        polite_seen,
+        (0..POLITE_FRAMES).collect::<Vec<_>>(),
+        "the polite peer lost frames to the flooder"
+    );
+    let by_peer = |addr| {
+        conns
+            .iter()
+            .find(|c| c.peer == addr)
+            .expect("connection listed")
+    };
+    assert_eq!(by_peer(polite_addr).dropped, 0);
+    let flooder_dropped = by_peer(flooder_addr).dropped;
+    assert!(
+        flooder_dropped > 0,
+        "the flood overflowed the queue ({flood_sent} sent, {flood_seen} consumed)"
+    );
+    let c = hub.counters();
+    assert!(
+        c.dropped(framehub::DropReason::QueueFull) >= flooder_dropped,
+        "{c:?}"
+    );
+}

@@ -166,7 +166,7 @@ impl Delivery {
                 }
                 // Room for the whole rest (or a full queue's worth): waking
                 // for a handful of slots would push a few frames per wakeup.
-                _ = queue.has_room(rest) => {}
+                _ = queue.has_room(link.conn, rest) => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
