@@ -211,13 +211,42 @@ struct NodeView {
 
 #[derive(Serialize)]
 struct NodesResponse {
+    /// Nodes in the table.
+    total: usize,
+    /// Where this page starts.
+    offset: usize,
+    /// How many are listed (at most `limit`).
+    returned: usize,
     nodes: Vec<NodeView>,
 }
 
-/// Every node with its rate over the latest statistics period (0 before
-/// the first one ended).
-async fn nodes(State(state): State<Arc<AdminState>>) -> Json<NodesResponse> {
-    let nodes = state.hub.nodes();
+/// Nodes `/api/nodes` returns when no `limit` is given.
+pub const DEFAULT_NODES_LIMIT: usize = 100;
+/// The most nodes one `/api/nodes` response holds.
+pub const MAX_NODES_LIMIT: usize = 10_000;
+
+/// `?offset=n&limit=m`: a page of the node table, by name.
+#[derive(Debug, Deserialize)]
+struct NodesQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// A page of the nodes (`offset`, `limit`; 100 by default, at most
+/// 10,000, so an answer stays small whatever the table holds), each with
+/// its rate over the latest statistics period (0 before the first one
+/// ended).
+async fn nodes(
+    State(state): State<Arc<AdminState>>,
+    Query(query): Query<NodesQuery>,
+) -> Json<NodesResponse> {
+    let offset = query.offset.unwrap_or(0);
+    let limit = query
+        .limit
+        .unwrap_or(DEFAULT_NODES_LIMIT)
+        .min(MAX_NODES_LIMIT);
+    let page = state.hub.nodes_page(offset, limit);
+    let nodes = page.nodes;
     let stats = state.hub.stats();
     // Held only while the views are built: the sampler waits for it.
     let stats = stats.borrow();
@@ -236,8 +265,13 @@ async fn nodes(State(state): State<Arc<AdminState>>) -> Json<NodesResponse> {
             queue_depth: n.queue.depth,
             name: n.name,
         })
-        .collect();
-    Json(NodesResponse { nodes })
+        .collect::<Vec<_>>();
+    Json(NodesResponse {
+        total: page.total,
+        offset,
+        returned: nodes.len(),
+        nodes,
+    })
 }
 
 /// `?sort=field` (ascending) or `?sort=-field` (descending); `?limit=n`.

@@ -81,3 +81,46 @@ fn check_config_refuses_values_that_cannot_run() {
     assert_eq!(daemon.terminate(), 0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `/api/nodes` is paged: `offset` and `limit` (100 by default), with the
+/// table's total, so the answer stays small whatever the table holds.
+#[test]
+fn api_nodes_is_paged() {
+    let dir = temp_dir("hardening-nodes");
+    let mut daemon = Daemon::with_config(&dir, "[[listener]]\nbind = \"127.0.0.1:0\"\n", &[]);
+    let addr = daemon.addr();
+    let admin = daemon.admin();
+    let mut devices = Vec::new();
+    for n in 0..5 {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        std::io::Write::write_all(&mut s, detection(&format!("node{n}"), None, 1).as_bytes())
+            .expect("write");
+        devices.push(s);
+    }
+    eventually("five nodes", || {
+        get_json(admin, "/api/nodes")["total"].as_u64() == Some(5)
+    });
+    let all = get_json(admin, "/api/nodes");
+    assert_eq!(all["returned"], 5);
+    assert_eq!(all["offset"], 0);
+    let page = get_json(admin, "/api/nodes?offset=1&limit=2");
+    assert_eq!(page["total"], 5);
+    assert_eq!(page["offset"], 1);
+    assert_eq!(page["returned"], 2);
+    let names: Vec<&str> = page["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["node1", "node2"]);
+    assert_eq!(
+        get_json(admin, "/api/nodes?offset=9")["returned"],
+        0,
+        "past the end: an empty page"
+    );
+    let (status, _) = http_get(admin, "/api/nodes?limit=many");
+    assert_eq!(status, 400);
+    drop(devices);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -114,8 +114,10 @@ impl ListenerShared {
         hub: &HubContext,
     ) -> ListenerShared {
         let name: Arc<str> = Arc::from(config.name.as_str());
-        let node_protocol = (config.protocol == Protocol::Node)
-            .then(|| RwLock::new(Arc::new(node_protocol(&config, tokens))));
+        let node_protocol = (config.protocol == Protocol::Node).then(|| {
+            let max_id = hub.router.max_node_id_bytes();
+            RwLock::new(Arc::new(node_protocol(&config, tokens, max_id)))
+        });
         let (raw_queue, groups) = match (config.delivery, config.protocol) {
             (Delivery::Groups, _) => (None, Some(GroupQueue::new(name.clone(), &config))),
             // Anyone may connect to a raw listener: its queue is fair to
@@ -180,7 +182,8 @@ impl ListenerShared {
                     .to_owned(),
             );
         }
-        *current.write() = Arc::new(node_protocol(&self.config, tokens));
+        let max_id = self.router.max_node_id_bytes();
+        *current.write() = Arc::new(node_protocol(&self.config, tokens, max_id));
         Ok(())
     }
 
@@ -215,13 +218,14 @@ impl ListenerShared {
     }
 }
 
-fn node_protocol(config: &ListenerConfig, tokens: &Tokens) -> NodeProtocol {
+fn node_protocol(config: &ListenerConfig, tokens: &Tokens, max_node_id: usize) -> NodeProtocol {
     NodeProtocol::new(
         tokens,
         &config.fields,
         &config.redact,
         config.max_json_depth,
     )
+    .with_max_node_id_bytes(max_node_id)
 }
 
 /// The bytes of one heartbeat on the wire for this listener.

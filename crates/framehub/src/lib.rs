@@ -132,7 +132,7 @@ pub use hub::{ACCEPT_ERROR_MEMORY, Hub, HubError, ListenerInfo};
 pub use reason::{AuthFailure, CloseReason, DropReason, Ending, ProxyFailure, TlsFailure};
 pub use receiver::{QueueStats, Receiver, RecvTimeoutError, TryRecvError};
 pub use registry::ConnectionInfo;
-pub use router::{NewNodes, NodeStatus};
+pub use router::{NewNodes, NodeStatus, NodesPage};
 pub use secret::Tokens;
 pub use snapshot::{ConnectionStats, ListenerStats, NodeStats, StatsSnapshot, Traffic};
 pub use stats::Counters;

@@ -33,6 +33,8 @@ pub(crate) struct NodeProtocol {
     /// Keys removed from delivered frames: the token's, then `redact`.
     redact: Vec<Box<[u8]>>,
     max_depth: usize,
+    /// Longest node id a connection may bind to (`nodes.max_node_id_bytes`).
+    max_node_id_bytes: usize,
 }
 
 /// Never shows a token.
@@ -92,7 +94,15 @@ impl NodeProtocol {
                 .map(|k| bytes(k))
                 .collect(),
             max_depth,
+            max_node_id_bytes: crate::config::NodesConfig::default().max_node_id_bytes,
         }
+    }
+
+    /// Caps the node id a connection may bind to: a longer one closes it
+    /// (`AuthFailure::NodeIdTooLong`).
+    pub(crate) fn with_max_node_id_bytes(mut self, max: usize) -> Self {
+        self.max_node_id_bytes = max;
+        self
     }
 
     pub(crate) fn requires_auth(&self) -> bool {
@@ -229,6 +239,11 @@ impl NodeSession {
                 let Some(id) = id_raw.as_str() else {
                     return Verdict::Skip(DropReason::MissingNodeId);
                 };
+                // Node ids end up in the node table, the connection list
+                // and every record: a long one is refused, not stored.
+                if id.len() > protocol.max_node_id_bytes {
+                    return Verdict::Reject(AuthFailure::NodeIdTooLong);
+                }
                 // A node with its own token is reachable only with it: the
                 // frame that binds it must carry that token, whatever
                 // authenticated the connection (the shared token on a

@@ -27,6 +27,10 @@ pub enum AuthFailure {
     /// No valid first message within `auth.timeout`.
     #[error("no valid first message in time")]
     Timeout,
+    /// The frame that would bind the connection names a node id longer
+    /// than `nodes.max_node_id_bytes`.
+    #[error("node_id longer than nodes.max_node_id_bytes")]
+    NodeIdTooLong,
 }
 
 /// Why a connection's PROXY protocol header was refused (the connection
@@ -338,11 +342,14 @@ pub enum DropReason {
     /// (no token, a wrong one, or not a valid node message): the
     /// connection is closed and the frame counted here.
     AuthFailed,
+    /// A node id longer than `nodes.max_node_id_bytes` (a connection whose
+    /// client certificate names one: its frames are dropped).
+    NodeIdTooLong,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the index into counter arrays).
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::Oversize,
         DropReason::InvalidJson,
         DropReason::InvalidUtf8,
@@ -363,6 +370,7 @@ impl DropReason {
         DropReason::Unanswered,
         DropReason::ReplyUnencodable,
         DropReason::AuthFailed,
+        DropReason::NodeIdTooLong,
     ];
 
     /// A stable snake_case label for logs and metrics.
@@ -388,6 +396,7 @@ impl DropReason {
             DropReason::Unanswered => "unanswered",
             DropReason::ReplyUnencodable => "reply_unencodable",
             DropReason::AuthFailed => "auth_failed",
+            DropReason::NodeIdTooLong => "node_id_too_long",
         }
     }
 

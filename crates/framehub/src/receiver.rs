@@ -81,6 +81,9 @@ struct State {
     has_last_timestamp: bool,
     /// `received_at` of the last accepted frame.
     last_frame_at: Option<SystemTime>,
+    /// When the queue was created or its last connection ended: with
+    /// `last_frame_at`, how long the node has been idle.
+    last_unbound: SystemTime,
     /// No consumer wants more: pushes are dropped.
     closed: bool,
     /// No producer will push again: consumers drain and then see the end.
@@ -159,6 +162,7 @@ impl Queue {
                 last_timestamp: Vec::new(),
                 has_last_timestamp: false,
                 last_frame_at: None,
+                last_unbound: SystemTime::now(),
                 closed: false,
                 finished: false,
             }),
@@ -345,7 +349,22 @@ impl Queue {
     }
 
     pub(crate) fn connection_unbound(&self) {
+        let mut state = self.state.lock();
+        state.last_unbound = SystemTime::now();
         self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// How long the queue has had no connection, no frame waiting and no
+    /// frame pushed, as of `now`; `None` if it has any of these.
+    pub(crate) fn idle_for(&self, now: SystemTime) -> Option<Duration> {
+        let state = self.state.lock();
+        if self.connections.load(Ordering::Acquire) > 0 || state.len() > 0 {
+            return None;
+        }
+        let last = state
+            .last_frame_at
+            .map_or(state.last_unbound, |f| f.max(state.last_unbound));
+        Some(now.duration_since(last).unwrap_or_default())
     }
 
     pub(crate) fn is_healthy(&self) -> bool {
@@ -546,6 +565,12 @@ impl Receiver {
     /// The node (or listener) this receiver belongs to.
     pub fn name(&self) -> &str {
         &self.queue.name
+    }
+
+    /// Whether both receive from the same queue (a node evicted and
+    /// provisioned again has a new one).
+    pub(crate) fn same_queue(&self, other: &Receiver) -> bool {
+        Arc::ptr_eq(&self.queue, &other.queue)
     }
 
     /// Waits for the next frame; `None` once closed or shut down and drained.

@@ -8,7 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use framehub::{CloseReason, Counters, ListenerConfig, Protocol};
+use framehub::{
+    AuthFailure, CloseReason, Counters, DropReason, HubConfig, ListenerConfig, NodesConfig,
+    Protocol,
+};
 use tokio::io::AsyncWriteExt;
 
 fn raw_lines() -> ListenerConfig {
@@ -164,4 +167,112 @@ async fn a_flooder_on_a_raw_listener_loses_only_its_own_frames() {
         c.dropped(framehub::DropReason::QueueFull) >= flooder_dropped,
         "{c:?}"
     );
+}
+
+/// A node id longer than `nodes.max_node_id_bytes` never gets into the
+/// node table: the connection that names one is closed, counted as an
+/// auth failure; an id of the maximum length binds as any other.
+#[tokio::test]
+async fn a_node_id_longer_than_the_cap_is_refused() {
+    let hub = start_config(HubConfig {
+        listener: vec![node_listener(Some("t"))],
+        nodes: NodesConfig {
+            max_node_id_bytes: 16,
+            ..NodesConfig::default()
+        },
+        ..HubConfig::default()
+    })
+    .await;
+    let mut events = hub.events();
+    let mut long = connect(&hub).await;
+    send_line(&mut long, &detection(&"x".repeat(17), Some("t"), 1)).await;
+    expect_closed(&mut long).await;
+    let (reason, _) = next_close(&mut events).await;
+    assert_eq!(reason, CloseReason::AuthFailed(AuthFailure::NodeIdTooLong));
+    let mut fits = connect(&hub).await;
+    send_line(&mut fits, &detection(&"y".repeat(16), Some("t"), 1)).await;
+    let mut new_nodes = hub.new_nodes().expect("new-node stream");
+    let node = tokio::time::timeout(PATIENCE, new_nodes.recv())
+        .await
+        .expect("in time")
+        .expect("a node");
+    assert_eq!(node.name(), "y".repeat(16));
+    node.recv_timeout(PATIENCE).await.expect("its frame");
+    let names: Vec<String> = hub.nodes().into_iter().map(|n| n.name).collect();
+    assert_eq!(names, ["y".repeat(16)]);
+    assert_eq!(hub.counters().auth_failures, 1);
+}
+
+/// One token holder inventing node ids cannot lock real nodes out until a
+/// restart: when the table is full, a node that has been disconnected,
+/// drained and silent for `evict_idle_after` makes room (counted; its
+/// receivers end); a connected one never does.
+#[tokio::test]
+async fn idle_nodes_are_evicted_when_the_table_is_full() {
+    let hub = start_config(HubConfig {
+        listener: vec![node_listener(Some("t"))],
+        nodes: NodesConfig {
+            max_nodes: 2,
+            evict_idle_after: Some(Duration::from_millis(300)),
+            ..NodesConfig::default()
+        },
+        ..HubConfig::default()
+    })
+    .await;
+    let mut new_nodes = hub.new_nodes().expect("new-node stream");
+    let mut next_node = async || {
+        tokio::time::timeout(PATIENCE, new_nodes.recv())
+            .await
+            .expect("in time")
+            .expect("a node")
+    };
+    // An invented id: one frame, then gone.
+    let mut invented = connect(&hub).await;
+    send_line(&mut invented, &detection("invented", Some("t"), 1)).await;
+    let invented_rx = next_node().await;
+    invented_rx.recv_timeout(PATIENCE).await.expect("frame");
+    drop(invented);
+    // A real node that stays connected.
+    let mut real = connect(&hub).await;
+    send_line(&mut real, &detection("real", Some("t"), 1)).await;
+    let real_rx = next_node().await;
+    real_rx.recv_timeout(PATIENCE).await.expect("frame");
+    eventually("the invented node disconnected", || {
+        let unhealthy = !invented_rx.is_healthy();
+        async move { unhealthy }
+    })
+    .await;
+    // Too early: nothing has been idle long enough yet.
+    let mut early = connect(&hub).await;
+    send_line(&mut early, &detection("early", Some("t"), 1)).await;
+    counters_until(&hub, "the early node dropped", |c| {
+        c.dropped(DropReason::MaxNodes) == 1
+    })
+    .await;
+    drop(early);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut later = connect(&hub).await;
+    send_line(&mut later, &detection("later", Some("t"), 2)).await;
+    let later_rx = next_node().await;
+    assert_eq!(later_rx.name(), "later");
+    later_rx.recv_timeout(PATIENCE).await.expect("its frame");
+    assert!(
+        invented_rx.recv_timeout(PATIENCE).await.is_err(),
+        "the evicted node's receiver ended"
+    );
+    let names: Vec<String> = hub.nodes().into_iter().map(|n| n.name).collect();
+    assert_eq!(names, ["later", "real"]);
+    let c = hub.counters();
+    assert_eq!(c.nodes_evicted, 1);
+    assert_eq!(c.dropped(DropReason::MaxNodes), 1);
+    // The connected node is never the one evicted: a third newcomer, with
+    // nothing idle, is dropped.
+    let mut third = connect(&hub).await;
+    send_line(&mut third, &detection("third", Some("t"), 1)).await;
+    counters_until(&hub, "the third node dropped", |c| {
+        c.dropped(DropReason::MaxNodes) == 2
+    })
+    .await;
+    assert_eq!(hub.counters().nodes_evicted, 1);
+    assert!(real_rx.is_healthy());
 }

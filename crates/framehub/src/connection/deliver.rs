@@ -69,9 +69,11 @@ impl Delivery {
             // Grouped delivery: every frame goes to the listener's stream.
             return;
         }
-        match shared.router.resolve(node, shared.config.queue) {
+        match shared
+            .router
+            .bind(node, shared.config.queue, &shared.counters)
+        {
             Ok(queue) => {
-                queue.connection_bound();
                 self.bound_to_node = true;
                 self.queue = Some(Inbox::Queue(queue));
             }

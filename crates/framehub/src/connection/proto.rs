@@ -844,7 +844,7 @@ mod tests {
         let at = |s: u64| t0 + Duration::from_secs(s);
         let mut core = core_at(&c, t0);
         let mut buf = BytesMut::new();
-        let mut read_at = |core: &mut Core, buf: &mut BytesMut, bytes: &[u8], t: Instant| {
+        let read_at = |core: &mut Core, buf: &mut BytesMut, bytes: &[u8], t: Instant| {
             buf.extend_from_slice(bytes);
             core.handle_read(buf, bytes.len(), t, SystemTime::now())
         };
