@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::PartialBudget;
 use crate::codec::{CodecError, FrameEncoder};
 use crate::config::{Delivery, ListenerConfig, Protocol};
 use crate::event::ConnectionEvent;
@@ -59,6 +60,8 @@ pub(crate) struct HubContext {
     pub(crate) next_conn_id: Arc<AtomicU64>,
     /// Cancelled when the hub shuts down.
     pub(crate) cancel: CancellationToken,
+    /// Bytes of unfinished frames every connection of the hub holds.
+    pub(crate) partial_budget: Arc<PartialBudget>,
 }
 
 /// What every connection of one listener shares.
@@ -84,6 +87,8 @@ pub(crate) struct ListenerShared {
     pub(crate) events: broadcast::Sender<ConnectionEvent>,
     pub(crate) next_conn_id: Arc<AtomicU64>,
     pub(crate) cancel: CancellationToken,
+    /// The hub's budget for unfinished frames.
+    pub(crate) partial_budget: Arc<PartialBudget>,
     /// Whether the accept loop runs and its last `accept()` succeeded.
     pub(crate) accept_state: Mutex<AcceptState>,
     /// Rate limit of warnings about rejected connections and auth failures.
@@ -145,6 +150,7 @@ impl ListenerShared {
             events: hub.events.clone(),
             next_conn_id: hub.next_conn_id.clone(),
             cancel: hub.cancel.clone(),
+            partial_budget: hub.partial_budget.clone(),
             reject_warning: WarnLimiter::new(Duration::from_secs(5)),
             auth_warning: WarnLimiter::new(Duration::from_secs(1)),
             accept_state: Mutex::new(AcceptState::Starting),

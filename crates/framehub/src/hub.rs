@@ -228,6 +228,9 @@ impl Hub {
             events: events.clone(),
             next_conn_id: Arc::new(AtomicU64::new(1)),
             cancel: cancel.clone(),
+            partial_budget: Arc::new(crate::budget::PartialBudget::new(
+                config.partial_frame_budget.0,
+            )),
         };
         // Token files are read before anything is bound: one that cannot
         // be read fails the start, naming the listener's key.

@@ -37,6 +37,8 @@
 //!   machine.
 //! - `context`: what every connection of a listener shares, and what every
 //!   listener of a hub shares; a leaf the layers above import.
+//! - `budget`: the hub-wide budget for bytes of unfinished frames
+//!   (`partial_frame_budget`): the largest holders are cut past it.
 //! - `listener`: bind with retry, socket options, accept loop, connection
 //!   limit.
 //! - `connection`: one task per connection: a load balancer's PROXY
@@ -82,6 +84,7 @@
 
 #![forbid(unsafe_code)]
 
+mod budget;
 pub mod client;
 pub mod codec;
 pub mod command;

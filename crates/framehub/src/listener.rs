@@ -292,6 +292,7 @@ mod tests {
             events: broadcast::channel(16).0,
             next_conn_id: Arc::new(AtomicU64::new(1)),
             cancel: cancel.clone(),
+            partial_budget: Arc::new(crate::budget::PartialBudget::new(1 << 20)),
         };
         let shared = Arc::new(ListenerShared::new(config, &Default::default(), None, &hub));
         let receiver = Receiver::new(shared.raw_queue.clone().expect("raw queue"));

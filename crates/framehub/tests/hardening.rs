@@ -276,3 +276,59 @@ async fn idle_nodes_are_evicted_when_the_table_is_full() {
     assert_eq!(hub.counters().nodes_evicted, 1);
     assert!(real_rx.is_healthy());
 }
+
+/// Many connections holding unfinished frames: past
+/// `partial_frame_budget`, the largest holders are closed (counted as
+/// `partial_budget`) until the rest fits, and a client sending whole
+/// frames goes on unharmed.
+#[tokio::test]
+async fn unfinished_frames_of_all_connections_stay_within_the_budget() {
+    const BUDGET: usize = 1 << 20;
+    const PARTIAL: usize = 200 << 10;
+    const HOLDERS: usize = 20;
+    let hub = start_config(HubConfig {
+        listener: vec![ListenerConfig {
+            max_frame_bytes: framehub::ByteSize(256 << 10),
+            ..raw_lines()
+        }],
+        partial_frame_budget: framehub::ByteSize(BUDGET),
+        ..HubConfig::default()
+    })
+    .await;
+    let receiver = hub.listener_receiver("default").expect("raw receiver");
+    let mut polite = connect(&hub).await;
+    let mut holders = Vec::new();
+    for _ in 0..HOLDERS {
+        let mut s = connect(&hub).await;
+        // 200 KiB of a line that never ends.
+        s.write_all(&vec![b'p'; PARTIAL]).await.expect("write");
+        holders.push(s);
+        send_line(&mut polite, "still here").await;
+    }
+    // At most BUDGET / PARTIAL (5) holders fit: the others are cut.
+    let c = counters_until(&hub, "the largest holders cut", |c| {
+        closed_by(c, "partial_budget") >= (HOLDERS - BUDGET / PARTIAL) as u64
+    })
+    .await;
+    assert_eq!(
+        c.connections_closed,
+        closed_by(&c, "partial_budget"),
+        "only holders were closed: {c:?}"
+    );
+    let mut open = 0;
+    for s in &mut holders {
+        if still_open(s, Duration::from_millis(50)).await {
+            open += 1;
+        }
+    }
+    assert!(
+        open * PARTIAL <= BUDGET,
+        "{open} holders of {PARTIAL} bytes left"
+    );
+    assert!(open >= 1, "the budget is used, not emptied");
+    for _ in 0..HOLDERS {
+        let f = receiver.recv_timeout(PATIENCE).await.expect("polite line");
+        assert_eq!(&f.payload[..], b"still here");
+    }
+    assert!(still_open(&mut polite, Duration::from_millis(50)).await);
+}

@@ -201,6 +201,8 @@ fn refused(shared: &ListenerShared, conn: u64, peer: SocketAddr, reason: CloseRe
 fn cancel_reason(shared: &ListenerShared, link: &Peer) -> CloseReason {
     if link.is_slow() && !shared.cancel.is_cancelled() {
         CloseReason::SlowClient
+    } else if !shared.cancel.is_cancelled() && shared.partial_budget.was_cut(link.conn) {
+        CloseReason::PartialBudget
     } else {
         CloseReason::Shutdown
     }
@@ -215,6 +217,9 @@ struct Driver {
     core: Core,
     /// Where the frames go.
     delivery: Delivery,
+    /// Bytes of an unfinished frame this connection holds, as last told
+    /// to the hub's `partial_frame_budget`.
+    partial_held: usize,
 }
 
 impl Driver {
@@ -241,6 +246,7 @@ impl Driver {
             core,
             shared,
             link,
+            partial_held: 0,
         }
     }
 
@@ -301,6 +307,13 @@ impl Driver {
         let decoded = self
             .core
             .handle_read(buf, n, Instant::now(), SystemTime::now());
+        // What is left in the buffer is the unfinished frame.
+        self.shared.partial_budget.update(
+            self.link.conn,
+            &mut self.partial_held,
+            buf.len(),
+            &self.link.cancel,
+        );
         if let Some(node) = self.core.take_bound() {
             self.bind(node);
         }
@@ -347,6 +360,9 @@ impl Driver {
     }
 
     fn finish(mut self, reason: CloseReason) {
+        self.shared
+            .partial_budget
+            .release(self.link.conn, self.partial_held);
         self.publish_counts();
         self.delivery.close();
         let shared = &self.shared;
