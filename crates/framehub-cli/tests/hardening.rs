@@ -124,3 +124,76 @@ fn api_nodes_is_paged() {
     drop(devices);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Under a low descriptor limit (soft = hard = 256, so it cannot be
+/// raised), `serve` warns that `max_connections` does not fit, and a flood
+/// of device connections is shed once `fd_reserve` descriptors are left:
+/// `/healthz` still answers, and the daemon exits cleanly.
+#[test]
+fn a_connection_flood_under_a_low_fd_limit_leaves_healthz_answering() {
+    let prlimit = std::process::Command::new("prlimit")
+        .arg("--version")
+        .output();
+    assert!(
+        prlimit.is_ok_and(|o| o.status.success()),
+        "this test needs prlimit (util-linux): apt-get install util-linux"
+    );
+    let dir = temp_dir("hardening-fds");
+    let cfg = dir.join("framehub.toml");
+    std::fs::write(&cfg, "[[listener]]\nbind = \"127.0.0.1:0\"\n").expect("write");
+    let mut command = std::process::Command::new("prlimit");
+    command
+        .arg("--nofile=256:256")
+        .arg(env!("CARGO_BIN_EXE_framehub"))
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--quiet",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .arg("--config")
+        .arg(&cfg);
+    let mut daemon = Daemon::spawn(command);
+    let warning = daemon.wait_log_where(
+        "max_connections plus the daemon's other descriptors exceed the file descriptor limit; \
+         new connections past the limit less fd_reserve will be closed at once (raise LimitNOFILE)",
+        |f| f["fd_limit"] == 256 && f["max_connections"] == 10_000,
+    );
+    assert_eq!(warning["fd_reserve"], 128);
+    let addr = daemon.addr();
+    let admin = daemon.admin();
+    // Far more connections than descriptors; all held open.
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => flood.push(s),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    let (status, body) = http_get(admin, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    eventually("the flood shed and counted", || {
+        let (status, metrics) = http_get(admin, "/metrics");
+        status == 200
+            && metrics.lines().any(|l| {
+                l.starts_with("framehub_connections_shed_total")
+                    && l.rsplit(' ')
+                        .next()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .is_some_and(|v| v >= 100.0)
+            })
+    });
+    // A device connecting now is shed too; one that got in still works.
+    let (status, _) = http_get(admin, "/healthz");
+    assert_eq!(status, 200);
+    drop(flood);
+    let mut device = std::net::TcpStream::connect(addr).expect("connect");
+    std::io::Write::write_all(&mut device, detection("late", None, 1).as_bytes()).expect("write");
+    eventually("the late device served once the flood is gone", || {
+        get_json(admin, "/api/nodes")["total"].as_u64() == Some(1)
+    });
+    assert_eq!(daemon.terminate(), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -62,6 +62,8 @@ pub(crate) struct HubContext {
     pub(crate) cancel: CancellationToken,
     /// Bytes of unfinished frames every connection of the hub holds.
     pub(crate) partial_budget: Arc<PartialBudget>,
+    /// File descriptors the accept loops leave free (`fd_reserve`).
+    pub(crate) fd_reserve: usize,
 }
 
 /// What every connection of one listener shares.
@@ -89,6 +91,8 @@ pub(crate) struct ListenerShared {
     pub(crate) cancel: CancellationToken,
     /// The hub's budget for unfinished frames.
     pub(crate) partial_budget: Arc<PartialBudget>,
+    /// File descriptors the accept loop leaves free (`fd_reserve`).
+    pub(crate) fd_reserve: usize,
     /// Whether the accept loop runs and its last `accept()` succeeded.
     pub(crate) accept_state: Mutex<AcceptState>,
     /// Rate limit of warnings about rejected connections and auth failures.
@@ -151,6 +155,7 @@ impl ListenerShared {
             next_conn_id: hub.next_conn_id.clone(),
             cancel: hub.cancel.clone(),
             partial_budget: hub.partial_budget.clone(),
+            fd_reserve: hub.fd_reserve,
             reject_warning: WarnLimiter::new(Duration::from_secs(5)),
             auth_warning: WarnLimiter::new(Duration::from_secs(1)),
             accept_state: Mutex::new(AcceptState::Starting),

@@ -231,6 +231,7 @@ impl Hub {
             partial_budget: Arc::new(crate::budget::PartialBudget::new(
                 config.partial_frame_budget.0,
             )),
+            fd_reserve: config.fd_reserve,
         };
         // Token files are read before anything is bound: one that cannot
         // be read fails the start, naming the listener's key.

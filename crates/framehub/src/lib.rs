@@ -37,6 +37,8 @@
 //!   machine.
 //! - `context`: what every connection of a listener shares, and what every
 //!   listener of a hub shares; a leaf the layers above import.
+//! - [`fdlimit`]: the file-descriptor limit, raised at a daemon's start;
+//!   the accept loops keep `fd_reserve` descriptors free.
 //! - `budget`: the hub-wide budget for bytes of unfinished frames
 //!   (`partial_frame_budget`): the largest holders are cut past it.
 //! - `listener`: bind with retry, socket options, accept loop, connection
@@ -94,6 +96,7 @@ mod context;
 pub mod egress;
 pub mod event;
 pub mod fanin;
+pub mod fdlimit;
 mod frame;
 pub mod group;
 pub mod guide;
