@@ -184,9 +184,9 @@ mod tests {
         assert_eq!(budget.used(), used);
         assert!(!budget.was_cut(survivor as u64), "forgotten once released");
         // Everyone else ends: nothing is left held.
-        for conn in 0..6 {
+        for (conn, held) in held.iter().enumerate() {
             if conn != survivor {
-                budget.release(conn as u64, held[conn]);
+                budget.release(conn as u64, *held);
             }
         }
         assert_eq!(budget.used(), 0);
