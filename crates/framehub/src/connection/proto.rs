@@ -878,6 +878,32 @@ mod tests {
         assert_eq!(core.handle_timeout(at(44)), Err(CloseReason::IdleTimeout));
     }
 
+    /// Whole frames leave no clock running in any framing: the
+    /// whitespace after a `json` value, a `length` frame, a COBS frame.
+    #[test]
+    fn whole_frames_leave_no_frame_deadline() {
+        for (framing, bytes) in [
+            (
+                FramingConfig::Json(crate::codec::JsonConfig::default()),
+                &b"{\"a\":1}\n  \r\n"[..],
+            ),
+            (
+                FramingConfig::Length(LengthPrefix::default()),
+                &b"\0\0\0\x02hi"[..],
+            ),
+            (FramingConfig::Cobs, &b"\x03ab\x00"[..]),
+            (FramingConfig::Lines, &b"line\n"[..]),
+        ] {
+            let name = framing.name();
+            let c = config(framing, Protocol::Raw);
+            let mut core = new_core(&c);
+            let mut buf = BytesMut::new();
+            read(&mut core, &mut buf, bytes).expect("open");
+            assert_eq!(payloads(&mut core).len(), 1, "{name}");
+            assert_eq!(core.poll_timeout(), None, "{name}: {buf:?} left");
+        }
+    }
+
     #[test]
     fn drops_from_the_driver_add_up_with_the_cores() {
         let c = config(FramingConfig::Cobs, Protocol::Raw);
