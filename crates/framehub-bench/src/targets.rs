@@ -317,6 +317,7 @@ async fn start_hub(
         nodes: NodesConfig {
             auto_provision: true,
             max_nodes: cfg.load.nodes.max(1024),
+            ..NodesConfig::default()
         },
         ..HubConfig::default()
     })

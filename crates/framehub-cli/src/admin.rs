@@ -233,12 +233,26 @@ struct NodeView {
 
 #[derive(Serialize)]
 struct NodesResponse {
+    /// Nodes in the table.
+    total: usize,
+    /// Where this page starts.
+    offset: usize,
+    /// How many are listed (at most `limit`).
+    returned: usize,
     nodes: Vec<NodeView>,
 }
 
+/// Nodes `/api/nodes` returns when no `limit` is given.
+pub const DEFAULT_NODES_LIMIT: usize = 100;
+/// The most nodes one `/api/nodes` response holds.
+pub const MAX_NODES_LIMIT: usize = 10_000;
+
+/// `?offset=n&limit=m`: a page of the node table, by name;
 /// `?scope=cluster`: every instance's nodes, from the NATS node view.
 #[derive(Debug, Deserialize)]
-struct NodesScope {
+struct NodesQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
     scope: Option<String>,
 }
 
@@ -267,13 +281,21 @@ async fn cluster_nodes(state: &AdminState) -> Response {
     }
 }
 
-/// Every node with its rate over the latest statistics period (0 before
-/// the first one ended); `?scope=cluster`: the whole fleet's.
-async fn nodes(State(state): State<Arc<AdminState>>, Query(q): Query<NodesScope>) -> Response {
-    if q.scope.as_deref() == Some("cluster") {
+/// A page of the nodes (`offset`, `limit`; 100 by default, at most
+/// 10,000, so an answer stays small whatever the table holds), each with
+/// its rate over the latest statistics period (0 before the first one
+/// ended); `?scope=cluster`: the whole fleet's.
+async fn nodes(State(state): State<Arc<AdminState>>, Query(query): Query<NodesQuery>) -> Response {
+    if query.scope.as_deref() == Some("cluster") {
         return cluster_nodes(&state).await;
     }
-    let nodes = state.hub.nodes();
+    let offset = query.offset.unwrap_or(0);
+    let limit = query
+        .limit
+        .unwrap_or(DEFAULT_NODES_LIMIT)
+        .min(MAX_NODES_LIMIT);
+    let page = state.hub.nodes_page(offset, limit);
+    let nodes = page.nodes;
     let stats = state.hub.stats();
     // Held only while the views are built: the sampler waits for it.
     let stats = stats.borrow();
@@ -292,8 +314,14 @@ async fn nodes(State(state): State<Arc<AdminState>>, Query(q): Query<NodesScope>
             queue_depth: n.queue.depth,
             name: n.name,
         })
-        .collect();
-    Json(NodesResponse { nodes }).into_response()
+        .collect::<Vec<_>>();
+    Json(NodesResponse {
+        total: page.total,
+        offset,
+        returned: nodes.len(),
+        nodes,
+    })
+    .into_response()
 }
 
 /// `?state=open` (the default) or `?state=closed`; `?sort=field`

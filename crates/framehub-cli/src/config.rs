@@ -35,6 +35,25 @@ pub struct ServeConfig {
     pub status_interval: Duration,
 }
 
+impl ServeConfig {
+    /// A zero period would make the status task panic (issue 18).
+    fn validate(&self) -> Result<(), BadConfig> {
+        if self.status_interval.is_zero() {
+            return Err(BadConfig(
+                "serve.status_interval: must be > 0 (the status line is printed this often)"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The most `[admin] max_connections` and tap `max_subscribers`: each is
+/// a descriptor, and a semaphore counts them.
+pub const MAX_DAEMON_CONNECTIONS: usize = 1_000_000;
+/// The largest tap `buffer_bytes` (per subscriber).
+pub const MAX_TAP_BUFFER_BYTES: usize = 1 << 30;
+
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
@@ -164,8 +183,10 @@ impl AdminConfig {
         if let Some(token) = &self.token {
             check_token(token, "admin.token")?;
         }
-        if self.max_connections == 0 {
-            return Err(BadConfig("admin.max_connections: must be > 0".to_owned()));
+        if self.max_connections == 0 || self.max_connections > MAX_DAEMON_CONNECTIONS {
+            return Err(BadConfig(format!(
+                "admin.max_connections: must be 1..={MAX_DAEMON_CONNECTIONS}"
+            )));
         }
         if self.header_timeout.is_zero() {
             return Err(BadConfig("admin.header_timeout: must be > 0".to_owned()));
@@ -485,6 +506,7 @@ impl FileConfig {
     /// the daemon's tables, naming the key at fault.
     pub fn validate(&self) -> Result<(), BadConfig> {
         self.hub.validate().map_err(|e| BadConfig(e.to_string()))?;
+        self.serve.validate()?;
         self.admin.validate()?;
         if let Some(n) = &self.nats {
             n.validate().map_err(|e| BadConfig(e.to_string()))?;
@@ -575,12 +597,15 @@ impl FileConfig {
                     }
                 }
                 SinkConfig::Tap(t) => {
-                    if t.buffer_bytes.0 == 0 {
-                        return Err(BadConfig(format!("{}: must be > 0", key("buffer_bytes"))));
-                    }
-                    if t.max_subscribers == 0 {
+                    if t.buffer_bytes.0 == 0 || t.buffer_bytes.0 > MAX_TAP_BUFFER_BYTES {
                         return Err(BadConfig(format!(
-                            "{}: must be > 0",
+                            "{}: must be > 0 and at most 1GiB",
+                            key("buffer_bytes")
+                        )));
+                    }
+                    if t.max_subscribers == 0 || t.max_subscribers > MAX_DAEMON_CONNECTIONS {
+                        return Err(BadConfig(format!(
+                            "{}: must be 1..={MAX_DAEMON_CONNECTIONS}",
                             key("max_subscribers")
                         )));
                     }
@@ -912,6 +937,51 @@ mod tests {
         // Off, it needs nothing.
         let cfg = parse("[admin]\nenabled = false\nbind = \"0.0.0.0:1\"\n").expect("parses");
         assert_eq!(token(&cfg, None).expect("off"), None);
+    }
+
+    /// Issue 18: what `check-config` accepts, `serve` runs: a zero period
+    /// or timeout that would panic a task or close every client, and
+    /// sizes without an upper bound, are refused naming the key.
+    #[test]
+    fn values_that_cannot_run_are_refused() {
+        for (text, key) in [
+            (
+                "[serve]\nstatus_interval = \"0s\"\n",
+                "serve.status_interval",
+            ),
+            (
+                "[[listener]]\n[listener.auth]\ntimeout = \"0s\"\n",
+                "listener[0].auth.timeout",
+            ),
+            (
+                "[[listener]]\nread_buffer_bytes = \"4GiB\"\n",
+                "listener[0].read_buffer_bytes",
+            ),
+            (
+                "[[listener]]\n[listener.queue]\ncapacity = 1099511627776\n",
+                "listener[0].queue.capacity",
+            ),
+            (
+                "[[listener]]\nmax_frame_bytes = \"2GiB\"\n",
+                "listener[0].max_frame_bytes",
+            ),
+            (
+                "[admin]\nmax_connections = 9223372036854775807\n",
+                "admin.max_connections",
+            ),
+            (
+                "[[sink]]\ntype = \"tap\"\nbuffer_bytes = \"2GiB\"\n",
+                "sink[0].buffer_bytes",
+            ),
+            (
+                "[[sink]]\ntype = \"tap\"\nmax_subscribers = 9223372036854775807\n",
+                "sink[0].max_subscribers",
+            ),
+        ] {
+            let err = parse(text).expect_err(text);
+            assert!(err.0.starts_with(key), "{key} not named first in: {err}");
+        }
+        parse("[serve]\nstatus_interval = \"1ms\"\n").expect("a short period runs");
     }
 
     #[test]

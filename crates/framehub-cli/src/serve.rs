@@ -224,6 +224,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, StartError> {
     let hup = crate::reload::hangup_signal()
         .map_err(|e| StartError::failure(format!("cannot install the SIGHUP handler: {e}")))?;
     let cfg = load_config(&args)?;
+    raise_fd_limit(&cfg);
     let started = Instant::now();
     // The daemon's own ports are bound before the hub's, so a port that is
     // taken fails the start before any device has connected.
@@ -337,6 +338,61 @@ async fn bind_admin(cfg: &FileConfig) -> Result<Option<AdminListener>, StartErro
 struct AdminListener {
     listener: tokio::net::TcpListener,
     door: DoorConfig,
+}
+
+/// Descriptors the daemon holds besides its sockets to devices, admin
+/// clients and tap subscribers: standard streams, the runtime's epoll and
+/// wakers, signal pipes, config and certificate files, logs.
+const OTHER_DESCRIPTORS: u64 = 32;
+
+/// Raises the soft descriptor limit to the hard one (systemd starts
+/// services at 1024), and warns when the connections the config allows do
+/// not fit: past `limit - fd_reserve` the listeners close new connections
+/// at once, so the admin port and the sinks keep theirs.
+fn raise_fd_limit(cfg: &FileConfig) {
+    let limits = match framehub::fdlimit::raise_nofile_limit() {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the file descriptor limit (RLIMIT_NOFILE)");
+            return;
+        }
+    };
+    if limits.soft > limits.was {
+        tracing::info!(
+            from = limits.was,
+            to = limits.soft,
+            "raised the file descriptor limit"
+        );
+    }
+    let listeners = cfg.hub.listeners();
+    let ingest: u64 = listeners.iter().map(|l| l.max_connections as u64).sum();
+    let sinks = cfg.sinks();
+    let taps: u64 = sinks
+        .iter()
+        .map(|s| match s {
+            SinkConfig::Tap(t) => t.max_subscribers as u64 + 1,
+            _ => 1,
+        })
+        .sum();
+    let admin = if cfg.admin.enabled {
+        cfg.admin.max_connections as u64 + 1
+    } else {
+        0
+    };
+    let other = listeners.len() as u64 + taps + admin + OTHER_DESCRIPTORS;
+    if ingest.saturating_add(other) > limits.soft {
+        let reserve = cfg.hub.fd_reserve as u64;
+        tracing::warn!(
+            fd_limit = limits.soft,
+            fd_hard_limit = limits.hard.unwrap_or(u64::MAX),
+            max_connections = ingest,
+            other_descriptors = other,
+            fd_reserve = reserve,
+            devices_at_most = limits.soft.saturating_sub(reserve),
+            "max_connections plus the daemon's other descriptors exceed the file descriptor limit; \
+             new connections past the limit less fd_reserve will be closed at once (raise LimitNOFILE)"
+        );
+    }
 }
 
 async fn start_hub(

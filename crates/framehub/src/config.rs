@@ -51,6 +51,45 @@ pub const MAX_IO_THREADS: usize = 1024;
 /// CPUs a Linux CPU set can name (`CPU_SETSIZE`).
 pub const MAX_CPU_ID: usize = 1024;
 
+/// The largest `max_frame_bytes` (and `auth.max_frame_bytes`): a frame is
+/// held whole in memory, and a gigabyte is past any device's message.
+pub const MAX_FRAME_BYTES_LIMIT: usize = 1 << 30;
+/// The largest `read_buffer_bytes`: one read per connection is held at
+/// once, so this times `max_connections` is memory.
+pub const MAX_READ_BUFFER_BYTES: usize = 64 << 20;
+/// The largest `queue.capacity` (frames): a queue grows with use up to
+/// it, each frame holding its bytes.
+pub const MAX_QUEUE_CAPACITY: usize = 1_000_000;
+/// The largest `group_capacity` (groups waiting).
+pub const MAX_GROUP_CAPACITY: usize = 1 << 16;
+/// The largest `egress_buffer_bytes` (per client).
+pub const MAX_EGRESS_BUFFER_BYTES: usize = 1 << 30;
+/// The largest `socket.recv_buffer_bytes` / `send_buffer_bytes` (the
+/// kernel takes an `int` and clamps far lower anyway).
+pub const MAX_SOCKET_BUFFER_BYTES: usize = 1 << 30;
+/// The largest `max_connections` of one listener: far past one machine's
+/// descriptors, and within what a semaphore can count.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+/// The largest `max_json_depth`.
+pub const MAX_JSON_DEPTH_LIMIT: usize = 1 << 16;
+/// The largest `nodes.max_node_id_bytes`.
+pub const MAX_NODE_ID_BYTES_LIMIT: usize = 64 << 10;
+
+/// The default `frame_timeout`: a frame (a line, a length-prefixed
+/// message...) that has not arrived whole this long after its first byte
+/// closes the connection. 1 MiB in 30 s is 35 KB/s, slower than any link
+/// a device streams frames over.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default `partial_frame_budget`: the bytes of unfinished frames all
+/// connections together may hold (256 connections at the default 1 MiB
+/// `max_frame_bytes`; a few hundred thousand devices sending small frames).
+pub const DEFAULT_PARTIAL_FRAME_BUDGET: usize = 256 << 20;
+
+/// The default `fd_reserve`: descriptors the listeners leave free for the
+/// rest of the process (the admin port, sink files, taps, TLS files).
+pub const DEFAULT_FD_RESERVE: usize = 128;
+
 /// Settings of a whole hub: its listeners and the node table they share.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -72,6 +111,18 @@ pub struct HubConfig {
     /// Closed connections remembered for [`crate::Hub::closed_connections`]
     /// (`/api/connections?state=closed`); the oldest go first. 0 keeps none.
     pub connection_history: usize,
+    /// Bytes of unfinished frames all connections of the hub may hold
+    /// together (`"256MiB"`). Past it, the connections holding the largest
+    /// unfinished frames are closed (counted as `partial_budget`) until
+    /// the rest fits: a few hundred peers trickling never-ending frames
+    /// cannot take the memory other clients need. At least every
+    /// listener's `max_frame_bytes`.
+    pub partial_frame_budget: ByteSize,
+    /// File descriptors the listeners leave free (`128`): a connection
+    /// accepted when fewer remain under the process's limit is closed at
+    /// once (counted as `connections_shed`), so the admin port, sinks and
+    /// reloads keep working when devices take every descriptor.
+    pub fd_reserve: usize,
 }
 
 impl Default for HubConfig {
@@ -83,6 +134,8 @@ impl Default for HubConfig {
             stats_interval: Duration::from_secs(1),
             runtime: RuntimeConfig::default(),
             connection_history: crate::history::DEFAULT_CONNECTION_HISTORY,
+            partial_frame_budget: ByteSize(DEFAULT_PARTIAL_FRAME_BUDGET),
+            fd_reserve: DEFAULT_FD_RESERVE,
         }
     }
 }
@@ -188,15 +241,31 @@ pub struct NodesConfig {
     /// application through [`crate::Hub::new_nodes`].
     pub auto_provision: bool,
     /// The most nodes auto-provisioning may create; frames of further nodes
-    /// are dropped and counted (`max_nodes`).
+    /// are dropped and counted (`max_nodes`), unless a node can be evicted
+    /// (`evict_idle_after`).
     pub max_nodes: usize,
+    /// Longest `node_id` in bytes (`256`): a frame that would bind a
+    /// connection to a longer one closes it (counted as an auth failure),
+    /// so node names cannot be used to fill memory.
+    pub max_node_id_bytes: usize,
+    /// When the table is full, an auto-provisioned node with no connection,
+    /// no frame waiting and nothing received for this long (`"5m"`) is
+    /// evicted to make room for a new one (counted as `nodes_evicted`; its
+    /// receivers end). `"off"` (or `"0s"`): never evict.
+    #[serde(deserialize_with = "opt_duration", serialize_with = "ser_opt_duration")]
+    pub evict_idle_after: Option<Duration>,
 }
+
+/// The default `nodes.evict_idle_after`.
+pub const DEFAULT_EVICT_IDLE_AFTER: Duration = Duration::from_secs(300);
 
 impl Default for NodesConfig {
     fn default() -> Self {
         NodesConfig {
             auto_provision: true,
             max_nodes: 1024,
+            max_node_id_bytes: 256,
+            evict_idle_after: Some(DEFAULT_EVICT_IDLE_AFTER),
         }
     }
 }
@@ -236,6 +305,12 @@ pub struct ListenerConfig {
     /// never).
     #[serde(deserialize_with = "opt_duration", serialize_with = "ser_opt_duration")]
     pub idle_timeout: Option<Duration>,
+    /// A frame must arrive whole within this time of its first byte
+    /// (`"30s"`), or the connection is closed (counted as
+    /// `frame_timeout`): a peer trickling a never-ending frame byte by
+    /// byte keeps `idle_timeout` from firing, not this.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub frame_timeout: Duration,
     /// Authentication of the node protocol.
     pub auth: AuthConfig,
     /// TLS on this listener (`[listener.tls]`; off unless `cert` is set).
@@ -468,6 +543,7 @@ impl Default for ListenerConfig {
             read_buffer_bytes: ByteSize(64 << 10),
             max_connections: 10_000,
             idle_timeout: None,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             fields: FieldsConfig::default(),
@@ -936,6 +1012,7 @@ impl HubConfig {
             }
             l.validate_tls(&key)?;
             l.validate_ack(&key)?;
+            l.validate_limits(&key, self.partial_frame_budget)?;
             match l.protocol {
                 Protocol::Node => {
                     if !matches!(l.framing, FramingConfig::Lines | FramingConfig::Json(_)) {
@@ -1014,6 +1091,13 @@ impl HubConfig {
             return Err(ConfigError::new("stats_interval", "must be > 0"));
         }
         self.runtime.validate()?;
+        self.nodes.validate_limits()?;
+        if self.fd_reserve > MAX_CONNECTIONS_LIMIT {
+            return Err(ConfigError::new(
+                "fd_reserve",
+                format!("must be at most {MAX_CONNECTIONS_LIMIT}"),
+            ));
+        }
         if self.nodes.max_nodes > MAX_NODES_LIMIT {
             return Err(ConfigError::new(
                 "nodes.max_nodes",
@@ -1100,6 +1184,136 @@ impl ListenerConfig {
                     "identity = \"certificate\" takes no auth.token or auth.tokens: the certificate names the node",
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl ListenerConfig {
+    /// Every size has an upper bound and every duration that would stop
+    /// the listener from working at zero is refused: what validation
+    /// accepts, a hub runs (issue 18).
+    fn validate_limits(
+        &self,
+        key: &dyn Fn(&str) -> String,
+        partial_frame_budget: ByteSize,
+    ) -> Result<(), ConfigError> {
+        let at_most = |name: &str, value: usize, max: usize, unit: &str| {
+            if value > max {
+                Err(ConfigError::new(
+                    key(name),
+                    format!("must be at most {max}{unit}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        at_most(
+            "max_frame_bytes",
+            self.max_frame_bytes.0,
+            MAX_FRAME_BYTES_LIMIT,
+            " bytes (1GiB)",
+        )?;
+        if self.max_frame_bytes.0 > partial_frame_budget.0 {
+            return Err(ConfigError::new(
+                key("max_frame_bytes"),
+                format!(
+                    "must be at most partial_frame_budget ({} bytes): a frame that large could never be buffered",
+                    partial_frame_budget.0
+                ),
+            ));
+        }
+        at_most(
+            "auth.max_frame_bytes",
+            self.auth.max_frame_bytes.0,
+            MAX_FRAME_BYTES_LIMIT,
+            " bytes (1GiB)",
+        )?;
+        at_most(
+            "read_buffer_bytes",
+            self.read_buffer_bytes.0,
+            MAX_READ_BUFFER_BYTES,
+            " bytes (64MiB)",
+        )?;
+        at_most(
+            "max_connections",
+            self.max_connections,
+            MAX_CONNECTIONS_LIMIT,
+            "",
+        )?;
+        at_most(
+            "queue.capacity",
+            self.queue.capacity,
+            MAX_QUEUE_CAPACITY,
+            " frames",
+        )?;
+        at_most(
+            "group_capacity",
+            self.group_capacity,
+            MAX_GROUP_CAPACITY,
+            " groups",
+        )?;
+        at_most(
+            "egress_buffer_bytes",
+            self.egress_buffer_bytes.0,
+            MAX_EGRESS_BUFFER_BYTES,
+            " bytes (1GiB)",
+        )?;
+        at_most(
+            "max_json_depth",
+            self.max_json_depth,
+            MAX_JSON_DEPTH_LIMIT,
+            "",
+        )?;
+        for (name, size) in [
+            ("socket.recv_buffer_bytes", self.socket.recv_buffer_bytes),
+            ("socket.send_buffer_bytes", self.socket.send_buffer_bytes),
+        ] {
+            if let Some(size) = size {
+                if size.0 == 0 {
+                    return Err(ConfigError::new(key(name), "must be > 0 (or unset)"));
+                }
+                at_most(name, size.0, MAX_SOCKET_BUFFER_BYTES, " bytes (1GiB)")?;
+            }
+        }
+        // Zero durations that would close every connection at once, or
+        // make a timer panic: refused rather than given a surprising
+        // meaning; each has "off" (or a default) for "never".
+        let positive = |name: &str, value: Option<Duration>, off: &str| {
+            if value.is_some_and(|d| d.is_zero()) {
+                Err(ConfigError::new(key(name), format!("must be > 0{off}")))
+            } else {
+                Ok(())
+            }
+        };
+        positive("idle_timeout", self.idle_timeout, " (\"off\": never)")?;
+        positive(
+            "server_heartbeat",
+            self.server_heartbeat,
+            " (\"off\": no heartbeat)",
+        )?;
+        positive("frame_timeout", Some(self.frame_timeout), "")?;
+        positive(
+            "auth.timeout",
+            Some(self.auth.timeout),
+            ": a connection must have time to send its first message",
+        )?;
+        positive(
+            "socket.keepalive",
+            self.socket.keepalive,
+            " (\"off\": no keepalive)",
+        )?;
+        Ok(())
+    }
+}
+
+impl NodesConfig {
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        if self.max_node_id_bytes == 0 || self.max_node_id_bytes > MAX_NODE_ID_BYTES_LIMIT {
+            return Err(ConfigError::new(
+                "nodes.max_node_id_bytes",
+                format!("must be 1..={MAX_NODE_ID_BYTES_LIMIT}"),
+            ));
         }
         Ok(())
     }
@@ -1289,6 +1503,95 @@ mod tests {
         assert_eq!(l.tls.handshake_timeout, Duration::from_secs(2));
         assert!(l.auth.is_required() && l.tls.is_enabled());
         assert!(!ListenerConfig::default().tls.is_enabled());
+    }
+
+    /// Issue 18: values that passed validation and then failed (a panic,
+    /// every client closed before it speaks, gigabytes per connection)
+    /// are refused, naming the key.
+    #[test]
+    fn values_that_cannot_run_are_refused() {
+        let check = |toml: &str| {
+            let cfg: HubConfig = toml::from_str(toml).expect("parses");
+            cfg.validate().map_err(|e| e.key)
+        };
+        for (toml, key) in [
+            (
+                "[[listener]]\nread_buffer_bytes = \"4GiB\"\n",
+                "listener[0].read_buffer_bytes",
+            ),
+            (
+                "[[listener]]\n[listener.queue]\ncapacity = 1099511627776\n",
+                "listener[0].queue.capacity",
+            ),
+            (
+                "[[listener]]\nmax_frame_bytes = \"2GiB\"\n",
+                "listener[0].max_frame_bytes",
+            ),
+            (
+                "[[listener]]\n[listener.auth]\nmax_frame_bytes = \"2GiB\"\n",
+                "listener[0].auth.max_frame_bytes",
+            ),
+            (
+                "[[listener]]\nmax_connections = 9223372036854775807\n",
+                "listener[0].max_connections",
+            ),
+            (
+                "[[listener]]\ngroup_capacity = 1099511627776\n",
+                "listener[0].group_capacity",
+            ),
+            (
+                "[[listener]]\negress_buffer_bytes = \"2GiB\"\n",
+                "listener[0].egress_buffer_bytes",
+            ),
+            (
+                "[[listener]]\nmax_json_depth = 1099511627776\n",
+                "listener[0].max_json_depth",
+            ),
+            (
+                "[[listener]]\n[listener.socket]\nrecv_buffer_bytes = \"8GiB\"\n",
+                "listener[0].socket.recv_buffer_bytes",
+            ),
+            (
+                "[[listener]]\n[listener.socket]\nsend_buffer_bytes = 0\n",
+                "listener[0].socket.send_buffer_bytes",
+            ),
+            (
+                "[[listener]]\n[listener.auth]\ntimeout = \"0s\"\n",
+                "listener[0].auth.timeout",
+            ),
+            (
+                "[[listener]]\nframe_timeout = \"0s\"\n",
+                "listener[0].frame_timeout",
+            ),
+            (
+                "partial_frame_budget = \"512KiB\"\n",
+                "listener[0].max_frame_bytes",
+            ),
+            ("fd_reserve = 1099511627776\n", "fd_reserve"),
+            (
+                "[nodes]\nmax_node_id_bytes = 0\n",
+                "nodes.max_node_id_bytes",
+            ),
+            (
+                "[nodes]\nmax_node_id_bytes = 1048576\n",
+                "nodes.max_node_id_bytes",
+            ),
+        ] {
+            assert_eq!(check(toml), Err(key.to_owned()), "{toml}");
+        }
+        // The bounds themselves, "off", and zeros with a meaning pass.
+        for toml in [
+            "[[listener]]\nread_buffer_bytes = \"64MiB\"\nmax_frame_bytes = \"256MiB\"\n",
+            "[[listener]]\n[listener.queue]\ncapacity = 1000000\nfull_grace = \"0s\"\n",
+            "[[listener]]\nidle_timeout = \"off\"\nserver_heartbeat = \"off\"\n",
+            // A zero optional duration means "off", as written in the docs.
+            "[[listener]]\nidle_timeout = \"0s\"\nserver_heartbeat = \"0s\"\n",
+            "[[listener]]\n[listener.socket]\nkeepalive = \"0s\"\n",
+            "shutdown_grace = \"0s\"\nfd_reserve = 0\n[nodes]\nevict_idle_after = \"1ms\"\n",
+            "[nodes]\nevict_idle_after = \"off\"\nmax_node_id_bytes = 1\n",
+        ] {
+            assert_eq!(check(toml), Ok(()), "{toml}");
+        }
     }
 
     #[test]

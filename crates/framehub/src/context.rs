@@ -17,6 +17,7 @@ use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::AckTable;
+use crate::budget::PartialBudget;
 use crate::codec::{CodecError, FrameEncoder};
 use crate::config::{Delivery, ListenerConfig, Protocol};
 use crate::event::ConnectionEvent;
@@ -65,6 +66,10 @@ pub(crate) struct HubContext {
     pub(crate) acks: Arc<AckTable>,
     /// Where connections that end are recorded.
     pub(crate) history: Arc<ConnectionHistory>,
+    /// Bytes of unfinished frames every connection of the hub holds.
+    pub(crate) partial_budget: Arc<PartialBudget>,
+    /// File descriptors the accept loops leave free (`fd_reserve`).
+    pub(crate) fd_reserve: usize,
 }
 
 /// What every connection of one listener shares.
@@ -92,6 +97,10 @@ pub(crate) struct ListenerShared {
     pub(crate) cancel: CancellationToken,
     /// Where connections that end are recorded, shared by the hub.
     pub(crate) history: Arc<ConnectionHistory>,
+    /// The hub's budget for unfinished frames.
+    pub(crate) partial_budget: Arc<PartialBudget>,
+    /// File descriptors the accept loop leaves free (`fd_reserve`).
+    pub(crate) fd_reserve: usize,
     /// Whether the accept loop runs and its last `accept()` succeeded.
     pub(crate) accept_state: Mutex<AcceptState>,
     /// Rate limit of warnings about rejected connections and auth failures.
@@ -124,12 +133,16 @@ impl ListenerShared {
         hub: &HubContext,
     ) -> ListenerShared {
         let name: Arc<str> = Arc::from(config.name.as_str());
-        let node_protocol = (config.protocol == Protocol::Node)
-            .then(|| RwLock::new(Arc::new(node_protocol(&config, tokens))));
+        let node_protocol = (config.protocol == Protocol::Node).then(|| {
+            let max_id = hub.router.max_node_id_bytes();
+            RwLock::new(Arc::new(node_protocol(&config, tokens, max_id)))
+        });
         let (raw_queue, groups) = match (config.delivery, config.protocol) {
             (Delivery::Groups, _) => (None, Some(GroupQueue::new(name.clone(), &config))),
+            // Anyone may connect to a raw listener: its queue is fair to
+            // each connection, so a flooder loses only its own frames.
             (Delivery::Receivers, Protocol::Raw) => {
-                (Some(Queue::new(name.clone(), config.queue)), None)
+                (Some(Queue::fair(name.clone(), config.queue)), None)
             }
             (Delivery::Receivers, Protocol::Node) => (None, None),
         };
@@ -153,6 +166,8 @@ impl ListenerShared {
             next_conn_id: hub.next_conn_id.clone(),
             cancel: hub.cancel.clone(),
             history: hub.history.clone(),
+            partial_budget: hub.partial_budget.clone(),
+            fd_reserve: hub.fd_reserve,
             reject_warning: WarnLimiter::new(Duration::from_secs(5)),
             auth_warning: WarnLimiter::new(Duration::from_secs(1)),
             accept_state: Mutex::new(AcceptState::Starting),
@@ -191,7 +206,8 @@ impl ListenerShared {
                     .to_owned(),
             );
         }
-        *current.write() = Arc::new(node_protocol(&self.config, tokens));
+        let max_id = self.router.max_node_id_bytes();
+        *current.write() = Arc::new(node_protocol(&self.config, tokens, max_id));
         Ok(())
     }
 
@@ -226,7 +242,7 @@ impl ListenerShared {
     }
 }
 
-fn node_protocol(config: &ListenerConfig, tokens: &Tokens) -> NodeProtocol {
+fn node_protocol(config: &ListenerConfig, tokens: &Tokens, max_node_id: usize) -> NodeProtocol {
     NodeProtocol::new(
         tokens,
         &config.fields,
@@ -234,6 +250,7 @@ fn node_protocol(config: &ListenerConfig, tokens: &Tokens) -> NodeProtocol {
         config.max_json_depth,
     )
     .with_seq(config.ack.is_on().then_some(config.ack.seq_field.as_str()))
+    .with_max_node_id_bytes(max_node_id)
 }
 
 /// The bytes of one heartbeat on the wire for this listener.

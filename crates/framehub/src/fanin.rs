@@ -10,7 +10,7 @@
 //! overflow policy: `drop-*` drops (counted), `block` stops reading the
 //! sockets so TCP pushes back on the senders.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use tokio::sync::mpsc;
 
@@ -66,9 +66,9 @@ where
     T: From<Vec<Frame>> + Send + 'static,
 {
     let batch = batch.max(1);
-    let mut known = HashSet::new();
+    let mut known = HashMap::new();
     for receiver in sources.nodes {
-        known.insert(receiver.name().to_owned());
+        known.insert(receiver.name().to_owned(), receiver.clone());
         tokio::spawn(drain(receiver, batch, tx.clone()));
     }
     for receiver in sources.raw {
@@ -117,10 +117,11 @@ async fn drain_groups<T: From<Vec<Frame>>>(groups: Groups, tx: mpsc::Sender<T>) 
 /// Drains every node auto-provisioned from now on, until the hub shuts
 /// down. `known` holds the nodes drained already: one provisioned just
 /// before the fan-in started is both known and announced, and a second
-/// task on its receiver would reorder its frames.
+/// task on its receiver would reorder its frames. A node of that name
+/// provisioned again after an eviction has a queue of its own: drained.
 async fn follow_new_nodes<T>(
     mut new_nodes: NewNodes,
-    mut known: HashSet<String>,
+    mut known: HashMap<String, Receiver>,
     batch: usize,
     tx: mpsc::Sender<T>,
 ) where
@@ -131,7 +132,10 @@ async fn follow_new_nodes<T>(
             return;
         }
         // Announced once at most, so a match is needed only once.
-        if known.remove(receiver.name()) {
+        if known
+            .remove(receiver.name())
+            .is_some_and(|k| k.same_queue(&receiver))
+        {
             continue;
         }
         tokio::spawn(drain(receiver, batch, tx.clone()));

@@ -508,9 +508,10 @@ impl Inbox {
         }
     }
 
-    pub(crate) async fn has_room(&self, n: usize) {
+    /// Waits for room for `n` frames of connection `conn`.
+    pub(crate) async fn has_room(&self, conn: u64, n: usize) {
         match self {
-            Inbox::Queue(q) => q.has_room(n).await,
+            Inbox::Queue(q) => q.has_room(conn, n).await,
             Inbox::Groups(g) => g.has_room().await,
         }
     }

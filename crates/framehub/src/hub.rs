@@ -27,7 +27,7 @@ use crate::history::ConnectionHistory;
 use crate::listener;
 use crate::receiver::Receiver;
 use crate::registry::{self, ConnectionInfo};
-use crate::router::{NewNodes, NodeStatus, Router};
+use crate::router::{NewNodes, NodeStatus, NodesPage, Router};
 use crate::secret::Tokens;
 use crate::snapshot::{Sampler, Sources, StatsSnapshot};
 use crate::stats::{Counters, DropReason, ListenerCounters};
@@ -259,6 +259,10 @@ impl Hub {
             events: events.clone(),
             next_conn_id: Arc::new(AtomicU64::new(1)),
             cancel: cancel.clone(),
+            partial_budget: Arc::new(crate::budget::PartialBudget::new(
+                config.partial_frame_budget.0,
+            )),
+            fd_reserve: config.fd_reserve,
         };
         // Token files are read before anything is bound: one that cannot
         // be read fails the start, naming the listener's key.
@@ -723,7 +727,29 @@ impl Hub {
     /// Every known node with its health, queue counters and connections,
     /// by name.
     pub fn nodes(&self) -> Vec<NodeStatus> {
-        let mut nodes = self.inner.router.nodes();
+        self.with_connections(self.inner.router.nodes())
+    }
+
+    /// One page of [`Hub::nodes`]: how many nodes there are, and the
+    /// `limit` of them from the `offset`th on, by name. The table may hold
+    /// `max_nodes` nodes; a page costs only its own.
+    ///
+    /// ```no_run
+    /// # fn demo(hub: framehub::Hub) {
+    /// let page = hub.nodes_page(0, 100);
+    /// println!("{} of {} nodes", page.nodes.len(), page.total);
+    /// # }
+    /// ```
+    pub fn nodes_page(&self, offset: usize, limit: usize) -> NodesPage {
+        let (total, nodes) = self.inner.router.nodes_page(offset, limit);
+        NodesPage {
+            total,
+            nodes: self.with_connections(nodes),
+        }
+    }
+
+    /// Fills in each node's connections, peer and `connected_since`.
+    fn with_connections(&self, mut nodes: Vec<NodeStatus>) -> Vec<NodeStatus> {
         // One pass over the open connections, not one per node.
         let mut by_node: std::collections::HashMap<Arc<str>, Vec<ConnectionInfo>> =
             std::collections::HashMap::new();

@@ -37,6 +37,10 @@
 //!   machine.
 //! - `context`: what every connection of a listener shares, and what every
 //!   listener of a hub shares; a leaf the layers above import.
+//! - [`fdlimit`]: the file-descriptor limit, raised at a daemon's start;
+//!   the accept loops keep `fd_reserve` descriptors free.
+//! - `budget`: the hub-wide budget for bytes of unfinished frames
+//!   (`partial_frame_budget`): the largest holders are cut past it.
 //! - `listener`: bind with retry, socket options, accept loop, connection
 //!   limit.
 //! - `connection`: one task per connection: a load balancer's PROXY
@@ -90,6 +94,7 @@
 #![forbid(unsafe_code)]
 
 mod ack;
+mod budget;
 pub mod client;
 pub mod codec;
 pub mod command;
@@ -99,6 +104,7 @@ mod context;
 pub mod egress;
 pub mod event;
 pub mod fanin;
+pub mod fdlimit;
 mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -148,7 +154,7 @@ pub use hub::{ACCEPT_ERROR_MEMORY, Hub, HubError, ListenerInfo};
 pub use reason::{AuthFailure, CloseReason, DropReason, Ending, ProxyFailure, TlsFailure};
 pub use receiver::{QueueStats, Receiver, RecvTimeoutError, TryRecvError};
 pub use registry::ConnectionInfo;
-pub use router::{NewNodes, NodeStatus};
+pub use router::{NewNodes, NodeStatus, NodesPage};
 pub use secret::Tokens;
 pub use snapshot::{ConnectionStats, ListenerStats, NodeStats, StatsSnapshot, Traffic};
 pub use stats::Counters;

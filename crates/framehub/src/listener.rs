@@ -120,6 +120,8 @@ pub(crate) async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    // Read once: a daemon raises it before any listener starts.
+    let fd_limit = crate::fdlimit::nofile_limit();
     let mut backoff = Duration::from_millis(5);
     let mut failing = false;
     shared.set_accept_state(AcceptState::Accepting);
@@ -175,6 +177,9 @@ pub(crate) async fn accept_loop(
                 }
             }
         };
+        if !keeps_fd_reserve(&shared, &stream, peer, fd_limit) {
+            continue;
+        }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             ListenerCounters::add(&shared.counters.connections_rejected, 1);
             if let Some(suppressed) = shared.reject_warning.check() {
@@ -206,6 +211,40 @@ pub(crate) async fn accept_loop(
     }
     shared.set_accept_state(AcceptState::Stopped);
     tracing::debug!(listener = %shared.name, "accept loop stopped");
+}
+
+/// Whether an accepted connection leaves `fd_reserve` descriptors free;
+/// if not, it is closed at once (counted as shed, logged within limits)
+/// so that the admin port and the sinks can still open theirs.
+fn keeps_fd_reserve(
+    shared: &ListenerShared,
+    stream: &TcpStream,
+    peer: SocketAddr,
+    fd_limit: Option<u64>,
+) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = u64::try_from(stream.as_raw_fd()).unwrap_or_default();
+    let reserve = shared.fd_reserve as u64;
+    if crate::fdlimit::is_within_reserve(fd, fd_limit, reserve) {
+        return true;
+    }
+    ListenerCounters::add(&shared.counters.connections_shed, 1);
+    if let Some(suppressed) = shared.reject_warning.check() {
+        tracing::warn!(
+            listener = %shared.name,
+            %peer,
+            fd,
+            fd_limit = fd_limit.unwrap_or(u64::MAX),
+            fd_reserve = reserve,
+            suppressed,
+            "file descriptors running out; closing new connection to keep fd_reserve free"
+        );
+    }
+    shared.emit(ConnectionEvent::Rejected {
+        peer,
+        listener: shared.name.clone(),
+    });
+    false
 }
 
 /// Binds `addr` again, retrying with backoff for as long as it takes (as
@@ -294,6 +333,8 @@ mod tests {
             cancel: cancel.clone(),
             acks: Arc::new(crate::ack::AckTable::new(1, [])),
             history: Arc::new(crate::history::ConnectionHistory::new(16)),
+            partial_budget: Arc::new(crate::budget::PartialBudget::new(1 << 20)),
+            fd_reserve: 0,
         };
         let shared = Arc::new(ListenerShared::new(config, &Default::default(), None, &hub));
         let receiver = Receiver::new(shared.raw_queue.clone().expect("raw queue"));

@@ -35,6 +35,8 @@ pub(crate) struct NodeProtocol {
     /// Keys removed from delivered frames: the token's, then `redact`.
     redact: Vec<Box<[u8]>>,
     max_depth: usize,
+    /// Longest node id a connection may bind to (`nodes.max_node_id_bytes`).
+    max_node_id_bytes: usize,
 }
 
 /// Never shows a token.
@@ -95,6 +97,7 @@ impl NodeProtocol {
                 .map(|k| bytes(k))
                 .collect(),
             max_depth,
+            max_node_id_bytes: crate::config::NodesConfig::default().max_node_id_bytes,
         }
     }
 
@@ -102,6 +105,13 @@ impl NodeProtocol {
     /// delivery).
     pub(crate) fn with_seq(mut self, key: Option<&str>) -> Self {
         self.seq = key.map(|k| k.as_bytes().to_vec().into_boxed_slice());
+        self
+    }
+
+    /// Caps the node id a connection may bind to: a longer one closes it
+    /// (`AuthFailure::NodeIdTooLong`).
+    pub(crate) fn with_max_node_id_bytes(mut self, max: usize) -> Self {
+        self.max_node_id_bytes = max;
         self
     }
 
@@ -250,6 +260,11 @@ impl NodeSession {
                 let Some(id) = id_raw.as_str() else {
                     return Verdict::Skip(DropReason::MissingNodeId);
                 };
+                // Node ids end up in the node table, the connection list
+                // and every record: a long one is refused, not stored.
+                if id.len() > protocol.max_node_id_bytes {
+                    return Verdict::Reject(AuthFailure::NodeIdTooLong);
+                }
                 // A node with its own token is reachable only with it: the
                 // frame that binds it must carry that token, whatever
                 // authenticated the connection (the shared token on a

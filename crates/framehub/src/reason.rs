@@ -27,6 +27,10 @@ pub enum AuthFailure {
     /// No valid first message within `auth.timeout`.
     #[error("no valid first message in time")]
     Timeout,
+    /// The frame that would bind the connection names a node id longer
+    /// than `nodes.max_node_id_bytes`.
+    #[error("node_id longer than nodes.max_node_id_bytes")]
+    NodeIdTooLong,
 }
 
 /// Why a connection's PROXY protocol header was refused (the connection
@@ -118,6 +122,12 @@ pub enum CloseReason {
     /// fell back to the last durable sequence number and closed the
     /// connection so that the client sends the rest again.
     Rewound,
+    /// A frame was not whole within `frame_timeout` of its first byte (a
+    /// peer trickling a never-ending frame).
+    FrameTimeout,
+    /// The connection held one of the largest unfinished frames when all
+    /// connections together held more than `partial_frame_budget`.
+    PartialBudget,
 }
 
 /// Why a TLS handshake failed (the connection is then closed). Each has a
@@ -219,7 +229,7 @@ pub enum Ending {
 impl CloseReason {
     /// Every label [`CloseReason::as_str`] returns, in a fixed order (the
     /// index into counter arrays).
-    pub const LABELS: [&'static str; 11] = [
+    pub const LABELS: [&'static str; 13] = [
         "peer_closed",
         "shutdown",
         "idle_timeout",
@@ -231,6 +241,8 @@ impl CloseReason {
         "proxy_rejected",
         "rewound",
         "tls_failed",
+        "frame_timeout",
+        "partial_budget",
     ];
 
     pub(crate) fn index(&self) -> usize {
@@ -265,6 +277,8 @@ impl CloseReason {
             CloseReason::ProxyRejected(_) => "proxy_rejected",
             CloseReason::TlsFailed(_) => "tls_failed",
             CloseReason::Rewound => "rewound",
+            CloseReason::FrameTimeout => "frame_timeout",
+            CloseReason::PartialBudget => "partial_budget",
         }
     }
 }
@@ -348,11 +362,14 @@ pub enum DropReason {
     /// its node was rewound (frames were lost before they were durable);
     /// the client sends it again.
     Rewound,
+    /// A node id longer than `nodes.max_node_id_bytes` (a connection whose
+    /// client certificate names one: its frames are dropped).
+    NodeIdTooLong,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the index into counter arrays).
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::Oversize,
         DropReason::InvalidJson,
         DropReason::InvalidUtf8,
@@ -376,6 +393,7 @@ impl DropReason {
         DropReason::Duplicate,
         DropReason::Shutdown,
         DropReason::Rewound,
+        DropReason::NodeIdTooLong,
     ];
 
     /// A stable snake_case label for logs and metrics.
@@ -404,6 +422,7 @@ impl DropReason {
             DropReason::Duplicate => "duplicate",
             DropReason::Shutdown => "shutdown",
             DropReason::Rewound => "rewound",
+            DropReason::NodeIdTooLong => "node_id_too_long",
         }
     }
 
@@ -436,6 +455,8 @@ mod tests {
             CloseReason::ProxyRejected(ProxyFailure::Missing),
             CloseReason::Rewound,
             CloseReason::TlsFailed(TlsFailure::Timeout),
+            CloseReason::FrameTimeout,
+            CloseReason::PartialBudget,
         ];
         for (i, r) in closes.iter().enumerate() {
             assert_eq!(r.index(), i, "{r:?}");

@@ -3,7 +3,10 @@
 //!
 //! Producers (connection tasks) push a whole read's worth of frames under one
 //! lock; consumers wait on a [`Notify`]. Nothing here grows past the
-//! configured capacity.
+//! configured capacity, except a raw listener's fair queue ([`lanes`]),
+//! which holds less than twice it.
+
+mod lanes;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -23,6 +26,7 @@ use crate::frame::Incoming;
 pub use crate::frame::{Frame, Source};
 use crate::json::short_eq;
 use crate::stats::WarnLimiter;
+use lanes::Lanes;
 
 /// Compares each frame's dedup key with the previous keyed frame of the
 /// batch, before the queue's lock is taken: under the lock only a batch's
@@ -69,11 +73,17 @@ pub struct QueueStats {
 
 struct State {
     frames: VecDeque<Frame>,
+    /// A raw listener's queue: frames in one lane per connection instead
+    /// of `frames`, served round-robin.
+    lanes: Option<Lanes>,
     /// Raw bytes of the last accepted frame's timestamp (dedup key).
     last_timestamp: Vec<u8>,
     has_last_timestamp: bool,
     /// `received_at` of the last accepted frame.
     last_frame_at: Option<SystemTime>,
+    /// When the queue was created or its last connection ended: with
+    /// `last_frame_at`, how long the node has been idle.
+    last_unbound: SystemTime,
     /// No consumer wants more: pushes are dropped.
     closed: bool,
     /// No producer will push again: consumers drain and then see the end.
@@ -81,6 +91,14 @@ struct State {
 }
 
 impl State {
+    /// Frames waiting.
+    fn len(&self) -> usize {
+        match &self.lanes {
+            Some(lanes) => lanes.len(),
+            None => self.frames.len(),
+        }
+    }
+
     /// Whether a batch's keyed frame repeats the key before it: for the
     /// batch's first keyed frame the queue's last key, after that the
     /// previous keyed frame's (as [`mark_repeats`] found).
@@ -122,6 +140,17 @@ pub(crate) struct PushOutcome {
 
 impl Queue {
     pub(crate) fn new(name: Arc<str>, config: QueueConfig) -> Arc<Queue> {
+        Queue::build(name, config, None)
+    }
+
+    /// A queue fair to the connections that push to it (a raw listener's,
+    /// where any peer may connect): each gets a share of the capacity and
+    /// consumers take round-robin, so a flooder loses only its own frames.
+    pub(crate) fn fair(name: Arc<str>, config: QueueConfig) -> Arc<Queue> {
+        Queue::build(name, config, Some(Lanes::default()))
+    }
+
+    fn build(name: Arc<str>, config: QueueConfig, lanes: Option<Lanes>) -> Arc<Queue> {
         Arc::new(Queue {
             name,
             config,
@@ -129,9 +158,11 @@ impl Queue {
                 // Grows with use: a node that never sends (or only sends
                 // heartbeats) costs no frame storage.
                 frames: VecDeque::new(),
+                lanes,
                 last_timestamp: Vec::new(),
                 has_last_timestamp: false,
                 last_frame_at: None,
+                last_unbound: SystemTime::now(),
                 closed: false,
                 finished: false,
             }),
@@ -200,6 +231,18 @@ impl Queue {
                     continue;
                 }
             }
+            let state = &mut *state;
+            if let Some(lanes) = &mut state.lanes {
+                let (conn, received_at) = (item.frame.source.conn, item.frame.received_at);
+                let offered =
+                    lanes.offer(conn, item.frame, self.config.capacity, self.config.overflow);
+                out.dropped_full += offered.dropped;
+                if offered.enqueued {
+                    out.enqueued += 1;
+                    state.last_frame_at = Some(received_at);
+                }
+                continue;
+            }
             if state.frames.len() >= self.config.capacity {
                 if self.config.overflow == OverflowPolicy::DropNewest {
                     out.dropped_full += 1;
@@ -212,8 +255,8 @@ impl Queue {
             state.frames.push_back(item.frame);
             out.enqueued += 1;
         }
-        out.filling = state.frames.len() * 2 >= self.config.capacity;
-        if out.enqueued > 0 {
+        out.filling = state.len() * 2 >= self.config.capacity;
+        if out.enqueued > 0 && state.lanes.is_none() {
             state.last_frame_at = state.frames.back().map(|f| f.received_at);
         }
         drop(state);
@@ -239,7 +282,13 @@ impl Queue {
     /// How many leading frames of `batch` the queue takes without exceeding
     /// its capacity: duplicates take no room.
     fn fits_without_blocking(&self, state: &State, batch: &[Incoming]) -> usize {
-        let mut free = self.config.capacity.saturating_sub(state.frames.len());
+        let mut free = match (&state.lanes, batch.first()) {
+            // A batch is one connection's read.
+            (Some(lanes), Some(first)) => {
+                lanes.room_for(first.frame.source.conn, self.config.capacity)
+            }
+            _ => self.config.capacity.saturating_sub(state.len()),
+        };
         if free >= batch.len() {
             // Fits even if nothing is a duplicate: no need to look.
             return batch.len();
@@ -260,20 +309,28 @@ impl Queue {
         batch.len()
     }
 
-    /// Waits until the queue has room for `n` frames (or for all it can
-    /// hold, if `n` is more), or is closed.
-    pub(crate) async fn has_room(&self, n: usize) {
-        let n = n.min(self.config.capacity).max(1);
+    /// Waits until the queue has room for `n` frames of connection `conn`
+    /// (or for all it can hold, or its share of a fair queue, if `n` is
+    /// more), or is closed.
+    pub(crate) async fn has_room(&self, conn: u64, n: usize) {
+        let capacity = self.config.capacity;
         loop {
             let notified = self.writable.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
                 let state = self.state.lock();
-                if self.config.capacity - state.frames.len().min(self.config.capacity) >= n
-                    || state.closed
-                    || state.finished
-                {
+                let (room, wanted) = match &state.lanes {
+                    Some(lanes) => (
+                        lanes.room_for(conn, capacity),
+                        lanes.wanted(conn, n, capacity),
+                    ),
+                    None => (
+                        capacity - state.frames.len().min(capacity),
+                        n.min(capacity).max(1),
+                    ),
+                };
+                if room >= wanted || state.closed || state.finished {
                     return;
                 }
             }
@@ -292,7 +349,22 @@ impl Queue {
     }
 
     pub(crate) fn connection_unbound(&self) {
+        let mut state = self.state.lock();
+        state.last_unbound = SystemTime::now();
         self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// How long the queue has had no connection, no frame waiting and no
+    /// frame pushed, as of `now`; `None` if it has any of these.
+    pub(crate) fn idle_for(&self, now: SystemTime) -> Option<Duration> {
+        let state = self.state.lock();
+        if self.connections.load(Ordering::Acquire) > 0 || state.len() > 0 {
+            return None;
+        }
+        let last = state
+            .last_frame_at
+            .map_or(state.last_unbound, |f| f.max(state.last_unbound));
+        Some(now.duration_since(last).unwrap_or_default())
     }
 
     pub(crate) fn is_healthy(&self) -> bool {
@@ -310,7 +382,7 @@ impl Queue {
     pub(crate) fn close(&self) {
         let mut state = self.state.lock();
         state.closed = true;
-        let dropped = state.frames.len();
+        let dropped = state.frames.len() + state.lanes.as_mut().map_or(0, Lanes::clear);
         state.frames.clear();
         drop(state);
         self.counters
@@ -325,7 +397,7 @@ impl Queue {
         let c = &self.counters;
         let (depth, last_frame_at) = {
             let state = self.state.lock();
-            (state.frames.len(), state.last_frame_at)
+            (state.len(), state.last_frame_at)
         };
         QueueStats {
             enqueued: c.enqueued.load(Ordering::Relaxed),
@@ -342,7 +414,7 @@ impl Queue {
     /// closed or finished and empty.
     fn take(&self, out: &mut impl Take, max: usize) -> Result<usize, ()> {
         let mut state = self.state.lock();
-        let n = state.frames.len().min(max);
+        let n = state.len().min(max);
         if n == 0 {
             return if state.closed || state.finished {
                 Err(())
@@ -350,8 +422,13 @@ impl Queue {
                 Ok(0)
             };
         }
-        out.take_from(&mut state.frames, n);
-        let more = !state.frames.is_empty();
+        match &mut state.lanes {
+            Some(lanes) => {
+                lanes.take(n, out);
+            }
+            None => out.take_from(&mut state.frames, n),
+        }
+        let more = state.len() > 0;
         drop(state);
         if more {
             // Another consumer of the same source may be waiting.
@@ -378,7 +455,7 @@ impl Queue {
 
 /// Where frames taken from a queue go: a consumer's `Vec`, or the one slot
 /// of `recv()`.
-trait Take {
+trait Take: Extend<Frame> {
     /// Moves the first `n` frames out of `frames` (under the queue's lock).
     fn take_from(&mut self, frames: &mut VecDeque<Frame>, n: usize);
 }
@@ -490,6 +567,12 @@ impl Receiver {
         &self.queue.name
     }
 
+    /// Whether both receive from the same queue (a node evicted and
+    /// provisioned again has a new one).
+    pub(crate) fn same_queue(&self, other: &Receiver) -> bool {
+        Arc::ptr_eq(&self.queue, &other.queue)
+    }
+
     /// Waits for the next frame; `None` once closed or shut down and drained.
     pub async fn recv(&self) -> Option<Frame> {
         let mut one = One(None);
@@ -529,7 +612,7 @@ impl Receiver {
 
     /// Frames waiting now.
     pub fn len(&self) -> usize {
-        self.queue.state.lock().frames.len()
+        self.queue.state.lock().len()
     }
 
     /// Whether no frame is waiting.

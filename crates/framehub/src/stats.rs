@@ -332,6 +332,10 @@ counter_set! {
             "TLS handshakes that succeeded (TLS listeners).";
         tls_handshake_failures: by_tls as "framehub_tls_handshake_failures_total",
             "TLS handshakes that failed or timed out, by reason; each connection is also closed as tls_failed.";
+        connections_shed: count as "framehub_connections_shed_total",
+            "Connections accepted and closed at once because fewer than fd_reserve file descriptors were left.";
+        nodes_evicted: count as "framehub_nodes_evicted_total",
+            "Auto-provisioned nodes evicted, idle for nodes.evict_idle_after, to make room in a full node table (counted on the listener of the node that took the place).";
     }
     maxima {
         max_frame_received: max,

@@ -334,6 +334,7 @@ async fn unknown_nodes_are_auto_provisioned_up_to_max_nodes() {
         nodes: NodesConfig {
             auto_provision: true,
             max_nodes: 2,
+            ..NodesConfig::default()
         },
         ..HubConfig::default()
     })
@@ -378,6 +379,7 @@ async fn without_auto_provisioning_unknown_nodes_are_dropped() {
         nodes: NodesConfig {
             auto_provision: false,
             max_nodes: 10,
+            ..NodesConfig::default()
         },
         ..HubConfig::default()
     })

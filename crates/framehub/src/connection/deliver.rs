@@ -71,9 +71,11 @@ impl Delivery {
             // go to its receiver.
             return;
         }
-        match shared.router.resolve(node, shared.config.queue) {
+        match shared
+            .router
+            .bind(node, shared.config.queue, &shared.counters)
+        {
             Ok(queue) => {
-                queue.connection_bound();
                 self.bound_to_node = true;
                 self.queue = Some(Inbox::Queue(queue));
             }
@@ -201,7 +203,7 @@ impl Delivery {
                 }
                 // Room for the whole rest (or a full queue's worth): waking
                 // for a handful of slots would push a few frames per wakeup.
-                _ = queue.has_room(rest) => {}
+                _ = queue.has_room(link.conn, rest) => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }

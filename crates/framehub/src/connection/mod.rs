@@ -220,6 +220,8 @@ fn cancel_reason(shared: &ListenerShared, link: &Peer) -> CloseReason {
         CloseReason::Rewound
     } else if link.is_slow() {
         CloseReason::SlowClient
+    } else if !shared.cancel.is_cancelled() && shared.partial_budget.was_cut(link.conn) {
+        CloseReason::PartialBudget
     } else {
         CloseReason::Shutdown
     }
@@ -281,6 +283,9 @@ struct Driver {
     core: Core,
     /// Where the frames go.
     delivery: Delivery,
+    /// Bytes of an unfinished frame this connection holds, as last told
+    /// to the hub's `partial_frame_budget`.
+    partial_held: usize,
 }
 
 impl Driver {
@@ -311,6 +316,7 @@ impl Driver {
             core,
             shared,
             link,
+            partial_held: 0,
         }
     }
 
@@ -351,6 +357,13 @@ impl Driver {
                         if n == 0 {
                             return CloseReason::PeerClosed;
                         }
+                        // A read may bring a deadline earlier than the one
+                        // armed (a frame began: `frame_timeout`).
+                        let next = self.core.poll_timeout();
+                        if next.is_some_and(|next| deadline.is_none_or(|armed| next < armed)) {
+                            deadline = next;
+                            timer.as_mut().reset(deadline.unwrap_or(far));
+                        }
                     }
                     Err(e) => return CloseReason::ReadError(e.to_string()),
                 },
@@ -364,6 +377,13 @@ impl Driver {
         let decoded = self
             .core
             .handle_read(buf, n, Instant::now(), SystemTime::now());
+        // What is left in the buffer is the unfinished frame.
+        self.shared.partial_budget.update(
+            self.link.conn,
+            &mut self.partial_held,
+            buf.len(),
+            &self.link.cancel,
+        );
         if let Some(node) = self.core.take_bound() {
             self.bind(node);
         }
@@ -414,6 +434,9 @@ impl Driver {
     }
 
     fn finish(mut self, reason: CloseReason) {
+        self.shared
+            .partial_budget
+            .release(self.link.conn, self.partial_held);
         self.publish_counts();
         if let Some(stream) = self.core.ack_stream() {
             stream.unbind(self.link.conn);
@@ -447,7 +470,11 @@ impl Driver {
                     );
                 }
             }
-            CloseReason::FramingLost(_) | CloseReason::ReadError(_) | CloseReason::SlowClient => {
+            CloseReason::FramingLost(_)
+            | CloseReason::ReadError(_)
+            | CloseReason::SlowClient
+            | CloseReason::FrameTimeout
+            | CloseReason::PartialBudget => {
                 if let Some(suppressed) = shared.close_warning.check() {
                     tracing::warn!(%peer, conn, node = node.as_deref().unwrap_or("-"), suppressed, "connection closed: {reason}");
                 }

@@ -64,6 +64,7 @@ struct Limits {
     max_frame_bytes: usize,
     auth_timeout: Duration,
     idle_timeout: Option<Duration>,
+    frame_timeout: Duration,
 }
 
 /// Acknowledged delivery on one connection (`[listener.ack]`).
@@ -104,6 +105,9 @@ pub(crate) struct Core {
     read_alloc: usize,
     accepted: Instant,
     last_read: Instant,
+    /// When the first byte of the frame still incomplete at the end of the
+    /// last read arrived: the frame must be whole by `frame_timeout` after.
+    partial_since: Option<Instant>,
     /// What this connection did, reported when it closes.
     pub(crate) counts: ConnectionCounts,
     pending: Pending,
@@ -150,6 +154,7 @@ impl Core {
                 max_frame_bytes: config.max_frame_bytes.0,
                 auth_timeout: config.auth.timeout,
                 idle_timeout: config.idle_timeout,
+                frame_timeout: config.frame_timeout,
             },
             decoder: FrameDecoder::new(&config.framing, max_frame)
                 .with_max_json_depth(config.max_json_depth),
@@ -161,6 +166,7 @@ impl Core {
             read_alloc: 0,
             accepted: now,
             last_read: now,
+            partial_since: None,
             counts: ConnectionCounts::default(),
             pending: Pending::default(),
             warning: WarnLimiter::new(Duration::from_secs(5)),
@@ -265,10 +271,30 @@ impl Core {
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let auth = (!self.is_authenticated()).then(|| self.accepted + self.limits.auth_timeout);
         let idle = self.limits.idle_timeout.map(|idle| self.last_read + idle);
-        match (auth, idle) {
-            (Some(a), Some(i)) => Some(a.min(i)),
-            (a, i) => a.or(i),
-        }
+        [auth, idle, self.frame_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When the frame in progress must be whole, if one is.
+    fn frame_deadline(&self) -> Option<Instant> {
+        self.partial_since
+            .map(|since| since + self.limits.frame_timeout)
+    }
+
+    /// Starts, keeps or stops the clock of the incomplete frame after a
+    /// read: `consumed` says whether the read completed (or skipped)
+    /// whatever was in progress before it, `left` how many bytes of a
+    /// frame are still waiting for the rest. Bytes that only extend the
+    /// same frame never restart it, so a peer trickling one never-ending
+    /// frame byte by byte runs into `frame_timeout` (issue 18).
+    fn track_partial_frame(&mut self, consumed: bool, left: usize, now: Instant) {
+        self.partial_since = match self.partial_since {
+            _ if left == 0 => None,
+            Some(since) if !consumed => Some(since),
+            _ => Some(now),
+        };
     }
 
     /// The reason to close if a deadline passed by `now`. Called early (a
@@ -276,6 +302,12 @@ impl Core {
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> Result<(), CloseReason> {
         if !self.is_authenticated() && now >= self.accepted + self.limits.auth_timeout {
             return Err(CloseReason::AuthFailed(AuthFailure::Timeout));
+        }
+        if self
+            .frame_deadline()
+            .is_some_and(|deadline| now >= deadline)
+        {
+            return Err(CloseReason::FrameTimeout);
         }
         if let Some(idle) = self.limits.idle_timeout
             && now >= self.last_read + idle
@@ -303,11 +335,14 @@ impl Core {
             self.counts.bytes_in += n as u64;
             self.pending.bytes += n as u64;
         }
-        if self.decoder.decodes_in_place() {
+        let before = buf.len();
+        let decoded = if self.decoder.decodes_in_place() {
             self.decode_in_place(buf, eof, received_at)
         } else {
             self.decode_and_cut(buf, eof, received_at)
-        }
+        };
+        self.track_partial_frame(buf.len() < before, buf.len(), now);
+        decoded
     }
 
     /// Tells the core how large the read buffer's allocation is now (after
@@ -963,6 +998,78 @@ mod tests {
         // A raw listener without idle_timeout has no deadline at all.
         let raw = config(FramingConfig::Lines, Protocol::Raw);
         assert_eq!(core_at(&raw, t0).poll_timeout(), None);
+    }
+
+    /// Issue 18: a frame must be whole within `frame_timeout` of its first
+    /// byte; bytes that only extend it do not restart the clock (each read
+    /// still moves the idle deadline), a completed frame stops it, and the
+    /// next frame's first byte starts it again.
+    #[test]
+    fn a_frame_trickled_byte_by_byte_runs_into_frame_timeout() {
+        let mut c = config(FramingConfig::Lines, Protocol::Raw);
+        c.frame_timeout = Duration::from_secs(30);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut core = core_at(&c, t0);
+        let mut buf = BytesMut::new();
+        let read_at = |core: &mut Core, buf: &mut BytesMut, bytes: &[u8], t: Instant| {
+            buf.extend_from_slice(bytes);
+            core.handle_read(buf, bytes.len(), t, SystemTime::now())
+        };
+        assert_eq!(core.poll_timeout(), None, "nothing in progress");
+        read_at(&mut core, &mut buf, b"a", at(1)).expect("open");
+        assert_eq!(core.poll_timeout(), Some(at(31)));
+        for s in 2..30 {
+            read_at(&mut core, &mut buf, b"b", at(s)).expect("open");
+            assert_eq!(core.poll_timeout(), Some(at(31)), "not moved at {s}s");
+        }
+        assert_eq!(core.handle_timeout(at(30)), Ok(()));
+        assert_eq!(core.handle_timeout(at(31)), Err(CloseReason::FrameTimeout));
+        // The frame completes, and the next one starts in the same read.
+        read_at(&mut core, &mut buf, b"c\nnext", at(30)).expect("open");
+        assert_eq!(payloads(&mut core).len(), 1);
+        assert_eq!(core.poll_timeout(), Some(at(60)));
+        assert_eq!(core.handle_timeout(at(31)), Ok(()), "the new frame's clock");
+        read_at(&mut core, &mut buf, b"\n", at(40)).expect("open");
+        assert_eq!(core.poll_timeout(), None, "nothing left in progress");
+        // With an idle timeout too, the earlier deadline comes first.
+        c.idle_timeout = Some(Duration::from_secs(10));
+        let mut core = core_at(&c, t0);
+        read_at(&mut core, &mut buf, b"x", at(25)).expect("open");
+        assert_eq!(core.poll_timeout(), Some(at(35)));
+        read_at(&mut core, &mut buf, b"x", at(34)).expect("open");
+        assert_eq!(
+            core.poll_timeout(),
+            Some(at(44)),
+            "idle before the frame's 55 s"
+        );
+        assert_eq!(core.handle_timeout(at(44)), Err(CloseReason::IdleTimeout));
+    }
+
+    /// Whole frames leave no clock running in any framing: the
+    /// whitespace after a `json` value, a `length` frame, a COBS frame.
+    #[test]
+    fn whole_frames_leave_no_frame_deadline() {
+        for (framing, bytes) in [
+            (
+                FramingConfig::Json(crate::codec::JsonConfig::default()),
+                &b"{\"a\":1}\n  \r\n"[..],
+            ),
+            (
+                FramingConfig::Length(LengthPrefix::default()),
+                &b"\0\0\0\x02hi"[..],
+            ),
+            (FramingConfig::Cobs, &b"\x03ab\x00"[..]),
+            (FramingConfig::Lines, &b"line\n"[..]),
+        ] {
+            let name = framing.name();
+            let c = config(framing, Protocol::Raw);
+            let mut core = new_core(&c);
+            let mut buf = BytesMut::new();
+            read(&mut core, &mut buf, bytes).expect("open");
+            assert_eq!(payloads(&mut core).len(), 1, "{name}");
+            assert_eq!(core.poll_timeout(), None, "{name}: {buf:?} left");
+        }
     }
 
     #[test]
