@@ -210,8 +210,15 @@ pub fn detection(node: &str, token: Option<&str>, ts: u64) -> String {
 }
 
 /// Waits until `check` holds, polling; panics after [`PATIENCE`].
-pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
+pub fn eventually(what: &str, check: impl FnMut() -> bool) {
+    eventually_within(PATIENCE, what, check)
+}
+
+/// [`eventually`] with a bound of its own, for waits whose work grows with
+/// the load (a backlog of tens of thousands of frames drained through a
+/// debug build on a busy machine).
+pub fn eventually_within(patience: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(25));
