@@ -2,6 +2,7 @@
 //! on stdout per connection that ends, with sat-rs's per-connection counts.
 
 use framehub::{ConnectionEvent, Ending, Hub};
+use tokio::sync::broadcast::error::RecvError;
 
 /// Prints `closed peer=.. requests=.. replies=.. telemetry=.. dropped=..
 /// bytes_in=.. bytes_out=.. ending=peer|shutdown|error` for every
@@ -9,7 +10,18 @@ use framehub::{ConnectionEvent, Ending, Hub};
 pub fn print_closed_connections(hub: &Hub) {
     let mut events = hub.events();
     tokio::spawn(async move {
-        while let Ok(event) = events.recv().await {
+        loop {
+            let event = match events.recv().await {
+                Ok(event) => event,
+                // A burst of connection events overran this reader: say
+                // so and go on (ending here would silence every later
+                // connection's line).
+                Err(RecvError::Lagged(missed)) => {
+                    eprintln!("{missed} connection events missed (the event channel overflowed)");
+                    continue;
+                }
+                Err(RecvError::Closed) => break,
+            };
             let ConnectionEvent::Closed {
                 peer,
                 reason,
