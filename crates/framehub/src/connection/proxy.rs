@@ -179,19 +179,19 @@ fn parse_v1(all: &[u8]) -> Parsed {
             Ok(None)
         };
     };
+    let len = cr + 2;
+    // Decided before the byte after the CR is looked at: whether that byte
+    // has arrived yet must not change the verdict (the fuzzer found a
+    // line whose CR is its 107th byte called oversized in two reads and
+    // malformed in one).
+    if len > V1_MAX_BYTES {
+        return Err(ProxyFailure::Oversized);
+    }
     let Some(&next) = all.get(cr + 1) else {
-        return if cr + 1 >= V1_MAX_BYTES {
-            Err(ProxyFailure::Oversized)
-        } else {
-            Ok(None)
-        };
+        return Ok(None);
     };
     if next != b'\n' {
         return Err(ProxyFailure::Malformed);
-    }
-    let len = cr + 2;
-    if len > V1_MAX_BYTES {
-        return Err(ProxyFailure::Oversized);
     }
     let header = Header::try_from(&all[..len]).map_err(|_| ProxyFailure::Malformed)?;
     let source = match header.addresses {
@@ -519,6 +519,14 @@ mod tests {
         );
         let long = format!("PROXY TCP4 {}\r\n", " ".repeat(120));
         assert_eq!(whole(true, long.as_bytes()).0, Err(Oversized));
+        // A CR as the 107th byte: oversized whether or not the next byte
+        // came in the same read (found by the proxy_header fuzz target).
+        let mut cr_last = b"PROXY TCP4 ".to_vec();
+        cr_last.resize(106, b'1');
+        cr_last.push(b'\r');
+        assert_eq!(whole(true, &cr_last).0, Err(Oversized));
+        cr_last.push(b'x');
+        assert_eq!(whole(true, &cr_last).0, Err(Oversized));
         let no_end = vec![b'7'; 200];
         assert_eq!(
             whole(true, &[V1_PREFIX.to_vec(), no_end].concat()).0,
