@@ -256,7 +256,14 @@ async fn unacknowledged_messages_are_resent_in_order_before_new_ones() {
     assert_eq!(seqs(&again), (5..=12).collect::<Vec<_>>());
     assert_eq!(again[0].body, "5");
     let c = client.counters();
-    assert_eq!(c.resent, 6, "5..=10 written again: {c:?}");
+    // 5..=10 are written again; so are 11 and 12 if they went out on the
+    // dead connection before the client saw it die (every write counts).
+    assert!((6..=8).contains(&c.resent), "5..=10 written again: {c:?}");
+    assert_eq!(
+        c.sent,
+        12 + c.resent,
+        "each message once, plus resends: {c:?}"
+    );
     assert!(c.bytes_resent > 0);
     let finished = conn.ack_and_finish(12);
     client.close(PATIENCE).await.expect("all acknowledged");
