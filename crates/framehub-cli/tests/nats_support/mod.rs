@@ -218,34 +218,62 @@ impl NatsCluster {
 /// message, in stream order.
 pub fn dump_stream(url: &str, stream: &str) -> Vec<Value> {
     const SCRIPT: &str = r#"
-import asyncio, json, sys
+import asyncio, json, sys, time
 import nats
+import nats.js.errors
 from nats.js.api import ConsumerConfig, AckPolicy, DeliverPolicy
 
-async def main(url, stream):
+async def read_all(url, stream, attempt):
     nc = await nats.connect(url)
-    js = nc.jetstream()
-    info = await js.stream_info(stream)
-    total = info.state.messages
-    await js.add_consumer(stream, ConsumerConfig(durable_name="check", ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL))
-    sub = await js.pull_subscribe_bind("check", stream)
-    got = 0
-    while got < total:
+    try:
+        js = nc.jetstream(timeout=10)
+        info = await js.stream_info(stream)
+        total = info.state.messages
+        await js.add_consumer(stream, ConsumerConfig(durable_name=f"check{attempt}", ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL))
+        sub = await js.pull_subscribe_bind(f"check{attempt}", stream)
+        out = []
+        idle = 0
+        while len(out) < total:
+            try:
+                msgs = await sub.fetch(min(1000, total - len(out)), timeout=5)
+            except nats.errors.TimeoutError:
+                # A stream whose leader just moved may pause; six quiet
+                # fetches in a row end the read.
+                idle += 1
+                if idle == 6:
+                    break
+                continue
+            idle = 0
+            for m in msgs:
+                out.append(json.dumps({
+                    "seq": m.metadata.sequence.stream,
+                    "subject": m.subject,
+                    "headers": m.headers or {},
+                    "data": m.data.decode("utf-8", "replace"),
+                }))
+                await m.ack()
+        return total, out
+    finally:
+        await nc.close()
+
+async def main(url, stream):
+    # After a NATS server was killed the cluster may still be electing
+    # leaders: a request that times out is tried again, for up to 90 s.
+    deadline = time.monotonic() + 90
+    attempt = 0
+    while True:
+        attempt += 1
         try:
-            msgs = await sub.fetch(min(1000, total - got), timeout=5)
-        except nats.errors.TimeoutError:
+            total, out = await read_all(url, stream, attempt)
             break
-        for m in msgs:
-            got += 1
-            print(json.dumps({
-                "seq": m.metadata.sequence.stream,
-                "subject": m.subject,
-                "headers": m.headers or {},
-                "data": m.data.decode("utf-8", "replace"),
-            }))
-            await m.ack()
-    print(json.dumps({"total": total, "read": got}), file=sys.stderr)
-    await nc.close()
+        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError, nats.js.errors.APIError) as e:
+            if time.monotonic() > deadline:
+                raise
+            print(f"attempt {attempt}: {e!r}; again", file=sys.stderr)
+            await asyncio.sleep(1)
+    for line in out:
+        print(line)
+    print(json.dumps({"total": total, "read": len(out)}), file=sys.stderr)
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 "#;
