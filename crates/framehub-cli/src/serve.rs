@@ -392,6 +392,17 @@ fn raise_fd_limit(cfg: &FileConfig) {
             "max_connections plus the daemon's other descriptors exceed the file descriptor limit; \
              new connections past the limit less fd_reserve will be closed at once (raise LimitNOFILE)"
         );
+        // The reserve is all the admin port, the taps and the sinks get
+        // once devices took the rest: say so when they may need more.
+        if other > reserve {
+            tracing::warn!(
+                fd_reserve = reserve,
+                other_descriptors = other,
+                admin_max_connections = admin.saturating_sub(1),
+                "fd_reserve is smaller than the descriptors the admin port, taps and sinks may hold; \
+                 under a flood of devices some of theirs will fail (raise fd_reserve, or lower [admin] max_connections)"
+            );
+        }
     }
 }
 

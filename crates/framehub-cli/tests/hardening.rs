@@ -162,6 +162,16 @@ fn a_connection_flood_under_a_low_fd_limit_leaves_healthz_answering() {
         |f| f["fd_limit"] == 256 && f["max_connections"] == 10_000,
     );
     assert_eq!(warning["fd_reserve"], 128);
+    // The admin port alone may hold 256 connections: more than the reserve.
+    let reserve = daemon.wait_log_where(
+        "fd_reserve is smaller than the descriptors the admin port, taps and sinks may hold; \
+         under a flood of devices some of theirs will fail (raise fd_reserve, or lower [admin] max_connections)",
+        |f| f["fd_reserve"] == 128 && f["admin_max_connections"] == 256,
+    );
+    assert!(
+        reserve["other_descriptors"].as_u64() > Some(256),
+        "{reserve}"
+    );
     let addr = daemon.addr();
     let admin = daemon.admin();
     // Far more connections than descriptors; all held open.
