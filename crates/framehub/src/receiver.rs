@@ -27,6 +27,7 @@ pub use crate::frame::{Frame, Source};
 use crate::json::short_eq;
 use crate::stats::WarnLimiter;
 use lanes::Lanes;
+pub(crate) use lanes::lane_of;
 
 /// Compares each frame's dedup key with the previous keyed frame of the
 /// batch, before the queue's lock is taken: under the lock only a batch's
@@ -233,9 +234,9 @@ impl Queue {
             }
             let state = &mut *state;
             if let Some(lanes) = &mut state.lanes {
-                let (conn, received_at) = (item.frame.source.conn, item.frame.received_at);
+                let (lane, received_at) = (lanes::lane_of(&item.frame), item.frame.received_at);
                 let offered =
-                    lanes.offer(conn, item.frame, self.config.capacity, self.config.overflow);
+                    lanes.offer(lane, item.frame, self.config.capacity, self.config.overflow);
                 out.dropped_full += offered.dropped;
                 if offered.enqueued {
                     out.enqueued += 1;
@@ -285,7 +286,7 @@ impl Queue {
         let mut free = match (&state.lanes, batch.first()) {
             // A batch is one connection's read.
             (Some(lanes), Some(first)) => {
-                lanes.room_for(first.frame.source.conn, self.config.capacity)
+                lanes.room_for(lanes::lane_of(&first.frame), self.config.capacity)
             }
             _ => self.config.capacity.saturating_sub(state.len()),
         };
@@ -309,7 +310,8 @@ impl Queue {
         batch.len()
     }
 
-    /// Waits until the queue has room for `n` frames of connection `conn`
+    /// Waits until the queue has room for `n` frames of lane `conn` (a
+    /// connection, or an acknowledged stream: [`lane_of`])
     /// (or for all it can hold, or its share of a fair queue, if `n` is
     /// more), or is closed.
     pub(crate) async fn has_room(&self, conn: u64, n: usize) {

@@ -299,6 +299,59 @@ async fn the_length_layout_hello_strip_and_acks() {
     hub.shutdown().await;
 }
 
+/// A `length` stream's frames reach the consumer in the stream's order
+/// even when two connections carry it at once (after a silent network
+/// drop, the old connection still has frames queued when the client's new
+/// connection sends the next ones): a fair raw queue gives the stream one
+/// lane, not one per connection, which round-robin would interleave.
+#[tokio::test]
+async fn a_length_stream_keeps_its_order_across_two_connections() {
+    let listener = ListenerConfig {
+        framing: FramingConfig::Length(LengthPrefix::default()),
+        protocol: Protocol::Raw,
+        ..ack_listener()
+    };
+    let hub = start(listener).await;
+    let rx = hub.listener_receiver("default").expect("raw receiver");
+    let framed = |seq: u64, payload: &[u8]| {
+        let mut f = ((8 + payload.len()) as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&seq.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let burst = |from: u64, to: u64| {
+        let mut wire = framed(0, b"dev-9");
+        for seq in from..=to {
+            wire.extend(framed(seq, format!("payload {seq}").as_bytes()));
+        }
+        wire
+    };
+    // Nothing is consumed yet: the first connection's frames wait queued.
+    let mut old = connect(&hub).await;
+    send(&mut old, &burst(1, 20)).await;
+    counters_until(&hub, "the old connection's frames queued", |c| {
+        c.frames_received >= 20
+    })
+    .await;
+    let mut new = connect(&hub).await;
+    send(&mut new, &burst(21, 40)).await;
+    counters_until(&hub, "the new connection's frames queued", |c| {
+        c.frames_received >= 40
+    })
+    .await;
+    let mut order = Vec::new();
+    for _ in 0..40 {
+        let frame = tokio::time::timeout(PATIENCE, rx.recv())
+            .await
+            .expect("frame")
+            .expect("open");
+        order.push(frame.seq.expect("numbered").value());
+    }
+    assert_eq!(order, (1..=40).collect::<Vec<u64>>(), "the stream's order");
+    drop((old, new));
+    hub.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_listener_with_acks_must_block_and_carry_seq() {
     let mut dropping = ack_listener();

@@ -190,6 +190,11 @@ impl Delivery {
             // grace ends otherwise).
             let deadline = grace.unwrap_or(Instant::now() + FAR_FUTURE);
             let rest = core.batch().len();
+            // A fair queue counts room per lane: this batch's.
+            let lane = core
+                .batch()
+                .first()
+                .map_or(link.conn, |i| crate::receiver::lane_of(&i.frame));
             tokio::select! {
                 biased;
                 _ = link.cancel.cancelled(), if !draining => {
@@ -203,7 +208,7 @@ impl Delivery {
                 }
                 // Room for the whole rest (or a full queue's worth): waking
                 // for a handful of slots would push a few frames per wakeup.
-                _ = queue.has_room(link.conn, rest) => {}
+                _ = queue.has_room(lane, rest) => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }

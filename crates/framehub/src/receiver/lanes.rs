@@ -1,6 +1,7 @@
 //! The fair store of a raw listener's queue: one lane of frames per
-//! connection, taken round-robin, so that a peer flooding the listener can
-//! only lose its own frames (issue 18).
+//! connection (per stream, under acknowledged delivery: [`lane_of`]),
+//! taken round-robin, so that a peer flooding the listener can only lose
+//! its own frames (issue 18).
 //!
 //! Every connection with frames waiting has a share of the queue's
 //! capacity (capacity / connections with frames, at least one frame). A
@@ -16,6 +17,25 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::config::OverflowPolicy;
 use crate::frame::Frame;
+
+/// The lane a frame belongs to: its connection's, except for a numbered
+/// frame of an acknowledged `length` stream, whose lane is its stream's.
+/// A stream's frames must reach the consumer in its order, and after a
+/// silent network drop the stream's old connection may still hold frames
+/// queued before its client's new connection delivers the later ones: in
+/// lanes of their own, round-robin would interleave them.
+pub(crate) fn lane_of(frame: &Frame) -> u64 {
+    match (&frame.source.node, frame.seq) {
+        (Some(stream), Some(_)) => {
+            use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+            // The top bit keeps stream lanes apart from connection ids
+            // (counted up from 1). Two streams hashing alike share a lane:
+            // fairness between them, never order, is what that costs.
+            BuildHasherDefault::<DefaultHasher>::default().hash_one(stream.as_bytes()) | 1 << 63
+        }
+        _ => frame.source.conn,
+    }
+}
 
 /// What offering one frame did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
