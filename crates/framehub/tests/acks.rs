@@ -30,6 +30,24 @@ fn ack_listener() -> ListenerConfig {
     }
 }
 
+/// A raw listener of the `length` layout with acknowledged delivery.
+fn length_listener() -> ListenerConfig {
+    ListenerConfig {
+        framing: FramingConfig::Length(LengthPrefix::default()),
+        protocol: Protocol::Raw,
+        ..ack_listener()
+    }
+}
+
+/// One frame of the `length` layout: its length, its 8-byte sequence
+/// number, the payload.
+fn framed(seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut f = ((8 + payload.len()) as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
 fn frame(node: &str, seq: u64) -> String {
     format!("{{\"node_id\":\"{node}\",\"seq\":{seq},\"v\":{seq}}}\n")
 }
@@ -225,21 +243,10 @@ async fn a_failed_consumer_rewinds_closes_and_takes_the_resends() {
 /// consumer gets the payload without the prefix, acks are 8-byte frames.
 #[tokio::test]
 async fn the_length_layout_hello_strip_and_acks() {
-    let listener = ListenerConfig {
-        framing: FramingConfig::Length(LengthPrefix::default()),
-        protocol: Protocol::Raw,
-        ..ack_listener()
-    };
-    let hub = start(listener).await;
+    let hub = start(length_listener()).await;
     let acks = hub.acks();
     let rx = hub.listener_receiver("default").expect("raw receiver");
     let mut stream = connect(&hub).await;
-    let framed = |seq: u64, payload: &[u8]| {
-        let mut f = ((8 + payload.len()) as u32).to_be_bytes().to_vec();
-        f.extend_from_slice(&seq.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    };
     send(&mut stream, &framed(0, b"dev-7")).await;
     let ack = |n: u64| {
         let mut f = 8u32.to_be_bytes().to_vec();
@@ -306,19 +313,8 @@ async fn the_length_layout_hello_strip_and_acks() {
 /// lane, not one per connection, which round-robin would interleave.
 #[tokio::test]
 async fn a_length_stream_keeps_its_order_across_two_connections() {
-    let listener = ListenerConfig {
-        framing: FramingConfig::Length(LengthPrefix::default()),
-        protocol: Protocol::Raw,
-        ..ack_listener()
-    };
-    let hub = start(listener).await;
+    let hub = start(length_listener()).await;
     let rx = hub.listener_receiver("default").expect("raw receiver");
-    let framed = |seq: u64, payload: &[u8]| {
-        let mut f = ((8 + payload.len()) as u32).to_be_bytes().to_vec();
-        f.extend_from_slice(&seq.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    };
     let burst = |from: u64, to: u64| {
         let mut wire = framed(0, b"dev-9");
         for seq in from..=to {
