@@ -57,7 +57,7 @@ fn write_secret(path: &Path, text: &str) -> PathBuf {
 
 /// `framehub serve` with a `nats` sink into [`STREAM`] on `url`; `tables`
 /// go into the config after `[nats]` (`[nats.auth]`, `[nats.tls]`), `env`
-/// into the environment. Debug logs, so that a secret any layer logs shows.
+/// into the environment. Trace logs, so that a secret any layer logs shows.
 fn serve(dir: &Path, run: &str, url: &str, tables: &str, env: &[(&str, &str)]) -> Daemon {
     let path = dir.join(format!("{run}.toml"));
     std::fs::write(
@@ -82,7 +82,7 @@ fn serve(dir: &Path, run: &str, url: &str, tables: &str, env: &[(&str, &str)]) -
         ])
         .arg("--config")
         .arg(&path)
-        .env("RUST_LOG", "debug");
+        .env("RUST_LOG", "trace");
     for var in SECRET_ENVS {
         command.env_remove(var);
     }
