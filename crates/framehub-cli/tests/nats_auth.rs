@@ -556,3 +556,30 @@ fn tls_with_a_client_certificate() {
         &[],
     );
 }
+
+/// Credentials written into a server URL would be shown with it (logs,
+/// `/healthz`): the start fails with the config exit code, naming the key
+/// and not the secret.
+#[test]
+fn credentials_in_a_server_url_are_refused_at_start() {
+    let dir = temp_dir("nats-auth-url");
+    let secret = random_secret("password");
+    let path = dir.join("framehub.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[nats]\nservers = [\"nats://framehub:{secret}@127.0.0.1:4222\"]\n\n\
+             [[listener]]\nbind = \"127.0.0.1:0\"\n\n[[sink]]\ntype = \"nats\"\n"
+        ),
+    )
+    .expect("write config");
+    let out = framehub()
+        .args(["serve", "--quiet", "--admin", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "bad config: {stderr}");
+    assert!(stderr.contains("nats.servers[0]"), "{stderr}");
+    assert!(!stderr.contains(&secret), "{stderr}");
+}
