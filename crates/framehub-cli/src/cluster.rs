@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use framehub::nats::{EgressBridge, NatsConfig, NatsError, NodeView};
+use framehub::nats::{ConnectionReport, EgressBridge, NatsConfig, NatsError, NodeView};
 use framehub::{Handler, Hub};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
@@ -23,6 +23,8 @@ pub struct Nats {
     pub instance: String,
     /// The settings.
     pub config: NatsConfig,
+    /// Why the connection is down, for `/healthz`.
+    pub report: ConnectionReport,
 }
 
 /// Connects when the config uses NATS; `None` when it does not. Returns
@@ -31,7 +33,7 @@ pub async fn connect(cfg: &FileConfig) -> Result<Option<Nats>, NatsError> {
     let Some(config) = cfg.nats() else {
         return Ok(None);
     };
-    let client = framehub::nats::connect(&config).await?;
+    let (client, report) = framehub::nats::connect_reported(&config).await?;
     let instance = config
         .instance
         .clone()
@@ -39,6 +41,7 @@ pub async fn connect(cfg: &FileConfig) -> Result<Option<Nats>, NatsError> {
     if !framehub::nats::wait_connected(&client, config.connect_timeout).await {
         tracing::warn!(
             servers = %config.servers.join(","),
+            reason = report.last_failure().as_deref().unwrap_or("no answer yet"),
             "NATS not reachable yet; starting anyway, reconnecting in the background"
         );
     }
@@ -46,6 +49,7 @@ pub async fn connect(cfg: &FileConfig) -> Result<Option<Nats>, NatsError> {
         client,
         instance,
         config,
+        report,
     }))
 }
 

@@ -142,6 +142,8 @@ impl std::fmt::Debug for Secret {
 pub const TOKEN_ENV: &str = "FRAMEHUB_TOKEN";
 
 fn init_logs(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let colour = use_colour(
@@ -152,10 +154,18 @@ fn init_logs(format: LogFormat) {
         .with_env_filter(filter)
         .with_ansi(colour)
         .with_writer(std::io::stderr);
+    let secrets = tracing_subscriber::filter::filter_fn(not_secret);
     match format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.finish().with(secrets).init(),
+        LogFormat::Json => builder.json().finish().with(secrets).init(),
     }
+}
+
+/// async-nats (0.50) logs its CONNECT message, NATS token or password
+/// included, at trace level: whatever `RUST_LOG` asks, that module logs at
+/// debug at most.
+fn not_secret(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() != tracing::Level::TRACE || !meta.target().starts_with("async_nats::connection")
 }
 
 /// Colour escape codes only on a terminal, and never when `NO_COLOR` is

@@ -166,6 +166,7 @@ async fn build_sinks(
                 Box::new(
                     NatsSinkWriter::start(
                         nats.client.clone(),
+                        nats.report.clone(),
                         c,
                         nats.instance.clone(),
                         &names,

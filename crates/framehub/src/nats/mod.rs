@@ -19,6 +19,7 @@ pub mod subject;
 pub mod view;
 
 use std::path::Path;
+use std::sync::Arc;
 
 pub use async_nats;
 pub use bridge::{EgressBridge, request_handler};
@@ -62,6 +63,49 @@ pub fn default_instance() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+/// Why the connection is down: the last error of each server that failed
+/// since the client was last connected. Cheap to clone; the client's
+/// callbacks write it, health reports ([`NatsSink::report_connection`])
+/// read it.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionReport {
+    failure: Arc<parking_lot::Mutex<Option<String>>>,
+}
+
+impl ConnectionReport {
+    /// `"nats://10.0.0.1:4222: authorization violation"` (several servers
+    /// joined by `"; "`); `None` when no attempt failed since the client
+    /// was last connected.
+    pub fn last_failure(&self) -> Option<String> {
+        self.failure.lock().clone()
+    }
+
+    /// Records `why` (`None`: connected); whether it changed.
+    fn set(&self, why: Option<String>) -> bool {
+        let mut slot = self.failure.lock();
+        let changed = *slot != why;
+        *slot = why;
+        changed
+    }
+
+    /// Before each round of attempts: the servers' last errors become the
+    /// report, and a new reason is logged once (the client retries every
+    /// 2 s at most, for ever: one line per attempt would bury it).
+    fn record(&self, pool: &[async_nats::Server], servers: &str) {
+        let failures: Vec<String> = pool
+            .iter()
+            .filter_map(|s| Some(format!("{s}: {}", s.last_error.as_ref()?)))
+            .collect();
+        if failures.is_empty() {
+            return;
+        }
+        let why = failures.join("; ");
+        if self.set(Some(why.clone())) {
+            tracing::error!(servers = %servers, reason = %why, "NATS: cannot connect");
+        }
+    }
+}
+
 /// A secret from its file, else from the environment variable `env`.
 fn secret(file: Option<&Path>, key: &str, env: &str) -> Result<Option<String>, ConfigError> {
     if let Some(path) = file {
@@ -76,6 +120,16 @@ fn secret(file: Option<&Path>, key: &str, env: &str) -> Result<Option<String>, C
 /// Credential and TLS files are read now, and a bad one is an error;
 /// secrets never appear in errors or logs.
 pub async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, NatsError> {
+    connect_reported(cfg).await.map(|(client, _)| client)
+}
+
+/// [`connect`], and the report of why the connection is down (a refused
+/// credential, a TLS failure, a server that does not answer) for health
+/// checks. A refused login is retried like any failure: the servers'
+/// settings may change, and `/healthz` says why meanwhile.
+pub async fn connect_reported(
+    cfg: &NatsConfig,
+) -> Result<(async_nats::Client, ConnectionReport), NatsError> {
     cfg.validate()?;
     let instance = cfg.instance.clone().unwrap_or_else(default_instance);
     let auth = &cfg.auth;
@@ -144,6 +198,9 @@ pub async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, NatsError> 
         })
         .collect::<Result<_, _>>()?;
     let shown = cfg.servers.join(",");
+    let report = ConnectionReport::default();
+    let (failures, listed) = (report.clone(), shown.clone());
+    let connected = report.clone();
     opts = opts
         .name(format!("framehub {instance}"))
         .connection_timeout(cfg.connect_timeout)
@@ -155,23 +212,39 @@ pub async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, NatsError> 
             // without hammering a server that is down.
             std::time::Duration::from_millis((attempts as u64 * 100).min(2000))
         })
+        // Called before each round of attempts with every server's last
+        // error (the events carry only its kind): the reason health
+        // reports give. The default order of servers stays.
+        .reconnect_to_server_callback(move |pool, _| {
+            failures.record(&pool, &listed);
+            std::future::ready(None)
+        })
         .event_callback(move |event| {
             let shown = shown.clone();
+            let connected = connected.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
+                        connected.set(None);
                         tracing::info!(servers = %shown, "NATS connected")
                     }
                     async_nats::Event::Disconnected => {
                         tracing::warn!(servers = %shown, "NATS disconnected; reconnecting")
                     }
+                    // A failed attempt: "NATS: cannot connect" says it
+                    // with the server and the details, once per reason.
+                    async_nats::Event::ClientError(e) => {
+                        tracing::debug!(servers = %shown, "NATS: client error: {e}")
+                    }
                     other => tracing::warn!(servers = %shown, "NATS: {other}"),
                 }
             }
         });
-    opts.connect(servers)
+    let client = opts
+        .connect(servers)
         .await
-        .map_err(|e| NatsError::Connect(e.to_string()))
+        .map_err(|e| NatsError::Connect(e.to_string()))?;
+    Ok((client, report))
 }
 
 fn check_file(path: &Path, key: &str) -> Result<(), ConfigError> {

@@ -30,9 +30,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::frame::{Frame, Source};
-use crate::nats::NatsError;
 use crate::nats::config::{NatsOverflow, NatsSinkConfig, StreamStorage};
 use crate::nats::subject::{Template, token};
+use crate::nats::{ConnectionReport, NatsError};
 
 /// Header: when the read that carried the frame completed (RFC 3339, µs).
 pub const HEADER_RECEIVED_AT: &str = "Framehub-Received-At";
@@ -105,6 +105,8 @@ struct Shared {
     /// The intake is waiting for room.
     waiting: AtomicBool,
     client: async_nats::Client,
+    /// Why the connection is down, when the caller gave the report.
+    connection: std::sync::OnceLock<ConnectionReport>,
 }
 
 impl Shared {
@@ -207,6 +209,7 @@ impl NatsSink {
             failing: Mutex::new(None),
             waiting: AtomicBool::new(false),
             client: client.clone(),
+            connection: std::sync::OnceLock::new(),
         });
         let js_cfg = &config.jetstream;
         let publisher = if js_cfg.enabled {
@@ -282,6 +285,13 @@ impl NatsSink {
     /// failing, or the buffer full.
     pub fn health(&self) -> Result<(), String> {
         health(&self.shared)
+    }
+
+    /// Names, in [`health`](Self::health), why the connection is down:
+    /// the report [`connect_reported`](crate::nats::connect_reported)
+    /// returned with the client (the first one given stays).
+    pub fn report_connection(&self, report: ConnectionReport) {
+        let _ = self.shared.connection.set(report);
     }
 
     /// A cheap handle that reports the same health and counters, for a
@@ -467,8 +477,13 @@ impl NatsSinkMonitor {
 
 fn health(sh: &Shared) -> Result<(), String> {
     if sh.client.connection_state() != async_nats::connection::State::Connected {
+        let why = sh
+            .connection
+            .get()
+            .and_then(ConnectionReport::last_failure)
+            .map_or_else(String::new, |why| format!(" ({why})"));
         return Err(format!(
-            "not connected to NATS; {} frames buffered",
+            "not connected to NATS{why}; {} frames buffered",
             sh.stats.buffered_frames.load(Ordering::Relaxed)
         ));
     }
