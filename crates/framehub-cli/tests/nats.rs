@@ -101,6 +101,20 @@ fn frames_in(admin: SocketAddr) -> u64 {
         .sum()
 }
 
+/// Frames the `nats` sink had acknowledged by JetStream, from `/metrics`.
+fn nats_written(admin: SocketAddr) -> u64 {
+    let (status, metrics) = http_get(admin, "/metrics");
+    assert_eq!(status, 200);
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("framehub_sink_records_written_total{") && l.contains("sink=\"nats\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("the nats sink's records_written") as u64
+}
+
 /// Sends `frames` frames for `node` as fast as the socket takes them,
 /// counting what was written in `sent`.
 fn device(
@@ -519,6 +533,13 @@ fn an_r3_stream_survives_a_nats_server_killed_mid_run() {
     });
     eventually("every frame read", || {
         frames_in(admin) == nodes as u64 * per
+    });
+    // The sink may still hold a buffer's worth, published at the pace a
+    // cluster that just lost a server (and maybe its stream leader) takes
+    // them: the flush is waited for here, with a bound for a loaded
+    // machine, rather than inside the shutdown.
+    eventually_within(Duration::from_secs(180), "every frame stored", || {
+        nats_written(admin) == nodes as u64 * per
     });
     assert_eq!(
         daemon.terminate(),
