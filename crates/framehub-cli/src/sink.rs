@@ -850,4 +850,72 @@ mod tests {
         let r = record(&frame(b"{\n}", None));
         assert!(r.contains("frame_b64"), "{r}");
     }
+
+    #[test]
+    fn a_batch_is_cut_into_chunks_at_the_same_records_in_both_encodings() {
+        let pad: &'static [u8] = Box::leak(
+            format!(
+                "{{\"node_id\":\"radar3\",\"pad\":\"{}\"}}",
+                "x".repeat(40_000)
+            )
+            .into_bytes()
+            .into_boxed_slice(),
+        );
+        let mut frames = vec![frame(pad, Some("radar3")); 20];
+        frames.push(frame(
+            b"{\"node_id\":\"radar3\",\"last\":1}",
+            Some("radar3"),
+        ));
+        let both = Encoding {
+            records: true,
+            lines: true,
+        };
+        let batch = encode(frames.clone(), both);
+        assert_eq!(batch.frames.len(), 21);
+        assert!(batch.chunks.len() >= 3, "800 KB in chunks of 256 KiB");
+        let mut records = 0;
+        for c in &batch.chunks {
+            assert_eq!(
+                c.records as usize,
+                memchr::memchr_iter(b'\n', &c.bytes).count()
+            );
+            assert_eq!(
+                c.records as usize,
+                memchr::memchr_iter(b'\n', &c.lines).count()
+            );
+            assert!(c.bytes.len() < CHUNK_BYTES + 50_000);
+            assert_eq!(c.runs.last().map(|r| r.end), Some(c.bytes.len()));
+            records += c.records;
+        }
+        assert_eq!(records, 21);
+        // The frame lines are the frames, in order.
+        let lines: Vec<u8> = batch.chunks.iter().flat_map(|c| c.lines.to_vec()).collect();
+        let want: Vec<u8> = frames
+            .iter()
+            .flat_map(|f| [&f.payload[..], b"\n"].concat())
+            .collect();
+        assert_eq!(lines, want);
+        // Only what is asked for is encoded; the chunks still count every
+        // frame (acknowledged delivery with NATS alone).
+        let none = encode(frames.clone(), Encoding::default());
+        assert_eq!(none.chunks.len(), 1);
+        assert_eq!(none.chunks[0].records, 21);
+        assert!(none.chunks[0].bytes.is_empty() && none.chunks[0].lines.is_empty());
+        let records_only = encode(
+            frames,
+            Encoding {
+                records: true,
+                lines: false,
+            },
+        );
+        assert!(records_only.chunks.iter().all(|c| c.lines.is_empty()));
+    }
+
+    #[test]
+    fn a_frame_line_is_the_frame_with_its_line_breaks_as_spaces() {
+        let mut out = Vec::new();
+        write_frame_line(&mut out, b"{\"a\":1}");
+        write_frame_line(&mut out, b"{\n \"b\": [1,\r\n2]\n}");
+        assert_eq!(out, b"{\"a\":1}\n{  \"b\": [1,\r 2] }\n");
+    }
 }
