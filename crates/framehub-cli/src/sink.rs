@@ -431,6 +431,9 @@ pub struct Batch {
 /// fan-in's task (on the runtime's threads), so encoding spreads over the
 /// cores. Every frame counts in a chunk even when nothing is encoded: the
 /// chunks carry each node's last sequence number for acknowledged delivery.
+// Out of line (one call per batch) so that callgrind counts it by name
+// (`bench/callgrind.sh`, case `serve`).
+#[inline(never)]
 pub fn encode(frames: Vec<Frame>, encoding: Encoding) -> Batch {
     let mut chunks = Vec::new();
     let mut records = RecordWriter::default();
