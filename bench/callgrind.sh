@@ -28,8 +28,8 @@
 # --to` (not under callgrind) with 8 conns x 5,000 frames, then per record written:
 #   encode      the records' encoding (`sink::encode`, in the fan-in's tasks since issue 16;
 #               before it, `sink::Encoder::encode` on the sink thread)
-#   sink thread `sink::run`: what the one sink thread does per record (its writes' system
-#               calls included; the kernel's work in them is not counted by callgrind)
+#   sink thread `sink::run` (inlined into the thread's entry): what the one sink thread does
+#               per record (the kernel's work in its writes is not counted by callgrind)
 #   whole       every instruction of the serve process
 #   SERVE_FH=path/to/older/framehub CASES=serve bench/callgrind.sh    # the same for another build
 #
@@ -135,7 +135,9 @@ if serve:
         frames, incl = load(case)
         per = lambda n: f"{n / frames:,.0f}" if n and frames else "-"
         enc = incl(r":framehub::sink::(Encoder::)?encode( \[|$)")
-        thread = incl(r":framehub::sink::run( \[|$)")
+        # `sink::run` is inlined into the thread's entry: the part of it that comes from sink.rs.
+        thread = max(incl(r":framehub::sink::run( \[|$)"),
+                     incl(r"sink\.rs:std::sys::backtrace::__rust_begin_short_backtrace$"))
         print(f"{case:<12} {frames:>9,} {per(enc):>7} {per(thread):>12} {per(incl(r'PROGRAM TOTALS')):>7}")
 if hub:
     print(f"{'case':<8} {'frames':>9} {'task':>7} {'read':>7} {'envelope':>9} {'deliver':>8} {'whole':>7}   (instructions per frame)")
