@@ -23,6 +23,16 @@
 # crates/framehub/src/json.rs; its `envelope` column is the one to compare with `lines`.
 # The callgrind outputs stay in $OUT/<case>.callgrind for callgrind_annotate.
 #
+# Cases `serve` and `serve-frame` count the daemon's sink path instead: `framehub serve`
+# under callgrind with a file sink (records, or `format = "frame"`), fed by `framehub bench
+# --to` (not under callgrind) with 8 conns x 5,000 frames, then per record written:
+#   encode      the records' encoding (`sink::encode`, in the fan-in's tasks since issue 16;
+#               before it, `sink::Encoder::encode` on the sink thread)
+#   sink thread `sink::run` (inlined into the thread's entry): what the one sink thread does
+#               per record (the kernel's work in its writes is not counted by callgrind)
+#   whole       every instruction of the serve process
+#   SERVE_FH=path/to/older/framehub CASES=serve bench/callgrind.sh    # the same for another build
+#
 # Needs: valgrind (installed from the OS packages when missing), python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +69,38 @@ for l in sys.stdin:
     callgrind_annotate --inclusive=yes --threshold=100 "$OUT/scan.callgrind" >"$OUT/scan.annotate" 2>/dev/null
     continue
   fi
+  if [ "$case" = serve ] || [ "$case" = serve-frame ]; then
+    SFH=${SERVE_FH:-$FH}
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    rm -f "$OUT/$case.ndjson"
+    cfg=()
+    if [ "$case" = serve-frame ]; then
+      printf '[[sink]]\ntype = "file"\npath = "%s"\nformat = "frame"\n' "$OUT/$case.ndjson" >"$OUT/$case.toml"
+      cfg=(--config "$OUT/$case.toml")
+    else
+      cfg=(--out "$OUT/$case.ndjson")
+    fi
+    echo "== $case ($SFH)" >&2
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/$case.callgrind" \
+      "$SFH" serve "${cfg[@]}" --listen 127.0.0.1:"$port" --token "$TOKEN" --no-admin --quiet \
+      2>"$OUT/$case.log" &
+    vg=$!
+    for _ in $(seq 600); do
+      python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$port" 2>/dev/null && break
+      sleep 0.1
+    done
+    n=$((CONNS * ${SERVE_FRAMES:-5000}))
+    "$FH" bench --to 127.0.0.1:"$port" --token "$TOKEN" --conns "$CONNS" --frames "${SERVE_FRAMES:-5000}" --size "$SIZE" >/dev/null 2>>"$OUT/$case.log"
+    for _ in $(seq 1200); do
+      [ "$(wc -l <"$OUT/$case.ndjson" 2>/dev/null || echo 0)" -ge "$n" ] && break
+      sleep 0.1
+    done
+    kill -TERM "$vg"; wait "$vg" || true
+    python3 -c 'import json, sys; print(json.dumps({"frames_sent": int(sys.argv[1]), "drops": int(sys.argv[1]) - int(sys.argv[2])}))' \
+      "$n" "$(wc -l <"$OUT/$case.ndjson")" >"$OUT/$case.json"
+    callgrind_annotate --inclusive=yes --threshold=100 "$OUT/$case.callgrind" >"$OUT/$case.annotate" 2>/dev/null
+    continue
+  fi
   case $case in
     lines) args=(--token "$TOKEN") ;;           # the node protocol on NDJSON lines
     json) args=(--framing json --token "$TOKEN") ;; # the node protocol, one JSON value after another
@@ -75,10 +117,10 @@ done
 python3 - "$OUT" $CASES <<'PY'
 import json, os, re, sys
 out, cases = sys.argv[1], sys.argv[2:]
-print(f"{'case':<8} {'frames':>9} {'task':>7} {'read':>7} {'envelope':>9} {'deliver':>8} {'whole':>7}   (instructions per frame)")
-for case in cases:
+hub = [c for c in cases if not c.startswith("serve")]
+serve = [c for c in cases if c.startswith("serve")]
+def load(case):
     run = json.load(open(os.path.join(out, f"{case}.json")))
-    frames = run["frames_sent"] - run["drops"]
     text = open(os.path.join(out, f"{case}.annotate")).read()
     # Lines: "COUNT (PCT)  FILE:FUNCTION [OBJECT]". A function appears once with its object
     # (the code compiled in it) and once per source file inlined into it; the entry with the
@@ -86,6 +128,21 @@ for case in cases:
     rows = [(int(n.replace(",", "")), f) for n, f in re.findall(r"^\s*([\d,]+) \([^)]*\)\s+(.*)$", text, re.M)]
     def incl(pat):
         return max((n for n, f in rows if re.search(pat, f)), default=0)
+    return run["frames_sent"] - run["drops"], incl
+if serve:
+    print(f"{'case':<12} {'records':>9} {'encode':>7} {'sink thread':>12} {'whole':>7}   (instructions per record written)")
+    for case in serve:
+        frames, incl = load(case)
+        per = lambda n: f"{n / frames:,.0f}" if n and frames else "-"
+        enc = incl(r":framehub::sink::(Encoder::)?encode( \[|$)")
+        # `sink::run` is inlined into the thread's entry: the part of it that comes from sink.rs.
+        thread = max(incl(r":framehub::sink::run( \[|$)"),
+                     incl(r"sink\.rs:std::sys::backtrace::__rust_begin_short_backtrace$"))
+        print(f"{case:<12} {frames:>9,} {per(enc):>7} {per(thread):>12} {per(incl(r'PROGRAM TOTALS')):>7}")
+if hub:
+    print(f"{'case':<8} {'frames':>9} {'task':>7} {'read':>7} {'envelope':>9} {'deliver':>8} {'whole':>7}   (instructions per frame)")
+for case in hub:
+    frames, incl = load(case)
     total = incl(r"PROGRAM TOTALS")
     task = incl(r":framehub::connection::serve::\{\{closure\}\}( \[|$)")
     read = incl(r":framehub::connection::proto::Core::handle_read( \[|$)")

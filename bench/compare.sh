@@ -104,6 +104,11 @@ for r in $(seq "$ROUNDS"); do
   python3 bench/serve_e2e.py "$FH" "$OUT/serve-files" "$CONNS" "$FRAMES" "$SIZE" "$TOKEN" 2>>"$OUT/bench.log" > "$OUT/serve.$r.json"
 done
 median serve
+echo "== framehub serve end to end, format = \"frame\"" >&2
+for r in $(seq "$ROUNDS"); do
+  FORMAT=frame python3 bench/serve_e2e.py "$FH" "$OUT/serve-files" "$CONNS" "$FRAMES" "$SIZE" "$TOKEN" 2>>"$OUT/bench.log" > "$OUT/serve-frame.$r.json"
+done
+median serve-frame
 
 echo "== binary framings, latency, idle connections" >&2
 # ROUNDS rounds of `framehub bench ARGS...` into $OUT/NAME.<round>.json; NAME.json is the median.
@@ -138,6 +143,7 @@ import json, sys, os, platform
 out = sys.argv[1]
 load = lambda n: json.load(open(os.path.join(out, n)))
 ceiling, inproc, serve = load("ceiling.json"), load("inproc.json"), load("serve.json")
+serve_frame = load("serve-frame.json")
 nats_runs = [load(f"nats{n}.json") for n in (0, 1)]
 versions = [open(os.path.join(out, f"nats{n}.version")).read().split()[-1] for n in (0, 1)]
 # Ratios against the faster nats-server of the run.
@@ -148,6 +154,7 @@ rows = [
     *((f"nats-server {v}, 1 subscriber", r["delivered_fps"], r["drops"]) for v, r in zip(versions, nats_runs)),
     ("framehub in process", inproc["delivered_fps"], inproc["drops"]),
     ("framehub serve -> file, e2e", serve["delivered_fps"], serve["drops"]),
+    ("serve -> file, format=frame, e2e", serve_frame["delivered_fps"], serve_frame["drops"]),
 ]
 mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 print(f"# {os.cpu_count()} cores, {mem:.0f} GiB, {platform.platform()}")
@@ -172,6 +179,7 @@ for n, v in enumerate(versions):
     l = lat["latency"]
     print(f"  nats-server {v} @ {lat['delivered_fps']:,.0f}/s: p50 {l['p50_us']:.0f} us, p99 {l['p99_us']:.0f} us, p999 {l['p999_us']:.0f} us, max {l['max_us']:.0f} us")
 print(f"serve e2e: {serve['written']:,} records in {serve['e2e_secs']:.3f} s ({serve['written_secs']:.3f} s to the last write + {serve['fsync_secs']:.3f} s fsync; sink busy {serve['sink_busy_secs'] or 0:.3f} s), dropped by the hub: {serve['hub_dropped']}, on {serve['fs']}")
+print(f"serve e2e, format=frame: {serve_frame['written']:,} lines in {serve_frame['e2e_secs']:.3f} s ({serve_frame['written_secs']:.3f} s to the last write + {serve_frame['fsync_secs']:.3f} s fsync; sink busy {serve_frame['sink_busy_secs'] or 0:.3f} s), dropped by the hub: {serve_frame['hub_dropped']}, on {serve_frame['fs']}")
 idle = load("idle.json")
 print(f"idle: {idle['conns']} authenticated connections, {idle['bytes_per_conn']/1024:.2f} KiB each, opened at {idle['accept_rate']:,.0f}/s")
 PY

@@ -16,7 +16,12 @@ cannot see the file):
 - synced: written + the time an fsync of the file takes right after it stopped growing for
   50 ms (what is still unsynced then is what the daemon's 1 s interval had not yet synced).
 The file is on OUTDIR's file system, which must be a disk (not tmpfs). With SERVE_CONFIG set,
-the daemon also reads that config file (the command-line flags above still apply).
+the daemon also reads that config file (the command-line flags above still apply). With
+FORMAT=frame the file sink writes frames alone (`format = "frame"`) instead of records: the
+file is then a `[[sink]]` of a config file this script writes (SERVE_CONFIG's text first).
+
+Since issue 14 the default config's queues block when a file sink is configured (TCP pushes
+back on the senders), so `drops` should be 0; it is still measured, not assumed.
 """
 import json
 import os
@@ -58,8 +63,16 @@ def main():
     port = free_port()
     log = open(os.path.join(outdir, "serve-e2e.log"), "w")
     config = ["--config", os.environ["SERVE_CONFIG"]] if os.environ.get("SERVE_CONFIG") else []
+    out = ["--out", path]
+    if os.environ.get("FORMAT", "record") != "record":
+        text = open(os.environ["SERVE_CONFIG"]).read() if config else ""
+        text += f'\n[[sink]]\ntype = "file"\nname = "out"\npath = "{path}"\nformat = "{os.environ["FORMAT"]}"\n'
+        cfg = os.path.join(outdir, "serve-e2e.toml")
+        with open(cfg, "w") as f:
+            f.write(text)
+        config, out = ["--config", cfg], []
     serve = subprocess.Popen(
-        [fh, "serve", *config, "--listen", f"127.0.0.1:{port}", "--token", token, "--out", path,
+        [fh, "serve", *config, "--listen", f"127.0.0.1:{port}", "--token", token, *out,
          "--no-admin", "--quiet", "--log-format", "json"],
         stderr=log)
     try:

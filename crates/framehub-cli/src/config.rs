@@ -305,6 +305,17 @@ impl SinkConfig {
     }
 }
 
+impl SinkConfig {
+    /// The format of a sink that writes lines (file, stdout).
+    pub fn format(&self) -> Option<RecordFormat> {
+        match self {
+            SinkConfig::File(c) => Some(c.format),
+            SinkConfig::Stdout(c) => Some(c.format),
+            SinkConfig::Tap(_) | SinkConfig::Nats(_) => None,
+        }
+    }
+}
+
 /// When a file sink asks the kernel to put records on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -360,6 +371,9 @@ pub struct FileSinkConfig {
     pub keep_for: Option<Duration>,
     /// Gzip each rotated file (`<name>.gz`), in the background.
     pub compress: bool,
+    /// What each line holds: the record (`record`) or the frame alone
+    /// (`frame`).
+    pub format: RecordFormat,
 }
 
 impl Default for FileSinkConfig {
@@ -374,6 +388,7 @@ impl Default for FileSinkConfig {
             keep_files: None,
             keep_for: None,
             compress: false,
+            format: RecordFormat::Record,
         }
     }
 }
@@ -384,6 +399,22 @@ impl Default for FileSinkConfig {
 pub struct StdoutSinkConfig {
     /// Name in logs, metrics and `/healthz` (default: `stdout`).
     pub name: Option<String>,
+    /// What each line holds, as a file sink's `format`.
+    pub format: RecordFormat,
+}
+
+/// What a `file` or `stdout` sink writes per frame, one line each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordFormat {
+    /// The NDJSON record: time, listener, node, connection, peer and the
+    /// frame (`crate::sink`).
+    #[default]
+    Record,
+    /// The frame as received, alone: for `lines` and `json` framings only
+    /// (a `json` frame's line breaks, whitespace between tokens, become
+    /// spaces).
+    Frame,
 }
 
 /// What a tap does with a subscriber whose buffer is full.
@@ -547,6 +578,9 @@ impl FileConfig {
                     s.name()
                 )));
             }
+            if s.format() == Some(RecordFormat::Frame) {
+                self.check_frame_format(s, &key("format"))?;
+            }
             match s {
                 SinkConfig::File(f) => {
                     if f.path.as_os_str().is_empty() {
@@ -611,6 +645,34 @@ impl FileConfig {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl FileConfig {
+    /// `format = "frame"` writes one frame per line: every listener's
+    /// frames must be text lines (`lines`) or JSON values (`json`, whose
+    /// line breaks are whitespace), and a file sink for acknowledged
+    /// delivery needs the records' `node` and `seq` to find its durable
+    /// marks again at start.
+    fn check_frame_format(&self, sink: &SinkConfig, key: &str) -> Result<(), BadConfig> {
+        use framehub::FramingConfig;
+        let listeners = self.hub.listeners();
+        if let Some(l) = listeners
+            .iter()
+            .find(|l| !matches!(l.framing, FramingConfig::Lines | FramingConfig::Json(_)))
+        {
+            return Err(BadConfig(format!(
+                "{key}: \"frame\" writes one frame per line, and listener {:?} has binary frames (framing {}); use format = \"record\" (binary frames go into records as base64)",
+                l.name,
+                l.framing.name()
+            )));
+        }
+        if matches!(sink, SinkConfig::File(_)) && listeners.iter().any(|l| l.ack.is_on()) {
+            return Err(BadConfig(format!(
+                "{key}: \"frame\" leaves out each record's node and seq, which a file sink needs to find its durable marks again at start; use format = \"record\" with [listener.ack] mode = \"durable\""
+            )));
         }
         Ok(())
     }

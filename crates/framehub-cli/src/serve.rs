@@ -143,7 +143,7 @@ async fn build_sinks(
                 }
                 Box::new(file)
             }
-            SinkConfig::Stdout(_) => Box::new(StdoutSink::new(status)),
+            SinkConfig::Stdout(c) => Box::new(StdoutSink::new(status, c.format)),
             SinkConfig::Tap(c) => {
                 let bind = c.bind;
                 let tap = Tap::bind(c, status.clone())
@@ -441,6 +441,7 @@ impl SinkThread {
     fn start(sinks: Sinks, hub: &Hub) -> Result<SinkThread, StartError> {
         let (tx, rx) = mpsc::channel::<Message>(SINK_QUEUE);
         let writers = sinks.sinks;
+        let encoding = sink::Encoding::of(&writers);
         let durability = sinks.durability;
         let (sink_done, done) = oneshot::channel();
         // A named thread of its own, so `top -H` shows what the sinks cost.
@@ -454,9 +455,13 @@ impl SinkThread {
         let queue = tx.downgrade();
         // From here only the fan-in holds senders: once the hub has shut
         // down and every source is drained, the thread writes what is left,
-        // syncs, and returns.
-        hub.all_frames_into(DRAIN_BATCH, tx)
-            .map_err(|e| StartError::failure(e.to_string()))?;
+        // syncs, and returns. Each fan-in task encodes its batch before
+        // queueing it, on the runtime's threads: the sink thread only
+        // writes.
+        hub.all_frames_map(DRAIN_BATCH, tx, move |frames| {
+            Message::Encoded(sink::encode(frames, encoding))
+        })
+        .map_err(|e| StartError::failure(e.to_string()))?;
         Ok(SinkThread {
             done,
             queue,

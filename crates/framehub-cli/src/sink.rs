@@ -1,6 +1,8 @@
-//! The NDJSON record, the one format every sink writes, and the sink
-//! thread that encodes each delivered frame once and hands the records to
-//! every sink (`file`, `stdout`, `tap`, in the submodules).
+//! The NDJSON record (or, for a sink with `format = "frame"`, the frame
+//! alone on a line), encoded from each batch of delivered frames where the
+//! fan-in takes it (on the runtime's threads, [`encode`]), and the sink
+//! thread that hands the encoded chunks to every sink (`file`, `stdout`,
+//! `tap`, in the submodules) in large groups.
 //!
 //! A record: `{"received_at":"2026-01-20T18:02:52.478123Z","listener":"default",
 //! "node":"radar3","conn":7,"peer":"10.0.0.5:51234","frame":{...}}` with
@@ -8,8 +10,15 @@
 //! frame that is not single-line JSON. A frame with a sequence number
 //! (acknowledged delivery) has `"seq":N` before `frame`, so that a file
 //! sink finds each node's durable mark again at start.
+//!
+//! Why encoding is not on the sink thread: one thread formatting every
+//! record caps `serve` at what one core formats, however many cores read.
+//! Each fan-in task encodes its own batch, so the frames of one connection
+//! stay in order (one task per source, encoded before it is queued); the
+//! sink thread only numbers the chunks, in the order they arrive, for
+//! acknowledged delivery ([`durable`]), and writes whole buffers.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -21,6 +30,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use self::durable::{Durability, MarkCollector, Marks};
+use crate::config::RecordFormat;
 use crate::histogram::Histogram;
 
 pub mod durable;
@@ -32,8 +42,8 @@ pub mod tap;
 
 /// Writes records, reusing the formatted time of the previous frame (all
 /// frames of one read share it) and the formatted source of the previous
-/// frame (all frames of a connection share it): a busy sink formats each
-/// once per read and once per connection, not once per record.
+/// frame (all frames of a connection share it): a batch is formatted once
+/// per read and once per connection, not once per record.
 #[derive(Default)]
 pub struct RecordWriter {
     time: Option<SystemTime>,
@@ -44,11 +54,12 @@ pub struct RecordWriter {
 
 impl RecordWriter {
     /// Appends one record for `frame` to `out`.
-    pub fn write(&mut self, out: &mut impl Write, frame: &Frame) -> io::Result<()> {
+    pub fn write(&mut self, out: &mut Vec<u8>, frame: &Frame) {
         if self.time != Some(frame.received_at) {
             self.time = Some(frame.received_at);
             self.time_text.clear();
             use std::fmt::Write as _;
+            // Formatting into a String cannot fail.
             let _ = write!(
                 self.time_text,
                 "{}",
@@ -63,32 +74,51 @@ impl RecordWriter {
             let s = &frame.source;
             self.source_text.clear();
             let t = &mut self.source_text;
+            // Serialising strings into a Vec cannot fail.
             t.extend_from_slice(b"\",\"listener\":");
-            serde_json::to_writer(&mut *t, &*s.listener)?;
+            let _ = serde_json::to_writer(&mut *t, &*s.listener);
             t.extend_from_slice(b",\"node\":");
-            serde_json::to_writer(&mut *t, &s.node.as_deref())?;
-            write!(t, ",\"conn\":{},\"peer\":\"{}\",", s.conn, s.peer)?;
+            let _ = serde_json::to_writer(&mut *t, &s.node.as_deref());
+            let _ = write!(t, ",\"conn\":{},\"peer\":\"{}\",", s.conn, s.peer);
             self.source = Some(s.clone());
         }
-        out.write_all(b"{\"received_at\":\"")?;
-        out.write_all(self.time_text.as_bytes())?;
-        out.write_all(&self.source_text)?;
+        out.extend_from_slice(b"{\"received_at\":\"");
+        out.extend_from_slice(self.time_text.as_bytes());
+        out.extend_from_slice(&self.source_text);
         if let Some(seq) = frame.seq {
-            write!(out, "\"seq\":{},", seq.value())?;
+            let _ = write!(out, "\"seq\":{},", seq.value());
         }
         // Node-protocol frames were validated as single-line JSON objects
         // on the way in; anything else is checked here.
         if frame.source.protocol == Protocol::Node || is_single_line_json(&frame.payload) {
-            out.write_all(b"\"frame\":")?;
-            out.write_all(&frame.payload)?;
+            out.extend_from_slice(b"\"frame\":");
+            out.extend_from_slice(&frame.payload);
         } else {
-            out.write_all(b"\"frame_b64\":\"")?;
+            out.extend_from_slice(b"\"frame_b64\":\"");
             let encoded = base64::engine::general_purpose::STANDARD.encode(&frame.payload);
-            out.write_all(encoded.as_bytes())?;
-            out.write_all(b"\"")?;
+            out.extend_from_slice(encoded.as_bytes());
+            out.push(b'"');
         }
-        out.write_all(b"}\n")
+        out.extend_from_slice(b"}\n");
     }
+}
+
+/// Appends the frame alone and a newline (`format = "frame"`). Only `lines`
+/// and `json` framings are allowed with it (checked with the config): a
+/// `lines` frame holds no line break, and a `json` value's line breaks are
+/// whitespace between tokens, so they become spaces and the value stays
+/// the same JSON on one line.
+pub fn write_frame_line(out: &mut Vec<u8>, payload: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(payload);
+    if memchr::memchr(b'\n', payload).is_some() {
+        for b in &mut out[start..] {
+            if *b == b'\n' {
+                *b = b' ';
+            }
+        }
+    }
+    out.push(b'\n');
 }
 
 /// Whether a frame can be embedded verbatim: valid JSON and no line break
@@ -103,10 +133,19 @@ fn is_single_line_json(payload: &[u8]) -> bool {
 /// thread per process, so one histogram.
 pub static DELIVERY_LATENCY: Histogram = Histogram::new();
 
-/// Target size of one chunk of records: large enough that a busy stream is
-/// written in few system calls, small enough that a tap subscriber's
-/// buffer holds several.
+/// Target size of one chunk of records: small enough that a tap
+/// subscriber's buffer holds several (a batch of large frames is cut into
+/// several chunks).
 pub const CHUNK_BYTES: usize = 256 << 10;
+
+/// The sink thread gathers chunks already waiting up to this many bytes
+/// (or [`GROUP_CHUNKS`] chunks) and hands them to the sinks as one group: a
+/// file takes them in one vectored write.
+const GROUP_BYTES: usize = 4 << 20;
+
+/// The most chunks in a group: under the kernel's limit of 1024 buffers
+/// per vectored write.
+pub const GROUP_CHUNKS: usize = 512;
 
 /// How often a failing sink logs that it is still failing.
 const FAILURE_LOG_PERIOD: Duration = Duration::from_secs(10);
@@ -114,8 +153,12 @@ const FAILURE_LOG_PERIOD: Duration = Duration::from_secs(10);
 /// Whole records, encoded once and shared by every sink.
 #[derive(Debug, Clone)]
 pub struct Chunk {
-    /// NDJSON: each record ends with `\n`.
+    /// NDJSON: each record ends with `\n` (empty when no sink takes
+    /// records).
     pub bytes: Bytes,
+    /// The same frames alone, one per line (`format = "frame"`; empty when
+    /// no sink takes them).
+    pub lines: Bytes,
     /// How many records `bytes` holds.
     pub records: u64,
     /// Its number, from 1 (acknowledged delivery: what a durable sink
@@ -126,6 +169,16 @@ pub struct Chunk {
     /// Where each connection's records lie in `bytes`, in order: what a
     /// tap filters on (`--node`, `--listener`) without parsing records.
     pub runs: Vec<Run>,
+}
+
+impl Chunk {
+    /// What a sink of `format` writes of it.
+    pub fn bytes_for(&self, format: RecordFormat) -> &Bytes {
+        match format {
+            RecordFormat::Record => &self.bytes,
+            RecordFormat::Frame => &self.lines,
+        }
+    }
 }
 
 /// Consecutive records of one connection in a chunk. A chunk holds at most
@@ -144,8 +197,11 @@ pub struct Run {
 /// What the sink thread is handed.
 #[derive(Debug)]
 pub enum Message {
-    /// Delivered frames, in order per source.
+    /// Delivered frames, in order per source (encoded on the sink thread).
     Frames(Vec<Frame>),
+    /// Delivered frames and their chunks, encoded by the fan-in's task
+    /// ([`encode`]).
+    Encoded(Batch),
     /// Time passed: interval syncs and time-based rotation are due checks.
     Tick,
     /// SIGHUP: every sink reopens its file, between two chunks; the reply
@@ -153,8 +209,7 @@ pub enum Message {
     Reopen(oneshot::Sender<Vec<String>>),
 }
 
-/// The hub's fan-in sends batches straight into the sink thread's queue
-/// ([`framehub::Hub::all_frames_into`]).
+/// Frames not encoded yet: the sink thread encodes them itself.
 impl From<Vec<Frame>> for Message {
     fn from(frames: Vec<Frame>) -> Message {
         Message::Frames(frames)
@@ -293,6 +348,18 @@ pub trait Sink: Send {
     /// Writes whole records (`chunk.bytes` is empty when no sink
     /// [`Sink::wants_records`]; its number and marks still count).
     fn write(&mut self, chunk: &Chunk);
+    /// Writes consecutive chunks, in order: a sink that can write them at
+    /// once (a vectored write) does.
+    fn write_chunks(&mut self, chunks: &[Chunk]) {
+        for chunk in chunks {
+            self.write(chunk);
+        }
+    }
+    /// What it writes per frame (file and stdout have a choice; a tap
+    /// sends records).
+    fn format(&self) -> RecordFormat {
+        RecordFormat::Record
+    }
     /// Takes the frames themselves, before they are encoded (a sink that
     /// publishes each frame as it is, e.g. NATS).
     fn write_frames(&mut self, _frames: &[Frame]) {}
@@ -325,84 +392,225 @@ fn reopen_all(sinks: &mut [Box<dyn Sink>], reply: oneshot::Sender<Vec<String>>) 
     let _ = reply.send(errors);
 }
 
-/// Encodes frames into chunks of whole records and hands each chunk to
-/// every sink.
-struct Encoder {
-    records: RecordWriter,
-    buf: Vec<u8>,
-    count: u64,
-    /// Chunks cut so far.
-    chunks: u64,
-    marks: MarkCollector,
-    runs: Vec<Run>,
-    durability: Arc<Durability>,
+/// What the sinks take, decided once at start: records, frame lines,
+/// both or neither (NATS alone).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Encoding {
+    /// Some sink writes records.
+    pub records: bool,
+    /// Some sink writes frames alone (`format = "frame"`).
+    pub lines: bool,
 }
 
-impl Encoder {
-    fn encode(&mut self, batch: &[Frame], sinks: &mut [Box<dyn Sink>]) {
-        observe_delivery(&DELIVERY_LATENCY, batch, SystemTime::now());
-        for s in sinks.iter_mut() {
-            s.write_frames(batch);
-        }
-        // No sink takes records (NATS alone): none are encoded, but the
-        // chunks are still cut and numbered for acknowledged delivery.
-        let records = sinks.iter().any(|s| s.wants_records());
-        for frame in batch {
-            let len = self.buf.len();
-            if records && let Err(e) = self.records.write(&mut self.buf, frame) {
-                // Writing into memory cannot fail short of a bug; still,
-                // the record is counted as failed by every sink.
-                self.buf.truncate(len);
-                for s in sinks.iter() {
-                    s.status().fail(format!("cannot encode a record: {e}"), 1);
-                }
-                continue;
-            }
-            self.count += 1;
-            let end = self.buf.len();
-            match self.runs.last_mut() {
-                Some(run) if Arc::ptr_eq(&run.source, &frame.source) => {
-                    run.end = end;
-                    run.records += 1;
-                }
-                _ => self.runs.push(Run {
-                    end,
-                    records: 1,
-                    source: frame.source.clone(),
-                }),
-            }
-            if let (Some(node), Some(seq)) = (&frame.source.node, frame.seq) {
-                self.marks.note(node, seq);
-            }
-            if self.buf.len() >= CHUNK_BYTES {
-                self.emit(sinks);
+impl Encoding {
+    /// What `sinks` take.
+    pub fn of(sinks: &[Box<dyn Sink>]) -> Encoding {
+        let mut e = Encoding::default();
+        for s in sinks.iter().filter(|s| s.wants_records()) {
+            match s.format() {
+                RecordFormat::Record => e.records = true,
+                RecordFormat::Frame => e.lines = true,
             }
         }
-        if !records {
-            self.emit(sinks);
+        e
+    }
+}
+
+/// A batch of delivered frames and its chunks, not numbered yet (the sink
+/// thread numbers them in the order it takes them).
+#[derive(Debug)]
+pub struct Batch {
+    /// The frames (a sink that publishes frames themselves takes them).
+    pub frames: Vec<Frame>,
+    /// Their records, cut at [`CHUNK_BYTES`] on record boundaries.
+    pub chunks: Vec<Chunk>,
+}
+
+/// Encodes a batch of frames into chunks of whole records (and frame
+/// lines), as `encoding` asks. Runs where the batch is taken: in the
+/// fan-in's task (on the runtime's threads), so encoding spreads over the
+/// cores. Every frame counts in a chunk even when nothing is encoded: the
+/// chunks carry each node's last sequence number for acknowledged delivery.
+// Out of line (one call per batch) so that callgrind counts it by name
+// (`bench/callgrind.sh`, case `serve`).
+#[inline(never)]
+pub fn encode(frames: Vec<Frame>, encoding: Encoding) -> Batch {
+    let mut chunks = Vec::new();
+    let mut records = RecordWriter::default();
+    let mut next = ChunkBuilder::for_frames(&frames, encoding);
+    for (i, frame) in frames.iter().enumerate() {
+        if encoding.records {
+            records.write(&mut next.bytes, frame);
+            next.note_run(frame);
+        }
+        if encoding.lines {
+            write_frame_line(&mut next.lines, &frame.payload);
+        }
+        next.count += 1;
+        if let (Some(node), Some(seq)) = (&frame.source.node, frame.seq) {
+            next.marks.note(node, seq);
+        }
+        if next.bytes.len() >= CHUNK_BYTES || next.lines.len() >= CHUNK_BYTES {
+            let rest = ChunkBuilder::for_frames(&frames[i + 1..], encoding);
+            chunks.push(std::mem::replace(&mut next, rest).cut());
+        }
+    }
+    if next.count > 0 {
+        chunks.push(next.cut());
+    }
+    Batch { frames, chunks }
+}
+
+/// One chunk being encoded.
+struct ChunkBuilder {
+    bytes: Vec<u8>,
+    lines: Vec<u8>,
+    count: u64,
+    marks: MarkCollector,
+    runs: Vec<Run>,
+}
+
+impl ChunkBuilder {
+    /// Room for the chunk that starts with `frames`, estimated from their
+    /// sizes, so that a chunk is written once without regrowing its
+    /// buffer, and its allocation is close to its size (a tap holds it).
+    fn for_frames(frames: &[Frame], encoding: Encoding) -> ChunkBuilder {
+        let mut payload = 0;
+        let mut records = 0;
+        for f in frames {
+            if payload >= CHUNK_BYTES {
+                break;
+            }
+            payload += f.payload.len();
+            records += 1;
+        }
+        let envelope = frames.first().map_or(0, |f| {
+            RECORD_ENVELOPE + f.source.listener.len() + f.source.node.as_deref().map_or(0, str::len)
+        });
+        let capacity = |wanted: bool, extra: usize| {
+            if wanted {
+                (payload + records * extra).min(CHUNK_BYTES * 2)
+            } else {
+                0
+            }
+        };
+        ChunkBuilder {
+            bytes: Vec::with_capacity(capacity(encoding.records, envelope)),
+            lines: Vec::with_capacity(capacity(encoding.lines, 1)),
+            count: 0,
+            marks: MarkCollector::default(),
+            runs: Vec::new(),
         }
     }
 
-    fn emit(&mut self, sinks: &mut [Box<dyn Sink>]) {
-        if self.count == 0 {
+    /// Extends the connection's run, or starts one, with the record just
+    /// written.
+    fn note_run(&mut self, frame: &Frame) {
+        let end = self.bytes.len();
+        match self.runs.last_mut() {
+            Some(run) if Arc::ptr_eq(&run.source, &frame.source) => {
+                run.end = end;
+                run.records += 1;
+            }
+            _ => self.runs.push(Run {
+                end,
+                records: 1,
+                source: frame.source.clone(),
+            }),
+        }
+    }
+
+    fn cut(mut self) -> Chunk {
+        Chunk {
+            bytes: exact(self.bytes),
+            lines: exact(self.lines),
+            records: self.count,
+            no: 0,
+            marks: self.marks.take(),
+            runs: self.runs,
+        }
+    }
+}
+
+/// A record's bytes besides its frame and names: time, field names, conn,
+/// peer (an IPv6 address with its port at most), a sequence number.
+const RECORD_ENVELOPE: usize = 160;
+
+/// The buffer as `Bytes` whose allocation is about its size: a chunk of
+/// one small record must not keep a large allocation alive in a tap
+/// subscriber's buffer, whose bound counts bytes, not capacity.
+fn exact(mut buf: Vec<u8>) -> Bytes {
+    if buf.capacity() - buf.len() > buf.len() / 8 {
+        buf.shrink_to_fit();
+    }
+    Bytes::from(buf)
+}
+
+/// The sink thread's half: numbers chunks in the order they are taken and
+/// hands them to every sink in groups.
+struct Writer {
+    /// Chunks numbered so far.
+    chunks: u64,
+    durability: Arc<Durability>,
+    encoding: Encoding,
+    /// Chunks taken and not yet handed to the sinks.
+    group: Vec<Chunk>,
+    /// Their bytes (the larger encoding).
+    group_bytes: usize,
+}
+
+impl Writer {
+    /// Takes a batch: its frames go to the sinks that take frames at once,
+    /// its chunks into the group.
+    fn take(&mut self, batch: Batch, sinks: &mut [Box<dyn Sink>]) {
+        observe_delivery(&DELIVERY_LATENCY, &batch.frames, SystemTime::now());
+        for s in sinks.iter_mut() {
+            s.write_frames(&batch.frames);
+        }
+        for mut chunk in batch.chunks {
+            self.chunks += 1;
+            chunk.no = self.chunks;
+            self.group_bytes += chunk.bytes.len().max(chunk.lines.len());
+            self.group.push(chunk);
+        }
+    }
+
+    /// Whether the group is as large as one is made.
+    fn is_full(&self) -> bool {
+        self.group_bytes >= GROUP_BYTES || self.group.len() >= GROUP_CHUNKS
+    }
+
+    /// Hands the group to every sink.
+    fn flush(&mut self, sinks: &mut [Box<dyn Sink>]) {
+        if self.group.is_empty() {
             return;
         }
-        // Copied out at its exact size: a chunk of one small record must
-        // not keep a whole chunk-sized allocation alive in a tap
-        // subscriber's buffer, whose bound counts bytes, not capacity. The
-        // encoding buffer is reused.
-        self.chunks += 1;
-        let chunk = Chunk {
-            bytes: Bytes::copy_from_slice(&self.buf),
-            records: std::mem::take(&mut self.count),
-            no: self.chunks,
-            marks: self.marks.take(),
-            runs: std::mem::take(&mut self.runs),
-        };
-        self.buf.clear();
-        self.durability.emitted(chunk.no, &chunk.marks);
+        // Recorded before any sink writes: a sync may report a chunk as
+        // soon as it is written.
+        for chunk in &self.group {
+            self.durability.emitted(chunk.no, &chunk.marks);
+        }
         for s in sinks.iter_mut() {
-            s.write(&chunk);
+            s.write_chunks(&self.group);
+        }
+        self.group.clear();
+        self.group_bytes = 0;
+    }
+
+    fn take_message(&mut self, message: Message, sinks: &mut [Box<dyn Sink>], tick: &mut bool) {
+        match message {
+            Message::Frames(frames) => {
+                let batch = encode(frames, self.encoding);
+                self.take(batch, sinks);
+            }
+            Message::Encoded(batch) => self.take(batch, sinks),
+            Message::Tick => *tick = true,
+            Message::Reopen(reply) => {
+                // What came before the signal goes to the file being
+                // replaced.
+                self.flush(sinks);
+                reopen_all(sinks, reply);
+            }
         }
     }
 }
@@ -438,41 +646,29 @@ pub fn run(
 ) -> Duration {
     let mut first: Option<Instant> = None;
     let mut busy = Duration::ZERO;
-    let mut encoder = Encoder {
-        records: RecordWriter::default(),
-        buf: Vec::with_capacity(CHUNK_BYTES + 4096),
-        count: 0,
+    let mut writer = Writer {
         chunks: 0,
-        marks: MarkCollector::default(),
-        runs: Vec::new(),
         durability,
+        encoding: Encoding::of(&sinks),
+        group: Vec::new(),
+        group_bytes: 0,
     };
     while let Some(message) = rx.blocking_recv() {
         let mut tick = false;
-        match message {
-            Message::Tick => tick = true,
-            Message::Reopen(reply) => reopen_all(&mut sinks, reply),
-            Message::Frames(batch) => {
-                let started = *first.get_or_insert_with(Instant::now);
-                encoder.encode(&batch, &mut sinks);
-                // Batches already waiting go into the same chunk: many
-                // quiet nodes are written in one system call, not one each.
-                while encoder.buf.len() < CHUNK_BYTES {
-                    match rx.try_recv() {
-                        Ok(Message::Frames(batch)) => encoder.encode(&batch, &mut sinks),
-                        Ok(Message::Tick) => tick = true,
-                        Ok(Message::Reopen(reply)) => {
-                            // What came before the signal goes to the
-                            // file being replaced.
-                            encoder.emit(&mut sinks);
-                            reopen_all(&mut sinks, reply);
-                        }
-                        Err(_) => break,
-                    }
+        let frames = matches!(message, Message::Frames(_) | Message::Encoded(_));
+        let started = frames.then(|| *first.get_or_insert_with(Instant::now));
+        writer.take_message(message, &mut sinks, &mut tick);
+        if let Some(started) = started {
+            // Batches already waiting go into the same group: many quiet
+            // nodes, or a busy stream, are written in one system call.
+            while !writer.is_full() {
+                match rx.try_recv() {
+                    Ok(message) => writer.take_message(message, &mut sinks, &mut tick),
+                    Err(_) => break,
                 }
-                encoder.emit(&mut sinks);
-                busy = started.elapsed();
             }
+            writer.flush(&mut sinks);
+            busy = started.elapsed();
         }
         if tick {
             for s in sinks.iter_mut() {
@@ -480,6 +676,7 @@ pub fn run(
             }
         }
     }
+    writer.flush(&mut sinks);
     for s in sinks.iter_mut() {
         s.finish();
     }
@@ -631,7 +828,7 @@ mod tests {
 
     fn record(f: &Frame) -> String {
         let mut out = Vec::new();
-        RecordWriter::default().write(&mut out, f).expect("write");
+        RecordWriter::default().write(&mut out, f);
         String::from_utf8(out).expect("utf8")
     }
 
@@ -655,5 +852,73 @@ mod tests {
         // Multi-line JSON would split the record: base64 too.
         let r = record(&frame(b"{\n}", None));
         assert!(r.contains("frame_b64"), "{r}");
+    }
+
+    #[test]
+    fn a_batch_is_cut_into_chunks_at_the_same_records_in_both_encodings() {
+        let pad: &'static [u8] = Box::leak(
+            format!(
+                "{{\"node_id\":\"radar3\",\"pad\":\"{}\"}}",
+                "x".repeat(40_000)
+            )
+            .into_bytes()
+            .into_boxed_slice(),
+        );
+        let mut frames = vec![frame(pad, Some("radar3")); 20];
+        frames.push(frame(
+            b"{\"node_id\":\"radar3\",\"last\":1}",
+            Some("radar3"),
+        ));
+        let both = Encoding {
+            records: true,
+            lines: true,
+        };
+        let batch = encode(frames.clone(), both);
+        assert_eq!(batch.frames.len(), 21);
+        assert!(batch.chunks.len() >= 3, "800 KB in chunks of 256 KiB");
+        let mut records = 0;
+        for c in &batch.chunks {
+            assert_eq!(
+                c.records as usize,
+                memchr::memchr_iter(b'\n', &c.bytes).count()
+            );
+            assert_eq!(
+                c.records as usize,
+                memchr::memchr_iter(b'\n', &c.lines).count()
+            );
+            assert!(c.bytes.len() < CHUNK_BYTES + 50_000);
+            assert_eq!(c.runs.last().map(|r| r.end), Some(c.bytes.len()));
+            records += c.records;
+        }
+        assert_eq!(records, 21);
+        // The frame lines are the frames, in order.
+        let lines: Vec<u8> = batch.chunks.iter().flat_map(|c| c.lines.to_vec()).collect();
+        let want: Vec<u8> = frames
+            .iter()
+            .flat_map(|f| [&f.payload[..], b"\n"].concat())
+            .collect();
+        assert_eq!(lines, want);
+        // Only what is asked for is encoded; the chunks still count every
+        // frame (acknowledged delivery with NATS alone).
+        let none = encode(frames.clone(), Encoding::default());
+        assert_eq!(none.chunks.len(), 1);
+        assert_eq!(none.chunks[0].records, 21);
+        assert!(none.chunks[0].bytes.is_empty() && none.chunks[0].lines.is_empty());
+        let records_only = encode(
+            frames,
+            Encoding {
+                records: true,
+                lines: false,
+            },
+        );
+        assert!(records_only.chunks.iter().all(|c| c.lines.is_empty()));
+    }
+
+    #[test]
+    fn a_frame_line_is_the_frame_with_its_line_breaks_as_spaces() {
+        let mut out = Vec::new();
+        write_frame_line(&mut out, b"{\"a\":1}");
+        write_frame_line(&mut out, b"{\n \"b\": [1,\r\n2]\n}");
+        assert_eq!(out, b"{\"a\":1}\n{  \"b\": [1,\r 2] }\n");
     }
 }

@@ -5,12 +5,16 @@
 //!
 //! One task per source moves frames on in batches: a receiver's
 //! `recv_many` (one lock per batch) and one channel send per batch, never
-//! per frame. The channel is bounded in batches; when the consumer falls
+//! per frame. A consumer may have each batch converted on the way
+//! ([`crate::Hub::all_frames_map`]): the conversion runs in those tasks,
+//! on the runtime's threads, so per-frame work such as encoding records
+//! is spread over the cores instead of done by the one consumer. The channel is bounded in batches; when the consumer falls
 //! behind, the tasks wait, the sources fill, and each applies its own
 //! overflow policy: `drop-*` drops (counted), `block` stops reading the
 //! sockets so TCP pushes back on the senders.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -57,32 +61,37 @@ pub(crate) struct Sources {
     pub(crate) new_nodes: NewNodes,
 }
 
+/// Converts a batch in the fan-in's tasks, before it is queued.
+type Map<T> = Arc<dyn Fn(Vec<Frame>) -> T + Send + Sync>;
+
 /// Starts one task per source (and one that follows new nodes), each
-/// sending batches of frames into `tx` until its source ends (the hub shut
-/// down and it is drained) or the receiving side is gone. Must run inside
-/// a Tokio runtime; the tasks run on it.
-pub(crate) fn spawn<T>(sources: Sources, batch: usize, tx: mpsc::Sender<T>)
-where
-    T: From<Vec<Frame>> + Send + 'static,
-{
+/// sending batches of frames, converted by `map`, into `tx` until its
+/// source ends (the hub shut down and it is drained) or the receiving side
+/// is gone. Must run inside a Tokio runtime; the tasks run on it.
+pub(crate) fn spawn<T: Send + 'static>(
+    sources: Sources,
+    batch: usize,
+    tx: mpsc::Sender<T>,
+    map: Map<T>,
+) {
     let batch = batch.max(1);
     let mut known = HashMap::new();
     for receiver in sources.nodes {
         known.insert(receiver.name().to_owned(), receiver.clone());
-        tokio::spawn(drain(receiver, batch, tx.clone()));
+        tokio::spawn(drain(receiver, batch, tx.clone(), map.clone()));
     }
     for receiver in sources.raw {
-        tokio::spawn(drain(receiver, batch, tx.clone()));
+        tokio::spawn(drain(receiver, batch, tx.clone(), map.clone()));
     }
     for groups in sources.groups {
-        tokio::spawn(drain_groups(groups, tx.clone()));
+        tokio::spawn(drain_groups(groups, tx.clone(), map.clone()));
     }
-    tokio::spawn(follow_new_nodes(sources.new_nodes, known, batch, tx));
+    tokio::spawn(follow_new_nodes(sources.new_nodes, known, batch, tx, map));
 }
 
 /// Moves a receiver's frames on in batches until it ends (the hub shut
 /// down and it is drained) or the receiving side is gone.
-async fn drain<T: From<Vec<Frame>>>(receiver: Receiver, batch: usize, tx: mpsc::Sender<T>) {
+async fn drain<T>(receiver: Receiver, batch: usize, tx: mpsc::Sender<T>, map: Map<T>) {
     loop {
         // Allocated by `recv_many` once frames are there, at their number:
         // an idle node holds no batch buffer.
@@ -90,7 +99,7 @@ async fn drain<T: From<Vec<Frame>>>(receiver: Receiver, batch: usize, tx: mpsc::
         if receiver.recv_many(&mut frames, batch).await == 0 {
             return;
         }
-        if tx.send(T::from(frames)).await.is_err() {
+        if tx.send(map(frames)).await.is_err() {
             tracing::debug!(
                 source = receiver.name(),
                 "all-frames stream dropped; stop draining"
@@ -102,9 +111,9 @@ async fn drain<T: From<Vec<Frame>>>(receiver: Receiver, batch: usize, tx: mpsc::
 
 /// Moves each group on as one batch until the stream ends or the receiving
 /// side is gone.
-async fn drain_groups<T: From<Vec<Frame>>>(groups: Groups, tx: mpsc::Sender<T>) {
+async fn drain_groups<T>(groups: Groups, tx: mpsc::Sender<T>, map: Map<T>) {
     while let Some(group) = groups.recv().await {
-        if tx.send(T::from(group.frames)).await.is_err() {
+        if tx.send(map(group.frames)).await.is_err() {
             tracing::debug!(
                 listener = groups.listener(),
                 "all-frames stream dropped; stop draining"
@@ -119,14 +128,13 @@ async fn drain_groups<T: From<Vec<Frame>>>(groups: Groups, tx: mpsc::Sender<T>) 
 /// before the fan-in started is both known and announced, and a second
 /// task on its receiver would reorder its frames. A node of that name
 /// provisioned again after an eviction has a queue of its own: drained.
-async fn follow_new_nodes<T>(
+async fn follow_new_nodes<T: Send + 'static>(
     mut new_nodes: NewNodes,
     mut known: HashMap<String, Receiver>,
     batch: usize,
     tx: mpsc::Sender<T>,
-) where
-    T: From<Vec<Frame>> + Send + 'static,
-{
+    map: Map<T>,
+) {
     while let Some(receiver) = new_nodes.recv().await {
         if tx.is_closed() {
             return;
@@ -138,7 +146,7 @@ async fn follow_new_nodes<T>(
         {
             continue;
         }
-        tokio::spawn(drain(receiver, batch, tx.clone()));
+        tokio::spawn(drain(receiver, batch, tx.clone(), map.clone()));
     }
 }
 
@@ -170,7 +178,7 @@ pub struct AllFrames {
 impl AllFrames {
     pub(crate) fn start(sources: Sources, config: AllFramesConfig) -> AllFrames {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        spawn(sources, config.batch, tx);
+        spawn(sources, config.batch, tx, Arc::new(|frames| frames));
         AllFrames {
             rx,
             rest: Vec::new().into_iter(),

@@ -683,7 +683,40 @@ impl Hub {
     where
         T: From<Vec<crate::receiver::Frame>> + Send + 'static,
     {
-        crate::fanin::spawn(self.fan_in_sources()?, batch, tx);
+        self.all_frames_map(batch, tx, T::from)
+    }
+
+    /// [`Hub::all_frames_into`] with each batch converted by `map` in the
+    /// fan-in's tasks, on the runtime's threads, before it is queued: work
+    /// per frame done there (encoding records, say) is spread over the
+    /// cores instead of falling on the one consumer. Frames of one source
+    /// stay in order.
+    ///
+    /// ```no_run
+    /// # async fn demo(hub: framehub::Hub) -> Result<(), framehub::NewNodesTaken> {
+    /// let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    /// hub.all_frames_map(1024, tx, |batch: Vec<framehub::Frame>| {
+    ///     batch.iter().map(|f| f.payload.len()).sum::<usize>()
+    /// })?;
+    /// while let Some(bytes) = rx.recv().await {
+    ///     println!("{bytes} bytes of frames");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, as [`Hub::all_frames`].
+    pub fn all_frames_map<T, F>(
+        &self,
+        batch: usize,
+        tx: tokio::sync::mpsc::Sender<T>,
+        map: F,
+    ) -> Result<(), crate::fanin::NewNodesTaken>
+    where
+        T: Send + 'static,
+        F: Fn(Vec<crate::receiver::Frame>) -> T + Send + Sync + 'static,
+    {
+        crate::fanin::spawn(self.fan_in_sources()?, batch, tx, std::sync::Arc::new(map));
         Ok(())
     }
 

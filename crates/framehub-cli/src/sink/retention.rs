@@ -380,6 +380,7 @@ mod tests {
         for no in 1..=200 {
             sink.write(&Chunk {
                 bytes: bytes::Bytes::from(record.clone()),
+                lines: bytes::Bytes::new(),
                 records: 1,
                 no,
                 marks: std::sync::Arc::from(Vec::new()),

@@ -5,17 +5,19 @@
 use std::io::{self, Write};
 use std::sync::Arc;
 
+use crate::config::RecordFormat;
 use crate::sink::{Chunk, Sink, SinkStatus};
 
 /// The `stdout` sink.
 pub struct StdoutSink {
     status: Arc<SinkStatus>,
+    format: RecordFormat,
 }
 
 impl StdoutSink {
-    /// A sink on this process's standard output.
-    pub fn new(status: Arc<SinkStatus>) -> StdoutSink {
-        StdoutSink { status }
+    /// A sink on this process's standard output, writing `format`.
+    pub fn new(status: Arc<SinkStatus>, format: RecordFormat) -> StdoutSink {
+        StdoutSink { status, format }
     }
 }
 
@@ -24,15 +26,32 @@ impl Sink for StdoutSink {
         &self.status
     }
 
+    fn format(&self) -> RecordFormat {
+        self.format
+    }
+
     fn write(&mut self, chunk: &Chunk) {
+        self.write_chunks(std::slice::from_ref(chunk));
+    }
+
+    fn write_chunks(&mut self, chunks: &[Chunk]) {
         // Chunks are whole records and large: no buffer of our own, and a
-        // flush per chunk keeps a quiet stream visible at once.
+        // flush per group keeps a quiet stream visible at once.
         let mut out = io::stdout().lock();
-        match out.write_all(&chunk.bytes).and_then(|()| out.flush()) {
-            Ok(()) => self.status.wrote(chunk.records, chunk.bytes.len() as u64),
-            Err(e) => self
-                .status
-                .fail(format!("cannot write to stdout: {e}"), chunk.records),
+        for (i, chunk) in chunks.iter().enumerate() {
+            let bytes = chunk.bytes_for(self.format);
+            if let Err(e) = out.write_all(bytes) {
+                let lost = chunks[i..].iter().map(|c| c.records).sum();
+                self.status
+                    .fail(format!("cannot write to stdout: {e}"), lost);
+                return;
+            }
+            self.status.wrote(chunk.records, bytes.len() as u64);
+        }
+        if let Err(e) = out.flush() {
+            // What the flush could not write was counted as written: the
+            // pipe broke after the kernel took the rest.
+            self.status.fail(format!("cannot write to stdout: {e}"), 0);
         }
     }
 }

@@ -167,6 +167,7 @@ mod tests {
         let text = "a1\na2\nb1\na3\n";
         Chunk {
             bytes: Bytes::from(text),
+            lines: Bytes::new(),
             records: 4,
             no: 1,
             marks: Arc::from(Vec::new()),
