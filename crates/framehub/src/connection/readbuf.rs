@@ -6,11 +6,11 @@
 //! resident memory, about half of what such a connection cost (issue 16).
 //! Now the first reads go to a [`FIRST_READ`]-byte buffer; the first read
 //! that fills it, or that leaves an unfinished frame behind, switches to
-//! the full size, which is then kept (handing the big buffer back when a
-//! connection pauses measured slower: every busy connection paid for a new
-//! allocation after each pause). A read that did not fill the small buffer
-//! took everything the socket had, so a connection that stays small makes
-//! the same reads it would have made with the big one.
+//! the full size, which is then kept (handing the big buffer back whenever
+//! a connection paused was tried before and cost throughput). A read that
+//! did not fill the small buffer took everything the socket had, so a
+//! connection that stays small makes the same reads it would have made
+//! with the big one.
 
 use bytes::BytesMut;
 
