@@ -13,7 +13,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -204,16 +203,19 @@ async fn run(
     stop: CancellationToken,
 ) {
     let heartbeat = listener.heartbeat.clone();
-    // Without a heartbeat the tick branch is off; the period is a harmless
-    // placeholder.
-    let every = heartbeat
-        .as_ref()
-        .map_or(Duration::from_secs(3600), |(_, every)| *every);
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    // The first tick is immediate; the first heartbeat is due one interval
-    // after the connection opened.
-    tick.tick().await;
+    // Without a heartbeat there is no timer (an interval is an allocation
+    // every idle connection would keep).
+    let mut tick = match &heartbeat {
+        Some((_, every)) => {
+            let mut tick = tokio::time::interval(*every);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            // The first tick is immediate; the first heartbeat is due one
+            // interval after the connection opened.
+            tick.tick().await;
+            Some(tick)
+        }
+        None => None,
+    };
     let counters = &listener.counters;
     let buffer = &peer.egress;
     'serve: loop {
@@ -221,7 +223,12 @@ async fn run(
             biased;
             _ = stop.cancelled() => break,
             _ = buffer.ready() => {}
-            _ = tick.tick(), if heartbeat.is_some() => {
+            _ = async {
+                match &mut tick {
+                    Some(tick) => tick.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => {
                 if let Some((frame, _)) = &heartbeat {
                     buffer.offer_if_idle(frame, Messages { total: 1, replies: 0 });
                 }

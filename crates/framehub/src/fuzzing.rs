@@ -15,12 +15,13 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::config::{ConfigError, ListenerConfig, Protocol};
 use crate::connection::proto::Core;
 pub use crate::connection::proxy::{HeaderReader, MAX_HEADER_BYTES, Step};
+use crate::connection::readbuf::ReadBuffer;
 use crate::event::{CloseReason, ConnectionCounts};
 use crate::frame::Source;
 use crate::node::NodeProtocol;
@@ -43,8 +44,7 @@ pub struct Delivered {
 /// connection task drives it; times are offsets from its accept.
 pub struct Session {
     core: Core,
-    buf: BytesMut,
-    read_size: usize,
+    read: ReadBuffer,
     accepted: Instant,
     heartbeats: u64,
     drops: Vec<(DropReason, u64)>,
@@ -73,13 +73,11 @@ impl Session {
         let accepted = Instant::now();
         let warning = Arc::new(WarnLimiter::new(Duration::from_secs(5)));
         let mut core = Core::new(config, node, source, warning, None, accepted);
-        let read_size = config.read_buffer_bytes.0.max(1);
-        let buf = BytesMut::with_capacity(read_size);
-        core.read_buffer_allocated(buf.capacity());
+        let read = ReadBuffer::new(config.read_buffer_bytes.0);
+        core.read_buffer_allocated(read.buf.capacity());
         Ok(Session {
             core,
-            buf,
-            read_size,
+            read,
             accepted,
             heartbeats: 0,
             drops: Vec::new(),
@@ -95,17 +93,17 @@ impl Session {
         bytes: &[u8],
         at: Duration,
     ) -> (Vec<Delivered>, Result<(), CloseReason>) {
-        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
-            self.buf.reserve(self.read_size);
-            self.core.read_buffer_allocated(self.buf.capacity());
+        if let Some(capacity) = self.read.prepare() {
+            self.core.read_buffer_allocated(capacity);
         }
-        self.buf.extend_from_slice(bytes);
+        self.read.buf.extend_from_slice(bytes);
         let result = self.core.handle_read(
-            &mut self.buf,
+            &mut self.read.buf,
             bytes.len(),
             self.accepted + at,
             SystemTime::UNIX_EPOCH,
         );
+        self.read.after_read(bytes.len());
         // The driver takes the binding once; here each frame names its node.
         self.core.take_bound();
         let pending = self.core.take_pending();
@@ -154,7 +152,7 @@ impl Session {
 
     /// Bytes of an incomplete frame held in the read buffer.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.read.buf.len()
     }
 
     /// The connection's counts (`frames_in`, `bytes_in`, `dropped`).

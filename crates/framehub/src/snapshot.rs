@@ -353,7 +353,9 @@ fn listener_stats(
         .max_frame_received
         .swap(0, Ordering::Relaxed);
     let mut max_out = shared.counters.max_frame_sent.swap(0, Ordering::Relaxed);
-    let mut connections = Vec::new();
+    // Sized from the last period's count: doubling from empty would leave
+    // up to half of it unused in the snapshot kept until the next one.
+    let mut connections = Vec::with_capacity(last_links.len());
     shared.peers.for_each(|peer: &Arc<Peer>| {
         let c = &peer.counters;
         let conn_max_in = c.max_frame_in.swap(0, Ordering::Relaxed);

@@ -200,3 +200,42 @@ fn full_queue_of_densely_sent_frames_stays_near_their_size() {
         );
     });
 }
+
+/// An idle authenticated connection keeps no `read_buffer_bytes` (64 KiB)
+/// allocation: its hello was read into a small first buffer, and the full
+/// one is taken only when the peer streams (issue 16). Heap bytes per
+/// connection, both ends counted (the clients run in this process too).
+#[test]
+fn idle_authenticated_connections_hold_no_full_read_buffer() {
+    measured(async {
+        let hub = start(node_listener(Some("t"))).await;
+        const CONNS: usize = 200;
+        let base = CURRENT.load(Ordering::Relaxed);
+        let mut open = Vec::with_capacity(CONNS);
+        for i in 0..CONNS {
+            let mut s = connect(&hub).await;
+            send_line(&mut s, &heartbeat(&format!("idle-{i}"), Some("t"))).await;
+            open.push(s);
+        }
+        counters_until(&hub, "every hello read", |c| c.heartbeats == CONNS as u64).await;
+        let per_conn = (CURRENT.load(Ordering::Relaxed) - base) / CONNS;
+        eprintln!("heap per idle authenticated connection: {per_conn} bytes");
+        // The full read buffer alone is 64 KiB; what an idle connection
+        // holds besides (its task, egress writer, registry entry, node
+        // queue, the client's socket here) is a few KiB.
+        assert!(
+            per_conn < 16 << 10,
+            "{per_conn} bytes of heap per idle authenticated connection"
+        );
+        // A connection that streams takes the full buffer and goes on.
+        let r = hub.receiver("idle-0");
+        let frames: String = (1..=500)
+            .map(|ts| detection("idle-0", None, ts) + "\n")
+            .collect();
+        send(&mut open[0], frames.as_bytes()).await;
+        for _ in 0..500 {
+            assert!(r.recv_timeout(PATIENCE).await.is_ok());
+        }
+        assert_eq!(hub.counters().dropped_total(), 0);
+    });
+}

@@ -17,6 +17,7 @@ mod deliver;
 mod dispatch;
 pub(crate) mod proto;
 pub(crate) mod proxy;
+pub(crate) mod readbuf;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,8 +32,9 @@ use tokio::time::Instant;
 
 use self::deliver::Delivery;
 use self::proto::Core;
+use self::readbuf::ReadBuffer;
 use crate::ack::Binding;
-use crate::config::Protocol;
+use crate::config::{Protocol, ProxyProtocol};
 use crate::context::ListenerShared;
 use crate::egress::EgressWriter;
 use crate::event::{CloseReason, ConnectionCounts, ConnectionEvent};
@@ -59,7 +61,15 @@ pub(crate) async fn serve(
     // Who the peer is, settled once and before anything that shows it
     // (the registry's handle, the frames' source, events, logs) exists:
     // behind a load balancer, the device its PROXY header names.
-    let peer = match proxy::origin(&shared, &mut stream, socket_peer).await {
+    // The header reader's state is boxed, and only when there can be a
+    // header: inline, it would widen this task's future, which an idle
+    // connection keeps for as long as it is open (issue 16).
+    let origin = if shared.config.proxy_protocol == ProxyProtocol::Off {
+        Ok(socket_peer)
+    } else {
+        Box::pin(proxy::origin(&shared, &mut stream, socket_peer)).await
+    };
+    let peer = match origin {
         Ok(peer) => peer,
         Err(reason) => return refuse(&shared, socket_peer, opened, reason),
     };
@@ -166,7 +176,9 @@ async fn secure(
     let stream = tokio::select! {
         biased;
         _ = shared.cancel.cancelled() => return Err(CloseReason::Shutdown),
-        accepted = tls.accept(stream) => accepted.map_err(CloseReason::TlsFailed)?,
+        // Boxed, like the PROXY header's reader, to keep the handshake's
+        // state out of the connection task's future.
+        accepted = Box::pin(tls.accept(stream)) => accepted.map_err(CloseReason::TlsFailed)?,
     };
     ListenerCounters::add(&shared.counters.tls_handshakes, 1);
     let auth = &shared.config.auth;
@@ -322,9 +334,8 @@ impl Driver {
 
     async fn run(&mut self, mut stream: impl AsyncRead + Unpin) -> CloseReason {
         let cancel = self.link.cancel.clone();
-        let read_size = self.shared.config.read_buffer_bytes.0;
-        let mut buf = BytesMut::with_capacity(read_size);
-        self.core.read_buffer_allocated(buf.capacity());
+        let mut read = ReadBuffer::new(self.shared.config.read_buffer_bytes.0);
+        self.core.read_buffer_allocated(read.buf.capacity());
         let far = Instant::now() + FAR_FUTURE;
         // The timer is armed at the core's deadline and re-armed only when
         // it fires, not on every read: a deadline that moved (a read, the
@@ -333,11 +344,10 @@ impl Driver {
         let timer = tokio::time::sleep_until(deadline.unwrap_or(far));
         tokio::pin!(timer);
         loop {
-            if buf.capacity() - buf.len() < read_size / 2 {
-                buf.reserve(read_size);
+            if let Some(capacity) = read.prepare() {
                 // Called only when it must act, so the buffer now starts at
                 // the start of its allocation (moved or new).
-                self.core.read_buffer_allocated(buf.capacity());
+                self.core.read_buffer_allocated(capacity);
             }
             tokio::select! {
                 biased;
@@ -349,11 +359,12 @@ impl Driver {
                     deadline = self.core.poll_timeout();
                     timer.as_mut().reset(deadline.unwrap_or(far));
                 }
-                read = stream.read_buf(&mut buf) => match read {
+                result = stream.read_buf(&mut read.buf) => match result {
                     Ok(n) => {
-                        if let Err(reason) = self.process(&mut buf, n).await {
+                        if let Err(reason) = self.process(&mut read.buf, n).await {
                             return reason;
                         }
+                        read.after_read(n);
                         if n == 0 {
                             return CloseReason::PeerClosed;
                         }
