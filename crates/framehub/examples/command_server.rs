@@ -283,11 +283,13 @@ async fn main() -> anyhow::Result<()> {
         handlers,
     )
     .await?;
+    // Subscribed before the addresses are out: a client that connects
+    // and finishes at once must still get its line.
+    report::print_closed_connections(&hub);
     for info in hub.listeners() {
         let kind = if info.name == "json" { "json" } else { "lines" };
         println!("listening {kind} {}", info.local_addr);
     }
-    report::print_closed_connections(&hub);
     tokio::signal::ctrl_c().await?;
     hub.shutdown().await;
     Ok(())

@@ -170,10 +170,12 @@ async fn main() -> anyhow::Result<()> {
         ],
     )
     .await?;
+    // Subscribed before the addresses are out: a client that connects
+    // and finishes at once must still get its line.
+    report::print_closed_connections(&hub);
     for listener in hub.listeners() {
         println!("listening {} {}", listener.name, listener.local_addr);
     }
-    report::print_closed_connections(&hub);
     tokio::signal::ctrl_c().await?;
     hub.shutdown().await;
     Ok(())
