@@ -476,16 +476,20 @@ pub struct FileConfig {
 
 impl FileConfig {
     /// `serve`'s defaults where they differ from the library's: with a
-    /// file sink, a listener whose overflow policies the file leaves
-    /// unset blocks (stops reading, so TCP pushes back on devices)
-    /// instead of dropping, since a user who asked for a file of what
-    /// arrived expects all of it there. Returns whether any changed.
+    /// file sink, or a `nats` sink that blocks when full (its default), a
+    /// listener whose overflow policies the file leaves unset blocks
+    /// (stops reading, so TCP pushes back on devices) instead of
+    /// dropping, since a user who asked for a file or a stream of what
+    /// arrived expects all of it there; a sink that blocks behind queues
+    /// that drop would only move the loss into the hub. Returns whether
+    /// any changed.
     pub fn apply_serve_defaults(&mut self) -> bool {
-        let has_file = self
-            .sinks()
-            .iter()
-            .any(|s| matches!(s, SinkConfig::File(_)));
-        if !has_file {
+        let keeps_all = self.sinks().iter().any(|s| match s {
+            SinkConfig::File(_) => true,
+            SinkConfig::Nats(n) => n.on_full == framehub::nats::NatsOverflow::Block,
+            SinkConfig::Stdout(_) | SinkConfig::Tap(_) => false,
+        });
+        if !keeps_all {
             return false;
         }
         let mut changed = false;
@@ -1190,6 +1194,40 @@ mod tests {
         }
         let err = parse("[[listener]]\ngroup_size = 0\n").expect_err("size 0");
         assert!(err.0.contains("listener[0].group_size"), "{err}");
+    }
+
+    /// `serve` blocks by default behind a file sink and behind a `nats`
+    /// sink that blocks (its default); a `nats` sink that drops, stdout or
+    /// a tap leave the library's drop-oldest; a policy the file sets wins.
+    #[test]
+    fn serve_blocks_behind_a_file_or_a_blocking_nats_sink() {
+        let overflow = |text: &str| parse(text).expect(text).hub.listener[0].queue.overflow;
+        let listener = "[[listener]]\nname = \"a\"\n";
+        let nats = "[nats]\n[[sink]]\ntype = \"nats\"\n";
+        assert_eq!(
+            overflow(&format!("{listener}{nats}")),
+            framehub::OverflowPolicy::Block
+        );
+        assert_eq!(
+            overflow(&format!("{listener}{nats}on_full = \"drop\"\n")),
+            framehub::OverflowPolicy::DropOldest
+        );
+        assert_eq!(
+            overflow(&format!(
+                "{listener}[[sink]]\ntype = \"file\"\npath = \"x.ndjson\"\n"
+            )),
+            framehub::OverflowPolicy::Block
+        );
+        assert_eq!(
+            overflow(&format!("{listener}[[sink]]\ntype = \"stdout\"\n")),
+            framehub::OverflowPolicy::DropOldest
+        );
+        assert_eq!(
+            overflow(&format!(
+                "{listener}[listener.queue]\noverflow = \"drop-newest\"\n{nats}"
+            )),
+            framehub::OverflowPolicy::DropNewest
+        );
     }
 
     /// Key paths (`listener.queue.capacity`) of a serialized config: every
