@@ -4,7 +4,7 @@ through `framehub serve` with a `nats` sink (`serve`) or straight from the refer
 `framehub bench jetstream` (`reference`). Prints one JSON object.
 
     bench/nats_sink.py serve     FRAMEHUB NATS_URL OUTDIR CONNS FRAMES SIZE TOKEN
-    bench/nats_sink.py reference FRAMEHUB NATS_URL OUTDIR CONNS FRAMES SIZE TOKEN
+    bench/nats_sink.py reference FRAMEHUB NATS_URL OUTDIR CONNS FRAMES SIZE TOKEN [PUBLISHERS]
 
 Both delete their stream first (a fresh stream every round) and after (disk). In both, a poller
 asks the server for the stream's message count every POLL_MS (default 5) milliseconds, so that
@@ -20,12 +20,16 @@ stream FRAMEHUB, created with file storage and one replica) and one listener who
 blocks when full (`overflow = "block"`: TCP pushes back on the generator instead of dropping,
 so that nothing sent may be missing from the stream).
 
-`reference` reports the publisher's own figure, first publish to last ack, and the poller's.
-Lost frames: sent minus the stream's final count; duplicates would show as a count above sent.
+`reference` runs PUBLISHERS publisher tasks (default 0: one per connection; 1: one task for
+every node's frames in turn). It reports the publisher's own figure, first publish to last ack,
+and the poller's. Lost frames: sent minus the stream's final count; duplicates would show as a
+count above sent. Both report the CPU time each process spent per frame stored (serve, its load
+generator, the reference publisher; nats-server when NATS_PID names it).
 """
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -37,6 +41,22 @@ from nats.js.errors import NotFoundError
 
 POLL_MS = float(os.environ.get("POLL_MS", "5"))
 QUIET_S = float(os.environ.get("QUIET_S", "5"))
+# The nats-server's pid, to count the CPU time it spent on each run.
+NATS_PID = os.environ.get("NATS_PID")
+
+
+def cpu_secs(pid):
+    """User + system CPU seconds of a running process, from /proc."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def free_port():
@@ -111,13 +131,15 @@ class Poller:
 
 
 async def run_bench(*args):
+    """Runs `framehub bench ...`: its report, when it exited, the CPU seconds it used."""
+    cpu = children_cpu()
     proc = await asyncio.create_subprocess_exec(
         *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await proc.communicate()
     exited = time.monotonic()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed: {err.decode()}")
-    return json.loads(out), exited
+    return json.loads(out), exited, children_cpu() - cpu
 
 
 async def serve(fh, url, outdir, conns, frames, size, token):
@@ -144,10 +166,13 @@ async def serve(fh, url, outdir, conns, frames, size, token):
         if await poller.count() is None:
             raise SystemExit("the nats sink did not create the stream FRAMEHUB")
         poller.start()
-        sent, exited = await run_bench(
+        nats_cpu, daemon_cpu = cpu_secs(NATS_PID), cpu_secs(daemon.pid)
+        sent, exited, bench_cpu = await run_bench(
             fh, "bench", "--to", f"127.0.0.1:{port}", "--token", token, "--conns", conns,
             "--frames", frames, "--size", size, "--json")
         first, done, final = await poller.settle(sent["frames_sent"])
+        nats_cpu = cpu_secs(NATS_PID) - nats_cpu
+        daemon_cpu = cpu_secs(daemon.pid) - daemon_cpu
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=60)
@@ -165,10 +190,14 @@ async def serve(fh, url, outdir, conns, frames, size, token):
         "lost": sent["frames_sent"] - final,
         "send_secs": sent["send_secs"],
         "daemon_exit": daemon.returncode,
+        # CPU time per frame stored: what the load cost each process, whatever else ran.
+        "serve_cpu_us": daemon_cpu / max(final, 1) * 1e6,
+        "generator_cpu_us": bench_cpu / max(final, 1) * 1e6,
+        "nats_cpu_us": nats_cpu / max(final, 1) * 1e6,
     }
 
 
-async def reference(fh, url, outdir, conns, frames, size, token):
+async def reference(fh, url, outdir, conns, frames, size, token, publishers="0"):
     stream = "FRAMEHUB_BENCH"
     nc = await nats.connect(url)
     js = nc.jetstream()
@@ -176,15 +205,18 @@ async def reference(fh, url, outdir, conns, frames, size, token):
     poller = Poller(js, stream)
     poller.start()
     host = url.split("//", 1)[1]
-    report, _ = await run_bench(
+    nats_cpu = cpu_secs(NATS_PID)
+    report, _, bench_cpu = await run_bench(
         fh, "bench", "jetstream", "--to", host, "--stream", stream, "--conns", conns,
-        "--frames", frames, "--size", size, "--json")
+        "--frames", frames, "--size", size, "--publishers", publishers, "--json")
     first, done, final = await poller.settle(report["frames_sent"])
+    nats_cpu = cpu_secs(NATS_PID) - nats_cpu
     await delete_stream(js, stream)
     await nc.close()
     polled = (done - first) if first is not None and done is not None else 0
     return {
         "target": "reference",
+        "publishers": report["publishers"],
         "fps": report["acked_fps"],
         "secs": report["acked_secs"],
         "polled_fps": final / polled if polled > 0 else None,
@@ -193,14 +225,16 @@ async def reference(fh, url, outdir, conns, frames, size, token):
         "lost": report["frames_sent"] - final,
         "errors": report["errors"],
         "max_acks_in_flight": report["max_acks_in_flight"],
+        "publisher_cpu_us": bench_cpu / max(final, 1) * 1e6,
+        "nats_cpu_us": nats_cpu / max(final, 1) * 1e6,
     }
 
 
 def main():
-    mode, fh, url, outdir, conns, frames, size, token = sys.argv[1:9]
+    mode, fh, url, outdir, conns, frames, size, token, *rest = sys.argv[1:]
     os.makedirs(outdir, exist_ok=True)
     run = {"serve": serve, "reference": reference}[mode]
-    result = asyncio.run(run(fh, url, outdir, conns, frames, size, token))
+    result = asyncio.run(run(fh, url, outdir, conns, frames, size, token, *rest))
     json.dump(result, sys.stdout)
     print()
 

@@ -5,12 +5,16 @@
 //! (`bench/nats_sink.sh`): the same frames, subjects and headers, so the
 //! difference is what framehub costs.
 //!
-//! One NATS connection (the daemon's sink has one too), one publisher task
-//! per simulated device connection, each publishing its node's frames in
-//! order on `framehub.<listener>.<node>`; one task collects the acks. The
-//! bound on acks in flight is shared by all publishers and defaults to the
-//! sink's own default (`max_acks_in_flight`, 4096), kept by async-nats's
-//! JetStream context: a publish waits for a permit, an ack returns it.
+//! One NATS connection (the daemon's sink has one too) and `publishers`
+//! tasks: by default one per simulated device connection, each publishing
+//! its node's frames in order on `framehub.<listener>.<node>`; with fewer,
+//! each task takes its share of the connections and publishes their frames
+//! in turn (one task for all is the cheapest with async-nats: it is woken
+//! once per run of permits, not once per message). One task collects the
+//! acks. The bound on acks in flight is shared by all publishers and
+//! defaults to the sink's own default (`max_acks_in_flight`, 4096), kept by
+//! async-nats's JetStream context: a publish waits for a permit, an ack
+//! returns it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +60,9 @@ pub struct JetStreamLoad {
     /// Connections, nodes, frames per connection, size. A frame count is
     /// required; `rate` and `duration` do not apply.
     pub load: Load,
+    /// Publisher tasks sharing the connections (at most one per
+    /// connection; 0: one per connection).
+    pub publishers: usize,
     /// Publishes waiting for their ack, at most (all publishers together).
     pub max_acks_in_flight: usize,
     /// Send the headers the sink sends (source, receive time,
@@ -72,8 +79,10 @@ pub struct JetStreamReport {
     pub target: String,
     /// The stream.
     pub stream: String,
-    /// Publisher tasks (one per simulated connection).
+    /// Simulated connections (nodes' frame sequences).
     pub conns: usize,
+    /// Publisher tasks sharing them.
+    pub publishers: usize,
     /// Nodes.
     pub nodes: usize,
     /// Payload size.
@@ -106,7 +115,7 @@ impl JetStreamReport {
     pub fn table(&self) -> String {
         format!(
             "target             jetstream (stream {}, {} acks in flight at most, headers {})\n\
-             connections        {} ({} nodes), {} B frames\n\
+             connections        {} ({} nodes) from {} publisher tasks, {} B frames\n\
              acked              {} of {} frames in {:.3} s: {:.0} frames/s, {:.1} MB/s\n\
              stored             {} (duplicates {}, errors {})\n",
             self.stream,
@@ -114,6 +123,7 @@ impl JetStreamReport {
             if self.headers { "on" } else { "off" },
             self.conns,
             self.nodes,
+            self.publishers,
             self.size,
             self.frames_acked,
             self.frames_sent,
@@ -157,14 +167,18 @@ pub async fn run(cfg: JetStreamLoad) -> anyhow::Result<JetStreamReport> {
     let before = ensure_stream(&js, &cfg).await?;
 
     let conns = cfg.load.conns.max(1);
-    let barrier = Arc::new(Barrier::new(conns + 1));
+    let publishers = match cfg.publishers {
+        0 => conns,
+        n => n.min(conns),
+    };
+    let barrier = Arc::new(Barrier::new(publishers + 1));
     // The permits bound what is in flight; the channel only hands the ack
     // futures over and never holds more than they allow.
     let (acks_tx, acks_rx) = mpsc::channel::<PublishAckFuture>(max_in_flight);
     let collector = tokio::spawn(collect(acks_rx));
     let boot = fastrand::u64(..);
     let sent = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::with_capacity(conns);
+    let mut shares: Vec<Vec<Connection>> = (0..publishers).map(|_| Vec::new()).collect();
     for conn in 0..conns {
         let node = cfg.load.node_of(conn);
         // Generated before the clock starts, as the TCP generator does.
@@ -173,14 +187,21 @@ pub async fn run(cfg: JetStreamLoad) -> anyhow::Result<JetStreamReport> {
         let payloads: Vec<Bytes> = (0..count)
             .map(|i| Bytes::from(frames::detection(&node, first + i as u64, cfg.load.size)))
             .collect();
-        let publisher = Publisher {
-            js: js.clone(),
-            subject: format!("framehub.{}.{node}", cfg.listener),
+        shares[conn % publishers].push(Connection {
+            subject: async_nats::Subject::from(format!("framehub.{}.{node}", cfg.listener)),
             base: cfg
                 .headers
                 .then(|| source_headers(&cfg.listener, &node, conn)),
-            ids: (boot, first),
+            first,
             payloads,
+        });
+    }
+    let mut tasks = Vec::with_capacity(publishers);
+    for share in shares {
+        let publisher = Publisher {
+            js: js.clone(),
+            conns: share,
+            boot,
             frames: frames_per_conn,
         };
         let barrier = barrier.clone();
@@ -217,6 +238,7 @@ pub async fn run(cfg: JetStreamLoad) -> anyhow::Result<JetStreamReport> {
         target: "jetstream".to_owned(),
         stream: cfg.stream.clone(),
         conns,
+        publishers,
         nodes: cfg.load.nodes,
         size: cfg.load.size,
         max_acks_in_flight: max_in_flight,
@@ -232,15 +254,21 @@ pub async fn run(cfg: JetStreamLoad) -> anyhow::Result<JetStreamReport> {
     })
 }
 
-/// One simulated connection's publisher.
-struct Publisher {
-    js: jetstream::Context,
-    subject: String,
+/// One simulated connection: its node's subject, headers and frames.
+struct Connection {
+    subject: async_nats::Subject,
     /// The source headers of every message, or none.
     base: Option<HeaderMap>,
-    /// (boot, first): message ids `<boot>-<first + i>`, unique per run.
-    ids: (u64, u64),
+    /// Message ids are `<boot>-<first + i>`: unique within the run.
+    first: u64,
     payloads: Vec<Bytes>,
+}
+
+/// One publisher task: its connections' frames, one of each in turn.
+struct Publisher {
+    js: jetstream::Context,
+    conns: Vec<Connection>,
+    boot: u64,
     frames: u64,
 }
 
@@ -251,37 +279,38 @@ impl Publisher {
         sent: &AtomicU64,
         progress: Option<&AtomicU64>,
     ) -> anyhow::Result<()> {
-        let subject = async_nats::Subject::from(self.subject.as_str());
         // The receive time changes per read in the daemon; here it is
         // formatted again once per this many frames.
         const TIME_EVERY: u64 = 64;
         let mut time = String::new();
         for i in 0..self.frames {
-            let payload = self.payloads[(i % self.payloads.len() as u64) as usize].clone();
-            let mut publish = jetstream::message::PublishMessage::build().payload(payload);
-            if let Some(base) = &self.base {
-                if i % TIME_EVERY == 0 {
-                    time = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+            if i % TIME_EVERY == 0 {
+                time = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+            }
+            for c in &self.conns {
+                let payload = c.payloads[(i % c.payloads.len() as u64) as usize].clone();
+                let mut publish = jetstream::message::PublishMessage::build().payload(payload);
+                if let Some(base) = &c.base {
+                    let mut headers = base.clone();
+                    headers.insert(HEADER_RECEIVED_AT, time.as_str());
+                    let id = format!("{:016x}-{}", self.boot, c.first + i);
+                    headers.insert("Nats-Msg-Id", id.as_str());
+                    publish = publish.headers(headers);
                 }
-                let mut headers = base.clone();
-                headers.insert(HEADER_RECEIVED_AT, time.as_str());
-                let id = format!("{:016x}-{}", self.ids.0, self.ids.1 + i);
-                headers.insert("Nats-Msg-Id", id.as_str());
-                publish = publish.headers(headers);
+                // Waits for a permit while `max_acks_in_flight` acks are out.
+                let ack = self
+                    .js
+                    .send_publish(c.subject.clone(), publish)
+                    .await
+                    .with_context(|| format!("publishing on {}", c.subject))?;
+                sent.fetch_add(1, Ordering::Relaxed);
+                if let Some(p) = progress {
+                    p.fetch_add(1, Ordering::Relaxed);
+                }
+                acks.send(ack)
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the ack collector stopped"))?;
             }
-            // Waits for a permit while `max_acks_in_flight` acks are out.
-            let ack = self
-                .js
-                .send_publish(subject.clone(), publish)
-                .await
-                .with_context(|| format!("publishing on {}", self.subject))?;
-            sent.fetch_add(1, Ordering::Relaxed);
-            if let Some(p) = progress {
-                p.fetch_add(1, Ordering::Relaxed);
-            }
-            acks.send(ack)
-                .await
-                .map_err(|_| anyhow::anyhow!("the ack collector stopped"))?;
         }
         Ok(())
     }

@@ -118,6 +118,11 @@ pub struct BenchArgs {
     /// the nats sink's default, `max_acks_in_flight`).
     #[arg(long, default_value_t = framehub_bench::jetstream::default_max_acks_in_flight())]
     pub max_acks_in_flight: usize,
+    /// With jetstream: publisher tasks sharing the connections' frames
+    /// (0: one per connection; 1: one task publishes every node's frames
+    /// in turn).
+    #[arg(long, default_value_t = 0)]
+    pub publishers: usize,
     /// With jetstream: publish the bare frames, without the headers the
     /// nats sink adds (source, receive time, Nats-Msg-Id).
     #[arg(long)]
@@ -266,6 +271,7 @@ async fn jetstream(args: &BenchArgs) -> anyhow::Result<()> {
             rate: 0,
             progress: Some(sent.clone()),
         },
+        publishers: args.publishers,
         max_acks_in_flight: args.max_acks_in_flight,
         headers: !args.no_headers,
         ack_timeout: Duration::from_secs(30),
