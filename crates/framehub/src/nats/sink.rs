@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use async_nats::{HeaderMap, HeaderName, HeaderValue, Subject};
 use async_nats::jetstream;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
-use futures_util::{FutureExt as _, StreamExt as _};
+use async_nats::{HeaderMap, HeaderName, HeaderValue, Subject};
 use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt as _, StreamExt as _};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -155,8 +155,8 @@ pub struct NatsSink {
     runtime: tokio::runtime::Handle,
     template: Template,
     instance: String,
-    /// Distinguishes this process's message ids from a previous run's.
-    /// `<boot>-`, the start of message ids without a device number.
+    /// `<boot>-`, random per process: starts the message ids of frames
+    /// without a device number, so that they differ from a previous run's.
     id_prefix: String,
     next: u64,
     cache: Mutex<SourceCache>,
