@@ -60,7 +60,8 @@ cut -d' ' -f1-3 /proc/loadavg > "$OUT/loadavg"
 
 # (a) and (b) alternate within each round, so that all see the same moments of a shared machine.
 # (b) runs twice: one publisher task per connection ("same concurrency"), and one task for every
-# connection's frames in turn (cheaper with async-nats); the ratio is against the faster.
+# connection's frames in turn (which is faster varies from run to run); the ratio is against the
+# faster.
 for r in $(seq "$ROUNDS"); do
   echo "== round $r: serve" >&2
   "$PY" bench/nats_sink.py serve "$FH" "$URL" "$OUT" "$CONNS" "$FRAMES" "$SIZE" "$TOKEN" > "$OUT/serve.$r.json"

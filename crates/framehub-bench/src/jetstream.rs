@@ -9,8 +9,8 @@
 //! tasks: by default one per simulated device connection, each publishing
 //! its node's frames in order on `framehub.<listener>.<node>`; with fewer,
 //! each task takes its share of the connections and publishes their frames
-//! in turn (one task for all is the cheapest with async-nats: it is woken
-//! once per run of permits, not once per message). One task collects the
+//! in turn (which of one task and one per connection is faster varied
+//! from run to run: `bench/nats_sink.sh` runs both). One task collects the
 //! acks. The bound on acks in flight is shared by all publishers and
 //! defaults to the sink's own default (`max_acks_in_flight`, 4096), kept by
 //! async-nats's JetStream context: a publish waits for a permit, an ack
