@@ -82,9 +82,15 @@ fn the_reference_publisher_stores_every_frame_once_with_the_sinks_headers() {
                 assert!(h[name].is_string(), "header {name} missing: {m}");
             }
             let text = m["data"].as_str().expect("data");
-            assert_eq!(text.len(), 200, "a 200-byte frame: {m}");
             let data: Value = serde_json::from_str(text).expect("JSON frame");
             let node = data["node_id"].as_str().expect("node_id");
+            // The frame the TCP load generator sends for this node and time.
+            let ts = data["timestamp"].as_u64().expect("timestamp");
+            assert_eq!(
+                text.as_bytes(),
+                framehub_bench::frames::detection(node, ts, 200),
+                "{m}"
+            );
             assert_eq!(h["Framehub-Node"], node);
             assert_eq!(m["subject"], format!("framehub.bench.{node}").as_str());
             assert!(
