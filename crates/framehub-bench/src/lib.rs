@@ -1,6 +1,7 @@
 //! `framehub bench`: a load generator that measures framehub (in process or
-//! a running server), the loopback ceiling, and nats-server, on the same
-//! frames and connection counts, and reports one table or JSON object.
+//! a running server), the loopback ceiling, nats-server, and a reference
+//! JetStream publisher, on the same frames and connection counts, and
+//! reports one table or JSON object.
 //!
 //! # Layout
 //! - [`frames`]: realistic radar frames padded to a size, framed.
@@ -11,12 +12,15 @@
 //! - [`tls`]: the generator's TLS client (`--tls-ca`).
 //! - [`ack`]: the library's `Client` as the generator, with or without
 //!   acknowledged delivery: throughput, ack latency, outbox memory.
+//! - [`jetstream`]: the reference JetStream publisher the daemon's `nats`
+//!   sink is measured against.
 
 #![forbid(unsafe_code)]
 
 pub mod ack;
 pub mod frames;
 pub mod idle;
+pub mod jetstream;
 pub mod load;
 pub mod nats;
 pub mod targets;

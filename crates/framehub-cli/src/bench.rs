@@ -27,6 +27,10 @@ pub enum Mode {
     Ceiling,
     /// nats-server at `--to`: publishers on det.<node>, one subscriber on det.>.
     Nats,
+    /// The reference JetStream publisher: the frames published straight
+    /// into the stream `--stream` at the nats-server at `--to`, with publish
+    /// acks, at most `--max-acks-in-flight` of them waiting.
+    Jetstream,
 }
 
 /// Arguments of `framehub bench`.
@@ -106,6 +110,23 @@ pub struct BenchArgs {
     /// server in this process that never acknowledges), then exit.
     #[arg(long)]
     pub outbox_memory: bool,
+    /// With jetstream: the stream (created when missing: file, one
+    /// replica, subjects framehub.bench.>).
+    #[arg(long, default_value = "FRAMEHUB_BENCH")]
+    pub stream: String,
+    /// With jetstream: publishes waiting for their ack at most (default:
+    /// the nats sink's default, `max_acks_in_flight`).
+    #[arg(long, default_value_t = framehub_bench::jetstream::default_max_acks_in_flight())]
+    pub max_acks_in_flight: usize,
+    /// With jetstream: publisher tasks sharing the connections' frames
+    /// (0: one per connection; 1: one task publishes every node's frames
+    /// in turn).
+    #[arg(long, default_value_t = 0)]
+    pub publishers: usize,
+    /// With jetstream: publish the bare frames, without the headers the
+    /// nats sink adds (source, receive time, Nats-Msg-Id).
+    #[arg(long)]
+    pub no_headers: bool,
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
@@ -189,6 +210,7 @@ async fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
         (Mode::Hub, Some(to), _) => Target::Remote(to),
         (Mode::Hub, None, true) => Target::Inproc,
         (Mode::Hub, None, false) => anyhow::bail!("give --to HOST:PORT or --inproc"),
+        (Mode::Jetstream, _, _) => return jetstream(&args).await,
     };
     let sent = Arc::new(AtomicU64::new(0));
     let frames = match (args.frames, args.duration) {
@@ -216,6 +238,49 @@ async fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
         acked: None,
     });
     let report = framehub_bench::targets::run(cfg).await;
+    progress.finish();
+    let report = report?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// `framehub bench jetstream`: the reference publisher.
+async fn jetstream(args: &BenchArgs) -> anyhow::Result<()> {
+    let to = args
+        .to
+        .ok_or_else(|| anyhow::anyhow!("jetstream needs --to HOST:PORT of a nats-server"))?;
+    anyhow::ensure!(
+        args.duration.is_none() && args.rate == 0,
+        "jetstream publishes a frame count: give --frames, not --duration or --rate"
+    );
+    let sent = Arc::new(AtomicU64::new(0));
+    let cfg = framehub_bench::jetstream::JetStreamLoad {
+        server: format!("nats://{to}"),
+        stream: args.stream.clone(),
+        listener: "bench".to_owned(),
+        load: Load {
+            conns: args.conns.max(1),
+            nodes: args.nodes.unwrap_or(args.conns).max(1),
+            frames: Some(args.frames.unwrap_or(100_000)),
+            duration: Duration::ZERO,
+            size: args.size,
+            rate: 0,
+            progress: Some(sent.clone()),
+        },
+        publishers: args.publishers,
+        max_acks_in_flight: args.max_acks_in_flight,
+        headers: !args.no_headers,
+        ack_timeout: Duration::from_secs(30),
+    };
+    let progress = Progress::start(move || Figures {
+        sent: sent.load(Ordering::Relaxed),
+        acked: None,
+    });
+    let report = framehub_bench::jetstream::run(cfg).await;
     progress.finish();
     let report = report?;
     if args.json {

@@ -13,18 +13,17 @@
 //! up before [`NatsSink::finish`]'s timeout.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use async_nats::HeaderMap;
 use async_nats::jetstream;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
-use futures_util::StreamExt as _;
+use async_nats::{HeaderMap, HeaderName, HeaderValue, Subject};
 use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt as _, StreamExt as _};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -48,6 +47,16 @@ pub const HEADER_PEER: &str = "Framehub-Peer";
 pub const HEADER_INSTANCE: &str = "Framehub-Instance";
 /// Header: the frame's sequence number (acknowledged delivery).
 pub const HEADER_SEQ: &str = "Framehub-Seq";
+
+/// The header names as values that cost no allocation to make or clone.
+const NAME_RECEIVED_AT: HeaderName = HeaderName::from_static(HEADER_RECEIVED_AT);
+const NAME_LISTENER: HeaderName = HeaderName::from_static(HEADER_LISTENER);
+const NAME_NODE: HeaderName = HeaderName::from_static(HEADER_NODE);
+const NAME_CONN: HeaderName = HeaderName::from_static(HEADER_CONN);
+const NAME_PEER: HeaderName = HeaderName::from_static(HEADER_PEER);
+const NAME_INSTANCE: HeaderName = HeaderName::from_static(HEADER_INSTANCE);
+const NAME_SEQ: HeaderName = HeaderName::from_static(HEADER_SEQ);
+const NAME_MSG_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
 
 /// Bytes counted per frame besides its payload: subject and headers.
 const OVERHEAD: usize = 192;
@@ -148,31 +157,69 @@ pub struct NatsSink {
     runtime: tokio::runtime::Handle,
     template: Template,
     instance: String,
-    /// Distinguishes this process's message ids from a previous run's.
-    boot: u64,
+    /// `<boot>-`, random per process: starts the message ids of frames
+    /// without a device number, so that they differ from a previous run's.
+    id_prefix: String,
     next: u64,
     cache: Mutex<SourceCache>,
 }
 
-/// One frame on its way: its message, ready to publish again as it is.
+/// One frame on its way: what its message is made of, to publish (again)
+/// the same message.
 struct Item {
     /// Its place in the order frames came, for resends.
     n: u64,
-    subject: String,
-    headers: HeaderMap,
+    subject: Subject,
+    headers: Headers,
     frame: Frame,
     cost: usize,
 }
 
+/// A message's headers in parts: the source's, shared by the frames of one
+/// source, and the frame's own. The map is made at each publish: once per
+/// frame unless it is sent again, where keeping a finished map for resends
+/// would cost a second copy of it per frame.
+struct Headers {
+    /// Listener, node, connection, peer, instance.
+    source: Arc<HeaderMap>,
+    received_at: HeaderValue,
+    seq: Option<u64>,
+    id: HeaderValue,
+}
+
+impl Headers {
+    fn build(&self) -> HeaderMap {
+        let mut h = (*self.source).clone();
+        h.insert(NAME_RECEIVED_AT, self.received_at.clone());
+        if let Some(seq) = self.seq {
+            h.insert(NAME_SEQ, HeaderValue::from(seq));
+        }
+        h.insert(NAME_MSG_ID, self.id.clone());
+        h
+    }
+}
+
 /// The subject and headers of the previous frame's source and time, which
 /// the frames of one read share.
-#[derive(Default)]
 struct SourceCache {
     source: Option<Arc<Source>>,
-    subject: String,
-    headers: HeaderMap,
+    subject: Subject,
+    headers: Arc<HeaderMap>,
     time: Option<SystemTime>,
-    time_text: String,
+    time_text: HeaderValue,
+}
+
+impl Default for SourceCache {
+    fn default() -> Self {
+        SourceCache {
+            source: None,
+            // Replaced with the first frame's.
+            subject: Subject::from_static(""),
+            headers: Arc::default(),
+            time: None,
+            time_text: HeaderValue::new(),
+        }
+    }
 }
 
 impl NatsSink {
@@ -264,7 +311,7 @@ impl NatsSink {
             runtime: tokio::runtime::Handle::current(),
             template,
             instance,
-            boot: fastrand::u64(..),
+            id_prefix: format!("{:016x}-", fastrand::u64(..)),
             next: 0,
             cache: Mutex::new(SourceCache::default()),
         })
@@ -314,43 +361,51 @@ impl NatsSink {
             {
                 let s = &frame.source;
                 let node = s.node.as_deref().map(token);
+                let mut subject = String::new();
                 self.template
-                    .render(&token(&s.listener), node.as_deref(), &mut c.subject);
+                    .render(&token(&s.listener), node.as_deref(), &mut subject);
                 let mut h = HeaderMap::new();
-                h.insert(HEADER_LISTENER, &*s.listener);
+                h.insert(NAME_LISTENER, &*s.listener);
                 if let Some(node) = &s.node {
-                    h.insert(HEADER_NODE, &**node);
+                    h.insert(NAME_NODE, &**node);
                 }
-                h.insert(HEADER_CONN, s.conn.to_string().as_str());
-                h.insert(HEADER_PEER, s.peer.to_string().as_str());
-                h.insert(HEADER_INSTANCE, self.instance.as_str());
-                c.headers = h;
+                h.insert(NAME_CONN, s.conn.to_string());
+                h.insert(NAME_PEER, s.peer.to_string());
+                h.insert(NAME_INSTANCE, self.instance.as_str());
+                c.subject = Subject::from(subject);
+                c.headers = Arc::new(h);
                 c.source = Some(s.clone());
             }
             if c.time != Some(frame.received_at) {
                 c.time = Some(frame.received_at);
-                c.time_text = humantime::format_rfc3339_micros(frame.received_at).to_string();
+                c.time_text = humantime::format_rfc3339_micros(frame.received_at)
+                    .to_string()
+                    .into();
             }
-            let mut headers = c.headers.clone();
-            headers.insert(HEADER_RECEIVED_AT, c.time_text.as_str());
             self.next += 1;
-            let id = match (&frame.source.node, frame.seq) {
+            let (seq, id) = match (&frame.source.node, frame.seq) {
                 // The device's own number: a resend through any instance
                 // is stored once within the duplicate window.
-                (Some(node), Some(seq)) => {
-                    headers.insert(HEADER_SEQ, seq.value().to_string().as_str());
-                    format!("{node}:{}", seq.value())
-                }
+                (Some(node), Some(seq)) => (Some(seq.value()), format!("{node}:{}", seq.value())),
                 // No number from the device: the id only makes this sink's
                 // own resends idempotent.
-                _ => format!("{:016x}-{}", self.boot, self.next),
+                _ => {
+                    let mut id = String::with_capacity(self.id_prefix.len() + 20);
+                    id.push_str(&self.id_prefix);
+                    let _ = write!(id, "{}", self.next);
+                    (None, id)
+                }
             };
-            headers.insert("Nats-Msg-Id", id.as_str());
             let cost = (frame.payload.len() + OVERHEAD).min(self.shared.buffer_bytes);
             out.push(Item {
                 n: self.next,
                 subject: c.subject.clone(),
-                headers,
+                headers: Headers {
+                    source: c.headers.clone(),
+                    received_at: c.time_text.clone(),
+                    seq,
+                    id: id.into(),
+                },
                 frame: frame.clone(),
                 cost,
             });
@@ -593,16 +648,8 @@ async fn ensure_stream(
     }
 }
 
-type AckFuture = Pin<
-    Box<
-        dyn Future<
-                Output = (
-                    Item,
-                    Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
-                ),
-            > + Send,
-    >,
->;
+/// A publish's acknowledgement on its way (async-nats boxes it already).
+type AckFuture = <jetstream::context::PublishAckFuture as std::future::IntoFuture>::IntoFuture;
 
 /// Whether a failed publish can never succeed as it is.
 fn is_permanent(e: &jetstream::context::PublishError) -> bool {
@@ -656,7 +703,11 @@ async fn core_loop(
             let len = item.frame.payload.len() as u64;
             // Waits while the client's own queue is full (reconnecting).
             match client
-                .publish_with_headers(item.subject, item.headers, item.frame.payload.clone())
+                .publish_with_headers(
+                    item.subject,
+                    item.headers.build(),
+                    item.frame.payload.clone(),
+                )
                 .await
             {
                 Ok(()) => {
@@ -704,7 +755,10 @@ async fn jetstream_loop(
     let mut pending: VecDeque<Item> = VecDeque::new();
     // Failed publishes, sent again once nothing is in flight.
     let mut retry: Vec<Item> = Vec::new();
+    // The acks awaited, and their items in the same order: FuturesOrdered
+    // yields in the order futures were pushed.
     let mut in_flight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
+    let mut in_flight_items: VecDeque<Item> = VecDeque::new();
     let mut in_flight_bytes = 0usize;
     let mut closed = false;
     let mut backoff = Duration::from_millis(50);
@@ -737,14 +791,12 @@ async fn jetstream_loop(
             };
             let publish = PublishMessage::build()
                 .payload(item.frame.payload.clone())
-                .headers(item.headers.clone());
+                .headers(item.headers.build());
             match js.send_publish(item.subject.clone(), publish).await {
                 Ok(ack) => {
                     in_flight_bytes += item.cost;
-                    in_flight.push_back(Box::pin(async move {
-                        let result = ack.await;
-                        (item, result)
-                    }));
+                    in_flight.push_back(ack.into_future());
+                    in_flight_items.push_back(item);
                 }
                 Err(e) if is_permanent(&e) => give_up(&sh, item, &e),
                 Err(e) => {
@@ -758,29 +810,44 @@ async fn jetstream_loop(
         }
         let can_take = !closed && pending.len() < bounds.max_in_flight;
         tokio::select! {
-            Some((item, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                in_flight_bytes -= item.cost;
-                match result {
-                    Ok(ack) => {
-                        if ack.duplicate {
-                            sh.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            Some(first) = in_flight.next(), if !in_flight.is_empty() => {
+                // Every ack already there is taken in this round: the
+                // buffer's room is given back once for all of them.
+                let mut released = (0usize, 0usize);
+                let mut next = Some(first);
+                while let Some(result) = next {
+                    // Pushed together with its future, popped in the same order.
+                    let Some(item) = in_flight_items.pop_front() else { break };
+                    in_flight_bytes -= item.cost;
+                    match result {
+                        Ok(ack) => {
+                            if ack.duplicate {
+                                sh.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                            }
+                            sh.stats.published.fetch_add(1, Ordering::Relaxed);
+                            sh.stats.bytes.fetch_add(item.frame.payload.len() as u64, Ordering::Relaxed);
+                            released.0 += 1;
+                            released.1 += item.cost;
+                            if retry.is_empty() {
+                                backoff = Duration::from_millis(50);
+                            }
+                            acked.push((item.n, item.frame));
                         }
-                        sh.stats.published.fetch_add(1, Ordering::Relaxed);
-                        sh.stats.bytes.fetch_add(item.frame.payload.len() as u64, Ordering::Relaxed);
-                        sh.release(1, item.cost);
-                        if retry.is_empty() {
-                            sh.works();
-                            backoff = Duration::from_millis(50);
+                        Err(e) if is_permanent(&e) => give_up(&sh, item, &e),
+                        Err(e) => {
+                            sh.fail(format!(
+                                "publish to stream {:?} not acknowledged: {e} (ack_timeout {:?}); sending again",
+                                stream.name, bounds.ack_timeout
+                            ));
+                            retry.push(item);
                         }
-                        acked.push((item.n, item.frame));
                     }
-                    Err(e) if is_permanent(&e) => give_up(&sh, item, &e),
-                    Err(e) => {
-                        sh.fail(format!(
-                            "publish to stream {:?} not acknowledged: {e} (ack_timeout {:?}); sending again",
-                            stream.name, bounds.ack_timeout
-                        ));
-                        retry.push(item);
+                    next = in_flight.next().now_or_never().flatten();
+                }
+                if released.0 > 0 {
+                    sh.release(released.0, released.1);
+                    if retry.is_empty() {
+                        sh.works();
                     }
                 }
                 // Reported once per run of acks, in order; none while an
