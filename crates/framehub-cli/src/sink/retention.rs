@@ -22,7 +22,8 @@ use flate2::write::GzEncoder;
 use crate::config::FileSinkConfig;
 
 /// Rotations waiting for the retention thread; past this, a rotated file
-/// is left uncompressed (counted, logged) and pruned on the next pass.
+/// waits uncompressed (counted, logged) for the next pass, which takes
+/// every rotated file left uncompressed.
 const PENDING_ROTATIONS: usize = 8;
 
 /// The retention settings of one file sink.
@@ -89,8 +90,9 @@ impl Retention {
         std::thread::Builder::new()
             .name("framehub-retention".to_owned())
             .spawn(move || {
-                for rotated in rx {
-                    match apply(&policy, Some(&rotated), SystemTime::now()) {
+                // The file named is one of those the pass finds itself.
+                for _rotated in rx {
+                    match apply(&policy, SystemTime::now()) {
                         Ok(pass) => {
                             for f in &pass.compressed {
                                 tracing::info!(sink = %sink, file = %f.display(), "rotated file compressed");
@@ -122,23 +124,19 @@ impl Retention {
     }
 }
 
-/// One pass: gzips `rotated` (when compressing), then deletes rotated
-/// files beyond `keep_files` (oldest first) and older than `keep_for`.
-pub fn apply(policy: &Policy, rotated: Option<&Path>, now: SystemTime) -> io::Result<Pass> {
+/// One pass: deletes rotated files beyond `keep_files` (oldest first) and
+/// older than `keep_for`, then (when compressing) gzips every rotated file
+/// left that is not compressed yet: the one just rotated, and any a pass
+/// missed (the thread was behind, or a compression failed).
+pub fn apply(policy: &Policy, now: SystemTime) -> io::Result<Pass> {
     let mut pass = Pass::default();
-    if policy.compress
-        && let Some(file) = rotated
-        && file.extension().is_none_or(|e| e != "gz")
-        && file.exists()
-    {
-        pass.compressed.push(gzip(file)?);
-    }
     let mut files = rotated_files(&policy.path)?;
     // Oldest first: the names carry the rotation time.
     files.sort();
     let over = policy
         .keep_files
         .map_or(0, |keep| files.len().saturating_sub(keep));
+    let mut kept = Vec::with_capacity(files.len());
     for (i, file) in files.into_iter().enumerate() {
         let too_old = policy.keep_for.is_some_and(|keep_for| {
             fs::metadata(&file)
@@ -153,6 +151,13 @@ pub fn apply(policy: &Policy, rotated: Option<&Path>, now: SystemTime) -> io::Re
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", file.display()))),
             }
+        } else {
+            kept.push(file);
+        }
+    }
+    if policy.compress {
+        for file in kept.iter().filter(|f| f.extension().is_none_or(|e| e != "gz")) {
+            pass.compressed.push(gzip(file)?);
         }
     }
     Ok(pass)
@@ -294,7 +299,6 @@ mod tests {
                 keep_files: Some(2),
                 ..policy(&path)
             },
-            None,
             SystemTime::now(),
         )
         .expect("pass");
@@ -324,9 +328,9 @@ mod tests {
             keep_for: Some(Duration::from_secs(1800)),
             ..policy(&path)
         };
-        let pass = apply(&p, None, SystemTime::now()).expect("pass");
+        let pass = apply(&p, SystemTime::now()).expect("pass");
         assert!(pass.deleted.is_empty());
-        let pass = apply(&p, None, SystemTime::now() + Duration::from_secs(3600)).expect("pass");
+        let pass = apply(&p, SystemTime::now() + Duration::from_secs(3600)).expect("pass");
         assert_eq!(pass.deleted.len(), 2);
         assert!(!old.exists() && !new.exists());
     }
@@ -343,7 +347,6 @@ mod tests {
                 compress: true,
                 ..policy(&path)
             },
-            Some(&rotated),
             SystemTime::now(),
         )
         .expect("pass");
@@ -356,6 +359,31 @@ mod tests {
             .expect("gunzip");
         assert_eq!(back, body);
         assert!(fs::metadata(&gz).expect("meta").len() < body.len() as u64 / 5);
+    }
+
+    /// A rotated file a pass missed (the thread was behind and the sink
+    /// could not queue it) is compressed by the next pass.
+    #[test]
+    fn a_pass_compresses_the_rotated_files_an_earlier_pass_missed() {
+        let d = dir("missed");
+        let path = d.join("frames.ndjson");
+        fs::write(&path, "active\n").expect("active");
+        let missed = d.join("frames.ndjson.20260101T000000.000000Z");
+        let latest = d.join("frames.ndjson.20260102T000000.000000Z");
+        fs::write(&missed, "old\n").expect("missed");
+        fs::write(&latest, "new\n").expect("latest");
+        let pass = apply(
+            &Policy {
+                compress: true,
+                ..policy(&path)
+            },
+            SystemTime::now(),
+        )
+        .expect("pass");
+        let gz = |p: &Path| PathBuf::from(format!("{}.gz", p.display()));
+        assert_eq!(pass.compressed, vec![gz(&missed), gz(&latest)]);
+        assert!(!missed.exists() && !latest.exists());
+        assert!(path.exists(), "the active file is never compressed");
     }
 
     /// The whole path: a file sink rotating by size, with the retention
