@@ -199,6 +199,17 @@ fn a_connection_flood_under_a_low_fd_limit_leaves_healthz_answering() {
     let (status, _) = http_get(admin, "/healthz");
     assert_eq!(status, 200);
     drop(flood);
+    // Gone for the daemon too: it has read every flood connection's end
+    // and given its descriptor back (a device connecting before that may
+    // still be shed).
+    eventually("the flood's connections closed", || {
+        let (status, metrics) = http_get(admin, "/metrics");
+        status == 200
+            && metrics.lines().any(|l| {
+                l.starts_with("framehub_connections_open")
+                    && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == Some(0.0)
+            })
+    });
     let mut device = std::net::TcpStream::connect(addr).expect("connect");
     std::io::Write::write_all(&mut device, detection("late", None, 1).as_bytes()).expect("write");
     eventually("the late device served once the flood is gone", || {

@@ -156,7 +156,10 @@ pub fn apply(policy: &Policy, now: SystemTime) -> io::Result<Pass> {
         }
     }
     if policy.compress {
-        for file in kept.iter().filter(|f| f.extension().is_none_or(|e| e != "gz")) {
+        for file in kept
+            .iter()
+            .filter(|f| f.extension().is_none_or(|e| e != "gz"))
+        {
             pass.compressed.push(gzip(file)?);
         }
     }
