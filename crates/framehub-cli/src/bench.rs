@@ -233,17 +233,34 @@ async fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
         queue_capacity: args.queue.max(1),
         tls: args.tls(),
     };
+    print_report(
+        args.json,
+        sent,
+        framehub_bench::targets::run(cfg),
+        |r: &framehub_bench::Report| r.table(),
+    )
+    .await
+}
+
+/// Runs one load with the progress line on (`sent` counts what went out),
+/// then prints its report: JSON with `--json`, else its table.
+async fn print_report<R: serde::Serialize, E: Into<anyhow::Error>>(
+    json: bool,
+    sent: Arc<AtomicU64>,
+    run: impl std::future::Future<Output = Result<R, E>>,
+    table: impl FnOnce(&R) -> String,
+) -> anyhow::Result<()> {
     let progress = Progress::start(move || Figures {
         sent: sent.load(Ordering::Relaxed),
         acked: None,
     });
-    let report = framehub_bench::targets::run(cfg).await;
+    let report = run.await;
     progress.finish();
-    let report = report?;
-    if args.json {
+    let report = report.map_err(Into::into)?;
+    if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print!("{}", report.table());
+        print!("{}", table(&report));
     }
     Ok(())
 }
@@ -276,17 +293,11 @@ async fn jetstream(args: &BenchArgs) -> anyhow::Result<()> {
         headers: !args.no_headers,
         ack_timeout: Duration::from_secs(30),
     };
-    let progress = Progress::start(move || Figures {
-        sent: sent.load(Ordering::Relaxed),
-        acked: None,
-    });
-    let report = framehub_bench::jetstream::run(cfg).await;
-    progress.finish();
-    let report = report?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(())
+    print_report(
+        args.json,
+        sent,
+        framehub_bench::jetstream::run(cfg),
+        |r: &framehub_bench::jetstream::JetStreamReport| r.table(),
+    )
+    .await
 }
