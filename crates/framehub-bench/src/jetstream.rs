@@ -216,18 +216,7 @@ pub async fn run(cfg: JetStreamLoad) -> anyhow::Result<JetStreamReport> {
     drop(acks_tx);
     barrier.wait().await;
     let start = Instant::now();
-    let mut first_error = None;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                first_error.get_or_insert(e.into());
-            }
-        }
-    }
+    let first_error = crate::load::first_error(tasks).await;
     let acked = collector.await.context("ack collector")?;
     if let Some(e) = first_error {
         return Err(e);

@@ -120,18 +120,7 @@ pub async fn run(
     barrier.wait().await;
     let start = Instant::now();
     started(start);
-    let mut first_error = None;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                first_error.get_or_insert(e.into());
-            }
-        }
-    }
+    let first_error = first_error(tasks).await;
     let elapsed = start.elapsed();
     if let Some(e) = first_error {
         return Err(e);
@@ -220,4 +209,23 @@ async fn paced(
         }
     }
     Ok(())
+}
+
+/// Waits for every task; the first error of a task, or its panic, if any.
+pub(crate) async fn first_error(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+) -> Option<anyhow::Error> {
+    let mut first = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first.get_or_insert(e);
+            }
+            Err(e) => {
+                first.get_or_insert(e.into());
+            }
+        }
+    }
+    first
 }
