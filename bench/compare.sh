@@ -178,8 +178,10 @@ for n, v in enumerate(versions):
     lat = load(f"latency-nats{n}.json")
     l = lat["latency"]
     print(f"  nats-server {v} @ {lat['delivered_fps']:,.0f}/s: p50 {l['p50_us']:.0f} us, p99 {l['p99_us']:.0f} us, p999 {l['p999_us']:.0f} us, max {l['max_us']:.0f} us")
-print(f"serve e2e: {serve['written']:,} records in {serve['e2e_secs']:.3f} s ({serve['written_secs']:.3f} s to the last write + {serve['fsync_secs']:.3f} s fsync; sink busy {serve['sink_busy_secs'] or 0:.3f} s), dropped by the hub: {serve['hub_dropped']}, on {serve['fs']}")
-print(f"serve e2e, format=frame: {serve_frame['written']:,} lines in {serve_frame['e2e_secs']:.3f} s ({serve_frame['written_secs']:.3f} s to the last write + {serve_frame['fsync_secs']:.3f} s fsync; sink busy {serve_frame['sink_busy_secs'] or 0:.3f} s), dropped by the hub: {serve_frame['hub_dropped']}, on {serve_frame['fs']}")
+for label, unit, r in (("serve e2e", "records", serve), ("serve e2e, format=frame", "lines", serve_frame)):
+    print(f"{label}: {r['written']:,} {unit} in {r['e2e_secs']:.3f} s ({r['written_secs']:.3f} s to the last write + {r['fsync_secs']:.3f} s fsync; sink busy {r['sink_busy_secs'] or 0:.3f} s), dropped by the hub: {r['hub_dropped']}, on {r['fs']}")
+    if r.get("ceiling_secs"):
+        print(f"  file write ceiling, the same {r['file_bytes'] / 1e9:.2f} GB in 4 MiB writes, synced every second, best of 2 right after: {r['file_bytes'] / r['ceiling_secs'] / 1e9:.2f} GB/s ({r['written'] / r['ceiling_secs']:,.0f} {unit}/s); serve wrote {r['file_bytes'] / r['e2e_secs'] / 1e9:.2f} GB/s")
 idle = load("idle.json")
 print(f"idle: {idle['conns']} authenticated connections, {idle['bytes_per_conn']/1024:.2f} KiB each, opened at {idle['accept_rate']:,.0f}/s")
 PY
