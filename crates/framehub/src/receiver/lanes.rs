@@ -51,11 +51,27 @@ pub(super) struct Offered {
 /// frames exist: the table is bounded by the frames held.
 #[derive(Debug, Default)]
 pub(super) struct Lanes {
-    lanes: HashMap<u64, VecDeque<Frame>>,
+    /// Keyed by [`lane_of`]. foldhash rather than the default SipHash: a
+    /// lookup is on every frame's path, and SipHash's ~100 instructions
+    /// per lookup were most of a raw frame's delivery cost (callgrind,
+    /// `bench/callgrind.sh` case `length`); its per-process random seed
+    /// keeps the keys unguessable.
+    lanes: HashMap<u64, VecDeque<Frame>, foldhash::fast::RandomState>,
     /// Connections with frames, in the order the consumer serves them.
     turn: VecDeque<u64>,
     len: usize,
+    /// Emptied lanes kept for the next lane to start with their room: a
+    /// consumer that keeps up empties a lane on every take, and growing a
+    /// new one from nothing each time cost ~80 instructions per frame
+    /// (callgrind, case `length`). At most [`SPARE_LANES`], each with room
+    /// for at most [`SPARE_FRAMES`]: a bounded memory of ~150 KB.
+    spare: Vec<VecDeque<Frame>>,
 }
+
+/// Emptied lanes kept for reuse, at most.
+const SPARE_LANES: usize = 16;
+/// Room (frames) an emptied lane keeps when it is kept for reuse, at most.
+const SPARE_FRAMES: usize = 128;
 
 impl Lanes {
     /// Frames held, over all lanes.
@@ -116,7 +132,7 @@ impl Lanes {
         }
         self.push(conn, frame);
         out.enqueued = true;
-        if policy == OverflowPolicy::DropOldest {
+        if policy == OverflowPolicy::DropOldest && self.len > capacity {
             // Others pushed past the capacity within their shares: shed
             // this connection's oldest frames back towards its share.
             let share = self.share(conn, capacity);
@@ -130,7 +146,7 @@ impl Lanes {
     fn push(&mut self, conn: u64, frame: Frame) {
         let lane = self.lanes.entry(conn).or_insert_with(|| {
             self.turn.push_back(conn);
-            VecDeque::new()
+            self.spare.pop().unwrap_or_default()
         });
         lane.push_back(frame);
         self.len += 1;
@@ -152,9 +168,20 @@ impl Lanes {
     }
 
     fn remove_lane(&mut self, conn: u64) {
-        self.lanes.remove(&conn);
+        if let Some(lane) = self.lanes.remove(&conn) {
+            self.keep_spare(lane);
+        }
         if let Some(at) = self.turn.iter().position(|c| *c == conn) {
             self.turn.remove(at);
+        }
+    }
+
+    /// Keeps an emptied lane for reuse, within the bounds of [`Lanes::spare`].
+    fn keep_spare(&mut self, mut lane: VecDeque<Frame>) {
+        if self.spare.len() < SPARE_LANES {
+            lane.clear();
+            lane.shrink_to(SPARE_FRAMES);
+            self.spare.push(lane);
         }
     }
 
@@ -176,7 +203,9 @@ impl Lanes {
             taken += k;
             self.len -= k;
             if lane.is_empty() {
-                self.lanes.remove(&conn);
+                if let Some(lane) = self.lanes.remove(&conn) {
+                    self.keep_spare(lane);
+                }
             } else {
                 self.turn.push_back(conn);
             }
@@ -189,6 +218,7 @@ impl Lanes {
         let n = self.len;
         self.lanes.clear();
         self.turn.clear();
+        self.spare.clear();
         self.len = 0;
         n
     }
@@ -292,6 +322,33 @@ mod tests {
         assert_eq!(lanes.take(10, &mut out), 2);
         assert_eq!(names(&out), ["1:2", "1:3"]);
         assert!(lanes.lanes.is_empty() && lanes.turn.is_empty());
+    }
+
+    /// Emptied lanes are kept for reuse within their bounds: at most
+    /// `SPARE_LANES` of them, each with room for at most `SPARE_FRAMES`.
+    #[test]
+    fn emptied_lanes_are_kept_within_bounds() {
+        let mut lanes = Lanes::default();
+        let mut out = Vec::new();
+        // One lane flooded far past the spare room, then emptied.
+        for n in 0..1000 {
+            lanes.offer(1, frame(1, n), 2000, OverflowPolicy::DropOldest);
+        }
+        assert_eq!(lanes.take(usize::MAX, &mut out), 1000);
+        assert_eq!(lanes.spare.len(), 1);
+        assert!(lanes.spare[0].capacity() <= SPARE_FRAMES);
+        // The next lane starts with that room, and its frames are its own.
+        lanes.offer(2, frame(2, 0), 2000, OverflowPolicy::DropOldest);
+        assert!(lanes.spare.is_empty());
+        // Many lanes emptied at once: at most SPARE_LANES are kept.
+        for conn in 3..100 {
+            lanes.offer(conn, frame(conn, 0), 2000, OverflowPolicy::DropOldest);
+        }
+        out.clear();
+        assert_eq!(lanes.take(usize::MAX, &mut out), 98);
+        assert_eq!(names(&out)[0], "2:0");
+        assert_eq!(lanes.spare.len(), SPARE_LANES);
+        assert_eq!(lanes.len(), 0);
     }
 
     /// With `block`, room is what the queue has free or what is left of
