@@ -335,6 +335,17 @@ fn wait_node(admin: SocketAddr, node: &str) {
     });
 }
 
+fn wait_node_gone(admin: SocketAddr, node: &str) {
+    eventually(&format!("{node} disconnected"), || {
+        get_json(admin, "/api/nodes")["nodes"]
+            .as_array()
+            .is_some_and(|ns| {
+                !ns.iter()
+                    .any(|n| n["name"] == node && n["connected"] == true)
+            })
+    });
+}
+
 /// Issue 15: a message on `framehub.send.radar7` reaches radar7 on
 /// whichever instance holds it; the reply says how many clients took it and
 /// where. And the cluster view shows where each node is, and follows a move.
@@ -396,8 +407,11 @@ fn send_subject_reaches_the_node_wherever_it_is_and_the_cluster_view_follows_it(
         })
     });
 
-    // radar7 moves to the other instance.
+    // radar7 moves to the other instance, once the old one has seen it go
+    // (until then that one still holds it, and may answer: under a loaded
+    // test run it did).
     drop(radar7);
+    wait_node_gone(admins[1], "radar7");
     let mut radar7 = Device::connect(addrs[0], "radar7");
     wait_node(admins[0], "radar7");
     let reply = ask("{\"cmd\":\"moved?\"}");
