@@ -219,7 +219,10 @@ fn nats_stopped_for_five_seconds_blocks_reports_and_loses_nothing() {
     let addr = daemon.addr();
     let admin = daemon.admin();
     let nodes = 4;
-    let per = 40_000;
+    // Enough that the devices cannot be done before NATS stops: the socket
+    // buffers alone take tens of thousands of frames per device, and with
+    // 40,000 each a fast machine sent them all before the outage began.
+    let per = 100_000;
     let sent: Vec<Arc<AtomicU64>> = (0..nodes).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let devices: Vec<_> = (0..nodes)
         .map(|i| device(addr, format!("radar{i}"), per, sent[i].clone()))
