@@ -39,6 +39,8 @@ import time
 import nats
 from nats.js.errors import NotFoundError
 
+from benchutil import free_port
+
 POLL_MS = float(os.environ.get("POLL_MS", "5"))
 QUIET_S = float(os.environ.get("QUIET_S", "5"))
 # The nats-server's pid, to count the CPU time it spent on each run.
@@ -57,14 +59,6 @@ def cpu_secs(pid):
 def children_cpu():
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 async def wait_port(port):

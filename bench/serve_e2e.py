@@ -39,13 +39,7 @@ import sys
 import threading
 import time
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from benchutil import free_port
 
 
 def write_ceiling(path, nbytes):
