@@ -271,6 +271,18 @@ mod tests {
         }
     }
 
+    /// One pass of a policy that only compresses, now.
+    fn compress_pass(path: &Path) -> Pass {
+        apply(
+            &Policy {
+                compress: true,
+                ..policy(path)
+            },
+            SystemTime::now(),
+        )
+        .expect("pass")
+    }
+
     #[test]
     fn recognises_only_rotated_names() {
         assert!(is_rotation_suffix("20261121T140252.478123Z"));
@@ -345,14 +357,7 @@ mod tests {
         let rotated = d.join("frames.ndjson.20260101T000000.000000Z");
         let body = "{\"node\":\"radar1\"}\n".repeat(1000);
         fs::write(&rotated, &body).expect("rotated");
-        let pass = apply(
-            &Policy {
-                compress: true,
-                ..policy(&path)
-            },
-            SystemTime::now(),
-        )
-        .expect("pass");
+        let pass = compress_pass(&path);
         let gz = d.join("frames.ndjson.20260101T000000.000000Z.gz");
         assert_eq!(pass.compressed, std::slice::from_ref(&gz));
         assert!(!rotated.exists());
@@ -375,14 +380,7 @@ mod tests {
         let latest = d.join("frames.ndjson.20260102T000000.000000Z");
         fs::write(&missed, "old\n").expect("missed");
         fs::write(&latest, "new\n").expect("latest");
-        let pass = apply(
-            &Policy {
-                compress: true,
-                ..policy(&path)
-            },
-            SystemTime::now(),
-        )
-        .expect("pass");
+        let pass = compress_pass(&path);
         let gz = |p: &Path| PathBuf::from(format!("{}.gz", p.display()));
         assert_eq!(pass.compressed, vec![gz(&missed), gz(&latest)]);
         assert!(!missed.exists() && !latest.exists());

@@ -168,16 +168,18 @@ impl Lanes {
     }
 
     fn remove_lane(&mut self, conn: u64) {
-        if let Some(lane) = self.lanes.remove(&conn) {
-            self.keep_spare(lane);
-        }
+        self.retire(conn);
         if let Some(at) = self.turn.iter().position(|c| *c == conn) {
             self.turn.remove(at);
         }
     }
 
-    /// Keeps an emptied lane for reuse, within the bounds of [`Lanes::spare`].
-    fn keep_spare(&mut self, mut lane: VecDeque<Frame>) {
+    /// Takes `conn`'s emptied lane out of the table and keeps it for reuse,
+    /// within the bounds of [`Lanes::spare`].
+    fn retire(&mut self, conn: u64) {
+        let Some(mut lane) = self.lanes.remove(&conn) else {
+            return;
+        };
         if self.spare.len() < SPARE_LANES {
             lane.clear();
             lane.shrink_to(SPARE_FRAMES);
@@ -203,9 +205,7 @@ impl Lanes {
             taken += k;
             self.len -= k;
             if lane.is_empty() {
-                if let Some(lane) = self.lanes.remove(&conn) {
-                    self.keep_spare(lane);
-                }
+                self.retire(conn);
             } else {
                 self.turn.push_back(conn);
             }
