@@ -176,6 +176,8 @@ impl Lanes {
 
     /// Takes `conn`'s emptied lane out of the table and keeps it for reuse,
     /// within the bounds of [`Lanes::spare`].
+    // Inlined: out of line it cost ~10 instructions per frame (callgrind, `length`).
+    #[inline]
     fn retire(&mut self, conn: u64) {
         let Some(mut lane) = self.lanes.remove(&conn) else {
             return;
